@@ -1,0 +1,3 @@
+from neuralgraph.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,392 @@
+"""Experiment configuration: schema, defaults, loading and validation.
+
+One YAML file describes an experiment with the sections of the seed document:
+``simulation`` (the synthetic network, fixed for the whole exploration), ``graph_model``
+(the GNN), ``training`` (the recurrent trainer, the agent's main search space), ``claude``
+(the exploration's own knobs) and ``analysis`` (how results are scored).
+
+Every field has a default, a type and an allowed range declared here, and the whole file is
+validated before any work starts. Errors name the file, the dotted field, the offending value
+and what is allowed, e.g.::
+
+    config/demo.yaml: training.time_step = 3: must be one of 1, 4, 16, 32, 64
+
+``ALLOWED_TIME_STEPS`` and the ranges below are the single source of truth; the agent's
+mutation ranges (``agent.decision``) are narrower and live with the agent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from neuralgraph.io import atomic_write_text
+
+ALLOWED_TIME_STEPS: tuple[int, ...] = (1, 4, 16, 32, 64)
+
+#: (g, s, c) per neuron type for the PDE_N2 model (science.md section 1).
+REFERENCE_TYPE_PARAMS: list[list[float]] = [
+    [10.0, 1.0, 1.0],
+    [10.0, 2.0, 1.0],
+    [10.0, 1.0, 2.0],
+    [10.0, 2.0, 2.0],
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value was refused. The message is meant for the user."""
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimulationConfig(_Section):
+    """The simulated network. Fixed for the whole experiment (every iteration shares it)."""
+
+    signal_model: Literal["PDE_N2"] = Field("PDE_N2", description="Dynamics: du_i/dt = -c u_i + s tanh(u_i) + g sum_j W_ij tanh(u_j).")
+    n_neurons: int = Field(1000, ge=2, le=100_000, description="Number of neurons N.")
+    n_neuron_types: int = Field(4, ge=1, le=64, description="Number of neuron types K; N must be divisible by K.")
+    neuron_type_params: Optional[list[list[float]]] = Field(
+        None, description="Per-type [g, s, c]; default: the reference table (first K rows, K <= 4)."
+    )
+    shuffle_types: bool = Field(False, description="Assign types at random instead of contiguous blocks.")
+    n_frames: int = Field(100_000, ge=200, le=10_000_000, description="Saved frames after burn-in.")
+    delta_t: float = Field(0.01, gt=0.0, le=1.0, description="Euler step of the simulator (and of the model's rollout).")
+    n_burn_in: int = Field(1000, ge=0, le=1_000_000, description="Euler steps run and discarded before the first saved frame.")
+    initial_state_std: float = Field(5.0, ge=0.0, le=100.0, description="u(0) ~ N(0, std^2).")
+    connectivity_type: Literal["Lorentz", "Gaussian", "low_rank"] = Field("Lorentz", description="How the true W is drawn.")
+    connectivity_rank: int = Field(20, ge=1, le=100_000, description="Rank of W for connectivity_type low_rank.")
+    connectivity_filling_factor: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of non-zero off-diagonal entries of W.")
+    Dale_law: bool = Field(False, description="Impose Dale's law: each presynaptic neuron (column) all + or all -.")
+    Dale_law_factor: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of excitatory columns under Dale's law.")
+    noise_model_level: float = Field(0.0, ge=0.0, le=10.0, description="Process noise std added to u at every Euler step.")
+    measurement_noise_level: float = Field(0.0, ge=0.0, le=10.0, description="Measurement noise std added to the saved u.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of W, types and initial state.")
+
+    @model_validator(mode="after")
+    def _check_types(self) -> "SimulationConfig":
+        if self.n_neurons % self.n_neuron_types != 0:
+            raise ValueError(
+                f"n_neurons = {self.n_neurons}: must be divisible by n_neuron_types = {self.n_neuron_types}"
+            )
+        if self.neuron_type_params is None:
+            if self.n_neuron_types > len(REFERENCE_TYPE_PARAMS):
+                raise ValueError(
+                    f"neuron_type_params: required when n_neuron_types > {len(REFERENCE_TYPE_PARAMS)} "
+                    f"(one [g, s, c] per type)"
+                )
+        else:
+            params = self.neuron_type_params
+            if len(params) != self.n_neuron_types or any(len(row) != 3 for row in params):
+                raise ValueError(
+                    f"neuron_type_params = {params!r}: must be {self.n_neuron_types} rows of [g, s, c]"
+                )
+        if self.connectivity_type == "low_rank" and self.connectivity_rank > self.n_neurons:
+            raise ValueError(
+                f"connectivity_rank = {self.connectivity_rank}: must be <= n_neurons = {self.n_neurons}"
+            )
+        return self
+
+    def type_params(self) -> list[list[float]]:
+        """The [g, s, c] rows actually used, one per type."""
+        if self.neuron_type_params is not None:
+            return [list(map(float, row)) for row in self.neuron_type_params]
+        return [list(row) for row in REFERENCE_TYPE_PARAMS[: self.n_neuron_types]]
+
+
+class GraphModelConfig(_Section):
+    """The GNN: du_i/dt = lin_phi(u_i, a_i) + sum_{j != i} W_ij lin_edge(u_j [, a_j])."""
+
+    embedding_dim: int = Field(2, ge=1, le=64, description="Size of the learnable per-neuron embedding a_i.")
+    hidden_dim: int = Field(64, ge=1, le=4096, description="Width of the hidden layers of lin_edge and lin_phi.")
+    n_layers: int = Field(3, ge=2, le=10, description="Linear layers per MLP (3 = in -> h -> h -> 1).")
+    activation: Literal["relu", "tanh", "leaky_relu", "silu", "elu"] = Field("relu", description="Hidden activation.")
+    edge_input: Literal["u", "u_a"] = Field("u", description="lin_edge sees [u_j] or [u_j, a_j].")
+    W_init_std: float = Field(0.001, ge=0.0, le=10.0, description="Std of the normal initialisation of W (0 = zeros).")
+    embedding_init: Literal["ones", "randn"] = Field("ones", description="Initial embeddings.")
+    low_rank_factorization: bool = Field(False, description="Learn W = W_L @ W_R instead of a dense W.")
+    low_rank: int = Field(20, ge=1, le=100_000, description="Rank r of the factorisation.")
+    connectivity_mask: Literal["dense", "true_support"] = Field(
+        "dense", description="dense: all off-diagonal edges; true_support: only the edges of the true W (known wiring)."
+    )
+
+
+class TrainingConfig(_Section):
+    """The trainer. Parameters the agent may mutate carry narrower ranges in agent.decision."""
+
+    n_epochs: int = Field(1, ge=1, le=10_000, description="Epochs; exactly this many are run.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Frames per optimizer step. Fixed within an experiment.")
+    data_augmentation_loop: int = Field(
+        15, ge=1, le=1000, description="Iterations per epoch = floor(floor(n_train_frames * this / batch_size) * 0.2)."
+    )
+    learning_rate_W_start: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate of W.")
+    learning_rate_start: float = Field(5e-4, gt=0.0, le=1.0, description="Adam learning rate of lin_edge and lin_phi.")
+    learning_rate_embedding_start: float = Field(7.5e-4, ge=0.0, le=1.0, description="Adam learning rate of the embeddings.")
+    coeff_W_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on W.")
+    coeff_edge_diff: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on a decreasing lin_edge (monotone messages).")
+    coeff_lin_phi_zero: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on lin_phi(0, a) != 0.")
+    coeff_MLP_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on MLP weights.")
+    coeff_MLP_L2: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on MLP weights.")
+    time_step: int = Field(1, description="Recurrent horizon T (Euler steps unrolled). One of 1, 4, 16, 32, 64.")
+    recurrent_training: bool = Field(False, description="Unroll time_step Euler steps on the model's own predictions.")
+    neural_ODE_training: bool = Field(False, description="Integrate the learned field with torchdiffeq instead.")
+    recurrent_training_start_epoch: int = Field(0, ge=0, le=10_000, description="Single-step warm-up epochs before recurrence.")
+    noise_recurrent_level: float = Field(0.0, ge=0.0, le=1.0, description="Noise std injected at each unrolled step.")
+    recurrent_parameters: list[float] = Field(default_factory=lambda: [0.0, 0.0], description="Reserved (unused), kept for seed compatibility.")
+    ode_method: Literal["dopri5", "rk4", "euler", "midpoint", "heun3"] = Field("dopri5", description="torchdiffeq solver.")
+    ode_rtol: float = Field(1e-4, gt=0.0, le=1.0, description="Relative tolerance of adaptive solvers.")
+    ode_atol: float = Field(1e-5, gt=0.0, le=1.0, description="Absolute tolerance of adaptive solvers.")
+    ode_adjoint: bool = Field(True, description="Backpropagate with the adjoint method (less memory).")
+    ode_state_clamp: float = Field(10.0, gt=0.0, le=1e6, description="Clamp the ODE state to +-this.")
+    held_out_frames: int = Field(2000, ge=0, le=10_000_000, description="Frames at the end of the data never sampled by training (the test segment).")
+    training_time_target_min: Optional[float] = Field(
+        None, gt=0.0, le=10_000.0, description="If set, data_augmentation_loop is chosen from measured throughput to fit this."
+    )
+    checkpoint_every_min: float = Field(5.0, gt=0.0, le=1440.0, description="Minutes between checkpoints (also at each epoch end).")
+    divergence_factor: float = Field(1e4, gt=1.0, description="Stop as diverged when the loss exceeds this times its first value.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of initialisation and batch sampling.")
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> "TrainingConfig":
+        if self.time_step not in ALLOWED_TIME_STEPS:
+            raise ValueError(
+                f"time_step = {self.time_step!r}: must be one of {', '.join(map(str, ALLOWED_TIME_STEPS))}"
+            )
+        if self.recurrent_training and self.neural_ODE_training:
+            raise ValueError(
+                "recurrent_training = True and neural_ODE_training = True: choose one training mode"
+            )
+        return self
+
+
+class ClaudeConfig(_Section):
+    """The exploration's own knobs (the only keys allowed in the seed's ``claude:`` section)."""
+
+    n_epochs: int = Field(1, ge=1, le=10_000, description="Epochs of every iteration's training (copied into training.n_epochs).")
+    data_augmentation_loop: int = Field(15, ge=1, le=25, description="Starting data_augmentation_loop (copied into training).")
+    n_iter_block: int = Field(8, ge=1, le=1000, description="Iterations per block (one time_step per block).")
+    ucb_c: float = Field(1.414, ge=0.5, le=3.0, description="Exploration constant of the UCB score.")
+
+
+class AnalysisConfig(_Section):
+    """How a trained model is scored (science.md section 4)."""
+
+    rollout_frames: int = Field(1000, ge=10, le=1_000_000, description="Frames of the test rollout (started in the held-out segment).")
+    rollout_eval_every: int = Field(10, ge=1, le=1000, description="Score every n-th rollout frame for test_R2.")
+    plateau_u_range: list[float] = Field(default_factory=lambda: [0.8, 1.0], description="u range (times max |u|) whose mean lin_edge is the per-column plateau.")
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment file."""
+
+    description: str = Field("", description="Free text shown in reports.")
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    graph_model: GraphModelConfig = Field(default_factory=GraphModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    claude: ClaudeConfig = Field(default_factory=ClaudeConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @model_validator(mode="after")
+    def _check_frames(self) -> "ExperimentConfig":
+        sim, tr = self.simulation, self.training
+        n_train = sim.n_frames - tr.held_out_frames
+        if n_train < tr.time_step + 6 + tr.batch_size:
+            raise ValueError(
+                f"training.held_out_frames = {tr.held_out_frames}: leaves {n_train} training frames of "
+                f"simulation.n_frames = {sim.n_frames}; need at least time_step + batch_size + 6"
+            )
+        if self.analysis.rollout_frames >= tr.held_out_frames and tr.held_out_frames > 0:
+            raise ValueError(
+                f"analysis.rollout_frames = {self.analysis.rollout_frames}: must be < training.held_out_frames "
+                f"= {tr.held_out_frames} (the rollout runs inside the held-out segment)"
+            )
+        if self.graph_model.low_rank_factorization and self.graph_model.low_rank > sim.n_neurons:
+            raise ValueError(
+                f"graph_model.low_rank = {self.graph_model.low_rank}: must be <= simulation.n_neurons = {sim.n_neurons}"
+            )
+        return self
+
+    @property
+    def n_train_frames(self) -> int:
+        """Frames [0, n_train_frames) may be sampled by training; the rest is the test segment."""
+        return self.simulation.n_frames - self.training.held_out_frames
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def simulation_hash(self) -> str:
+        """Hash of the simulation section: identifies the dataset an experiment needs."""
+        return stable_hash(self.simulation.model_dump(mode="json"))
+
+
+#: Fields that may never differ between an iteration's config and its experiment's config.
+FIXED_TRAINING_FIELDS: tuple[str, ...] = ("batch_size",)
+
+
+def stable_hash(data: Any) -> str:
+    """Short sha256 of a JSON-serialisable value, independent of key order."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "__root__")
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _describe_error(err: dict[str, Any], raw: Any) -> str:
+    """Turn one pydantic error into 'field = value: what is allowed'."""
+    loc = tuple(err.get("loc", ()))
+    field = _format_location(loc)
+    kind = err.get("type", "")
+    ctx = err.get("ctx", {}) or {}
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        section = _format_location(loc[:-1]) or "top level"
+        return f"{field}: unknown key in {section}; allowed keys: {', '.join(allowed)}"
+    value = err.get("input", _lookup(raw, loc))
+    if kind == "value_error":
+        # our own validators already phrase 'field = value: rule'; prefix the section
+        msg = str(ctx.get("error", err.get("msg", "")))
+        section = _format_location(loc)
+        return f"{section + '.' if section else ''}{msg}"
+    bounds = {
+        "greater_than_equal": "must be >= {ge}",
+        "greater_than": "must be > {gt}",
+        "less_than_equal": "must be <= {le}",
+        "less_than": "must be < {lt}",
+    }
+    if kind in bounds:
+        rule = bounds[kind].format(**ctx)
+    elif kind == "literal_error":
+        rule = f"must be one of {ctx.get('expected', '')}"
+    elif kind == "missing":
+        return f"{field}: required field is missing"
+    else:
+        rule = err.get("msg", "invalid value")
+    return f"{field} = {value!r}: {rule}"
+
+
+def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate a mapping (parsed YAML) into an ExperimentConfig, or raise ConfigError."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {_describe_error(err, raw)}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path, base: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+    """Load and validate an experiment YAML file.
+
+    With ``base`` (the experiment's original config), also refuse changes to what is fixed
+    for a whole experiment: the simulation section and the batch size.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    cfg = parse_config(raw, source=str(path))
+    if base is not None:
+        check_fixed_fields(base, cfg, source=str(path))
+    return cfg
+
+
+def check_fixed_fields(base: ExperimentConfig, cfg: ExperimentConfig, source: str = "<config>") -> None:
+    """Raise ConfigError when ``cfg`` changes what an experiment keeps fixed."""
+    problems = []
+    base_sim = base.simulation.model_dump(mode="json")
+    for key, value in cfg.simulation.model_dump(mode="json").items():
+        if base_sim[key] != value:
+            problems.append(
+                f"{source}: simulation.{key} changed from {base_sim[key]!r} to {value!r}: "
+                f"the simulation is fixed for the whole experiment"
+            )
+    for key in FIXED_TRAINING_FIELDS:
+        old, new = getattr(base.training, key), getattr(cfg.training, key)
+        if old != new:
+            problems.append(
+                f"{source}: training.{key} changed from {old!r} to {new!r}: {key} is fixed for the whole experiment"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path) -> Path:
+    """Write a config as YAML atomically, every field explicit (so a run is reproducible)."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return atomic_write_text(path, text)
+
+
+def with_updates(cfg: ExperimentConfig, updates: dict[str, Any], source: str = "<update>") -> ExperimentConfig:
+    """Return a validated copy of ``cfg`` with dotted-key updates, e.g. {"training.time_step": 4}."""
+    data = cfg.to_dict()
+    for dotted, value in updates.items():
+        section, _, key = dotted.partition(".")
+        if not key or section not in data or not isinstance(data[section], dict):
+            raise ConfigError(f"{source}: {dotted}: not a 'section.field' of the experiment config")
+        data[section][key] = value
+    return parse_config(data, source=source)
+
+
+def describe_schema() -> str:
+    """Markdown table of every field: default, type, allowed values (used by docs and --help)."""
+    lines = ["| field | default | allowed | meaning |", "|---|---|---|---|"]
+    for section_name, section_field in ExperimentConfig.model_fields.items():
+        model = section_field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for name, field in model.model_fields.items():
+            bounds = []
+            for meta in field.metadata:
+                for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                    if getattr(meta, attr, None) is not None:
+                        bounds.append(f"{sym} {getattr(meta, attr)}")
+            ann = getattr(field.annotation, "__args__", None)
+            if name == "time_step":
+                allowed = ", ".join(map(str, ALLOWED_TIME_STEPS))
+            elif ann and getattr(field.annotation, "__origin__", None) is Literal:
+                allowed = ", ".join(map(str, ann))
+            else:
+                allowed = ", ".join(bounds) or "-"
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"| {section_name}.{name} | {default!r} | {allowed} | {field.description or ''} |")
+    return "\n".join(lines)
