@@ -33,6 +33,20 @@ def tiny_config_dict_factory():
     return tiny_config_dict
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """(cfg, data_dir): ``tiny_config_dict()`` simulated once per test session (with pictures).
+
+    Shared read-only: tests must not modify the files (copy the folder first if needed).
+    """
+    from neuralgraph.config import parse_config
+    from neuralgraph.simulate import simulate
+
+    cfg = parse_config(tiny_config_dict(), source="tiny_config_dict()")
+    data_dir = simulate(cfg, tmp_path_factory.mktemp("tiny_dataset") / "data", progress=False)
+    return cfg, data_dir
+
+
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable

@@ -1,0 +1,409 @@
+"""Simulate stage: the synthetic network whose wiring W the GNN must recover.
+
+PDE_N2 dynamics (science.md section 1), neuron i of type t = types[i] with (g, s, c)::
+
+    du_i/dt = -c_t u_i + s_t tanh(u_i) + g_t * sum_j W_ij tanh(u_j)
+
+integrated with explicit Euler at ``delta_t``; ``n_burn_in`` steps are discarded, then
+``n_frames`` states are saved with du/dt evaluated at each saved state, so that without
+noise ``u[k+1] = u[k] + delta_t * du[k]`` holds exactly in float32 (the state is integrated
+in float32: the matrix-vector product is memory-bound and float32 halves its cost).
+
+Randomness comes from independent streams spawned from ``simulation.seed`` (types, W,
+initial state, process noise, measurement noise), so switching noise on does not change W.
+
+The dataset folder layout is in docs/architecture.md; ``u.npy`` and ``du.npy`` are written
+frame by frame into ``np.lib.format.open_memmap`` temp files and renamed at the end, so the
+whole recording never sits in RAM and an interrupted run leaves no partial array.
+``metadata.json`` is written last: its presence marks a complete dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
+from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
+
+#: Files of a dataset folder (docs/architecture.md).
+ARRAY_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")
+#: Cauchy samples beyond this magnitude are zeroed (not redrawn) in Lorentz connectivity.
+LORENTZ_CUTOFF = 25.0
+#: Frames between progress-bar updates (updating every frame would cost more than a frame).
+_PROGRESS_EVERY = 1000
+#: Process-noise samples drawn per call (drawing one vector per frame is slower).
+_NOISE_CHUNK = 1024
+
+_STREAMS = ("types", "connectivity", "initial_state", "process_noise", "measurement_noise")
+
+
+# --------------------------------------------------------------------------- dynamics
+
+
+def pde_n2_rhs(u: np.ndarray, W: np.ndarray, types: np.ndarray, type_params: np.ndarray) -> np.ndarray:
+    """du/dt of the PDE_N2 model for states ``u`` of shape (..., N) (any leading batch dims).
+
+    ``W[i, j]`` is the weight of edge j -> i; ``type_params[t] = [g, s, c]``.
+    The result has the floating dtype of ``u`` (float32 in, float32 out).
+    """
+    u = np.asarray(u)
+    dtype = u.dtype if np.issubdtype(u.dtype, np.floating) else np.float64
+    u = u.astype(dtype, copy=False)
+    g, s, c = _per_neuron_params(types, type_params, dtype)
+    activation = np.tanh(u)
+    coupling = activation @ np.asarray(W, dtype=dtype).T  # (..., N): sum_j W_ij tanh(u_j)
+    return -c * u + s * activation + g * coupling
+
+
+def euler_rollout(
+    u0: np.ndarray,
+    W: np.ndarray,
+    types: np.ndarray,
+    type_params: np.ndarray,
+    delta_t: float,
+    n_steps: int,
+) -> np.ndarray:
+    """Noise-free Euler trajectory from ``u0``: array (n_steps + 1, N) whose row 0 is ``u0``.
+
+    Uses the same float32 arithmetic as :func:`simulate` when ``u0`` is float32, so a rollout
+    started at a saved frame reproduces the following saved frames of a noise-free dataset.
+    """
+    u0 = np.asarray(u0)
+    if u0.ndim != 1:
+        raise ValueError(f"euler_rollout: u0 must have shape (N,), got {u0.shape}")
+    if n_steps < 0:
+        raise ValueError(f"euler_rollout: n_steps = {n_steps}: must be >= 0")
+    dtype = u0.dtype if np.issubdtype(u0.dtype, np.floating) else np.float64
+    step = _EulerStepper(W, types, type_params, delta_t, dtype)
+    out = np.empty((n_steps + 1, u0.shape[0]), dtype=dtype)
+    out[0] = u0
+    for k in range(n_steps):
+        out[k + 1] = step.advance(out[k], step.rhs(out[k]))
+    return out
+
+
+def _per_neuron_params(types: np.ndarray, type_params: np.ndarray, dtype: Any) -> tuple[np.ndarray, ...]:
+    """(g, s, c) vectors of length N from the per-type table."""
+    table = np.asarray(type_params, dtype=dtype)[np.asarray(types, dtype=np.int64)]
+    return table[:, 0], table[:, 1], table[:, 2]
+
+
+class _EulerStepper:
+    """One Euler step with everything per-neuron precomputed (the simulator's hot loop).
+
+    The coupling is ``W @ tanh(u)`` scaled by g afterwards, exactly as :func:`pde_n2_rhs`
+    computes it, so the saved du equals pde_n2_rhs(saved u) to the last bit of float32.
+    """
+
+    def __init__(self, W, types, type_params, delta_t: float, dtype=np.float32):
+        self.W = np.ascontiguousarray(W, dtype=dtype)
+        self.g, self.s, self.neg_c = (p.copy() for p in _per_neuron_params(types, type_params, dtype))
+        self.neg_c *= -1
+        self.dt = np.dtype(dtype).type(delta_t)
+
+    def rhs(self, u: np.ndarray) -> np.ndarray:
+        activation = np.tanh(u)
+        return self.neg_c * u + self.s * activation + self.g * (self.W @ activation)
+
+    def advance(self, u: np.ndarray, du: np.ndarray) -> np.ndarray:
+        return u + self.dt * du
+
+
+# --------------------------------------------------------------------------- network
+
+
+def lorentz_exponent(n_neurons: int) -> float:
+    """Exponent e of the N**e normalisation of Lorentz weights (the reference's table)."""
+    if n_neurons < 2000:
+        return 0.7
+    if n_neurons < 4000:
+        return 0.675
+    if n_neurons < 8000:
+        return 0.67
+    return 0.5
+
+
+#: Std of a standard Cauchy sample after zeroing |s| > 25: sqrt((2/pi) (25 - atan 25)) = 3.866.
+LORENTZ_RAW_STD = float(np.sqrt(2.0 / np.pi * (LORENTZ_CUTOFF - np.arctan(LORENTZ_CUTOFF))))
+
+
+def lorentz_weights(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Cauchy weights: N*N standard Cauchy samples, |s| > 25 set to 0, divided by N**e.
+
+    Scale: every |W_ij| <= 25 / N**e (e = :func:`lorentz_exponent`, 0.7 for N < 2000) and the
+    entries' std is LORENTZ_RAW_STD / N**e = 3.866 / N**e (N = 1000: max 0.199, std 0.031;
+    about 2.5% of entries are zero from the cutoff). Heavy-tailed: most weights are tiny,
+    a few are strong.
+    """
+    samples = rng.standard_cauchy(n * n)
+    samples[np.abs(samples) > LORENTZ_CUTOFF] = 0.0
+    return (samples / n ** lorentz_exponent(n)).reshape(n, n)
+
+
+def gaussian_weights(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Normal weights of std 1/sqrt(N) (spectral radius about 1 for large N)."""
+    return rng.standard_normal((n, n)) / np.sqrt(n)
+
+
+def low_rank_weights(n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+    """W = U V / sqrt(r N) with U (N x r), V (r x N) standard normal: rank r, entry std 1/sqrt(N)."""
+    left = rng.standard_normal((n, rank))
+    right = rng.standard_normal((rank, n))
+    return left @ right / np.sqrt(rank * n)
+
+
+def apply_filling_factor(W: np.ndarray, filling_factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Keep each entry with probability ``filling_factor`` (sparse wiring); no rescaling."""
+    if filling_factor >= 1.0:
+        return W
+    return W * (rng.random(W.shape) < filling_factor)
+
+
+def apply_dale_law(W: np.ndarray, excitatory_fraction: float) -> np.ndarray:
+    """Dale's law: |W|, then columns j >= N * fraction negated (those presynaptic neurons inhibit)."""
+    W = np.abs(W)
+    first_inhibitory = int(round(W.shape[1] * excitatory_fraction))
+    W[:, first_inhibitory:] *= -1.0
+    return W
+
+
+def make_connectivity(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """The true W (float32, N x N, zero diagonal) for the simulation section."""
+    n = sim.n_neurons
+    if sim.connectivity_type == "Lorentz":
+        W = lorentz_weights(n, rng)
+    elif sim.connectivity_type == "Gaussian":
+        W = gaussian_weights(n, rng)
+    elif sim.connectivity_type == "low_rank":
+        W = low_rank_weights(n, sim.connectivity_rank, rng)
+    else:  # the config schema only admits the three above
+        raise ValueError(f"simulation.connectivity_type = {sim.connectivity_type!r}: must be one of Lorentz, Gaussian, low_rank")
+    W = apply_filling_factor(W, sim.connectivity_filling_factor, rng)
+    if sim.Dale_law:
+        W = apply_dale_law(W, sim.Dale_law_factor)
+    np.fill_diagonal(W, 0.0)
+    return W.astype(np.float32)
+
+
+def make_types(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """Neuron types: contiguous blocks of N/K neurons, or a seeded permutation of them."""
+    types = np.repeat(np.arange(sim.n_neuron_types, dtype=np.int64), sim.n_neurons // sim.n_neuron_types)
+    if sim.shuffle_types:
+        rng.shuffle(types)
+    return types
+
+
+def _rngs(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator per source of randomness (see module docstring)."""
+    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class Dataset:
+    """A dataset folder loaded (arrays memory-mapped by default)."""
+
+    u: np.ndarray
+    du: np.ndarray
+    W: np.ndarray
+    types: np.ndarray
+    type_params: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+    delta_t: float = 0.01
+    path: Path | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.u.shape[0])
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.u.shape[1])
+
+    @property
+    def n_types(self) -> int:
+        return int(self.type_params.shape[0])
+
+
+def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
+    """Load a dataset folder written by :func:`simulate`.
+
+    With ``mmap`` the big arrays (u, du) are read-only memory maps: training reads the frames
+    it samples without loading 800 MB. Raises FileNotFoundError naming the missing file.
+    """
+    path = Path(path)
+    missing = [name for name in (*ARRAY_FILES, "metadata.json") if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path}: not a complete dataset folder, missing {', '.join(missing)} "
+            f"(run `python -m neuralgraph simulate --config C --out {path}`)"
+        )
+    mode = "r" if mmap else None
+    arrays = {name[:-4]: np.load(path / name, mmap_mode=mode, allow_pickle=False) for name in ARRAY_FILES}
+    metadata = read_json(path / "metadata.json")
+    return Dataset(
+        u=arrays["u"], du=arrays["du"], W=arrays["W"], types=arrays["types"],
+        type_params=arrays["type_params"], metadata=metadata,
+        delta_t=float(metadata["delta_t"]), path=path,
+    )
+
+
+def _progress_bar(total: int, enabled: bool):
+    """tqdm bar on stderr showing frames/s and ETA (disabled bar when ``enabled`` is False)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="simulate", unit="frame", unit_scale=True, disable=not enabled,
+                file=sys.stderr, mininterval=0.5, smoothing=0.1)
+
+
+def _noise_stream(rng: np.random.Generator, level: float, n: int):
+    """Yield float32 noise vectors level * N(0,1), drawn _NOISE_CHUNK at a time (endless)."""
+    while True:
+        block = (level * rng.standard_normal((_NOISE_CHUNK, n))).astype(np.float32)
+        yield from block
+
+
+def _run_dynamics(sim: SimulationConfig, stepper: _EulerStepper, u: np.ndarray,
+                  u_out: np.ndarray, du_out: np.ndarray, noise_rng: np.random.Generator, bar) -> None:
+    """Burn-in then the saved frames, written row by row into ``u_out`` / ``du_out``."""
+    noise = _noise_stream(noise_rng, sim.noise_model_level, u.shape[0]) if sim.noise_model_level > 0 else None
+    total = sim.n_burn_in + sim.n_frames
+    for step in range(total):
+        du = stepper.rhs(u)
+        k = step - sim.n_burn_in
+        if k >= 0:
+            u_out[k] = u
+            du_out[k] = du
+        u = stepper.advance(u, du)
+        if noise is not None:
+            u += next(noise)
+        if (step + 1) % _PROGRESS_EVERY == 0 or step + 1 == total:
+            bar.update(step + 1 - bar.n)
+            _check_finite(u, step, sim)
+
+
+def _check_finite(u: np.ndarray, step: int, sim: SimulationConfig) -> None:
+    """Stop early (instead of writing 800 MB of NaN) when the dynamics blow up."""
+    if not np.all(np.isfinite(u)):
+        raise FloatingPointError(
+            f"simulation diverged at step {step} (burn-in {sim.n_burn_in}): non-finite activity; "
+            f"reduce simulation.delta_t or the connectivity scale"
+        )
+
+
+def _add_measurement_noise(u_out: np.ndarray, level: float, rng: np.random.Generator) -> None:
+    """Add level * N(0,1) to the saved u in place, chunk by chunk (du stays the clean du/dt)."""
+    for start in range(0, u_out.shape[0], _NOISE_CHUNK):
+        chunk = u_out[start : start + _NOISE_CHUNK]
+        chunk += (level * rng.standard_normal(chunk.shape)).astype(np.float32)
+
+
+def _versions() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    from neuralgraph import __version__
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "torch": version("torch"), "neuralgraph": __version__}
+
+
+def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool = True,
+             pictures: bool = True) -> Path:
+    """Simulate ``cfg.simulation`` and write the dataset folder ``out_dir``; return its path.
+
+    Writes u, du (memory-mapped, atomically renamed), W, types, type_params, stats.json,
+    analysis.log, activity.png / connectivity.png (unless ``pictures`` is False) and finally
+    metadata.json.
+    """
+    from neuralgraph import plots, stats
+
+    started = time.perf_counter()
+    sim = cfg.simulation
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rngs = _rngs(sim.seed)
+    types = make_types(sim, rngs["types"])
+    W = make_connectivity(sim, rngs["connectivity"])
+    type_params = np.asarray(sim.type_params(), dtype=np.float32)
+    stepper = _EulerStepper(W, types, type_params, sim.delta_t, np.float32)
+    u0 = (sim.initial_state_std * rngs["initial_state"].standard_normal(sim.n_neurons)).astype(np.float32)
+
+    shape = (sim.n_frames, sim.n_neurons)
+    with atomic_path(out / "u.npy", suffix=".npy") as u_tmp, atomic_path(out / "du.npy", suffix=".npy") as du_tmp:
+        u_out = np.lib.format.open_memmap(u_tmp, mode="w+", dtype=np.float32, shape=shape)
+        du_out = np.lib.format.open_memmap(du_tmp, mode="w+", dtype=np.float32, shape=shape)
+        with _progress_bar(sim.n_burn_in + sim.n_frames, progress) as bar:
+            _run_dynamics(sim, stepper, u0, u_out, du_out, rngs["process_noise"], bar)
+        if sim.measurement_noise_level > 0:
+            _add_measurement_noise(u_out, sim.measurement_noise_level, rngs["measurement_noise"])
+        u_out.flush()
+        du_out.flush()
+        del u_out, du_out
+    simulated = time.perf_counter() - started
+
+    atomic_save_npy(out / "W.npy", W)
+    atomic_save_npy(out / "types.npy", types)
+    atomic_save_npy(out / "type_params.npy", type_params)
+    u = np.load(out / "u.npy", mmap_mode="r")
+    data_stats = stats.dataset_statistics(u, W)
+    stats.write_statistics(data_stats, out)
+    if pictures:
+        plots.plot_activity(u, types, sim.delta_t, out / "activity.png")
+        plots.plot_connectivity(W, types, out / "connectivity.png")
+    atomic_write_json(out / "metadata.json", {
+        "config": cfg.to_dict(),
+        "simulation_hash": cfg.simulation_hash(),
+        "seed": sim.seed,
+        "delta_t": sim.delta_t,
+        "n_frames": sim.n_frames,
+        "n_neurons": sim.n_neurons,
+        "n_types": sim.n_neuron_types,
+        "versions": _versions(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "simulation_seconds": round(simulated, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    })
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m neuralgraph simulate --config C --out DIR``; exit 2 on a bad config (nothing written)."""
+    parser = argparse.ArgumentParser(prog="neuralgraph simulate", description="Simulate the network and write the dataset folder.")
+    parser.add_argument("--config", required=True, help="experiment YAML file")
+    parser.add_argument("--out", required=True, help="dataset folder to write (created)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-pictures", action="store_true", help="skip activity.png and connectivity.png")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    out = simulate(cfg, args.out, progress=not args.no_progress, pictures=not args.no_pictures)
+    meta = read_json(out / "metadata.json")
+    print(f"{out}: {meta['n_frames']} frames x {meta['n_neurons']} neurons in {meta['wall_seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""The simulator: dataset layout, determinism, Euler consistency, connectivity scale, CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, tiny_config_dict
+from neuralgraph.config import parse_config
+from neuralgraph.simulate import (
+    LORENTZ_RAW_STD,
+    euler_rollout,
+    load_dataset,
+    lorentz_exponent,
+    make_connectivity,
+    pde_n2_rhs,
+    simulate,
+)
+
+DATASET_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy", "metadata.json",
+                 "stats.json", "analysis.log", "activity.png", "connectivity.png")
+
+
+def _cfg(**overrides):
+    return parse_config(tiny_config_dict(**overrides), source="test")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------- dataset folder
+
+
+def test_dataset_folder_has_every_file_with_documented_dtypes_and_shapes(tiny_dataset):
+    cfg, data_dir = tiny_dataset
+    for name in DATASET_FILES:
+        assert (data_dir / name).is_file(), name
+    ds = load_dataset(data_dir)
+    n, frames = cfg.simulation.n_neurons, cfg.simulation.n_frames
+    assert isinstance(ds.u, np.memmap) and ds.u.dtype == np.float32 and ds.u.shape == (frames, n)
+    assert ds.du.dtype == np.float32 and ds.du.shape == (frames, n)
+    assert ds.W.dtype == np.float32 and ds.W.shape == (n, n)
+    assert ds.types.dtype == np.int64 and ds.types.shape == (n,)
+    assert ds.type_params.dtype == np.float32 and ds.type_params.shape == (4, 3)
+    assert (ds.n_frames, ds.n_neurons, ds.n_types) == (frames, n, 4)
+    assert ds.delta_t == pytest.approx(0.01)
+    # contiguous type blocks of N/K neurons, reference (g, s, c) table
+    assert ds.types.tolist() == sorted(ds.types.tolist()) and np.bincount(ds.types).tolist() == [6] * 4
+    np.testing.assert_array_equal(ds.type_params, [[10, 1, 1], [10, 2, 1], [10, 1, 2], [10, 2, 2]])
+    assert np.all(np.isfinite(ds.u)) and np.abs(ds.u).max() > 0.5  # alive, not decayed to zero
+
+
+def test_metadata_records_config_hash_seed_and_versions(tiny_dataset):
+    cfg, data_dir = tiny_dataset
+    meta = json.loads((data_dir / "metadata.json").read_text())
+    assert meta["config"] == cfg.to_dict()
+    assert meta["simulation_hash"] == cfg.simulation_hash()
+    assert (meta["seed"], meta["n_frames"], meta["n_neurons"], meta["delta_t"]) == (7, 1500, 24, 0.01)
+    assert set(meta["versions"]) >= {"python", "numpy", "torch", "neuralgraph"}
+    assert meta["created_at"].endswith("+00:00") and meta["wall_seconds"] > 0
+
+
+def test_load_dataset_without_mmap_gives_plain_arrays(tiny_dataset):
+    _, data_dir = tiny_dataset
+    ds = load_dataset(data_dir, mmap=False)
+    assert not isinstance(ds.u, np.memmap)
+    np.testing.assert_array_equal(ds.u, load_dataset(data_dir).u)
+
+
+def test_load_dataset_names_the_missing_file(tmp_path):
+    (tmp_path / "u.npy").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"missing du\.npy, W\.npy.*metadata\.json"):
+        load_dataset(tmp_path)
+
+
+# ----------------------------------------------------------------- dynamics
+
+
+def test_noise_free_frames_obey_euler_to_float32_precision(tiny_dataset):
+    cfg, data_dir = tiny_dataset
+    ds = load_dataset(data_dir)
+    u, du, dt = np.asarray(ds.u), np.asarray(ds.du), np.float32(cfg.simulation.delta_t)
+    predicted = u[:-1] + dt * du[:-1]
+    np.testing.assert_allclose(predicted, u[1:], rtol=1e-6, atol=1e-6 * np.abs(u).max())
+
+
+def test_saved_du_is_the_pde_n2_right_hand_side(tiny_dataset):
+    _, data_dir = tiny_dataset
+    ds = load_dataset(data_dir)
+    frames = np.asarray(ds.u[:50])
+    rhs = pde_n2_rhs(frames, ds.W, ds.types, ds.type_params)
+    assert rhs.dtype == np.float32 and rhs.shape == frames.shape
+    np.testing.assert_allclose(rhs, ds.du[:50], rtol=1e-5, atol=1e-4)
+
+
+def test_pde_n2_rhs_matches_the_formula_for_one_neuron():
+    W = np.array([[0.0, 0.5], [-0.25, 0.0]])
+    types = np.array([0, 1])
+    params = np.array([[10.0, 1.0, 1.0], [3.0, 2.0, 0.5]])
+    u = np.array([0.3, -1.2])
+    expected = [
+        -1.0 * 0.3 + 1.0 * np.tanh(0.3) + 10.0 * 0.5 * np.tanh(-1.2),
+        -0.5 * -1.2 + 2.0 * np.tanh(-1.2) + 3.0 * -0.25 * np.tanh(0.3),
+    ]
+    np.testing.assert_allclose(pde_n2_rhs(u, W, types, params), expected, rtol=1e-12)
+    batch = pde_n2_rhs(np.stack([u, u, u]), W, types, params)  # (..., N) input
+    np.testing.assert_allclose(batch, np.tile(expected, (3, 1)), rtol=1e-12)
+
+
+def test_euler_rollout_reproduces_the_saved_frames(tiny_dataset):
+    _, data_dir = tiny_dataset
+    ds = load_dataset(data_dir)
+    start, steps = 400, 100
+    rollout = euler_rollout(np.asarray(ds.u[start]), ds.W, ds.types, ds.type_params, ds.delta_t, steps)
+    assert rollout.shape == (steps + 1, ds.n_neurons)
+    np.testing.assert_array_equal(rollout[0], ds.u[start])
+    np.testing.assert_allclose(rollout, ds.u[start : start + steps + 1], rtol=1e-4, atol=1e-3)
+
+
+# ----------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_different_data(tmp_path, tiny_dataset):
+    cfg, first = tiny_dataset
+    again = simulate(cfg, tmp_path / "again", progress=False, pictures=False)
+    for name in ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy", "stats.json"):
+        assert _sha(first / name) == _sha(again / name), name
+    other = simulate(_cfg(**{"simulation.seed": 8}), tmp_path / "other", progress=False, pictures=False)
+    assert not np.array_equal(np.load(first / "W.npy"), np.load(other / "W.npy"))
+    assert not np.allclose(np.load(first / "u.npy")[0], np.load(other / "u.npy")[0])
+
+
+def test_noise_changes_activity_but_not_the_wiring(tmp_path, tiny_dataset):
+    _, clean_dir = tiny_dataset
+    clean = load_dataset(clean_dir)
+    noisy = load_dataset(simulate(_cfg(**{"simulation.noise_model_level": 0.05}), tmp_path / "process",
+                                  progress=False, pictures=False))
+    measured = load_dataset(simulate(_cfg(**{"simulation.measurement_noise_level": 0.5}), tmp_path / "measured",
+                                     progress=False, pictures=False))
+    np.testing.assert_array_equal(noisy.W, clean.W)
+    np.testing.assert_array_equal(measured.W, clean.W)
+    # process noise: u[k+1] - (u[k] + dt du[k]) is the injected noise, std 0.05
+    residual = np.asarray(noisy.u[1:]) - (noisy.u[:-1] + np.float32(0.01) * noisy.du[:-1])
+    assert residual.std() == pytest.approx(0.05, rel=0.1)
+    # measurement noise: the clean trajectory plus N(0, 0.5^2) on the saved u, du untouched
+    np.testing.assert_array_equal(measured.du, clean.du)
+    assert (np.asarray(measured.u) - clean.u).std() == pytest.approx(0.5, rel=0.05)
+
+
+# ----------------------------------------------------------------- connectivity
+
+
+def _connectivity(n=400, **sim_overrides):
+    overrides = {"simulation.n_neurons": n, "simulation.n_neuron_types": 4, **sim_overrides}
+    cfg = _cfg(**overrides)
+    return make_connectivity(cfg.simulation, np.random.default_rng(3))
+
+
+def test_lorentz_weights_zero_diagonal_bounded_and_documented_scale():
+    n = 400
+    W = _connectivity(n)
+    assert W.dtype == np.float32
+    assert np.all(np.diag(W) == 0)
+    bound = 25 / n**0.7
+    assert lorentz_exponent(n) == 0.7
+    assert np.abs(W).max() <= bound * (1 + 1e-6)
+    assert np.abs(W).max() > 0.8 * bound  # heavy tail reaches the cut-off
+    offdiag = W[~np.eye(n, dtype=bool)].astype(np.float64)
+    assert offdiag.std() == pytest.approx(LORENTZ_RAW_STD / n**0.7, rel=0.1)
+    assert LORENTZ_RAW_STD == pytest.approx(3.866, abs=1e-3)
+    assert np.median(np.abs(offdiag)) == pytest.approx(1 / n**0.7, rel=0.1)  # |Cauchy| median is 1
+    zero_fraction = np.mean(offdiag == 0)
+    assert zero_fraction == pytest.approx(1 - 2 / np.pi * np.arctan(25), abs=0.01)
+
+
+def test_gaussian_and_low_rank_weights_scale_and_rank():
+    n = 200
+    gaussian = _connectivity(n, **{"simulation.connectivity_type": "Gaussian"})
+    assert gaussian[~np.eye(n, dtype=bool)].std() == pytest.approx(1 / np.sqrt(n), rel=0.05)
+    low = _connectivity(n, **{"simulation.connectivity_type": "low_rank", "simulation.connectivity_rank": 5})
+    assert np.all(np.diag(low) == 0)
+    singular = np.linalg.svd(low.astype(np.float64), compute_uv=False)
+    # rank 5 plus the zeroed diagonal (a small full-rank perturbation)
+    assert singular[4] > 5 * singular[5]
+
+
+def test_filling_factor_and_dale_law():
+    n = 200
+    sparse = _connectivity(n, **{"simulation.connectivity_filling_factor": 0.1,
+                                 "simulation.connectivity_type": "Gaussian"})
+    assert np.mean(sparse[~np.eye(n, dtype=bool)] != 0) == pytest.approx(0.1, abs=0.01)
+    dale = _connectivity(n, **{"simulation.Dale_law": True, "simulation.Dale_law_factor": 0.75})
+    assert np.all(dale[:, :150] >= 0) and np.all(dale[:, 150:] <= 0)
+    assert np.all(np.diag(dale) == 0)
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def _write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neuralgraph", "simulate", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_dataset_and_shows_progress_on_stderr(tmp_path):
+    config = _write_yaml(tmp_path / "ok.yaml", tiny_config_dict(**{"simulation.n_frames": 800,
+                                                                    "training.held_out_frames": 300}))
+    result = _run_cli("--config", str(config), "--out", str(tmp_path / "data"), "--no-pictures")
+    assert result.returncode == 0, result.stderr
+    assert "frame/s" in result.stderr and "1.00k/1.00k" in result.stderr  # 200 burn-in + 800 frames
+    assert load_dataset(tmp_path / "data").u.shape == (800, 24)
+
+
+def test_cli_refuses_bad_config_nonzero_with_message_and_writes_nothing(tmp_path):
+    bad = _write_yaml(tmp_path / "bad.yaml", tiny_config_dict(**{"training.time_step": 3}))
+    out = tmp_path / "data"
+    result = _run_cli("--config", str(bad), "--out", str(out))
+    assert result.returncode == 2
+    assert "bad.yaml" in result.stderr and "training.time_step = 3" in result.stderr
+    assert "1, 4, 16, 32, 64" in result.stderr
+    assert not out.exists()
