@@ -365,7 +365,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     data_stats = stats.dataset_statistics(u, W)
     stats.write_statistics(data_stats, out)
     if pictures:
-        plots.plot_activity(u, types, sim.delta_t, out / "activity.png")
+        plots.plot_activity(u, types, sim.delta_t, out / "activity.png", type_params=type_params)
         plots.plot_connectivity(W, types, out / "connectivity.png")
     atomic_write_json(out / "metadata.json", {
         "config": cfg.to_dict(),

@@ -15,7 +15,9 @@ What :func:`effective_rank` computes, exactly:
    (N x N), accumulated in float64. This is exact for the subsample (no randomized SVD,
    no cap at 100 components) and costs one (frames x N) by (N x frames) product: about a
    second for 20000 x 1000 on 2 CPU cores.
-4. rank(p) = the smallest k such that ``cumsum(S**2)[k-1] / sum(S**2) >= p``.
+4. rank(p) = the smallest k such that ``cumsum(S**2)[k-1] / sum(S**2) >= p``, the sum
+   running over all N components. The reference summed only its top 100 components, which
+   gives smaller ranks; stats.json also carries that variant (``*_top100``) for comparison.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ from neuralgraph.io import atomic_write_json
 
 #: Default cap on the frames used for the effective rank (an even-stride subsample).
 DEFAULT_MAX_FRAMES = 20_000
+
+#: The reference kept only this many components (randomized SVD) before taking cumulative ratios.
+REFERENCE_TOP_COMPONENTS = 100
 
 #: Chunk of frames per pass when summarising a (memory-mapped) activity array.
 _CHUNK_FRAMES = 8192
@@ -49,12 +54,8 @@ def subsample_frames(X: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES) -> np.
     return np.asarray(X[::stride], dtype=np.float64)
 
 
-def explained_variance_ratio(X: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
-    """Cumulative fraction of sum(S**2) captured by the first k singular values (k = 1..N).
-
-    Non-centred, on an even-stride frame subsample; see the module docstring.
-    """
-    X = np.asarray(X) if not isinstance(X, np.memmap) else X
+def singular_energies(X: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
+    """Squared singular values S**2 of X (descending), non-centred, on an even-stride subsample."""
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"effective rank: activity must be a non-empty 2-D (frames x N) array, got shape {X.shape}")
     sub = subsample_frames(X, max_frames)
@@ -62,11 +63,20 @@ def explained_variance_ratio(X: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES
         gram = sub.T @ sub  # N x N
     else:
         gram = sub @ sub.T  # same non-zero spectrum, smaller when there are few frames
-    energies = np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)  # descending S**2
-    total = energies.sum()
+    return np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)
+
+
+def ranks_from_energies(energies: np.ndarray, thresholds: Sequence[float] = (0.90, 0.99)) -> list[int]:
+    """Smallest k with cumsum(energies)[k-1] / sum(energies) >= p, for each threshold p."""
+    for p in thresholds:
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"effective rank: threshold = {p}: must be in (0, 1]")
+    total = float(np.sum(energies))
     if total <= 0.0:
-        return np.ones_like(energies)  # all-zero activity: one component explains "all" of nothing
-    return np.cumsum(energies) / total
+        return [1 for _ in thresholds]  # all-zero activity: nothing to explain
+    ratio = np.cumsum(energies) / total
+    # tolerance: a ratio of 0.99 computed as 0.98999999999 must still count as reached
+    return [int(min(np.searchsorted(ratio, p - 1e-12) + 1, len(energies))) for p in thresholds]
 
 
 def effective_rank(X: np.ndarray, threshold: float, max_frames: int = DEFAULT_MAX_FRAMES) -> int:
@@ -78,12 +88,7 @@ def effective_ranks(
     X: np.ndarray, thresholds: Sequence[float] = (0.90, 0.99), max_frames: int = DEFAULT_MAX_FRAMES
 ) -> list[int]:
     """:func:`effective_rank` for several thresholds with one decomposition."""
-    for p in thresholds:
-        if not 0.0 < p <= 1.0:
-            raise ValueError(f"effective rank: threshold = {p}: must be in (0, 1]")
-    ratio = explained_variance_ratio(X, max_frames)
-    # tolerance: a ratio of 0.99 computed as 0.98999999999 must still count as reached
-    return [int(np.searchsorted(ratio, p - 1e-12) + 1) for p in thresholds]
+    return ranks_from_energies(singular_energies(X, max_frames), thresholds)
 
 
 def activity_summary(u: np.ndarray) -> dict[str, Any]:
@@ -102,15 +107,25 @@ def activity_summary(u: np.ndarray) -> dict[str, Any]:
 
 
 def dataset_statistics(u: np.ndarray, W: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES) -> dict[str, Any]:
-    """Everything stats.json holds (see docs/architecture.md)."""
-    rank90, rank99 = effective_ranks(u, (0.90, 0.99), max_frames)
+    """Everything stats.json holds (see docs/architecture.md).
+
+    ``effective_rank_90/99`` are exact over all N components (the numbers analysis.log
+    shows). ``effective_rank_90/99_top100`` recompute them as the reference did, relative to
+    the energy of the top 100 components only, so they compare with the seed's numbers
+    (e.g. 26 / 84); they are always <= the exact ones.
+    """
+    energies = singular_energies(u, max_frames)
+    rank90, rank99 = ranks_from_energies(energies, (0.90, 0.99))
+    top90, top99 = ranks_from_energies(energies[:REFERENCE_TOP_COMPONENTS], (0.90, 0.99))
     return {
         "spectral_radius": spectral_radius(W),
         "effective_rank_90": rank90,
         "effective_rank_99": rank99,
+        "effective_rank_90_top100": top90,
+        "effective_rank_99_top100": top99,
         "effective_rank_method": (
             f"non-centred; eigenvalues of the float64 Gram matrix of at most {max_frames} "
-            f"frames taken at an even stride"
+            f"frames taken at an even stride; *_top100: relative to the top 100 components"
         ),
         "activity": activity_summary(u),
     }
