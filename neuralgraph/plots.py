@@ -153,3 +153,162 @@ def _mark_type_blocks(ax, types) -> None:
     for b in borders:
         ax.axhline(b, color="k", lw=0.4, alpha=0.5)
         ax.axvline(b, color="k", lw=0.4, alpha=0.5)
+
+
+# --------------------------------------------------------------------------- analysis figures (analyze)
+
+
+def _subsample_indices(n: int, max_points: int, seed: int = 0):
+    """At most ``max_points`` of ``n`` indices (seeded): a 1e6-point scatter takes seconds and shows nothing more."""
+    import numpy as np
+
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def plot_connectivity_scatter(true_W, learned_W, r2: float, r2_raw: float, path: str | Path,
+                              max_points: int = 30000) -> Path:
+    """connectivity.png: learned (plateau-corrected) against true off-diagonal weights, with the fit line and R^2."""
+    import numpy as np
+
+    from neuralgraph.metrics import linear_fit, offdiagonal
+
+    x, y = offdiagonal(np.asarray(true_W, dtype=np.float64)), offdiagonal(np.asarray(learned_W, dtype=np.float64))
+    keep = _subsample_indices(x.size, max_points)
+    fig, ax = plt.subplots(figsize=(5.8, 5.4))
+    ax.scatter(x[keep], y[keep], s=2, alpha=0.35, color="k", rasterized=True, linewidths=0)
+    alpha, beta = linear_fit(x, y)
+    if np.isfinite(alpha):
+        xs = np.array([x.min(), x.max()])
+        ax.plot(xs, alpha * xs + beta, color="tab:red", lw=1.2, label=f"fit: y = {alpha:.3g} x {beta:+.2g}")
+        ax.legend(loc="upper left", fontsize=9, frameon=False)
+    ax.set_xlabel("true W[i, j]")
+    ax.set_ylabel("learned W[i, j] x message plateau of j")
+    shown = f", {keep.size} of {x.size} shown" if keep.size < x.size else ""
+    ax.set_title(f"connectivity R$^2$ = {r2:.4f} (raw {r2_raw:.4f}){shown}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_rollout_traces(true_traj, pred_traj, types, neurons, delta_t: float, start_frame: int,
+                        test_r2: float, test_pearson: float, path: str | Path) -> Path:
+    """rollout.png: true (grey) and predicted (type colour, dashed) traces of a few neurons, stacked."""
+    import numpy as np
+
+    true_traj, pred_traj = np.asarray(true_traj), np.asarray(pred_traj)
+    time_axis = (start_frame + np.arange(true_traj.shape[0])) * delta_t
+    spread = float(np.nanmax(np.abs(true_traj[:, neurons]))) or 1.0
+    offset = 2.2 * spread
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(neurons) + 2.0))
+    for row, i in enumerate(neurons):
+        base = -row * offset
+        ax.plot(time_axis, true_traj[:, i] + base, color="0.55", lw=2.2,
+                label="true simulator" if row == 0 else None)
+        shown = np.clip(pred_traj[:, i], -3 * spread, 3 * spread)  # a runaway trace must not squash the others
+        ax.plot(time_axis, shown + base, color=type_color(types[i]), lw=1.1, ls="--",
+                label="learned model" if row == 0 else None)
+        ax.text(time_axis[0], base + 0.6 * spread, f"neuron {i} (type {int(types[i])})", fontsize=7, va="bottom")
+    ax.set_yticks([])
+    ax.set_xlabel("time (frames x delta_t)")
+    ax.set_title(f"rollout from frame {start_frame} (held-out segment), no noise: "
+                 f"test_R2 = {test_r2:.3f}, test_pearson = {test_pearson:.3f}", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8, ncol=2, frameon=False)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _legend_by_type(ax, types) -> None:
+    import numpy as np
+
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=type_color(t), marker="o", ls="", label=f"type {int(t)}") for t in np.unique(types)]
+    ax.legend(handles=handles, fontsize=8, frameon=False)
+
+
+def plot_embeddings(embeddings, types, accuracy: float, path: str | Path) -> Path:
+    """embeddings.png: learned embeddings a_i coloured by true type (dims 0-1; 1-D shown against the index)."""
+    import numpy as np
+
+    emb = np.asarray(embeddings, dtype=np.float64)
+    types = np.asarray(types)
+    fig, ax = plt.subplots(figsize=(5.6, 5.0))
+    colors = [type_color(t) for t in types]
+    if emb.shape[1] >= 2:
+        ax.scatter(emb[:, 0], emb[:, 1], c=colors, s=10, alpha=0.7, linewidths=0)
+        ax.set_xlabel("a[:, 0]")
+        ax.set_ylabel("a[:, 1]")
+    else:
+        ax.scatter(np.arange(len(emb)), emb[:, 0], c=colors, s=10, alpha=0.7, linewidths=0)
+        ax.set_xlabel("neuron")
+        ax.set_ylabel("a[:, 0]")
+    extra = f" (dims 0-1 of {emb.shape[1]})" if emb.shape[1] > 2 else ""
+    ax.set_title(f"embeddings{extra}: cluster accuracy = {accuracy:.3f}", fontsize=10)
+    _legend_by_type(ax, types)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_message_function(u_grid, learned, curve_types, scale: float, path: str | Path) -> Path:
+    """lin_edge.png: learned message function(s) rescaled onto tanh(u), against the true tanh(u).
+
+    The model only identifies W x lin_edge, so the learned curve is divided by its
+    least-squares scale onto tanh (given in the legend) to compare shapes.
+    """
+    import numpy as np
+
+    u_grid, learned = np.asarray(u_grid), np.atleast_2d(np.asarray(learned, dtype=np.float64))
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    for curve, t in zip(learned, curve_types):
+        ax.plot(u_grid, curve / scale, color=type_color(t) if t is not None else "tab:blue", lw=1, alpha=0.6)
+    ax.plot(u_grid, np.tanh(u_grid), color="k", lw=2, ls="--", label="true tanh(u)")
+    ax.plot([], [], color="tab:blue", lw=1, label=f"learned lin_edge / {scale:.3g}")
+    ax.set_xlabel("u")
+    ax.set_ylabel("message")
+    ax.set_title("message function lin_edge", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_update_function(u_grid, learned, curve_types, type_params, path: str | Path) -> Path:
+    """lin_phi.png: learned lin_phi(u, a_i) for sample neurons (thin) and the true -c u + s tanh(u) per type (dashed)."""
+    import numpy as np
+
+    u_grid = np.asarray(u_grid)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for curve, t in zip(np.atleast_2d(learned), curve_types):
+        ax.plot(u_grid, curve, color=type_color(t), lw=0.8, alpha=0.45)
+    for t, (_g, s, c) in enumerate(np.asarray(type_params, dtype=np.float64)):
+        ax.plot(u_grid, -c * u_grid + s * np.tanh(u_grid), color=type_color(t), lw=2.2, ls="--",
+                label=f"type {t}: -{c:g} u + {s:g} tanh(u)")
+    ax.set_xlabel("u")
+    ax.set_ylabel("du/dt contribution")
+    ax.set_title("update function lin_phi: learned (thin) vs true (dashed)", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_loss_curve(loss_history, path: str | Path, status: str = "ok") -> Path:
+    """loss.png: training loss per recorded step (log scale when positive), with the training status."""
+    import numpy as np
+
+    loss = np.asarray(loss_history, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(np.arange(1, loss.size + 1), loss, color="k", lw=1)
+    finite = loss[np.isfinite(loss)]
+    if finite.size and np.all(finite > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("recorded step")
+    ax.set_ylabel("training loss")
+    last = f"{finite[-1]:.4g}" if finite.size else "nan"
+    ax.set_title(f"training loss (status {status}, last {last})", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return save_figure(fig, path)
