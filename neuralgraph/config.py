@@ -46,6 +46,24 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_booleans_for_numbers(cls, data: Any) -> Any:
+        """YAML reads yes/no/true/false as booleans and pydantic would silently take them as
+        1/0 for a number (``batch_size: yes`` -> 1): refuse that as a wrong type."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and _is_number_field(field.annotation):
+                    raise ValueError(f"{name} = {value!r}: wrong type, must be a number, not true/false")
+        return data
+
+
+def _is_number_field(annotation: Any) -> bool:
+    """int / float / Optional[int | float] (but not bool)."""
+    options = getattr(annotation, "__args__", None) or (annotation,)
+    return any(option in (int, float) for option in options)
+
 
 class SimulationConfig(_Section):
     """The simulated network. Fixed for the whole experiment (every iteration shares it)."""
@@ -263,6 +281,25 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
+def _allowed_range(loc: tuple[Any, ...]) -> str:
+    """'>= 1 and <= 4096' for the numeric field at ``loc`` (empty when not found)."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    field = model.model_fields.get(loc[-1]) if loc else None
+    if field is None:
+        return ""
+    parts = []
+    for meta in field.metadata:
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(meta, attr, None) is not None:
+                parts.append(f"{symbol} {getattr(meta, attr)}")
+    return " and ".join(parts)
+
+
 def _describe_error(err: dict[str, Any], raw: Any) -> str:
     """Turn one pydantic error into 'field = value: what is allowed'."""
     loc = tuple(err.get("loc", ()))
@@ -287,6 +324,9 @@ def _describe_error(err: dict[str, Any], raw: Any) -> str:
     }
     if kind in bounds:
         rule = bounds[kind].format(**ctx)
+        allowed = _allowed_range(loc)
+        if allowed:
+            rule += f" (allowed: {allowed})"
     elif kind == "literal_error":
         rule = f"must be one of {ctx.get('expected', '')}"
     elif kind == "missing":
