@@ -265,8 +265,9 @@ def _progress_bar(total: int, enabled: bool):
     """tqdm bar on stderr showing frames/s and ETA (disabled bar when ``enabled`` is False)."""
     from tqdm import tqdm
 
+    interactive = sys.stderr.isatty()  # in a SLURM/Snakemake log file: one line every 10 s
     return tqdm(total=total, desc="simulate", unit="frame", unit_scale=True, disable=not enabled,
-                file=sys.stderr, mininterval=0.5, smoothing=0.1)
+                file=sys.stderr, mininterval=0.5 if interactive else 10.0, smoothing=0.1)
 
 
 def _noise_stream(rng: np.random.Generator, level: float, n: int):
@@ -281,18 +282,19 @@ def _run_dynamics(sim: SimulationConfig, stepper: _EulerStepper, u: np.ndarray,
     """Burn-in then the saved frames, written row by row into ``u_out`` / ``du_out``."""
     noise = _noise_stream(noise_rng, sim.noise_model_level, u.shape[0]) if sim.noise_model_level > 0 else None
     total = sim.n_burn_in + sim.n_frames
-    for step in range(total):
-        du = stepper.rhs(u)
-        k = step - sim.n_burn_in
-        if k >= 0:
-            u_out[k] = u
-            du_out[k] = du
-        u = stepper.advance(u, du)
-        if noise is not None:
-            u += next(noise)
-        if (step + 1) % _PROGRESS_EVERY == 0 or step + 1 == total:
-            bar.update(step + 1 - bar.n)
-            _check_finite(u, step, sim)
+    with np.errstate(over="ignore", invalid="ignore"):  # blow-ups are caught by _check_finite
+        for step in range(total):
+            du = stepper.rhs(u)
+            k = step - sim.n_burn_in
+            if k >= 0:
+                u_out[k] = u
+                du_out[k] = du
+            u = stepper.advance(u, du)
+            if noise is not None:
+                u += next(noise)
+            if (step + 1) % _PROGRESS_EVERY == 0 or step + 1 == total:
+                bar.update(step + 1 - bar.n)
+                _check_finite(u, step, sim)
 
 
 def _check_finite(u: np.ndarray, step: int, sim: SimulationConfig) -> None:
@@ -338,6 +340,9 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     sim = cfg.simulation
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # metadata.json marks a complete dataset: drop an old one first, so a run that fails
+    # half-way never leaves new arrays next to the old dataset's metadata
+    (out / "metadata.json").unlink(missing_ok=True)
     rngs = _rngs(sim.seed)
     types = make_types(sim, rngs["types"])
     W = make_connectivity(sim, rngs["connectivity"])
@@ -399,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    out = simulate(cfg, args.out, progress=not args.no_progress, pictures=not args.no_pictures)
+    try:
+        out = simulate(cfg, args.out, progress=not args.no_progress, pictures=not args.no_pictures)
+    except FloatingPointError as exc:
+        print(f"simulate error: {args.config}: {exc}", file=sys.stderr)
+        return 1
     meta = read_json(out / "metadata.json")
     print(f"{out}: {meta['n_frames']} frames x {meta['n_neurons']} neurons in {meta['wall_seconds']:.1f} s")
     return 0

@@ -154,6 +154,19 @@ def test_noise_changes_activity_but_not_the_wiring(tmp_path, tiny_dataset):
     assert (np.asarray(measured.u) - clean.u).std() == pytest.approx(0.5, rel=0.05)
 
 
+def test_diverging_dynamics_stop_with_a_clear_error_and_no_completion_marker(tmp_path, tiny_dataset):
+    _, good_dir = tiny_dataset
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "metadata.json").write_text((good_dir / "metadata.json").read_text())  # an older dataset
+    # Euler with delta_t = 1 and c = 5 multiplies u by -4 per step: overflow within ~70 steps
+    unstable = _cfg(**{"simulation.delta_t": 1.0, "simulation.neuron_type_params": [[1.0, 0.0, 5.0]] * 4})
+    with pytest.raises(FloatingPointError, match=r"simulation diverged at step \d+ .*reduce simulation.delta_t"):
+        simulate(unstable, out, progress=False, pictures=False)
+    assert not (out / "metadata.json").exists()  # the folder is not mistaken for a finished dataset
+    assert not (out / "u.npy").exists() and not list(out.glob(".u.npy.*"))  # no partial arrays
+
+
 # ----------------------------------------------------------------- connectivity
 
 
