@@ -313,6 +313,17 @@ def _add_measurement_noise(u_out: np.ndarray, level: float, rng: np.random.Gener
         chunk += (level * rng.standard_normal(chunk.shape)).astype(np.float32)
 
 
+#: Below this tail_activity_ratio the recording is reported as having decayed.
+DEAD_ACTIVITY_RATIO = 0.05
+
+
+def _warn_if_activity_died(ratio: float, out: Path) -> None:
+    """A network that settles on a fixed point gives a useless dataset: say so loudly."""
+    if ratio < DEAD_ACTIVITY_RATIO:
+        print(f"warning: {out}: activity decayed (std over the last 10% of frames is {ratio:.1%} of the "
+              f"whole recording's); try another simulation.seed or a stronger connectivity", file=sys.stderr)
+
+
 def _versions() -> dict[str, str]:
     def version(dist: str) -> str:
         try:
@@ -369,6 +380,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     u = np.load(out / "u.npy", mmap_mode="r")
     data_stats = stats.dataset_statistics(u, W)
     stats.write_statistics(data_stats, out)
+    _warn_if_activity_died(data_stats["tail_activity_ratio"], out)
     if pictures:
         plots.plot_activity(u, types, sim.delta_t, out / "activity.png", type_params=type_params)
         plots.plot_connectivity(W, types, out / "connectivity.png")

@@ -106,6 +106,20 @@ def activity_summary(u: np.ndarray) -> dict[str, Any]:
     return {"shape": [int(s) for s in u.shape], "min": lo, "max": hi, "mean": mean, "std": std}
 
 
+def tail_activity_ratio(u: np.ndarray, tail_fraction: float = 0.1, max_frames: int = DEFAULT_MAX_FRAMES) -> float:
+    """Mean over neurons of the temporal std in the last ``tail_fraction`` of the frames,
+    divided by the same over the whole recording (even-stride subsamples).
+
+    About 1 for sustained activity; near 0 when the network settled on a fixed point, which
+    leaves nothing to learn from and a trivial held-out test segment.
+    """
+    n = u.shape[0]
+    tail_start = n - max(2, int(n * tail_fraction))
+    whole = subsample_frames(u, max_frames).std(axis=0).mean()
+    tail = subsample_frames(u[tail_start:], max_frames).std(axis=0).mean()
+    return float(tail / whole) if whole > 0 else 0.0
+
+
 def dataset_statistics(u: np.ndarray, W: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES) -> dict[str, Any]:
     """Everything stats.json holds (see docs/architecture.md).
 
@@ -128,6 +142,7 @@ def dataset_statistics(u: np.ndarray, W: np.ndarray, max_frames: int = DEFAULT_M
             f"frames taken at an even stride; *_top100: relative to the top 100 components"
         ),
         "activity": activity_summary(u),
+        "tail_activity_ratio": tail_activity_ratio(u),
     }
 
 

@@ -244,3 +244,20 @@ def test_cli_refuses_bad_config_nonzero_with_message_and_writes_nothing(tmp_path
     assert "bad.yaml" in result.stderr and "training.time_step = 3" in result.stderr
     assert "1, 4, 16, 32, 64" in result.stderr
     assert not out.exists()
+
+
+def test_shipped_demo_config_keeps_its_activity_alive_to_the_end(tmp_path, capsys):
+    from neuralgraph.config import load_config
+    from neuralgraph.stats import tail_activity_ratio
+
+    cfg = load_config(REPO / "config" / "experiments" / "demo.yaml")
+    data = load_dataset(simulate(cfg, tmp_path / "demo", progress=False, pictures=False))
+    held_out = np.asarray(data.u[-cfg.training.held_out_frames:])
+    assert held_out.std(axis=0).mean() > 1.0  # the test segment is not a fixed point
+    assert json.loads((tmp_path / "demo" / "stats.json").read_text())["tail_activity_ratio"] > 0.5
+    assert "activity decayed" not in capsys.readouterr().err
+    # seed 42 at this size decays to a fixed point: the statistic and the warning catch it
+    dead = simulate(parse_config({**cfg.to_dict(), "simulation": {**cfg.to_dict()["simulation"], "seed": 42}}),
+                    tmp_path / "dead", progress=False, pictures=False)
+    assert tail_activity_ratio(load_dataset(dead).u) < 0.05
+    assert "activity decayed" in capsys.readouterr().err
