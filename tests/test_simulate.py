@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +205,15 @@ def test_gaussian_and_low_rank_weights_scale_and_rank():
     assert singular[4] > 5 * singular[5]
 
 
+def test_shuffled_types_are_a_seeded_permutation_of_equal_blocks():
+    from neuralgraph.simulate import make_types
+
+    sim = _cfg(**{"simulation.n_neurons": 40, "simulation.shuffle_types": True}).simulation
+    first = make_types(sim, np.random.default_rng(0))
+    assert np.bincount(first).tolist() == [10] * 4 and first.tolist() != sorted(first.tolist())
+    np.testing.assert_array_equal(first, make_types(sim, np.random.default_rng(0)))
+
+
 def test_filling_factor_and_dale_law():
     n = 200
     sparse = _connectivity(n, **{"simulation.connectivity_filling_factor": 0.1,
@@ -232,7 +242,8 @@ def test_cli_writes_dataset_and_shows_progress_on_stderr(tmp_path):
                                                                     "training.held_out_frames": 300}))
     result = _run_cli("--config", str(config), "--out", str(tmp_path / "data"), "--no-pictures")
     assert result.returncode == 0, result.stderr
-    assert "frame/s" in result.stderr and "1.00k/1.00k" in result.stderr  # 200 burn-in + 800 frames
+    assert "1.00k/1.00k" in result.stderr  # 200 burn-in + 800 frames
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, [\d.]+k?frame/s\]", result.stderr)  # elapsed<ETA, rate
     assert load_dataset(tmp_path / "data").u.shape == (800, 24)
 
 
