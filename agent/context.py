@@ -1,0 +1,140 @@
+"""What a policy sees when it decides: :class:`DecisionContext`.
+
+The context mirrors what the seed's agent was shown (science.md section 6): block and
+iteration info with the BLOCK END marker, the working memory, analysis.log, ucb_scores.txt,
+the current config, the editable training code, the instructions and the dataset pictures.
+It also carries the node records (structured, for offline policies and for validation) --
+an LLM policy renders the text fields into its prompt and ignores the rest.
+
+Numbering starts at 1 everywhere:
+``block = (iteration - 1) // n_iter_block + 1`` and
+``iter_in_block = (iteration - 1) % n_iter_block + 1``; a block ends when
+``iter_in_block == n_iter_block``.
+
+Interface for policy authors (stable): every attribute below may be read; nothing in the
+context is meant to be modified by a policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from agent.tree import NodeRecord, NodeScore, block_nodes, score_block
+
+
+def block_of(iteration: int, n_iter_block: int) -> int:
+    """Block number (from 1) of an iteration (from 1)."""
+    return (iteration - 1) // n_iter_block + 1
+
+
+def iter_in_block_of(iteration: int, n_iter_block: int) -> int:
+    """Position (from 1) of an iteration inside its block."""
+    return (iteration - 1) % n_iter_block + 1
+
+
+@dataclass
+class DecisionContext:
+    """Everything known at the end of iteration ``iteration`` when choosing node iteration+1.
+
+    Fields:
+      iteration, n_iter_block, n_blocks: the loop position (see module docstring).
+      working_memory: text of the previous memory.md ("" at iteration 1).
+      analysis_log: text of this iteration's analysis.log (metrics + dataset statistics).
+      ucb_scores: text of this iteration's ucb_scores.txt (seed line format, best first).
+      config: the current node's full experiment config (dict); config_yaml: same as YAML text.
+      code: the current node's train_loop.py source; editable_functions: names the agent may edit.
+      instructions: the current instruction text (previous iteration's instructions.md, or the
+        shipped agent/instructions.md at iteration 1).
+      image_paths: dataset pictures (activity, connectivity) to show as images.
+      nodes: every node record known so far (all blocks), the current node included.
+      current_node: the node of this iteration (its metrics are what is being analysed).
+      ucb_c: exploration constant used for ``scores``.
+      schedule: time_step per block when fixed by the experiment (None: the policy chooses).
+      seed: base seed for deterministic offline policies.
+      base_config: the experiment config (fixed fields: simulation, batch_size, claude).
+    """
+
+    iteration: int
+    n_iter_block: int
+    n_blocks: int
+    working_memory: str
+    analysis_log: str
+    ucb_scores: str
+    config: dict[str, Any]
+    config_yaml: str
+    code: str
+    editable_functions: tuple[str, ...]
+    instructions: str
+    image_paths: list[Path]
+    nodes: list[NodeRecord]
+    current_node: NodeRecord
+    ucb_c: float = 1.414
+    schedule: Optional[list[int]] = None
+    seed: int = 0
+    base_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def block(self) -> int:
+        return block_of(self.iteration, self.n_iter_block)
+
+    @property
+    def iter_in_block(self) -> int:
+        return iter_in_block_of(self.iteration, self.n_iter_block)
+
+    @property
+    def is_block_end(self) -> bool:
+        return self.iter_in_block == self.n_iter_block
+
+    @property
+    def is_last_iteration(self) -> bool:
+        """True on the last iteration of the last block: there is no next node to make."""
+        return self.iteration >= self.n_iter_block * self.n_blocks
+
+    @property
+    def next_iteration(self) -> int:
+        return self.iteration + 1
+
+    @property
+    def next_iter_in_block(self) -> int:
+        return iter_in_block_of(self.next_iteration, self.n_iter_block)
+
+    @property
+    def time_step(self) -> int:
+        return int(self.config.get("training", {}).get("time_step", self.current_node.time_step))
+
+    @property
+    def scheduled_next_time_step(self) -> Optional[int]:
+        """time_step of the next block when the schedule fixes it (only meaningful at block end)."""
+        if not self.schedule:
+            return None
+        index = self.block  # next block is block + 1 -> index block (0-based)
+        return self.schedule[index] if index < len(self.schedule) else None
+
+    @property
+    def block_nodes(self) -> list[NodeRecord]:
+        """Nodes of the current block (the tree the parent is chosen from)."""
+        return block_nodes(self.nodes, self.block)
+
+    @property
+    def scores(self) -> list[NodeScore]:
+        """UCB scores of the current block, best first (same rule as ucb_scores.txt)."""
+        return score_block(self.nodes, self.block, self.ucb_c)
+
+    def node(self, node_id: int) -> Optional[NodeRecord]:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        return None
+
+    def block_info(self) -> str:
+        """The seed's block line, with the BLOCK END marker on a block's last iteration."""
+        text = (
+            f"Iteration {self.iteration}/{self.n_iter_block * self.n_blocks}. "
+            f"Block info: block {self.block}, iteration {self.iter_in_block}/{self.n_iter_block} within block"
+        )
+        if self.is_block_end:
+            text += " -- BLOCK END"
+            if self.is_last_iteration:
+                text += " (last block: no next iteration)"
+        return text

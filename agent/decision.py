@@ -1,0 +1,369 @@
+"""One decision per iteration: its schema, the rules it must obey, and how it makes the child.
+
+:class:`Decision` is what every policy returns (the LLM fills it through structured output,
+so the schema stays plain: objects, strings, numbers, lists, enums and optional fields).
+It holds:
+
+- ``parent``: the node id the child (iteration i+1) is made from, or ``"root"`` (only when
+  iteration i ends a block: the next block starts a new tree);
+- ``strategy``: one of the seed's table (:data:`STRATEGIES`);
+- ``log``: the log-entry fields the seed's agent wrote for node i (outcome, mode, parent
+  rule, observation, next parent);
+- ``memory_update``: the text for the working memory;
+- exactly one of ``config_mutation`` (one training parameter; ``data_augmentation_loop`` may
+  ride along to keep the training time constant) or ``code_modification`` (one editable
+  function of train_loop.py). ``robustness-test`` may carry neither: the parent's config is
+  re-run with ``training.seed`` + 1.
+- at a block end: ``next_time_step`` and ``selection_rule_edits``.
+
+Validation (:func:`validate_decision`) collects every problem, each naming the field and
+what is allowed, and raises :class:`DecisionInvalid`. Ranges are checked here because the
+JSON schema bounds are not enforced by the model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuralgraph.config import ALLOWED_TIME_STEPS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.context import DecisionContext
+
+STRATEGIES: tuple[str, ...] = (
+    "exploit",
+    "failure-probe",
+    "explore",
+    "robustness-test",
+    "recombine",
+    "forced-branch",
+    "switch-dimension",
+    "boundary-skip",
+    "code-modification",
+)
+
+Strategy = Literal[
+    "exploit",
+    "failure-probe",
+    "explore",
+    "robustness-test",
+    "recombine",
+    "forced-branch",
+    "switch-dimension",
+    "boundary-skip",
+    "code-modification",
+]
+
+Outcome = Literal["converged", "partial", "failed"]
+
+#: No code change for the first iterations of a block (seed: "NEVER modify code in first 4").
+CODE_FREE_ITERATIONS = 4
+
+
+class _Plain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogEntry(_Plain):
+    """The free-text parts of the seed's log form for the node just analysed (node i)."""
+
+    outcome: Outcome = Field(description="converged (connectivity_R2 > 0.9), partial (0.1-0.9) or failed (< 0.1).")
+    mode: str = Field(description="Mode, e.g. success-exploit or failure-probe.")
+    parent_rule: str = Field(description="One line: why this parent was chosen for the next node.")
+    observation: str = Field(description="One line: what this iteration showed (compare to its parent).")
+    next_parent: Union[int, Literal["root"]] = Field(description="Parent of the next node; must equal `parent`.")
+
+
+class MemoryUpdate(_Plain):
+    """What the working memory gains this iteration."""
+
+    emerging_observations: str = Field(description="Replaces the 'Emerging Observations' section (running notes).")
+    new_principles: list[str] = Field(default_factory=list, description="Confirmed principles to add to the knowledge base.")
+    open_questions: Optional[list[str]] = Field(None, description="If given, replaces the Open Questions list.")
+    block_summary: Optional[str] = Field(None, description="Block end: 2-3 line summary of the finished block.")
+    key_finding: Optional[str] = Field(None, description="Block end: key finding for the time-step comparison table.")
+    next_block_hypothesis: Optional[str] = Field(None, description="Block end: hypothesis for the next block.")
+
+
+class ConfigMutation(_Plain):
+    """One training parameter changed (plus, optionally, data_augmentation_loop)."""
+
+    parameter: str = Field(description="A training parameter from the allowed table, e.g. learning_rate_W_start.")
+    old: Optional[float] = Field(None, description="The parent's value (checked against the parent's config).")
+    new: float = Field(description="The new value, inside the parameter's allowed range.")
+    data_augmentation_loop: Optional[int] = Field(
+        None, description="Optional new data_augmentation_loop (1-25) to keep training time ~constant."
+    )
+
+
+class CodeModification(_Plain):
+    """A new version of one editable function of the training module."""
+
+    function: str = Field(description="Name of the editable function (see EDITABLE_FUNCTIONS).")
+    new_source: str = Field(description="Complete source of the new function (same signature).")
+    hypothesis: str = Field(description="Why this change should help.")
+    change_summary: str = Field(description="One line: what changed.")
+
+
+class Decision(_Plain):
+    """A policy's choice for the next node; see the module docstring for the rules."""
+
+    parent: Union[int, Literal["root"]] = Field(description="Node id of the parent, or 'root' only at a block end.")
+    strategy: Strategy = Field(description="Strategy from the selection table.")
+    log: LogEntry
+    memory_update: MemoryUpdate
+    config_mutation: Optional[ConfigMutation] = Field(None, description="Exactly one of config_mutation / code_modification.")
+    code_modification: Optional[CodeModification] = Field(None, description="Exactly one of config_mutation / code_modification.")
+    next_time_step: Optional[int] = Field(None, description="Block end only: time_step of the next block (1, 4, 16, 32, 64).")
+    time_step_reason: Optional[str] = Field(None, description="Block end only: why this time_step.")
+    selection_rule_edits: Optional[list[str]] = Field(
+        None, description="Block end only: parent-selection rules to add to the instructions."
+    )
+
+
+class DecisionInvalid(ValueError):
+    """A decision broke the rules. ``problems`` lists one message per broken rule."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class ParameterRule:
+    """A mutable training parameter: allowed range and how offline policies step it."""
+
+    name: str
+    low: float
+    high: float
+    integer: bool = False
+    zero_allowed: bool = False
+    log_scale: bool = True
+    description: str = ""
+
+    def allowed(self) -> str:
+        fmt = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
+        text = f"{fmt(self.low)}..{fmt(self.high)}"
+        return f"0 or {text}" if self.zero_allowed and self.low > 0 else text
+
+    def check(self, value: float) -> Optional[str]:
+        """None when ``value`` is allowed, otherwise the rule it breaks."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return f"must be a finite number in {self.allowed()}"
+        if self.integer and float(value) != int(value):
+            return f"must be an integer in {self.allowed()}"
+        if value == 0 and self.zero_allowed:
+            return None
+        if not (self.low <= value <= self.high):
+            return f"must be in {self.allowed()}"
+        return None
+
+
+#: The training parameters a decision may change, with the seed's ranges. coeff_W_L1 allows
+#: 0 besides 1e-6..1e-4 because the seed config starts at 0 (L1 off) and turning it off again
+#: is a legitimate probe. learning_rate_embedding_start has no range in the seed; 1e-5..1e-2
+#: brackets its default 7.5e-4 by an order of magnitude either way.
+ALLOWED_PARAMETERS: dict[str, ParameterRule] = {
+    rule.name: rule
+    for rule in (
+        ParameterRule("learning_rate_W_start", 1e-4, 1e-2, description="Adam lr of W (lr_W)"),
+        ParameterRule("learning_rate_start", 1e-5, 1e-3, description="Adam lr of the MLPs (lr)"),
+        ParameterRule("learning_rate_embedding_start", 1e-5, 1e-2, description="Adam lr of embeddings (lr_emb)"),
+        ParameterRule("coeff_W_L1", 1e-6, 1e-4, zero_allowed=True, description="L1 penalty on W"),
+        ParameterRule("coeff_edge_diff", 1.0, 500.0, zero_allowed=True, description="monotone lin_edge penalty"),
+        ParameterRule("noise_recurrent_level", 1e-4, 0.1, zero_allowed=True, description="noise per unrolled step"),
+        ParameterRule("data_augmentation_loop", 1, 25, integer=True, description="iterations per epoch factor"),
+        ParameterRule(
+            "recurrent_training_start_epoch", 0, 10, integer=True, log_scale=False,
+            description="single-step warm-up epochs (must stay < n_epochs)",
+        ),
+    )
+}
+
+#: Short names the seed's log uses, accepted in ``config_mutation.parameter``.
+PARAMETER_ALIASES: dict[str, str] = {
+    "lr_W": "learning_rate_W_start",
+    "lr": "learning_rate_start",
+    "lr_emb": "learning_rate_embedding_start",
+}
+
+#: Why a known but forbidden parameter is refused.
+FIXED_PARAMETER_REASONS: dict[str, str] = {
+    "time_step": "time_step is fixed within a block; choose next_time_step at a block end",
+    "batch_size": "batch_size is fixed for the whole experiment",
+}
+
+
+def canonical_parameter(name: str) -> str:
+    """Strip a 'training.' prefix and resolve the seed's short names (lr_W -> learning_rate_W_start)."""
+    name = name.strip()
+    if name.startswith("training."):
+        name = name[len("training."):]
+    return PARAMETER_ALIASES.get(name, name)
+
+
+def _refuse_parameter(raw: str) -> str:
+    allowed = ", ".join(ALLOWED_PARAMETERS)
+    name = canonical_parameter(raw)
+    if name in FIXED_PARAMETER_REASONS:
+        why = FIXED_PARAMETER_REASONS[name]
+    elif raw.strip().startswith("claude."):
+        why = "claude keys are fixed by the experiment"
+    elif raw.strip().startswith("simulation."):
+        why = "the simulation is fixed for the whole experiment"
+    else:
+        why = "not a mutable training parameter"
+    return f"config_mutation.parameter = {raw!r}: {why}; allowed parameters: {allowed}"
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=1e-3, abs_tol=1e-12)
+
+
+def parent_node_id(decision: Decision) -> Optional[int]:
+    return None if decision.parent == "root" else int(decision.parent)
+
+
+def _check_parent(decision: Decision, ctx: "DecisionContext") -> list[str]:
+    block_ids = sorted(n.id for n in ctx.block_nodes)
+    problems = []
+    if ctx.is_block_end:
+        if decision.parent != "root":
+            problems.append(
+                f"parent = {decision.parent!r}: iteration {ctx.iteration} ends block {ctx.block}, "
+                f"so the next node starts block {ctx.block + 1} and must have parent 'root'"
+            )
+    elif decision.parent == "root" or decision.parent not in block_ids:
+        problems.append(
+            f"parent = {decision.parent!r}: must be a node of block {ctx.block}'s tree: one of {block_ids}"
+        )
+    if decision.log.next_parent != decision.parent:
+        problems.append(
+            f"log.next_parent = {decision.log.next_parent!r}: must equal parent = {decision.parent!r}"
+        )
+    return problems
+
+
+def _check_mutation(mutation: ConfigMutation, parent_training: dict[str, Any], n_epochs: int) -> list[str]:
+    name = canonical_parameter(mutation.parameter)
+    rule = ALLOWED_PARAMETERS.get(name)
+    if rule is None:
+        return [_refuse_parameter(mutation.parameter)]
+    problems = []
+    broken = rule.check(mutation.new)
+    if broken:
+        problems.append(f"config_mutation.new = {mutation.new!r} for {name}: {broken}")
+    if name == "recurrent_training_start_epoch" and not broken and mutation.new >= n_epochs:
+        problems.append(
+            f"config_mutation.new = {mutation.new!r} for {name}: must be < training.n_epochs = {n_epochs} "
+            f"(otherwise recurrent training never starts)"
+        )
+    current = parent_training.get(name)
+    if mutation.old is not None and current is not None and not _close(mutation.old, current):
+        problems.append(
+            f"config_mutation.old = {mutation.old!r}: the parent's {name} is {current!r} "
+            f"(the child starts from the parent's config)"
+        )
+    if mutation.data_augmentation_loop is not None:
+        broken = ALLOWED_PARAMETERS["data_augmentation_loop"].check(mutation.data_augmentation_loop)
+        if broken:
+            problems.append(f"config_mutation.data_augmentation_loop = {mutation.data_augmentation_loop!r}: {broken}")
+    return problems
+
+
+def _check_change_kind(decision: Decision, ctx: "DecisionContext") -> list[str]:
+    has_config = decision.config_mutation is not None
+    has_code = decision.code_modification is not None
+    problems = []
+    if has_config and has_code:
+        problems.append("config_mutation and code_modification: give exactly one (one change at a time)")
+    if not has_config and not has_code and decision.strategy != "robustness-test" and not ctx.is_block_end:
+        problems.append(
+            "config_mutation / code_modification: exactly one is required "
+            "(only strategy robustness-test may re-run the parent's config unchanged)"
+        )
+    if has_code and decision.strategy != "code-modification":
+        problems.append(f"strategy = {decision.strategy!r}: a code_modification needs strategy 'code-modification'")
+    if decision.strategy == "code-modification" and not has_code:
+        problems.append("strategy = 'code-modification': code_modification is missing")
+    if has_code:
+        problems += _check_code_timing(decision.code_modification, ctx)
+    return problems
+
+
+def _check_code_timing(mod: CodeModification, ctx: "DecisionContext") -> list[str]:
+    problems = []
+    child_pos = ctx.next_iter_in_block
+    if ctx.is_block_end or child_pos <= CODE_FREE_ITERATIONS:
+        problems.append(
+            f"code_modification: not allowed for the first {CODE_FREE_ITERATIONS} iterations of a block "
+            f"(the next node is iteration {child_pos if not ctx.is_block_end else 1} of its block)"
+        )
+    if ctx.editable_functions and mod.function not in ctx.editable_functions:
+        problems.append(
+            f"code_modification.function = {mod.function!r}: only these functions may be edited: "
+            f"{', '.join(ctx.editable_functions)}"
+        )
+    return problems
+
+
+def _check_block_end(decision: Decision, ctx: "DecisionContext") -> list[str]:
+    problems = []
+    allowed = ", ".join(map(str, ALLOWED_TIME_STEPS))
+    if decision.next_time_step is not None and decision.next_time_step not in ALLOWED_TIME_STEPS:
+        problems.append(f"next_time_step = {decision.next_time_step!r}: must be one of {allowed}")
+    if not ctx.is_block_end:
+        if decision.next_time_step is not None and decision.next_time_step != ctx.time_step:
+            problems.append(
+                f"next_time_step = {decision.next_time_step!r}: time_step is fixed within a block "
+                f"(block {ctx.block} uses {ctx.time_step}); it may change only at a block end"
+            )
+        return problems
+    if ctx.is_last_iteration:
+        return problems
+    if ctx.scheduled_next_time_step is None and decision.next_time_step is None:
+        problems.append(f"next_time_step: required at a block end (the schedule leaves it to the agent); one of {allowed}")
+    return problems
+
+
+def validate_decision(decision: Decision, ctx: "DecisionContext") -> Decision:
+    """Check ``decision`` against the seed's rules; return it with the parameter name made canonical.
+
+    Raises :class:`DecisionInvalid` listing every broken rule (each names the field and what
+    is allowed). The parent's config is read from the node records in ``ctx``.
+    """
+    problems = _check_parent(decision, ctx)
+    problems += _check_change_kind(decision, ctx)
+    problems += _check_block_end(decision, ctx)
+    if decision.config_mutation is not None:
+        parent_cfg = parent_config(decision, ctx)
+        training = parent_cfg.get("training", {}) if parent_cfg else {}
+        n_epochs = int(training.get("n_epochs", ctx.config.get("training", {}).get("n_epochs", 1)))
+        problems += _check_mutation(decision.config_mutation, training, n_epochs)
+    if problems:
+        raise DecisionInvalid(problems)
+    if decision.config_mutation is not None:
+        mutation = decision.config_mutation.model_copy(
+            update={"parameter": canonical_parameter(decision.config_mutation.parameter)}
+        )
+        decision = decision.model_copy(update={"config_mutation": mutation})
+    return decision
+
+
+def parent_config(decision: Decision, ctx: "DecisionContext") -> dict[str, Any]:
+    """The config the child starts from: the parent node's, or at a block end the block's best node's."""
+    from agent.tree import best_node
+
+    if decision.parent == "root":
+        best = best_node(ctx.nodes, ctx.block)
+        return dict(best.config) if best is not None else dict(ctx.config)
+    node = ctx.node(int(decision.parent))
+    return dict(node.config) if node is not None else {}
+
+
+def decision_json_schema() -> dict[str, Any]:
+    """JSON schema of :class:`Decision` (for structured output)."""
+    return Decision.model_json_schema()
