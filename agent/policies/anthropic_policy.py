@@ -1,0 +1,270 @@
+"""The ``anthropic`` backend: Claude chooses the next node through the official SDK.
+
+One call per attempt: ``client.messages.parse(..., output_format=Decision)`` with the
+instructions as a cached system block and this iteration's state (memory, analysis.log,
+ucb_scores.txt, config, editable code, pictures) as the user message (:mod:`agent.prompt`).
+The SDK turns the pydantic :class:`agent.decision.Decision` into the request's JSON schema
+and validates the reply into ``.parsed_output``; range rules are checked afterwards by
+:func:`agent.decision.validate_decision` (schema bounds are not enforced by the model).
+
+What can go wrong, and what the caller gets (classes from :mod:`agent.policies.base`):
+
+- no ``ANTHROPIC_API_KEY``, 401/403, 400/404/413/422 (bad request, unknown model, too large):
+  :class:`BackendConfigError` -- retrying cannot help, a person must fix the setup;
+- network failure, timeout, 408/409/429/5xx/529 after the SDK's own retries:
+  :class:`RetryableBackendError` -- the CLI exits 75 or lets the offline policy decide;
+- a reply without a usable decision (``stop_reason`` refusal or max_tokens, malformed or
+  schema-violating JSON): :class:`InvalidOutputError` -- the fallback chain retries once
+  with the reason, then hands over to the offline policy.
+
+Every call that reached the API leaves ``last_call`` (model requested and returned, request
+id, stop reason, token counts incl. cache fields, cost from :mod:`agent.pricing`, HTTP
+attempts, latency), also when the reply is then refused. The API key is read from the
+environment only, passed to the SDK and never stored: no record, log or message holds it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import anthropic
+import pydantic
+
+from agent.decision import Decision
+from agent.policies.base import BackendConfigError, InvalidOutputError, RetryableBackendError
+from agent.pricing import PriceTableError, TokenUsage, call_cost_usd, default_model_id, load_price_table
+from agent.prompt import build_messages, system_blocks
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+MODEL_ENV = "NEURALGRAPH_CLAUDE_MODEL"
+DEFAULT_MAX_TOKENS = 16_000
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MAX_RETRIES = 4
+REPLY_EXCERPT_CHARS = 600
+
+#: HTTP statuses that no retry can fix: the request or the account must change.
+CONFIG_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
+
+
+class _ResponseRecorder(anthropic.Middleware):
+    """Keeps every HTTP response of a call (one per attempt, retries included).
+
+    ``messages.parse`` validates the reply inside the SDK; when that validation fails the
+    parsed message is lost, but the stop reason, usage and request id are still needed to
+    explain the failure and to account for the tokens. This middleware keeps them.
+    """
+
+    def __init__(self) -> None:
+        self.responses: list[Any] = []
+
+    def reset(self) -> None:
+        self.responses = []
+
+    def handle(self, request, call_next):
+        response = call_next(request)
+        self.responses.append(response)
+        return response
+
+    @property
+    def attempts(self) -> int:
+        return len(self.responses)
+
+    def last_body(self) -> dict[str, Any]:
+        """JSON body of the last response ({} when there is none or it is not JSON)."""
+        if not self.responses:
+            return {}
+        try:
+            body = self.responses[-1].http_response.json()
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def last_request_id(self) -> Optional[str]:
+        return self.responses[-1].request_id if self.responses else None
+
+
+def resolve_model(options: Mapping[str, Any]) -> str:
+    """Model id from the options, else ``NEURALGRAPH_CLAUDE_MODEL``, else the price file's default."""
+    model = options.get("model") or os.environ.get(MODEL_ENV) or default_model_id()
+    if not model:
+        raise BackendConfigError(
+            f"anthropic backend: no model id; pass the agent's model option or set {MODEL_ENV}")
+    return str(model)
+
+
+def _option(options: Mapping[str, Any], key: str, default: Any, convert: type) -> Any:
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        converted = convert(value)
+    except (TypeError, ValueError):
+        raise BackendConfigError(f"anthropic backend: option {key} = {value!r}: must be a {convert.__name__}") from None
+    if converted < 0 or (key != "max_retries" and converted == 0):
+        raise BackendConfigError(f"anthropic backend: option {key} = {value!r}: must be positive")
+    return converted
+
+
+def _api_message(exc: anthropic.APIStatusError) -> str:
+    """The API's own error message (not the SDK's 'Error code: ...' dump of the body)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return str(error.get("message") or exc.message)
+
+
+def _text_of(body: Mapping[str, Any]) -> str:
+    return "".join(block.get("text", "") for block in body.get("content") or []
+                   if isinstance(block, dict) and block.get("type") == "text")
+
+
+def _validation_summary(exc: pydantic.ValidationError, limit: int = 5) -> str:
+    lines = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(part) for part in err.get("loc", ())) or "reply"
+        lines.append(f"{where}: {err.get('msg')}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        lines.append(f"... and {more} more")
+    return "; ".join(lines)
+
+
+class AnthropicPolicy:
+    """Policy backed by Claude (see the module docstring for the error contract).
+
+    Options (all optional): ``model``; ``max_tokens`` (default 16000); ``timeout_s`` (per
+    HTTP attempt, default 600); ``max_retries`` (SDK retries, default 4); ``thinking`` (the
+    API's thinking config, e.g. ``{"type": "adaptive"}``); ``base_url`` and ``http_client``
+    (an ``httpx2.Client``; tests use a MockTransport). Unknown keys (``seed``...) are ignored.
+    """
+
+    name = "anthropic"
+
+    def __init__(self, options: Optional[Mapping[str, Any]] = None) -> None:
+        options = dict(options or {})
+        api_key = os.environ.get(API_KEY_ENV, "").strip()
+        if not api_key:
+            raise BackendConfigError(
+                f"anthropic backend: {API_KEY_ENV} is not set; export it in the environment of the "
+                f"decide job, or choose agent backend 'heuristic' to run offline")
+        self.model = resolve_model(options)
+        self.max_tokens = _option(options, "max_tokens", DEFAULT_MAX_TOKENS, int)
+        self.timeout_s = _option(options, "timeout_s", DEFAULT_TIMEOUT_S, float)
+        self.max_retries = _option(options, "max_retries", DEFAULT_MAX_RETRIES, int)
+        self.thinking = options.get("thinking")
+        self.last_call: Optional[dict[str, Any]] = None
+        self._recorder = _ResponseRecorder()
+        client_args: dict[str, Any] = {"api_key": api_key, "max_retries": self.max_retries,
+                                       "timeout": self.timeout_s, "middleware": [self._recorder]}
+        if options.get("base_url"):
+            client_args["base_url"] = str(options["base_url"])
+        if options.get("http_client") is not None:
+            client_args["http_client"] = options["http_client"]
+        self._client = anthropic.Anthropic(**client_args)
+        try:
+            self._prices = load_price_table()
+        except PriceTableError:
+            self._prices = {}  # a broken price file costs the cost figure, never the decision
+
+    # ------------------------------------------------------------------ the call
+
+    def _request(self, ctx: Any, feedback: Optional[str]) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": system_blocks(ctx.instructions),
+            "messages": build_messages(ctx, feedback),
+            "output_format": Decision,
+        }
+        if self.thinking:
+            request["thinking"] = dict(self.thinking)
+        return request
+
+    def decide(self, ctx: Any, feedback: Optional[str] = None) -> Decision:
+        """Ask Claude for the next decision; see the module docstring for the errors raised."""
+        self.last_call = None
+        self._recorder.reset()
+        started = time.perf_counter()
+        try:
+            message = self._client.messages.parse(**self._request(ctx, feedback))
+        except pydantic.ValidationError as exc:
+            body = self._recorder.last_body()
+            self.last_call = self._record_from_body(body, started)
+            self._raise_for_stop_reason(body.get("stop_reason"))
+            raise InvalidOutputError(
+                f"the reply is not a valid decision JSON ({_validation_summary(exc)}); "
+                f"reply began: {_text_of(body)[:200]!r}") from None
+        except anthropic.APIStatusError as exc:
+            self.last_call = self._record_error(exc, started)
+            raise self._translate_status_error(exc) from None
+        except anthropic.APIConnectionError as exc:
+            self.last_call = self._record_error(exc, started)
+            raise RetryableBackendError(
+                f"anthropic backend: cannot reach the API after {self.max_retries + 1} attempt(s) "
+                f"({type(exc).__name__}: {exc}); try again later") from None
+        except anthropic.APIResponseValidationError as exc:
+            self.last_call = self._record_error(exc, started)
+            raise InvalidOutputError(f"the API's response had an unexpected shape: {exc.message}") from None
+        self.last_call = self._record_from_message(message, started)
+        decision = message.parsed_output
+        if decision is None:
+            self._raise_for_stop_reason(message.stop_reason)
+            raise InvalidOutputError(
+                f"the reply contains no decision JSON (stop_reason {message.stop_reason!r}, "
+                f"content block types: {', '.join(b.type for b in message.content) or 'none'})")
+        return decision
+
+    def _raise_for_stop_reason(self, stop_reason: Optional[str]) -> None:
+        if stop_reason == "refusal":
+            raise InvalidOutputError("the model refused to answer (stop_reason 'refusal'); no decision was given")
+        if stop_reason == "max_tokens":
+            raise InvalidOutputError(
+                f"the reply was cut off at max_tokens = {self.max_tokens} before the decision JSON was complete; "
+                f"raise the agent's max_tokens option or ask for shorter text fields")
+
+    def _translate_status_error(self, exc: anthropic.APIStatusError) -> Exception:
+        status = exc.status_code
+        detail = f"HTTP {status} ({type(exc).__name__}): {_api_message(exc)}; request id {exc.request_id}"
+        if status == 401:
+            return BackendConfigError(f"anthropic backend: authentication failed, check {API_KEY_ENV}: {detail}")
+        if status == 403:
+            return BackendConfigError(f"anthropic backend: permission denied for model {self.model!r}: {detail}")
+        if status in CONFIG_STATUSES:
+            return BackendConfigError(f"anthropic backend: the request was refused (model {self.model!r}): {detail}")
+        return RetryableBackendError(
+            f"anthropic backend: the API is unavailable after {self._recorder.attempts} attempt(s): {detail}; "
+            f"try again later")
+
+    # ------------------------------------------------------------------ call records
+
+    def _base_record(self, started: float) -> dict[str, Any]:
+        return {"backend": self.name, "model_requested": self.model, "max_tokens": self.max_tokens,
+                "http_attempts": self._recorder.attempts, "latency_s": round(time.perf_counter() - started, 3)}
+
+    def _usage_record(self, model: Optional[str], usage: Any) -> dict[str, Any]:
+        """Token counts and cost; without a usage report the cost is unknown (None), not 0."""
+        tokens = TokenUsage.from_api(usage or {})
+        known = usage is not None and bool(self._prices)
+        cost = call_cost_usd(model or self.model, tokens, self._prices) if known else None
+        return {**tokens.to_dict(), "cost_usd": cost}
+
+    def _record_from_message(self, message: Any, started: float) -> dict[str, Any]:
+        thinking = sum(1 for block in message.content if block.type in ("thinking", "redacted_thinking"))
+        return {**self._base_record(started), "model": message.model,
+                "request_id": getattr(message, "_request_id", None) or self._recorder.last_request_id(),
+                "stop_reason": message.stop_reason, "thinking_blocks": thinking,
+                **self._usage_record(message.model, message.usage)}
+
+    def _record_from_body(self, body: Mapping[str, Any], started: float) -> dict[str, Any]:
+        """Record of a reply the SDK could not turn into a Decision (read from the raw JSON)."""
+        return {**self._base_record(started), "model": body.get("model"),
+                "request_id": self._recorder.last_request_id(), "stop_reason": body.get("stop_reason"),
+                **self._usage_record(body.get("model"), body.get("usage")),
+                "reply_excerpt": _text_of(body)[:REPLY_EXCERPT_CHARS]}
+
+    def _record_error(self, exc: Exception, started: float) -> dict[str, Any]:
+        status = getattr(exc, "status_code", None)
+        return {**self._base_record(started), "model": None,
+                "request_id": getattr(exc, "request_id", None) or self._recorder.last_request_id(),
+                "error": f"{type(exc).__name__}" + (f" (HTTP {status})" if status else ""),
+                "cost_usd": None}

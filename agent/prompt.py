@@ -1,0 +1,120 @@
+"""The LLM request content built from a :class:`agent.context.DecisionContext`.
+
+The model sees what the seed's agent saw (science.md section 6): the instructions, block and
+iteration info (BLOCK END marked), the working memory, analysis.log, ucb_scores.txt, the
+current config, the editable training code and the dataset pictures.
+
+The request is split for prompt caching: the instruction text changes only at block ends, so
+it is the system prompt and carries ``cache_control`` (the API then bills repeats at the cache
+read price); everything that changes every iteration goes into the user message after it.
+"""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any, Optional
+
+#: The API refuses images above 5 MB (base64 payload); larger pictures are described, not sent.
+MAX_IMAGE_BYTES = 5 * 1024 * 1024 * 3 // 4
+_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+ROLE_PREAMBLE = (
+    "You are the exploration agent of a neuroscience experiment: a graph neural network is "
+    "trained to recover a network's connectivity matrix W from recorded activity, and you choose "
+    "the next training run. Follow the instructions below. Reply with exactly one JSON object "
+    "that matches the requested schema; put your reasoning in its text fields, nothing outside it."
+)
+
+
+def system_blocks(instructions: str) -> list[dict[str, Any]]:
+    """The static system prompt: role + instructions, marked for prompt caching."""
+    text = f"{ROLE_PREAMBLE}\n\n{instructions.strip()}\n"
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+
+
+def _section(title: str, body: str, empty_note: str) -> dict[str, Any]:
+    text = body.strip() if body and body.strip() else empty_note
+    return {"type": "text", "text": f"## {title}\n\n{text}\n"}
+
+
+def _media_type(data: bytes) -> Optional[str]:
+    for signature, media_type in _IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return media_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def image_blocks(path: Path) -> list[dict[str, Any]]:
+    """A caption and the picture as a base64 image block, or a note saying why it is absent.
+
+    A missing or unreadable picture must not stop the exploration: the model is told, and
+    decides from the numbers.
+    """
+    label = Path(path).name
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return [{"type": "text", "text": f"(picture {label} is not available: {exc.strerror or exc})"}]
+    media_type = _media_type(data)
+    if media_type is None:
+        return [{"type": "text", "text": f"(picture {label} is not a PNG/JPEG/GIF/WebP image; not shown)"}]
+    if len(data) > MAX_IMAGE_BYTES:
+        return [{"type": "text", "text": f"(picture {label} is {len(data)} bytes, above the API's image limit; not shown)"}]
+    return [
+        {"type": "text", "text": f"Picture: {label}"},
+        {"type": "image", "source": {"type": "base64", "media_type": media_type,
+                                     "data": base64.b64encode(data).decode("ascii")}},
+    ]
+
+
+def _task_text(ctx: Any) -> str:
+    """What is asked this time: the next node, and at a block end the block-end duties."""
+    lines = [ctx.block_info(), ""]
+    if ctx.is_block_end:
+        lines.append(
+            "This is the END of the block: besides the decision for the next node, give the block summary, "
+            "the comparison-table row, the time_step of the next block and your edits of the selection rules.")
+        scheduled = ctx.scheduled_next_time_step
+        if scheduled is not None:
+            lines.append(f"The experiment's schedule fixes the next block's time_step = {scheduled}.")
+    else:
+        lines.append(f"Decide the node of iteration {ctx.next_iteration} (iteration {ctx.next_iter_in_block} "
+                     f"of block {ctx.block}; time_step stays {ctx.time_step} within the block).")
+    lines.append(f"Editable functions of the training code: {', '.join(ctx.editable_functions) or 'none'}.")
+    return "\n".join(lines)
+
+
+def user_content(ctx: Any, feedback: Optional[str] = None) -> list[dict[str, Any]]:
+    """The user message: this iteration's state as text blocks, then the pictures.
+
+    ``feedback`` is the reason a previous decision was refused; it is stated last so the
+    model fixes exactly that on its one retry.
+    """
+    blocks = [
+        {"type": "text", "text": _task_text(ctx)},
+        _section("Working memory (memory.md)", ctx.working_memory, "(empty: this is the first iteration)"),
+        _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)"),
+        _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)"),
+        _section("Current config (YAML)", ctx.config_yaml, "(no config)"),
+        _section("Editable training code (train_loop.py)", f"```python\n{ctx.code.rstrip()}\n```" if ctx.code else "",
+                 "(no code)"),
+    ]
+    for path in ctx.image_paths:
+        blocks.extend(image_blocks(Path(path)))
+    if feedback:
+        blocks.append({"type": "text", "text": (
+            "Your previous decision was REFUSED for this reason:\n"
+            f"{feedback.strip()}\nReturn a corrected decision.")})
+    return blocks
+
+
+def build_messages(ctx: Any, feedback: Optional[str] = None) -> list[dict[str, Any]]:
+    """The ``messages`` argument of the API call (one user turn)."""
+    return [{"role": "user", "content": user_content(ctx, feedback)}]
