@@ -1,0 +1,316 @@
+"""Summary of an exploration: one table row per iteration, the best node per time_step, and pictures.
+
+WHY: the question the experiment answers is "how well is the wiring recovered at each
+recurrence depth, and what got us there". After a run the user wants, without opening
+dozens of folders:
+
+* ``summary.tsv``: one row per iteration with the node (id, parent, block, strategy, mutation),
+  every metric of ``metrics.json`` and every training / graph_model value of that iteration's
+  ``config.yaml`` (dotted column names such as ``training.learning_rate_W_start``);
+* ``best_nodes.tsv``: the best node (highest connectivity_R2) per time_step;
+* ``exploration_tree.png``: the UCB tree of each block, nodes coloured by connectivity_R2,
+  edges parent -> child labelled with the mutation that made the child;
+* ``metrics_vs_time_step.png``: connectivity_R2, test_R2 and training time versus time_step.
+
+Reads only the files the stages write (``metrics.json``, ``node.json`` or ``proposal.json``,
+``config.yaml``), so it works on a finished run, a partial run, or an unpacked archive::
+
+    python -m neuralgraph summarize --results results/demo [--out-dir results/demo/summary]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from neuralgraph.io import atomic_path, atomic_write_text, read_json
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SUMMARY_NAME = "summary.tsv"
+BEST_NAME = "best_nodes.tsv"
+TREE_NAME = "exploration_tree.png"
+METRICS_FIGURE_NAME = "metrics_vs_time_step.png"
+
+NODE_COLUMNS = ("iteration", "block", "node", "parent", "time_step", "strategy", "mutation", "code_modified", "policy")
+INTEGER_COLUMNS = ("iteration", "block", "node", "parent", "time_step")
+CONFIG_SECTIONS = ("training", "graph_model")
+BEST_COLUMNS = (
+    "time_step", "iteration", "node", "connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy",
+    "final_loss", "training_time_min", "outcome", "n_iterations_at_time_step", "mutation",
+    "training.learning_rate_W_start", "training.learning_rate_start",
+    "training.learning_rate_embedding_start", "training.coeff_W_L1", "training.data_augmentation_loop",
+)
+
+
+class SummaryError(ValueError):
+    """The results folder holds nothing to summarise, or a file in it is unreadable."""
+
+
+def iteration_dirs(results: Path) -> list[Path]:
+    """Iteration folders that hold a finished analysis (metrics.json), in iteration order.
+
+    A folder holding only the next iteration's proposal (written by the last decide) is not
+    an iteration that ran, so it is left out.
+    """
+    dirs = [d for d in results.glob("iter_*") if d.is_dir() and (d / "metrics.json").is_file()]
+    return sorted(dirs, key=lambda d: d.name)
+
+
+def format_mutation(mutation: Any) -> str:
+    """One short line for a mutation record: 'param: old -> new', a code change, or ''."""
+    if mutation is None or mutation == "":
+        return ""
+    if isinstance(mutation, str):
+        return mutation
+    if isinstance(mutation, dict):
+        if "parameter" in mutation:
+            return f"{mutation['parameter']}: {mutation.get('old')} -> {mutation.get('new')}"
+        for key in ("summary", "description", "change"):
+            if mutation.get(key):
+                return f"code: {mutation[key]}"
+        return ", ".join(f"{k}={v}" for k, v in mutation.items())
+    return str(mutation)
+
+
+def flatten_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Dotted 'section.field' -> value for the sections the exploration varies."""
+    flat = {}
+    for section in CONFIG_SECTIONS:
+        for key, value in (cfg.get(section) or {}).items():
+            flat[f"{section}.{key}"] = value if not isinstance(value, (list, dict)) else str(value)
+    return flat
+
+
+def _read_optional_json(path: Path) -> dict[str, Any]:
+    return read_json(path) if path.is_file() else {}
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SummaryError(f"{path}: not valid YAML ({exc})") from None
+
+
+def iteration_row(folder: Path) -> dict[str, Any]:
+    """The summary row of one iteration folder (node info, metrics, config values)."""
+    metrics = read_json(folder / "metrics.json")
+    node = _read_optional_json(folder / "node.json") or _read_optional_json(folder / "proposal.json")
+    config = _read_config(folder / "config.yaml") or {"training": metrics.get("config") or {}}
+    iteration = metrics.get("iteration") or node.get("iteration") or int(folder.name.split("_")[-1])
+    row: dict[str, Any] = {
+        "iteration": int(iteration),
+        "block": node.get("block"),
+        "node": node.get("id", iteration),
+        "parent": node.get("parent"),
+        "time_step": node.get("time_step") or (config.get("training") or {}).get("time_step"),
+        "strategy": node.get("strategy", ""),
+        "mutation": format_mutation(node.get("mutation")),
+        "code_modified": node.get("code_modified"),
+        "policy": node.get("policy", ""),
+    }
+    for key, value in metrics.items():
+        if key not in row and key != "config" and not isinstance(value, (dict, list)):
+            row[key] = value
+    row.update(flatten_config(config))
+    row["dir"] = folder.name
+    return row
+
+
+def build_summary(results: Path):
+    """DataFrame with one row per finished iteration, sorted by iteration."""
+    import pandas as pd
+
+    folders = iteration_dirs(results)
+    if not folders:
+        raise SummaryError(f"{results}: no iteration folder with a metrics.json (nothing to summarise)")
+    frame = pd.DataFrame([iteration_row(folder) for folder in folders])
+    for column in INTEGER_COLUMNS:
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    first = [c for c in NODE_COLUMNS if c in frame.columns]
+    rest = [c for c in frame.columns if c not in first]
+    return frame[first + rest].sort_values("iteration").reset_index(drop=True)
+
+
+def best_per_time_step(summary):
+    """The row with the highest connectivity_R2 at each time_step (NaN counts as worst)."""
+    import pandas as pd
+
+    rows = []
+    for time_step, group in summary.groupby("time_step", sort=True):
+        score = pd.to_numeric(group.get("connectivity_R2"), errors="coerce").fillna(-math.inf)
+        best = group.loc[score.idxmax()].to_dict()
+        best["n_iterations_at_time_step"] = len(group)
+        rows.append(best)
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in BEST_COLUMNS if c in frame.columns]]
+
+
+def write_tsv(frame, path: Path) -> Path:
+    """Write a table atomically as TSV (empty cell for missing values)."""
+    return atomic_write_text(path, frame.to_csv(sep="\t", index=False, na_rep=""))
+
+
+def _save_figure(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+
+
+def _as_float(value: Any) -> Optional[float]:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def tree_layout(summary) -> dict[int, tuple[float, float]]:
+    """(x, y) of every node: one tidy tree per block, blocks side by side, y = -depth.
+
+    Leaves take consecutive x slots in iteration order and a parent sits over the middle of
+    its children, which keeps edges from crossing without graphviz.
+    """
+    positions: dict[int, tuple[float, float]] = {}
+    next_x = 0.0
+    for _, block in summary.groupby("block", sort=True, dropna=False):
+        ids = [int(n) for n in block["node"]]
+        parent_of = {int(n): (int(p) if _as_float(p) is not None and int(p) in ids else None)
+                     for n, p in zip(block["node"], block["parent"])}
+        children: dict[Optional[int], list[int]] = {}
+        for node in ids:
+            children.setdefault(parent_of[node], []).append(node)
+
+        def place(node: int, depth: int) -> float:
+            nonlocal next_x
+            kids = children.get(node, [])
+            if not kids:
+                x = next_x
+                next_x += 1.0
+            else:
+                xs = [place(kid, depth + 1) for kid in kids]
+                x = (min(xs) + max(xs)) / 2.0
+            positions[node] = (x, -float(depth))
+            return x
+
+        for root in children.get(None, []):
+            place(root, 0)
+        next_x += 0.8  # gap between blocks
+    return positions
+
+
+def edge_label(mutation: Any, width: int = 26) -> str:
+    """Mutation text fitted to an edge: section prefix dropped, wrapped onto short lines."""
+    import textwrap
+
+    text = str(mutation or "").replace("training.", "").replace("graph_model.", "")
+    return "\n".join(textwrap.wrap(text, width=width, max_lines=3, placeholder="..."))
+
+
+def plot_exploration_tree(summary, path: Path) -> Path:
+    """Exploration tree picture: nodes coloured by connectivity_R2, edges labelled by mutation."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    positions = tree_layout(summary)
+    cmap, norm = colormaps["viridis"], Normalize(vmin=0.0, vmax=1.0)
+    width = max(6.0, 2.0 * (max(x for x, _ in positions.values()) + 1) + 1.5)
+    depth = max(-y for _, y in positions.values()) + 1
+    fig, ax = plt.subplots(figsize=(min(width, 60.0), 1.6 * depth + 1.5))
+    for _, row in summary.iterrows():
+        node, parent = int(row["node"]), _as_float(row["parent"])
+        if parent is None or int(parent) not in positions or int(parent) == node:
+            continue
+        (x0, y0), (x1, y1) = positions[int(parent)], positions[node]
+        ax.plot([x0, x1], [y0, y1], color="0.55", lw=1.0, zorder=1)
+        label = edge_label(row.get("mutation"))
+        if label:
+            ax.text(x0 + 0.65 * (x1 - x0), y0 + 0.65 * (y1 - y0), label, fontsize=6, ha="center", va="center",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}, zorder=2)
+    for _, row in summary.iterrows():
+        x, y = positions[int(row["node"])]
+        r2 = _as_float(row.get("connectivity_R2"))
+        color = "0.8" if r2 is None else cmap(norm(min(max(r2, 0.0), 1.0)))
+        ax.scatter([x], [y], s=420, color=color, edgecolors="black", zorder=3)
+        ax.text(x + 0.14, y, f"node {int(row['node'])}\nR2={'nan' if r2 is None else f'{r2:.3f}'}",
+                fontsize=6, ha="left", va="center", zorder=4)
+    for block, group in summary.groupby("block", sort=True):
+        xs = [positions[int(n)][0] for n in group["node"]]
+        ts = group["time_step"].iloc[0]
+        ax.text((min(xs) + max(xs)) / 2, 0.6, f"block {block} (time_step {ts})", ha="center", fontsize=9)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="connectivity_R2",
+                 shrink=0.8, fraction=0.03, pad=0.02)
+    xs_all = [x for x, _ in positions.values()]
+    ax.set_xlim(min(xs_all) - 0.7, max(xs_all) + 0.9)  # room for the labels right of the nodes
+    ax.set_ylim(-depth + 0.2, 1.0)
+    ax.set_axis_off()
+    ax.set_title("Exploration tree (parent -> child, labelled by mutation)")
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_metrics_vs_time_step(summary, best, path: Path) -> Path:
+    """connectivity_R2, test_R2 and training time of every iteration (dots) and the best (line)."""
+    import matplotlib.pyplot as plt
+
+    panels = (("connectivity_R2", "connectivity R2"), ("test_R2", "rollout test R2"),
+              ("training_time_min", "training time (min)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6))
+    for ax, (column, label) in zip(axes, panels):
+        if column in summary.columns:
+            values = summary[column].map(_as_float)
+            ax.scatter(summary["time_step"], values, color="0.5", s=18, label="iterations")
+            best_values = best[column].map(_as_float) if column in best.columns else None
+            if best_values is not None:
+                ax.plot(best["time_step"], best_values, "o-", color="tab:red", label="best connectivity_R2 node")
+        ax.set_xscale("log", base=2)
+        ticks = sorted(set(int(t) for t in summary["time_step"].dropna()))
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("time_step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Connectivity recovery, rollout quality and cost versus recurrence depth")
+    _save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def summarize(results: Path, out_dir: Path) -> dict[str, Path]:
+    """Write the four summary files into ``out_dir``; return their paths by name."""
+    summary = build_summary(results)
+    best = best_per_time_step(summary)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "summary": write_tsv(summary, out_dir / SUMMARY_NAME),
+        "best": write_tsv(best, out_dir / BEST_NAME),
+        "tree": plot_exploration_tree(summary, out_dir / TREE_NAME),
+        "metrics": plot_metrics_vs_time_step(summary, best, out_dir / METRICS_FIGURE_NAME),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``neuralgraph summarize``: summary table, best nodes and figures of one experiment."""
+    parser = argparse.ArgumentParser(prog="neuralgraph summarize", description=main.__doc__)
+    parser.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: RESULTS/summary)")
+    args = parser.parse_args(argv)
+    out_dir = args.out_dir or args.results / "summary"
+    try:
+        written = summarize(args.results, out_dir)
+    except (SummaryError, FileNotFoundError, ValueError) as exc:
+        print(f"neuralgraph summarize: {exc}", file=sys.stderr)
+        return 1
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,199 @@
+"""The workflow's plan: config/config.yaml checked, defaults filled, iterations and blocks laid out.
+
+WHY: a Snakemake run of the full experiment takes days on a cluster. A typo in
+``config/config.yaml`` or in the experiment YAML must be refused when the Snakefile is
+parsed, before any job is submitted, with the file, the field and the allowed values named,
+instead of failing hours later inside a job. The Snakefile stays a list of includes; the
+arithmetic of the chain (which block an iteration is in, which time_step a block uses) lives
+here where it can be read and tested.
+
+Block of iteration i (1-based) = (i - 1) // n_iter_block + 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, load_config
+
+#: Iteration folders are iter_NNN: three digits.
+MAX_ITERATIONS = 999
+
+
+class WorkflowConfigError(ValueError):
+    """config/config.yaml (or the experiment config it names) was refused. Meant for the user."""
+
+
+def _dotted(path: Any) -> str:
+    parts = []
+    for part in path:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + str(part))
+    return "".join(parts) or "(top level)"
+
+
+def _describe_schema_error(err: Any, schema: dict[str, Any]) -> str:
+    """'field = value: rule (allowed ...)' from one jsonschema error."""
+    from jsonschema.exceptions import best_match
+
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # Errors of the branch whose type matches the value say what is wrong with it; a
+        # value matching no branch's type is described by the field's own description.
+        wrong_type = {sub.relative_schema_path[0] for sub in err.context
+                      if sub.validator == "type" and len(sub.relative_schema_path) == 2}
+        relevant = [sub for sub in err.context if sub.relative_schema_path[0] not in wrong_type]
+        chosen = best_match(relevant) if relevant else None
+        if chosen is None or list(chosen.absolute_path) == list(err.absolute_path):
+            description = " ".join(str(err.schema.get("description", "")).split())
+            return f"{_dotted(err.absolute_path)} = {err.instance!r}: must be {description}"
+        err = chosen
+    field = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        where = "" if field == "(top level)" else f" in {field}"
+        return f"{', '.join(unknown)}: unknown key{'s' if len(unknown) > 1 else ''}{where}; allowed keys: {allowed}"
+    if err.validator == "enum":
+        allowed = ", ".join(str(v) for v in err.validator_value)
+        return f"{field} = {err.instance!r}: must be one of {allowed}"
+    if err.validator == "required":
+        return f"{err.message}"
+    return f"{field} = {err.instance!r}: {err.message}"
+
+
+def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Accept the command-line spellings of the schedule: `--config schedule=1,4,16` and
+    `--config 'schedule=[1,4,16]'` (Snakemake passes the list items as strings)."""
+    schedule = config.get("schedule")
+    if isinstance(schedule, str) and schedule != "agent" and all(p.strip().isdigit() for p in schedule.split(",")):
+        config["schedule"] = [int(p) for p in schedule.split(",")]
+    elif isinstance(schedule, list):
+        config["schedule"] = [int(t) if isinstance(t, str) and t.strip().isdigit() else t for t in schedule]
+    return config
+
+
+def check_against_schema(config: dict[str, Any], schema_path: str | Path, source: str) -> None:
+    """Raise WorkflowConfigError listing every schema violation of ``config``, field by field."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise WorkflowConfigError("\n".join(f"{source}: {_describe_schema_error(e, schema)}" for e in errors))
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    backend: str
+    model: str
+    seed: int
+    fallback: str
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """Everything the rules need to know, resolved once at parse time."""
+
+    experiment_path: str
+    experiment: ExperimentConfig
+    name: str
+    results_dir: str
+    schedule: Union[str, tuple[int, ...]]
+    n_blocks: int
+    n_iter_block: int
+    ucb_c: float
+    agent: AgentOptions
+
+    @property
+    def results(self) -> str:
+        """results/<name>: everything of this experiment lives below it."""
+        return f"{self.results_dir}/{self.name}"
+
+    @property
+    def n_iterations(self) -> int:
+        return self.n_blocks * self.n_iter_block
+
+    @property
+    def iterations(self) -> list[str]:
+        """Zero-padded labels '001', '002', ... of every iteration."""
+        return [label(i) for i in range(1, self.n_iterations + 1)]
+
+    def block_of(self, iteration: int) -> int:
+        return (iteration - 1) // self.n_iter_block + 1
+
+    def schedule_arg(self) -> str:
+        """The schedule as the agent CLIs take it: 'agent' or '1,4,16'."""
+        if isinstance(self.schedule, str):
+            return self.schedule
+        return ",".join(str(t) for t in self.schedule[: self.n_blocks])
+
+
+def label(iteration: int) -> str:
+    """Iteration number -> folder label ('7' -> '007')."""
+    return f"{int(iteration):03d}"
+
+
+def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source: str) -> tuple[int, int]:
+    schedule = config["schedule"]
+    n_blocks: Optional[int] = config.get("n_blocks")
+    if isinstance(schedule, list):
+        if n_blocks is None:
+            n_blocks = len(schedule)
+        elif n_blocks > len(schedule):
+            raise WorkflowConfigError(
+                f"{source}: n_blocks = {n_blocks}: the schedule lists only {len(schedule)} time_step(s) "
+                f"{schedule}; give one time_step per block or set schedule: agent"
+            )
+    elif n_blocks is None:
+        raise WorkflowConfigError(f"{source}: n_blocks: required when schedule is 'agent' (number of blocks, >= 1)")
+    n_iter_block = config.get("n_iter_block") or experiment.claude.n_iter_block
+    if n_blocks * n_iter_block > MAX_ITERATIONS:
+        raise WorkflowConfigError(
+            f"{source}: n_blocks * n_iter_block = {n_blocks} * {n_iter_block}: must be <= {MAX_ITERATIONS} "
+            f"(iteration folders are iter_001 .. iter_{MAX_ITERATIONS})"
+        )
+    return n_blocks, n_iter_block
+
+
+def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:
+    """Resolve a schema-valid (defaults filled) workflow config into a plan.
+
+    Loads the experiment config with :func:`neuralgraph.config.load_config`, so an invalid
+    experiment file is refused here too, naming its field.
+    """
+    experiment_path = config["experiment"]
+    try:
+        experiment = load_config(experiment_path)
+    except ConfigError as exc:
+        raise WorkflowConfigError(f"{source}: experiment = {experiment_path!r}: refused:\n{exc}") from None
+    name = config.get("name") or Path(experiment_path).stem
+    n_blocks, n_iter_block = _resolve_counts(config, experiment, source)
+    schedule = config["schedule"]
+    if isinstance(schedule, list):
+        bad = [t for t in schedule if t not in ALLOWED_TIME_STEPS]
+        if bad:  # the schema refuses these already; kept for callers that skip it
+            raise WorkflowConfigError(f"{source}: schedule = {schedule}: time_step must be one of {ALLOWED_TIME_STEPS}")
+        schedule = tuple(schedule)
+    agent = config.get("agent") or {}
+    return WorkflowPlan(
+        experiment_path=str(experiment_path),
+        experiment=experiment,
+        name=name,
+        results_dir=str(config.get("results_dir") or "results").rstrip("/"),
+        schedule=schedule,
+        n_blocks=n_blocks,
+        n_iter_block=n_iter_block,
+        ucb_c=float(config.get("ucb_c") or experiment.claude.ucb_c),
+        agent=AgentOptions(
+            backend=agent.get("backend", "offline"),
+            model=agent.get("model", ""),
+            seed=int(agent.get("seed", 0)),
+            fallback=agent.get("fallback", "fail"),
+        ),
+    )

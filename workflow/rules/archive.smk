@@ -1,0 +1,28 @@
+ARCHIVE_DIR = f"{PLAN.results_dir}/archives"
+ARCHIVE = f"{ARCHIVE_DIR}/{PLAN.name}.tar.gz"
+
+
+rule archive:
+    """results/archives/<exp>.tar.gz: the whole results/<exp> folder with a sha256 MANIFEST.
+
+    A separate target (`snakemake archive`): it needs the finished summary and is not part of
+    `all`. Its log lives beside the archive, outside the folder being packed.
+    """
+    input:
+        iteration_outputs(PLAN.iterations),
+        summary=SUMMARY_FILES[0],
+    output:
+        ARCHIVE,
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.summary)),
+    log:
+        f"{ARCHIVE_DIR}/{PLAN.name}.log",
+    benchmark:
+        f"{ARCHIVE_DIR}/{PLAN.name}.benchmark.tsv"
+    conda:
+        ENVS / "neuralgraph.yaml"
+    localrule: True
+    shell:
+        "{params.py} -m neuralgraph archive --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+        " && {params.py} -m neuralgraph verify-archive {output:q} >> {log:q} 2>&1"

@@ -1,0 +1,36 @@
+# agent-decide: one job per iteration i. It writes iteration i's decision.json, memory.md,
+# analysis.md (full log) and instructions.md, AND the next iteration's config.yaml,
+# train_loop.py, proposal.json and code.diff into iter_{i+1}/ (docs/architecture.md).
+#
+# WHY one rule per iteration instead of a wildcard rule: Snakemake requires every output of a
+# rule to carry the same wildcards, and no pattern can express "iter_{it}" and "iter_{it+1}"
+# in one rule. The iteration count is fixed at parse time (n_blocks * n_iter_block), so the
+# rules decide_001 .. decide_NNN are generated here with explicit paths; train, analyze and ucb
+# stay ordinary wildcard rules. The last iteration makes no next node, so its decide writes
+# only its own four files.
+#
+# decide runs on the submitting host (localrule): an LLM backend needs the network, which
+# compute nodes often lack. An unreachable API makes it exit 75 (retryable, --retries
+# resubmits) or, with agent.fallback: offline, decide with the heuristic policy and say so in
+# iter_NNN/logs/decide.log.
+
+for _i in range(1, PLAN.n_iterations + 1):
+
+    rule:
+        name:
+            f"decide_{label(_i)}"
+        input:
+            **decide_inputs(_i),
+        output:
+            **decide_outputs(_i),
+        params:
+            command=decide_command(_i),
+        log:
+            f"{iter_dir(_i)}/logs/decide.log",
+        benchmark:
+            f"{iter_dir(_i)}/benchmarks/decide.tsv"
+        conda:
+            ENVS / "agent.yaml"
+        localrule: True
+        shell:
+            "{params.command} > {log:q} 2>&1"

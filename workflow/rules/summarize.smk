@@ -1,0 +1,50 @@
+SUMMARY_DIR = f"{RES}/summary"
+SUMMARY_FILES = [
+    f"{SUMMARY_DIR}/{name}"
+    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png")
+]
+
+
+rule summarize:
+    """One row per iteration, the best node per time_step, the tree and metrics figures."""
+    input:
+        metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
+        nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
+    output:
+        table=report(
+            SUMMARY_FILES[0],
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"file": "summary.tsv"},
+        ),
+        best=report(
+            SUMMARY_FILES[1],
+            caption="../report/best_nodes.rst",
+            category="Summary",
+            labels={"file": "best_nodes.tsv"},
+        ),
+        tree=report(
+            SUMMARY_FILES[2],
+            caption="../report/exploration_tree.rst",
+            category="Figures",
+            labels={"figure": "exploration tree"},
+        ),
+        figure=report(
+            SUMMARY_FILES[3],
+            caption="../report/metrics_vs_time_step.rst",
+            category="Figures",
+            labels={"figure": "metrics vs time_step"},
+        ),
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
+        out=output_folder("table"),
+    log:
+        f"{LOGS}/summarize.log",
+    benchmark:
+        f"{BENCH}/summarize.tsv"
+    conda:
+        ENVS / "neuralgraph.yaml"
+    localrule: True
+    shell:
+        "{params.py} -m neuralgraph summarize --results {params.results:q} --out-dir {params.out:q} > {log:q} 2>&1"

@@ -1,0 +1,26 @@
+rule ucb:
+    """Node record of one iteration and the UCB scores of its block's tree (ucb_scores.txt)."""
+    input:
+        proposal=f"{ITER}/proposal.json",
+        metrics=f"{ITER}/metrics.json",
+        config=f"{ITER}/config.yaml",
+        code=f"{ITER}/train_loop.py",
+        nodes=earlier_nodes,
+    output:
+        node=f"{ITER}/node.json",
+        scores=f"{ITER}/ucb_scores.txt",
+    params:
+        py=PY,
+        nodes=lambda wildcards, input: cli_list("--nodes", input.nodes),
+        ucb_c=PLAN.ucb_c,
+    log:
+        f"{ITER}/logs/ucb.log",
+    benchmark:
+        f"{ITER}/benchmarks/ucb.tsv"
+    conda:
+        ENVS / "agent.yaml"
+    localrule: True
+    shell:
+        "{params.py} -m agent ucb --proposal {input.proposal:q} --metrics {input.metrics:q} --config {input.config:q}"
+        " --code {input.code:q} {params.nodes} --ucb-c {params.ucb_c} --out-node {output.node:q}"
+        " --out-scores {output.scores:q} > {log:q} 2>&1"
