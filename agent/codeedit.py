@@ -54,6 +54,20 @@ FORBIDDEN_MODULES: frozenset[str] = frozenset({
     "code", "codeop", "gc", "resource", "pty", "fcntl", "mmap", "webbrowser", "asyncio",
 })
 
+#: Module names refused also as plain names or attributes (``os.system``, ``torch.os``): the
+#: unmistakable ones only, so an ordinary variable called ``signal`` or ``code`` stays legal.
+FORBIDDEN_MODULE_NAMES: frozenset[str] = frozenset({
+    "os", "sys", "subprocess", "socket", "shutil", "importlib", "pathlib", "builtins", "ctypes",
+})
+
+#: Attributes that reach files, processes or native code through torch / numpy
+#: (``torch.load`` unpickles, ``torch.utils.cpp_extension.load_inline`` compiles C++...).
+#: Checkpoints are the engine's job, so the training step never needs them.
+FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset({
+    "system", "popen", "spawn", "fork", "cpp_extension", "load_inline", "load_library", "hub",
+    "ctypeslib", "save", "load", "savetxt", "loadtxt", "fromfile", "tofile", "memmap", "open_memmap",
+})
+
 #: Built-in callables that run, load or look up arbitrary code or files, or wait for a human.
 FORBIDDEN_BUILTINS: frozenset[str] = frozenset({
     "exec", "eval", "compile", "open", "__import__", "globals", "locals", "vars", "breakpoint",
@@ -86,8 +100,7 @@ def editable_functions(module_source: str) -> tuple[str, ...]:
     """The module's ``EDITABLE_FUNCTIONS`` tuple, read with ``ast`` (the module is not imported)."""
     tree = _parse(module_source, "parent module")
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == "EDITABLE_FUNCTIONS" for t in targets) and node.value is not None:
+        if "EDITABLE_FUNCTIONS" in _assigned_names(node) and getattr(node, "value", None) is not None:
             try:
                 value = ast.literal_eval(node.value)
             except ValueError:
@@ -96,6 +109,15 @@ def editable_functions(module_source: str) -> tuple[str, ...]:
                 return tuple(value)
             break
     raise CodeEditError("editable", "the training module defines no literal EDITABLE_FUNCTIONS tuple of function names")
+
+
+def _assigned_names(node: ast.stmt) -> set[str]:
+    """Plain names a top-level assignment binds (``X = ...`` or ``X: T = ...``)."""
+    if isinstance(node, ast.Assign):
+        return {t.id for t in node.targets if isinstance(t, ast.Name)}
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return {node.target.id}
+    return set()
 
 
 def _parse(source: str, what: str) -> ast.Module:
@@ -213,7 +235,7 @@ def _call_problem(node: ast.Call) -> Optional[str]:
         return f"{func.id}() needs a literal attribute name (a computed name could reach interpreter internals)"
     if _is_dunder(name_arg.value):
         return f"{func.id}() on the dunder attribute {name_arg.value!r} is not allowed"
-    if name_arg.value in FORBIDDEN_MODULES or name_arg.value in FORBIDDEN_BUILTINS:
+    if name_arg.value in FORBIDDEN_MODULES | FORBIDDEN_ATTRIBUTES | FORBIDDEN_BUILTINS:
         return f"{func.id}() reaching {name_arg.value!r} is not allowed"
     return None
 
@@ -225,15 +247,17 @@ def _node_problem(node: ast.AST, allowed: frozenset[str], forbidden_names: set[s
     if isinstance(node, ast.Name):
         if node.id in FORBIDDEN_BUILTINS:
             return f"use of {node.id!r} is not allowed"
-        if node.id in FORBIDDEN_MODULES or node.id in forbidden_names:
+        if node.id in FORBIDDEN_MODULE_NAMES or node.id in forbidden_names:
             return f"use of {node.id!r} (file system / process / interpreter access) is not allowed"
         if _is_dunder(node.id):
             return f"use of the interpreter name {node.id!r} is not allowed"
     if isinstance(node, ast.Attribute):
         if _is_dunder(node.attr):
             return f"access to the dunder attribute {node.attr!r} is not allowed"
-        if node.attr in FORBIDDEN_MODULES:
+        if node.attr in FORBIDDEN_MODULE_NAMES:
             return f"access to {node.attr!r} through another module is not allowed"
+        if node.attr in FORBIDDEN_ATTRIBUTES:
+            return f"access to {node.attr!r} (files, processes or native code) is not allowed"
     if isinstance(node, (ast.Global, ast.Nonlocal)):
         return f"'{type(node).__name__.lower()}' statements are not allowed (the function must not rebind module state)"
     if isinstance(node, ast.Call):

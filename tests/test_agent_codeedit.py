@@ -109,6 +109,9 @@ def test_forbidden_import_is_refused(body, expected):
     ("return getattr(torch, 'os')", "reaching 'os'"),
     ("global EDITABLE_FUNCTIONS\n    EDITABLE_FUNCTIONS = ()", "'global' statements"),
     ("breakpoint()", "use of 'breakpoint'"),
+    ("return torch.load('/tmp/evil.pt')", "access to 'load' (files, processes or native code)"),
+    ("return torch.utils.cpp_extension.load_inline('x', '')", "access to 'cpp_extension'"),
+    ("return numpy.ctypeslib", "access to 'ctypeslib'"),
 ])
 def test_os_subprocess_and_escape_hatches_are_refused(body, expected):
     err = refused(f"def build_scheduler(optimizer, cfg, total_steps):\n    {body}\n")
@@ -128,6 +131,16 @@ def test_changed_signature_is_refused(signature):
     err = refused(f"def {signature}:\n    return None\n")
     assert err.kind == "signature"
     assert "the signature must stay build_scheduler(optimizer, cfg, total_steps)" in err.reason
+
+
+def test_ordinary_names_that_resemble_modules_are_accepted():
+    # 'signal', 'code', 'io' are common variable names; only real module access is refused
+    new = ("def build_scheduler(optimizer, cfg, total_steps):\n"
+           "    signal, code, io = 1, 2, 3\n"
+           "    state = optimizer.state_dict()\n"
+           "    optimizer.load_state_dict(state)\n"
+           "    return None\n")
+    assert "load_state_dict(state)" in check_code_modification(PARENT, "build_scheduler", new)
 
 
 def test_changed_keyword_only_default_is_refused():
