@@ -34,6 +34,7 @@ import numpy as np
 
 from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
+from neuralgraph.stats import single_threaded_blas
 
 #: Files of a dataset folder (docs/architecture.md).
 ARRAY_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")
@@ -87,8 +88,9 @@ def euler_rollout(
     step = _EulerStepper(W, types, type_params, delta_t, dtype)
     out = np.empty((n_steps + 1, u0.shape[0]), dtype=dtype)
     out[0] = u0
-    for k in range(n_steps):
-        out[k + 1] = step.advance(out[k], step.rhs(out[k]))
+    with single_threaded_blas():
+        for k in range(n_steps):
+            out[k + 1] = step.advance(out[k], step.rhs(out[k]))
     return out
 
 
@@ -345,7 +347,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     analysis.log, activity.png / connectivity.png (unless ``pictures`` is False) and finally
     metadata.json.
     """
-    from neuralgraph import plots, stats
+    from neuralgraph import plots, stats  # plots imports matplotlib: only when needed
 
     started = time.perf_counter()
     sim = cfg.simulation
@@ -365,7 +367,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     with atomic_path(out / "u.npy", suffix=".npy") as u_tmp, atomic_path(out / "du.npy", suffix=".npy") as du_tmp:
         u_out = np.lib.format.open_memmap(u_tmp, mode="w+", dtype=np.float32, shape=shape)
         du_out = np.lib.format.open_memmap(du_tmp, mode="w+", dtype=np.float32, shape=shape)
-        with _progress_bar(sim.n_burn_in + sim.n_frames, progress) as bar:
+        with _progress_bar(sim.n_burn_in + sim.n_frames, progress) as bar, single_threaded_blas():
             _run_dynamics(sim, stepper, u0, u_out, du_out, rngs["process_noise"], bar)
         if sim.measurement_noise_level > 0:
             _add_measurement_noise(u_out, sim.measurement_noise_level, rngs["measurement_noise"])

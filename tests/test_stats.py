@@ -121,3 +121,17 @@ def test_rewriting_statistics_keeps_lines_of_other_stages(tmp_path, tiny_dataset
     text = log.read_text()
     assert "connectivity_R2: 0.97" in text
     assert text.count("spectral radius:") == 1 and text.count("effective rank (99% var)") == 1
+
+
+def test_single_threaded_blas_limits_blas_threads_inside_only():
+    from threadpoolctl import threadpool_info
+
+    from neuralgraph.stats import single_threaded_blas
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    with single_threaded_blas():
+        assert blas_threads() == {1}
+    assert blas_threads() == before
