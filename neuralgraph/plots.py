@@ -199,18 +199,21 @@ def plot_rollout_traces(true_traj, pred_traj, types, neurons, delta_t: float, st
 
     true_traj, pred_traj = np.asarray(true_traj), np.asarray(pred_traj)
     time_axis = (start_frame + np.arange(true_traj.shape[0])) * delta_t
-    spread = float(np.nanmax(np.abs(true_traj[:, neurons]))) or 1.0
-    offset = 2.2 * spread
-    fig, ax = plt.subplots(figsize=(11, 0.5 * len(neurons) + 2.0))
+    centers = true_traj[:, neurons].mean(axis=0)  # each row centred on its own true mean
+    span = float(np.ptp(true_traj[:, neurons], axis=0).max()) or 1.0
+    offset = 1.4 * span
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(neurons) + 2.0))
     for row, i in enumerate(neurons):
-        base = -row * offset
+        base = -row * offset - centers[row]
         ax.plot(time_axis, true_traj[:, i] + base, color="0.55", lw=2.2,
                 label="true simulator" if row == 0 else None)
-        shown = np.clip(pred_traj[:, i], -3 * spread, 3 * spread)  # a runaway trace must not squash the others
+        lo, hi = centers[row] - 0.7 * offset, centers[row] + 0.7 * offset
+        shown = np.clip(pred_traj[:, i], lo, hi)  # a runaway trace must not squash the others
         ax.plot(time_axis, shown + base, color=type_color(types[i]), lw=1.1, ls="--",
                 label="learned model" if row == 0 else None)
-        ax.text(time_axis[0], base + 0.6 * spread, f"neuron {i} (type {int(types[i])})", fontsize=7, va="bottom")
+        ax.text(time_axis[-1], -row * offset, f" {i} (type {int(types[i])})", fontsize=7, va="center")
     ax.set_yticks([])
+    ax.set_ylabel(f"u per neuron (rows {offset:.3g} apart)")
     ax.set_xlabel("time (frames x delta_t)")
     ax.set_title(f"rollout from frame {start_frame} (held-out segment), no noise: "
                  f"test_R2 = {test_r2:.3f}, test_pearson = {test_pearson:.3f}", fontsize=10)
@@ -265,7 +268,8 @@ def plot_message_function(u_grid, learned, curve_types, scale: float, path: str 
     for curve, t in zip(learned, curve_types):
         ax.plot(u_grid, curve / scale, color=type_color(t) if t is not None else "tab:blue", lw=1, alpha=0.6)
     ax.plot(u_grid, np.tanh(u_grid), color="k", lw=2, ls="--", label="true tanh(u)")
-    ax.plot([], [], color="tab:blue", lw=1, label=f"learned lin_edge / {scale:.3g}")
+    colour_note = "" if list(curve_types) == [None] else ", colour = type"
+    ax.plot([], [], color="tab:blue", lw=1, label=f"learned lin_edge / {scale:.3g}{colour_note}")
     ax.set_xlabel("u")
     ax.set_ylabel("message")
     ax.set_title("message function lin_edge", fontsize=10)

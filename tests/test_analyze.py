@@ -33,8 +33,8 @@ class TrueUpdate(nn.Module):
 
     def __init__(self, type_params):
         super().__init__()
-        self.register_buffer("s", torch.as_tensor(type_params[:, 1], dtype=torch.float32))
-        self.register_buffer("c", torch.as_tensor(type_params[:, 2], dtype=torch.float32))
+        self.register_buffer("s", torch.as_tensor(np.array(type_params[:, 1]), dtype=torch.float32))
+        self.register_buffer("c", torch.as_tensor(np.array(type_params[:, 2]), dtype=torch.float32))
 
     def forward(self, x):
         u, a = x[..., :1], x[..., 1:]
@@ -56,7 +56,7 @@ class HandModel(nn.Module):
         rng = torch.Generator().manual_seed(0)
         centers = TYPE_CENTERS[torch.as_tensor(np.array(types))]
         self.a = nn.Parameter(centers + jitter * torch.randn(centers.shape, generator=rng))
-        self.W = nn.Parameter(g * torch.as_tensor(np.asarray(W), dtype=torch.float32) / scale[None, :])
+        self.W = nn.Parameter(g * torch.as_tensor(np.array(W), dtype=torch.float32) / scale[None, :])
         self.lin_edge = _ScaledByNeuron(scale) if edge_scale is not None else TanhMessage()
         self.lin_phi = TrueUpdate(np.asarray(type_params))
 
@@ -216,3 +216,62 @@ def test_cli_errors_name_the_problem(tmp_path, tiny_dataset):
     assert proc.returncode == 2
     assert "simulation.n_neurons = 40" in proc.stderr and "24" in proc.stderr
     assert not (run / "metrics.json").exists()
+
+
+def _save_real_model(run, cfg, dataset, poison=False):
+    from neuralgraph.model import build_model, save_trained_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset)
+    with torch.no_grad():
+        model.W.copy_(torch.as_tensor(np.array(dataset.W)) * 10.0 + 0.01 * torch.randn(model.W.shape))
+        if poison:
+            model.W[0, 1] = float("nan")
+    save_trained_model(model, cfg, run / "model.pt")
+
+
+def test_cli_end_to_end_writes_all_files(tmp_path, tiny_dataset, dataset):
+    cfg, data_dir = tiny_dataset
+    run = _run_folder(tmp_path, cfg)
+    _save_real_model(run, cfg, dataset)
+    atomic_write_json(run / "proposal.json", {"id": 12, "iteration": 12, "parent": None})
+    out = tmp_path / "analysis_out"
+    proc = _run_cli("--run", run, "--data", data_dir, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected_keys = {"iteration", "status", "outcome", "outcome_reason", "connectivity_R2", "connectivity_R2_raw",
+                     "test_R2", "test_pearson", "cluster_accuracy", "final_loss", "training_time_min",
+                     "spectral_radius", "effective_rank_90", "effective_rank_99", "config"}
+    assert set(metrics) == expected_keys
+    assert metrics["iteration"] == 12 and metrics["status"] == "ok"
+    # W was set to 10 x the true W plus small noise: recovered, whatever the MLPs do
+    assert metrics["connectivity_R2"] > 0.95 and metrics["outcome"] == "converged"
+    assert metrics["final_loss"] == 0.25 and metrics["training_time_min"] == 0.5
+    stats = json.loads((data_dir / "stats.json").read_text())
+    assert metrics["spectral_radius"] == pytest.approx(stats["spectral_radius"])
+    assert metrics["effective_rank_99"] == stats["effective_rank_99"]
+    assert set(metrics["config"]) == set(analyze.CONFIG_KEYS)
+    assert metrics["config"]["time_step"] == cfg.training.time_step
+    assert metrics["config"]["learning_rate_W_start"] == cfg.training.learning_rate_W_start
+    for key in ("test_R2", "test_pearson", "cluster_accuracy"):
+        assert isinstance(metrics[key], float), key
+    parsed = parse_analysis_log(out / "analysis.log")
+    for key in ("connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy", "final_loss"):
+        assert parsed[key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-12), key
+    assert parsed["effective rank (99% var)"] == stats["effective_rank_99"]
+    names = {"connectivity.png", "rollout.png", "embeddings.png", "lin_edge.png", "lin_phi.png", "loss.png"}
+    assert {p.name for p in (out / "plots").iterdir()} == names
+    assert all((out / "plots" / n).stat().st_size > 5000 for n in names)
+    assert not (run / "metrics.json").exists()  # --out respected
+
+
+def test_nan_weights_model_is_failed_with_reason(tmp_path, tiny_dataset, dataset):
+    cfg, data_dir = tiny_dataset
+    run = _run_folder(tmp_path, cfg)
+    _save_real_model(run, cfg, dataset, poison=True)
+    assert analyze.main(["--run", str(run), "--data", str(data_dir)]) == 0  # in-process: same entry point
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["outcome"] == "failed"
+    assert "non-finite weights in W" in metrics["outcome_reason"]
+    assert metrics["connectivity_R2"] is None and metrics["test_R2"] is None
+    assert metrics["final_loss"] == 0.25
