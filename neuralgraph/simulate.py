@@ -349,9 +349,13 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     """
     from neuralgraph import plots, stats  # plots imports matplotlib: only when needed
 
+    if not isinstance(cfg, ExperimentConfig):
+        raise TypeError(f"simulate: cfg must be an ExperimentConfig (neuralgraph.config.load_config), got {type(cfg).__name__}")
     started = time.perf_counter()
     sim = cfg.simulation
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: --out must be a folder (it is a file)")
     out.mkdir(parents=True, exist_ok=True)
     # metadata.json marks a complete dataset: drop an old one first, so a run that fails
     # half-way never leaves new arrays next to the old dataset's metadata
@@ -420,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = simulate(cfg, args.out, progress=not args.no_progress, pictures=not args.no_pictures)
-    except FloatingPointError as exc:
+    except (FloatingPointError, NotADirectoryError) as exc:
         print(f"simulate error: {args.config}: {exc}", file=sys.stderr)
         return 1
     meta = read_json(out / "metadata.json")

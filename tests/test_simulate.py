@@ -272,3 +272,13 @@ def test_shipped_demo_config_keeps_its_activity_alive_to_the_end(tmp_path, capsy
                     tmp_path / "dead", progress=False, pictures=False)
     assert tail_activity_ratio(load_dataset(dead).u) < 0.05
     assert "activity decayed" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_output_path_that_is_a_file(tmp_path):
+    config = _write_yaml(tmp_path / "ok.yaml", tiny_config_dict())
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    result = _run_cli("--config", str(config), "--out", str(target), "--no-progress")
+    assert result.returncode == 1 and "taken: --out must be a folder (it is a file)" in result.stderr
+    assert target.read_text() == "keep me"
+
