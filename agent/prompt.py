@@ -31,9 +31,39 @@ ROLE_PREAMBLE = (
 )
 
 
+def rules_summary() -> str:
+    """The machine-checked rules, generated from the validators themselves.
+
+    The instructions file explains the method in words; this table is built from
+    :mod:`agent.decision` and :mod:`agent.codeedit`, so what the model is told can never
+    drift from what is then enforced.
+    """
+    from agent.codeedit import BASE_ALLOWED_MODULES, FORBIDDEN_BUILTINS, FORBIDDEN_MODULE_NAMES
+    from agent.decision import ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, STRATEGIES
+    from neuralgraph.config import ALLOWED_TIME_STEPS
+
+    lines = ["## Enforced rules (a decision breaking one is refused)", "",
+             "Mutable training parameters (config_mutation.parameter, one per decision; "
+             "data_augmentation_loop may ride along):"]
+    lines += [f"- {rule.name}: {rule.allowed()} ({rule.description})" for rule in ALLOWED_PARAMETERS.values()]
+    lines += [
+        "",
+        f"Strategies: {', '.join(STRATEGIES)}.",
+        f"time_step: fixed within a block; next_time_step at a block end, one of {', '.join(map(str, ALLOWED_TIME_STEPS))}.",
+        "simulation, batch_size and the claude section are fixed for the whole experiment.",
+        f"Code modifications: never in the first {CODE_FREE_ITERATIONS} iterations of a block; one editable "
+        "function per decision, complete source, same signature; imports only from "
+        f"{', '.join(sorted(BASE_ALLOWED_MODULES))} (and what the training module already imports); "
+        f"no {', '.join(sorted(FORBIDDEN_BUILTINS))}; no {', '.join(sorted(FORBIDDEN_MODULE_NAMES))}; "
+        "no dunder attributes; no file, process or network access. An accepted edit must also "
+        "survive a short smoke run (no endless loop, no crash, finite loss).",
+    ]
+    return "\n".join(lines)
+
+
 def system_blocks(instructions: str) -> list[dict[str, Any]]:
-    """The static system prompt: role + instructions, marked for prompt caching."""
-    text = f"{ROLE_PREAMBLE}\n\n{instructions.strip()}\n"
+    """The static system prompt: role, instructions, enforced rules; marked for prompt caching."""
+    text = f"{ROLE_PREAMBLE}\n\n{instructions.strip()}\n\n{rules_summary()}\n"
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
 

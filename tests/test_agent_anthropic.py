@@ -15,7 +15,7 @@ import httpx2
 import pytest
 
 from agent.context import DecisionContext
-from agent.decision import Decision
+from agent.decision import ALLOWED_PARAMETERS, Decision
 from agent.policies.anthropic_policy import AnthropicPolicy
 from agent.policies.base import (
     BackendConfigError,
@@ -159,6 +159,8 @@ def test_request_carries_schema_cached_system_block_model_and_all_inputs(tmp_pat
     [system] = body["system"]
     assert system["cache_control"] == {"type": "ephemeral"}
     assert "RULE-MARKER-42" in system["text"]
+    for rule in ALLOWED_PARAMETERS.values():  # the enforced ranges, generated from the validator
+        assert f"- {rule.name}: {rule.allowed()}" in system["text"]
     # the user turn: what the seed's agent saw
     [message] = body["messages"]
     assert message["role"] == "user"
