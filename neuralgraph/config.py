@@ -142,7 +142,10 @@ class TrainingConfig(_Section):
     n_epochs: int = Field(1, ge=1, le=10_000, description="Epochs; exactly this many are run.")
     batch_size: int = Field(8, ge=1, le=4096, description="Frames per optimizer step. Fixed within an experiment.")
     data_augmentation_loop: int = Field(
-        15, ge=1, le=1000, description="Iterations per epoch = floor(floor(n_train_frames * this / batch_size) * 0.2)."
+        15, ge=1, le=1000, description="Iterations per epoch = floor(floor(simulation.n_frames * this / batch_size) * 0.2)."
+    )
+    data_augmentation_loop_max: int = Field(
+        25, ge=1, le=1000, description="Largest data_augmentation_loop that training_time_target_min may choose (seed range 1-25)."
     )
     learning_rate_W_start: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate of W.")
     learning_rate_start: float = Field(5e-4, gt=0.0, le=1.0, description="Adam learning rate of lin_edge and lin_phi.")
@@ -168,6 +171,7 @@ class TrainingConfig(_Section):
         None, gt=0.0, le=10_000.0, description="If set, data_augmentation_loop is chosen from measured throughput to fit this."
     )
     checkpoint_every_min: float = Field(5.0, gt=0.0, le=1440.0, description="Minutes between checkpoints (also at each epoch end).")
+    log_every_s: float = Field(10.0, gt=0.0, le=3600.0, description="Seconds between progress lines (rate, ETA) in the training log.")
     divergence_factor: float = Field(1e4, gt=1.0, description="Stop as diverged when the loss exceeds this times its first value.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of initialisation and batch sampling.")
