@@ -83,6 +83,7 @@ class MemoryUpdate(_Plain):
     emerging_observations: str = Field(description="Replaces the 'Emerging Observations' section (running notes).")
     new_principles: list[str] = Field(default_factory=list, description="Confirmed principles to add to the knowledge base.")
     open_questions: Optional[list[str]] = Field(None, description="If given, replaces the Open Questions list.")
+    current_hypothesis: Optional[str] = Field(None, description="If given, replaces the current block's Hypothesis.")
     block_summary: Optional[str] = Field(None, description="Block end: 2-3 line summary of the finished block.")
     key_finding: Optional[str] = Field(None, description="Block end: key finding for the time-step comparison table.")
     next_block_hypothesis: Optional[str] = Field(None, description="Block end: hypothesis for the next block.")
@@ -367,3 +368,121 @@ def parent_config(decision: Decision, ctx: "DecisionContext") -> dict[str, Any]:
 def decision_json_schema() -> dict[str, Any]:
     """JSON schema of :class:`Decision` (for structured output)."""
     return Decision.model_json_schema()
+
+
+# --------------------------------------------------------------------------- making the child
+
+
+@dataclass
+class ChildPlan:
+    """What the next iteration starts from: its config, its code and its proposal record."""
+
+    config: Any  # neuralgraph.config.ExperimentConfig
+    code: str
+    diff: str
+    proposal: dict[str, Any]
+
+
+def source_node(decision: Decision, ctx: "DecisionContext"):
+    """The node whose config and code the child copies.
+
+    Within a block: the parent. At a block end (parent 'root'): the best node of the finished
+    block (highest connectivity_R2, ties: lower id) -- the new block starts from what worked,
+    with the new time_step.
+    """
+    from agent.tree import best_node
+
+    if decision.parent == "root":
+        return best_node(ctx.nodes, ctx.block) or ctx.current_node
+    node = ctx.node(int(decision.parent))
+    if node is None:
+        raise DecisionInvalid([f"parent = {decision.parent!r}: no such node"])
+    return node
+
+
+def _cast(rule: ParameterRule, value: float) -> float | int:
+    return int(round(value)) if rule.integer else float(value)
+
+
+def config_updates(decision: Decision, parent_training: dict[str, Any],
+                   next_time_step: Optional[int]) -> tuple[dict[str, Any], Optional[dict[str, Any]]]:
+    """Dotted config updates the decision makes, and the mutation record for proposal.json."""
+    updates: dict[str, Any] = {}
+    record: Optional[dict[str, Any]] = None
+    mutation = decision.config_mutation
+    if mutation is not None:
+        name = canonical_parameter(mutation.parameter)
+        rule = ALLOWED_PARAMETERS[name]
+        updates[f"training.{name}"] = _cast(rule, mutation.new)
+        record = {"parameter": name, "old": parent_training.get(name), "new": _cast(rule, mutation.new)}
+        if mutation.data_augmentation_loop is not None and name != "data_augmentation_loop":
+            updates["training.data_augmentation_loop"] = int(mutation.data_augmentation_loop)
+            record["data_augmentation_loop"] = {
+                "old": parent_training.get("data_augmentation_loop"), "new": int(mutation.data_augmentation_loop)}
+    elif decision.code_modification is not None:
+        mod = decision.code_modification
+        record = {"parameter": f"[code] {mod.function}", "function": mod.function,
+                  "change_summary": mod.change_summary, "hypothesis": mod.hypothesis}
+    elif decision.strategy == "robustness-test" and decision.parent != "root":
+        seed = int(parent_training.get("seed", 0))
+        updates["training.seed"] = seed + 1
+        record = {"parameter": "seed", "old": seed, "new": seed + 1}
+    if decision.parent == "root" and next_time_step is not None:
+        old = parent_training.get("time_step")
+        updates["training.time_step"] = int(next_time_step)
+        if record is None:
+            record = {"parameter": "time_step", "old": old, "new": int(next_time_step)}
+    return updates, record
+
+
+def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, parent_code: str,
+                base_cfg: Any, next_time_step: Optional[int], child_id: int, child_dir: str,
+                policy_label: str, child_code: Optional[str] = None) -> ChildPlan:
+    """Child config = the source node's config + the mutation; child code = its code + the edit.
+
+    ``parent_cfg`` / ``parent_code`` are the source node's (see :func:`source_node`) config and
+    train_loop.py, read from its iteration folder. ``child_code``: the already checked module
+    text for a code modification (see agent.codeedit); when None and the decision edits code,
+    the static checks run here. Fixed fields are re-checked against ``base_cfg``.
+    """
+    from agent.tree import code_hash
+    from neuralgraph.config import check_fixed_fields, with_updates
+
+    parent_training = parent_cfg.to_dict()["training"]
+    updates, record = config_updates(decision, parent_training, next_time_step)
+    source = f"decision for iteration {ctx.next_iteration}"
+    config = with_updates(parent_cfg, updates, source=source) if updates else parent_cfg
+    check_fixed_fields(base_cfg, config, source=source)
+    code = parent_code
+    if decision.code_modification is not None:
+        code = child_code if child_code is not None else apply_code_modification(parent_code, decision.code_modification)
+    import difflib
+
+    diff = "".join(difflib.unified_diff(parent_code.splitlines(keepends=True), code.splitlines(keepends=True),
+                                        fromfile="a/train_loop.py", tofile="b/train_loop.py"))
+    src = source_node(decision, ctx)
+    proposal = {
+        "id": child_id,
+        "parent": parent_node_id(decision),
+        "block": ctx.block + 1 if decision.parent == "root" else ctx.block,
+        "iteration": ctx.next_iteration,
+        "time_step": int(config.training.time_step),
+        "dir": child_dir,
+        "strategy": decision.strategy,
+        "mutation": record,
+        "code_modified": code != parent_code,
+        "code_hash": code_hash(code),
+        "derived_from": src.id,
+        "policy": policy_label,
+    }
+    return ChildPlan(config=config, code=code, diff=diff, proposal=proposal)
+
+
+def apply_code_modification(parent_code: str, mod: CodeModification) -> str:
+    """Static checks of agent.codeedit (imported lazily); a refusal becomes DecisionInvalid."""
+    from agent.codeedit import CodeEditError, check_code_modification
+
+    try:
+        return check_code_modification(parent_code, mod.function, mod.new_source)
+    except CodeEditError as exc:
+        raise DecisionInvalid([f"code_modification ({mod.function}): {exc}"]) from None

@@ -103,7 +103,12 @@ def reward(node: NodeRecord) -> float:
 
 
 def load_node(path: str | Path) -> NodeRecord:
-    return NodeRecord.from_dict(read_json(path), source=str(path))
+    """Read a node.json; a missing or malformed file is a TreeError naming the file."""
+    try:
+        data = read_json(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise TreeError(f"{exc} (node record)") from None
+    return NodeRecord.from_dict(data, source=str(path))
 
 
 def write_node(node: NodeRecord, path: str | Path) -> Path:
@@ -199,3 +204,10 @@ def best_node(nodes: Iterable[NodeRecord], block: int) -> Optional[NodeRecord]:
     if not candidates:
         return None
     return min(candidates, key=lambda n: (-reward(n), n.id))
+
+
+def code_hash(code: str) -> str:
+    """Short sha256 of a training module's text (identifies a code version in node records)."""
+    import hashlib
+
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,387 @@
+"""``python -m agent <command>``: the ucb-score, agent-decide and init stages.
+
+- ``init``: iteration 1's config.yaml, train_loop.py, proposal.json (and an empty code.diff).
+- ``ucb``: node.json (from proposal.json + metrics.json + config + code) and ucb_scores.txt.
+- ``decide``: this iteration's decision.json, memory.md, analysis.md, instructions.md and the
+  next iteration's config.yaml, train_loop.py, proposal.json, code.diff.
+
+Exit codes: 0 done; 2 bad input or backend configuration (the message names the file or
+option); 75 (EX_TEMPFAIL) the LLM backend is temporarily unavailable and ``--fallback fail``
+(the default): re-run later. Every output is written atomically, and all of them only after
+the decision is final, so a refused input loses nothing already computed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from agent.context import DecisionContext, block_of
+from agent.decision import (ChildPlan, Decision, DecisionInvalid, build_child, source_node,
+                            validate_decision)
+from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
+from agent.policies.base import (BackendConfigError, DecisionOutcome, RetryableBackendError,
+                                 decide_with_fallback, get_policy)
+from agent.tree import NodeRecord, TreeError, check_tree, code_hash, load_node, score_block, write_node, write_scores
+from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
+from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
+
+EX_USAGE = 2
+EX_TEMPFAIL = 75
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_INSTRUCTIONS = PACKAGE_DIR / "instructions.md"
+PACKAGED_TRAIN_LOOP = PACKAGE_DIR.parent / "neuralgraph" / "train_loop.py"
+
+
+class InputError(ValueError):
+    """A missing or malformed input; the message names the file or option."""
+
+
+# --------------------------------------------------------------------------- shared readers
+
+
+def read_text(path: Optional[str | Path], what: str, required: bool = True) -> str:
+    if path is None:
+        if required:
+            raise InputError(f"{what}: path is required")
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: {what} is not UTF-8 text") from None
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except ValueError as exc:
+        raise InputError(f"{exc} ({what})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_schedule(text: Optional[str], n_blocks: Optional[int] = None) -> Optional[list[int]]:
+    """'agent' (or empty) -> None; '1,4,16' -> [1, 4, 16] (each in ALLOWED_TIME_STEPS)."""
+    if text is None or text.strip().lower() in ("", "agent"):
+        return None
+    allowed = ", ".join(map(str, ALLOWED_TIME_STEPS))
+    values = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise InputError(f"--schedule {text!r}: {part.strip()!r} is not an integer; use 'agent' or a "
+                             f"comma list of {allowed}") from None
+        if value not in ALLOWED_TIME_STEPS:
+            raise InputError(f"--schedule {text!r}: time_step {value} must be one of {allowed}")
+        values.append(value)
+    if n_blocks is not None and len(values) < n_blocks:
+        raise InputError(f"--schedule {text!r}: {len(values)} time_steps for --n-blocks {n_blocks}; give one per block")
+    return values
+
+
+def editable_functions_of(code: str) -> tuple[str, ...]:
+    try:
+        from agent.codeedit import CodeEditError, editable_functions
+
+        return editable_functions(code)
+    except (ImportError, SyntaxError, ValueError):
+        return ()
+
+
+# --------------------------------------------------------------------------- init
+
+
+def experiment_start_config(cfg: ExperimentConfig, schedule: Optional[list[int]]) -> ExperimentConfig:
+    """Iteration 1's config: claude.n_epochs / data_augmentation_loop copied into training,
+    time_step = the schedule's first entry (or the experiment's own time_step)."""
+    updates: dict[str, Any] = {"training.n_epochs": cfg.claude.n_epochs,
+                               "training.data_augmentation_loop": cfg.claude.data_augmentation_loop}
+    if schedule:
+        updates["training.time_step"] = schedule[0]
+    return with_updates(cfg, updates, source="init")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    schedule = parse_schedule(args.schedule)
+    start = experiment_start_config(cfg, schedule)
+    code = read_text(args.loop, "training module (--loop)")
+    out = Path(args.out_dir)
+    proposal = {"id": 1, "parent": None, "block": 1, "iteration": 1, "time_step": start.training.time_step,
+                "dir": out.name, "strategy": "init", "mutation": None, "code_modified": False,
+                "code_hash": code_hash(code), "derived_from": None, "policy": "init"}
+    dump_config(start, out / "config.yaml")
+    atomic_write_text(out / "train_loop.py", code)
+    atomic_write_text(out / "code.diff", "")
+    atomic_write_json(out / "proposal.json", proposal)
+    print(f"agent init: wrote {out}/config.yaml (time_step={start.training.time_step}), train_loop.py, proposal.json")
+    return 0
+
+
+# --------------------------------------------------------------------------- ucb
+
+
+def merge_nodes(earlier: list[NodeRecord], current: NodeRecord) -> list[NodeRecord]:
+    """Earlier records plus the current one (a stale record with the current id is replaced)."""
+    nodes = [n for n in earlier if n.id != current.id] + [current]
+    check_tree(nodes)
+    return nodes
+
+
+def node_from_inputs(proposal: dict[str, Any], metrics: dict[str, Any], cfg: ExperimentConfig, code: str,
+                     folder: str, source: str) -> NodeRecord:
+    record = {**proposal, "dir": proposal.get("dir") or folder, "config": cfg.to_dict(), "code_hash": code_hash(code),
+              "metrics": metrics, "time_step": proposal.get("time_step", cfg.training.time_step)}
+    return NodeRecord.from_dict(record, source=source)
+
+
+def cmd_ucb(args: argparse.Namespace) -> int:
+    proposal = read_json_object(args.proposal, "proposal.json")
+    metrics = read_json_object(args.metrics, "metrics.json")
+    cfg = load_config(args.config)
+    code = read_text(args.code, "training module (--code)")
+    node = node_from_inputs(proposal, metrics, cfg, code, Path(args.out_node).parent.name, str(args.proposal))
+    nodes = merge_nodes([load_node(p) for p in args.nodes], node)
+    c = cfg.claude.ucb_c if args.ucb_c is None else args.ucb_c
+    scores = score_block(nodes, node.block, c)
+    write_node(node, args.out_node)
+    write_scores(scores, args.out_scores)
+    print(f"agent ucb: node {node.id} (block {node.block}) R2={node.r2}; {len(scores)} nodes scored -> {args.out_scores}")
+    return 0
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def build_context(args: argparse.Namespace, base: ExperimentConfig) -> DecisionContext:
+    node = load_node(args.node)
+    if node.iteration != args.iteration:
+        raise InputError(f"{args.node}: node iteration {node.iteration} differs from --iteration {args.iteration}")
+    n_iter_block = args.n_iter_block or base.claude.n_iter_block
+    if node.block != block_of(args.iteration, n_iter_block):
+        raise InputError(f"{args.node}: node block {node.block} but iteration {args.iteration} with --n-iter-block "
+                         f"{n_iter_block} is block {block_of(args.iteration, n_iter_block)}")
+    cfg = load_config(args.config, base=base)
+    code = read_text(args.code, "training module (--code)")
+    images = [Path(p) for p in args.images]
+    for image in images:
+        if not image.exists():
+            print(f"agent decide: warning: picture {image} not found; the policy decides without it", file=sys.stderr)
+    return DecisionContext(
+        iteration=args.iteration, n_iter_block=n_iter_block, n_blocks=args.n_blocks,
+        working_memory=read_text(args.memory, "previous memory.md", required=False),
+        analysis_log=read_text(args.analysis_log, "analysis.log"),
+        ucb_scores=read_text(args.ucb, "ucb_scores.txt"),
+        config=cfg.to_dict(), config_yaml=read_text(args.config, "config"), code=code,
+        editable_functions=editable_functions_of(code),
+        instructions=read_text(args.instructions or SHIPPED_INSTRUCTIONS, "instructions"),
+        image_paths=images, nodes=merge_nodes([load_node(p) for p in args.nodes], node), current_node=node,
+        ucb_c=base.claude.ucb_c, schedule=parse_schedule(args.schedule, args.n_blocks), seed=args.seed,
+        base_config=base.to_dict(),
+    )
+
+
+def node_folder(results_dir: Path, node: NodeRecord) -> Path:
+    folder = Path(node.dir) if node.dir else Path(f"iter_{node.iteration:03d}")
+    return folder if folder.is_absolute() else results_dir / folder
+
+
+class CodeChecker:
+    """Validation of code modifications: agent.codeedit's static checks, then its smoke run.
+
+    Remembers the accepted module text so the child gets exactly what was checked.
+    """
+
+    def __init__(self, args: argparse.Namespace, results_dir: Path, base: ExperimentConfig):
+        self.args, self.results_dir, self.base = args, results_dir, base
+        self.accepted: dict[tuple[str, str], str] = {}
+        self.smoke: Optional[dict[str, Any]] = None
+
+    def __call__(self, decision: Decision, ctx: DecisionContext) -> Decision:
+        decision = validate_decision(decision, ctx)
+        mod = decision.code_modification
+        if mod is None:
+            return decision
+        from agent.codeedit import CodeEditError, check_code_modification, validate_and_smoke
+
+        parent_code = read_text(node_folder(self.results_dir, source_node(decision, ctx)) / "train_loop.py",
+                                "parent's train_loop.py")
+        try:
+            if self.args.smoke_timeout > 0:
+                edit = validate_and_smoke(parent_code, mod.function, mod.new_source,
+                                          Path(self.args.out_dir) / "smoke", timeout_s=self.args.smoke_timeout,
+                                          base_config=self.base, cache_dir=self.results_dir / "smoke_data")
+                child, self.smoke = edit.child_source, edit.smoke.to_dict()
+            else:
+                child = check_code_modification(parent_code, mod.function, mod.new_source)
+        except CodeEditError as exc:
+            raise DecisionInvalid([f"code_modification ({mod.function}): {exc}"]) from None
+        self.accepted[(mod.function, mod.new_source)] = child
+        return decision
+
+
+def resolve_next_time_step(ctx: DecisionContext, decision: Decision) -> tuple[Optional[int], str, str]:
+    """(time_step of the next block, source 'schedule'/'policy', reason) at a block end."""
+    if not ctx.is_block_end or ctx.is_last_iteration:
+        return None, "", ""
+    if ctx.scheduled_next_time_step is not None:
+        note = "" if decision.next_time_step in (None, ctx.scheduled_next_time_step) else \
+            f" (policy asked for {decision.next_time_step}; the schedule wins)"
+        return ctx.scheduled_next_time_step, "schedule", f"experiment schedule{note}"
+    return decision.next_time_step, "policy", decision.time_step_reason or "chosen by the policy"
+
+
+def plan_child(args: argparse.Namespace, ctx: DecisionContext, outcome: DecisionOutcome, base: ExperimentConfig,
+               checker: CodeChecker, next_time_step: Optional[int]) -> Optional[ChildPlan]:
+    if ctx.is_last_iteration or args.next_dir is None:
+        return None
+    decision = outcome.decision
+    folder = node_folder(Path(args.results_dir), source_node(decision, ctx))
+    parent_cfg = load_config(folder / "config.yaml", base=base)
+    parent_code = read_text(folder / "train_loop.py", "parent's train_loop.py")
+    mod = decision.code_modification
+    child_code = checker.accepted.get((mod.function, mod.new_source)) if mod else None
+    return build_child(decision, ctx, parent_cfg=parent_cfg, parent_code=parent_code, base_cfg=base,
+                       next_time_step=next_time_step, child_id=max(n.id for n in ctx.nodes) + 1,
+                       child_dir=Path(args.next_dir).name, policy_label=outcome.policy, child_code=child_code)
+
+
+def decision_record(ctx: DecisionContext, outcome: DecisionOutcome, plan: Optional[ChildPlan],
+                    next_ts: Optional[int], ts_source: str, smoke: Optional[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "iteration": ctx.iteration, "node_id": ctx.current_node.id, "block": ctx.block,
+        "iter_in_block": ctx.iter_in_block, "is_block_end": ctx.is_block_end, "policy": outcome.policy,
+        "decision": outcome.decision.model_dump(mode="json"),
+        "attempts": [a.to_dict() for a in outcome.attempts],
+        "next": plan.proposal if plan else None, "next_time_step": next_ts, "time_step_source": ts_source or None,
+        "code_smoke_run": smoke, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChecker) -> DecisionOutcome:
+    from agent.policies.heuristic import HeuristicPolicy
+
+    options = {"seed": args.seed, "model": args.model, "replay_from": args.replay_from, "results_dir": args.results_dir}
+    primary = get_policy(args.backend, options)
+    fallback = None if args.backend == "heuristic" else HeuristicPolicy(options)
+    return decide_with_fallback(primary, ctx, fallback=fallback,
+                                offline_on_unavailable=args.fallback == "offline", validate=checker)
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    base = load_config(args.base_config)
+    ctx = build_context(args, base)
+    checker = CodeChecker(args, Path(args.results_dir), base)
+    outcome = run_policy(args, ctx, checker)
+    decision = outcome.decision
+    next_ts, ts_source, ts_reason = resolve_next_time_step(ctx, decision)
+    plan = plan_child(args, ctx, outcome, base, checker, next_ts)
+    entry = log_entry(ctx.current_node, decision, ctx.analysis_log)
+    block_text = block_end_text(ctx, decision, next_ts, ts_reason) if ctx.is_block_end else ""
+    previous_log = read_text(args.full_log, "previous analysis.md", required=False)
+    out = Path(args.out_dir)
+    if plan is not None:
+        nxt = Path(args.next_dir)
+        dump_config(plan.config, nxt / "config.yaml")
+        atomic_write_text(nxt / "train_loop.py", plan.code)
+        atomic_write_text(nxt / "code.diff", plan.diff)
+        atomic_write_json(nxt / "proposal.json", plan.proposal)
+    atomic_write_text(out / "memory.md", update_memory(ctx.working_memory, ctx, decision, entry, next_ts))
+    atomic_write_text(out / "analysis.md", append_full_log(previous_log, entry, block_text))
+    edits = decision.selection_rule_edits if ctx.is_block_end else None
+    atomic_write_text(out / "instructions.md", revise_instructions(ctx.instructions, ctx.block, edits or []))
+    atomic_write_json(out / "decision.json", decision_record(ctx, outcome, plan, next_ts, ts_source, checker.smoke))
+    target = f"node {plan.proposal['id']} (parent={decision.parent})" if plan else "no next iteration"
+    print(f"agent decide: iteration {ctx.iteration}: {outcome.policy} chose {decision.strategy} -> {target}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m agent", description="Exploration agent stages.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write iteration 1's config.yaml, train_loop.py, proposal.json")
+    p.add_argument("--config", required=True, help="experiment config (YAML)")
+    p.add_argument("--out-dir", required=True, help="iteration 1's folder, e.g. results/exp/iter_001")
+    p.add_argument("--n-iter-block", type=int, default=None, help="iterations per block (default: claude.n_iter_block)")
+    p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
+    p.add_argument("--loop", default=str(PACKAGED_TRAIN_LOOP), help="training module to copy (default: packaged)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("ucb", help="write node.json and ucb_scores.txt for one iteration")
+    p.add_argument("--proposal", required=True)
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--code", required=True)
+    p.add_argument("--nodes", nargs="*", default=[], help="node.json of earlier iterations")
+    p.add_argument("--ucb-c", type=float, default=None, help="exploration constant (default: claude.ucb_c)")
+    p.add_argument("--out-node", required=True)
+    p.add_argument("--out-scores", required=True)
+    p.set_defaults(func=cmd_ucb)
+
+    p = sub.add_parser("decide", help="decide the next node; write memory, full log, instructions, next config/code")
+    p.add_argument("--node", required=True, help="this iteration's node.json")
+    p.add_argument("--nodes", nargs="*", default=[], help="node.json of earlier iterations")
+    p.add_argument("--ucb", required=True, help="this iteration's ucb_scores.txt")
+    p.add_argument("--analysis-log", required=True)
+    p.add_argument("--config", required=True, help="this iteration's config.yaml")
+    p.add_argument("--code", required=True, help="this iteration's train_loop.py")
+    p.add_argument("--memory", default=None, help="previous memory.md (absent at iteration 1)")
+    p.add_argument("--full-log", default=None, help="previous analysis.md (absent at iteration 1)")
+    p.add_argument("--instructions", default=None, help="previous instructions.md (default: the shipped one)")
+    p.add_argument("--images", nargs="*", default=[], help="dataset pictures shown to the policy")
+    p.add_argument("--iteration", type=int, required=True)
+    p.add_argument("--n-iter-block", type=int, default=None, help="default: the base config's claude.n_iter_block")
+    p.add_argument("--n-blocks", type=int, required=True)
+    p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
+    p.add_argument("--backend", default="heuristic", choices=["heuristic", "anthropic", "replay"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="LLM model id (default: the backend's config/environment)")
+    p.add_argument("--replay-from", default=None, help="results folder whose decisions the replay backend re-applies")
+    p.add_argument("--fallback", default="fail", choices=["offline", "fail"],
+                   help="when the LLM is unavailable: let the heuristic decide (offline) or exit 75 (fail)")
+    p.add_argument("--base-config", required=True, help="the experiment config (fixed fields)")
+    p.add_argument("--results-dir", required=True, help="experiment results folder (parents' iteration folders)")
+    p.add_argument("--out-dir", required=True, help="this iteration's folder")
+    p.add_argument("--next-dir", default=None, help="next iteration's folder (omit on the very last iteration)")
+    p.add_argument("--smoke-timeout", type=float, default=120.0,
+                   help="seconds for the smoke run of a code modification (0: static checks only)")
+    p.set_defaults(func=cmd_decide)
+    return parser
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name in ("iteration", "n_iter_block", "n_blocks"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = f"agent {args.command}"
+    try:
+        _check_numbers(args)
+        return int(args.func(args) or 0)
+    except RetryableBackendError as exc:
+        print(f"{prog}: the LLM backend is temporarily unavailable ({exc}); nothing was written. "
+              f"Re-run later, or pass --fallback offline to let the heuristic decide (exit {EX_TEMPFAIL})",
+              file=sys.stderr)
+        return EX_TEMPFAIL
+    except BackendConfigError as exc:
+        print(f"{prog}: backend configuration error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except (InputError, ConfigError, TreeError, DecisionInvalid) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EX_USAGE

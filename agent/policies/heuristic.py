@@ -1,0 +1,330 @@
+"""The offline policy: the seed's selection table applied by fixed rules, no API needed.
+
+Deterministic for a seed: every random choice comes from ``random.Random("<seed>:<iteration>")``.
+
+Strategy, first matching rule (tree state = the current block's nodes in iteration order):
+
+1. block end -> next block starts at ``root`` (strategy exploit, no mutation);
+2. robustness-test: the node just analysed is a new block best with R2 >= 0.9, was made by a
+   mutation (not itself a re-run) and has no re-run yet -> re-run it with training.seed + 1;
+3. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
+4. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
+5. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
+6. recombine: 2+ nodes with R2 > 0.9 on different branches (neither an ancestor of the
+   other) -> the best one takes one differing parameter value of the other;
+7. forced-branch: every node converged and branching < 10% -> a node from the bottom half of
+   the UCB ranking;
+8. explore: max(2, n_iter_block // 4) consecutive successes -> highest-UCB node outside the
+   recent chain;
+9. exploit (default): highest-UCB node, a moderate step (x/÷ 1.5-2). If the parent's own
+   mutation improved on its parent, keep going the same way; otherwise a random parameter.
+
+Code modifications are never proposed by this policy (they need a hypothesis).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Mapping, Optional
+
+from agent.context import DecisionContext
+from agent.decision import ALLOWED_PARAMETERS, ConfigMutation, Decision, LogEntry, MemoryUpdate, ParameterRule
+from agent.memory import fmt
+from agent.tree import NodeRecord, best_node, reward
+from neuralgraph.config import ALLOWED_TIME_STEPS
+
+SUCCESS = 0.9
+PARTIAL = 0.1
+#: Parameters the heuristic steps (data_augmentation_loop stays: it sets the training time).
+SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_rate_embedding_start",
+                     "coeff_W_L1", "noise_recurrent_level")
+
+
+class HeuristicPolicy:
+    """Offline policy; ``options["seed"]`` (int) fixes every choice together with the iteration."""
+
+    name = "heuristic"
+
+    def __init__(self, options: Optional[Mapping[str, Any]] = None):
+        self.seed = int((options or {}).get("seed") or 0)
+        self.last_call: Optional[dict[str, Any]] = None
+
+    def decide(self, ctx: DecisionContext, feedback: Optional[str] = None) -> Decision:
+        rng = random.Random(f"{self.seed}:{ctx.iteration}")
+        plan = _plan(ctx, rng)
+        return _decision(ctx, plan)
+
+
+class _Plan:
+    def __init__(self, strategy: str, parent: Any, rule: str, mutation: Optional[ConfigMutation] = None):
+        self.strategy, self.parent, self.rule, self.mutation = strategy, parent, rule, mutation
+
+
+def _chain(ctx: DecisionContext) -> list[NodeRecord]:
+    return sorted(ctx.block_nodes, key=lambda n: (n.iteration, n.id))
+
+
+def _streak(nodes: list[NodeRecord], test) -> int:
+    count = 0
+    for node in reversed(nodes):
+        if not test(node):
+            break
+        count += 1
+    return count
+
+
+def _ancestors(node: NodeRecord, ctx: DecisionContext) -> set[int]:
+    seen, current = set(), node
+    while current is not None and current.parent is not None and current.parent not in seen:
+        seen.add(current.parent)
+        current = ctx.node(current.parent)
+    return seen
+
+
+def _training(node: NodeRecord) -> dict[str, Any]:
+    return (node.config or {}).get("training", {})
+
+
+def _step(rule: ParameterRule, value: float, factor: float, up: bool) -> float:
+    """Move ``value`` by ``factor`` on a log scale inside the rule's range (0 -> switched on)."""
+    if value <= 0:
+        return rule.low * 10 if up or not rule.zero_allowed else rule.low
+    new = value * factor if up else value / factor
+    return min(max(new, rule.low), rule.high)
+
+
+def _mutate(node: NodeRecord, rng: random.Random, factor_range: tuple[float, float],
+            params: list[str], prefer: Optional[tuple[str, bool]] = None) -> ConfigMutation:
+    """One parameter of ``node`` moved on a log scale; ``prefer`` = (parameter, up) to continue a trend."""
+    training = _training(node)
+    order = list(params)
+    rng.shuffle(order)
+    if prefer and prefer[0] in order:
+        order.remove(prefer[0])
+        order.insert(0, prefer[0])
+    factor = math.exp(rng.uniform(math.log(factor_range[0]), math.log(factor_range[1])))
+    for i, name in enumerate(order):
+        rule = ALLOWED_PARAMETERS[name]
+        old = float(training.get(name, 0.0) or 0.0)
+        up = prefer[1] if (prefer and i == 0 and name == prefer[0]) else rng.random() < 0.5
+        for direction in (up, not up):
+            new = _step(rule, old, factor, direction)
+            if not math.isclose(new, old, rel_tol=1e-9) and rule.check(new) is None:
+                return ConfigMutation(parameter=name, old=old, new=float(f"{new:.4g}"))
+    rule = ALLOWED_PARAMETERS[order[0]]
+    return ConfigMutation(parameter=order[0], old=float(training.get(order[0], 0.0) or 0.0), new=rule.low)
+
+
+def _trend(parent: NodeRecord, ctx: DecisionContext) -> Optional[tuple[str, bool]]:
+    """(parameter, up) when the parent's own mutation improved on the grandparent."""
+    mutation = parent.mutation or {}
+    grand = ctx.node(parent.parent) if parent.parent is not None else None
+    name = mutation.get("parameter")
+    if grand is None or name not in SEARCH_PARAMETERS or reward(parent) <= reward(grand):
+        return None
+    old, new = mutation.get("old"), mutation.get("new")
+    if old is None or new is None:
+        return None
+    return name, float(new) > float(old)
+
+
+def _params(exclude: Optional[str] = None) -> list[str]:
+    return [p for p in SEARCH_PARAMETERS if p != exclude]
+
+
+def _recent_params(chain: list[NodeRecord], n: int) -> list[Optional[str]]:
+    return [(node.mutation or {}).get("parameter") for node in chain[-n:]]
+
+
+def _distant_pair(ctx: DecisionContext, chain: list[NodeRecord]) -> Optional[tuple[NodeRecord, NodeRecord]]:
+    good = sorted([n for n in chain if reward(n) > SUCCESS], key=lambda n: (-reward(n), n.id))
+    for i, a in enumerate(good):
+        for b in good[i + 1:]:
+            if a.id not in _ancestors(b, ctx) and b.id not in _ancestors(a, ctx):
+                return a, b
+    return None
+
+
+def _recombine(a: NodeRecord, b: NodeRecord, rng: random.Random) -> Optional[ConfigMutation]:
+    ta, tb = _training(a), _training(b)
+    differing = [p for p in SEARCH_PARAMETERS if tb.get(p) is not None and ta.get(p) != tb.get(p)
+                 and ALLOWED_PARAMETERS[p].check(float(tb[p])) is None]
+    if not differing:
+        return None
+    name = rng.choice(differing)
+    return ConfigMutation(parameter=name, old=float(ta.get(name, 0.0) or 0.0), new=float(tb[name]))
+
+
+def _branching_rate(chain: list[NodeRecord]) -> float:
+    """Fraction of nodes whose parent is not the node of the previous iteration."""
+    if len(chain) < 2:
+        return 0.0
+    branches = sum(1 for prev, node in zip(chain, chain[1:]) if node.parent != prev.id)
+    return branches / (len(chain) - 1)
+
+
+def _plan(ctx: DecisionContext, rng: random.Random) -> _Plan:
+    if ctx.is_block_end:
+        return _Plan("exploit", "root", "block end: the next block starts a new tree from the best node")
+    chain = _chain(ctx)
+    scores = ctx.scores
+    top = ctx.node(scores[0].id)
+    best = best_node(ctx.nodes, ctx.block)
+    current = ctx.current_node
+    for rule in (_robustness, _failure_probe, _switch_dimension, _boundary_skip, _recombine_rule,
+                 _forced_branch, _explore):
+        plan = rule(ctx, chain, scores, top, best, current, rng)
+        if plan is not None:
+            return plan
+    return _Plan("exploit", top.id, f"highest UCB (node {top.id}, UCB={scores[0].ucb:.3f})",
+                 _mutate(top, rng, (1.5, 2.0), _params(), _trend(top, ctx)))
+
+
+def _robustness(ctx, chain, scores, top, best, current, rng):
+    rerun = (current.mutation or {}).get("parameter") == "seed"
+    has_rerun = any(n.parent == current.id and (n.mutation or {}).get("parameter") == "seed" for n in chain)
+    if best is current and reward(current) >= SUCCESS and current.parent is not None and not rerun and not has_rerun:
+        return _Plan("robustness-test", current.id, f"new block best (node {current.id}): re-run with another seed")
+    return None
+
+
+def _failure_probe(ctx, chain, scores, top, best, current, rng):
+    if _streak(chain, lambda n: reward(n) >= SUCCESS) >= 3:
+        return _Plan("failure-probe", best.id, f"3+ consecutive R2 >= 0.9: probe a boundary from best node {best.id}",
+                     _mutate(best, rng, (4.0, 4.0), _params()))
+    return None
+
+
+def _switch_dimension(ctx, chain, scores, top, best, current, rng):
+    recent = _recent_params(chain, 4)
+    if len(recent) == 4 and recent[0] is not None and len(set(recent)) == 1:
+        return _Plan("switch-dimension", top.id, f"4 consecutive mutations of {recent[0]}: change another parameter",
+                     _mutate(top, rng, (1.5, 2.0), _params(exclude=recent[0])))
+    return None
+
+
+def _boundary_skip(ctx, chain, scores, top, best, current, rng):
+    if len(chain) >= 3 and all(PARTIAL <= reward(n) <= SUCCESS for n in chain[-3:]):
+        last = (current.mutation or {}).get("parameter")
+        return _Plan("boundary-skip", best.id, f"3 partial results: accept the boundary, back to best node {best.id}",
+                     _mutate(best, rng, (1.5, 2.0), _params(exclude=last)))
+    return None
+
+
+def _recombine_rule(ctx, chain, scores, top, best, current, rng):
+    if any(n.strategy == "recombine" for n in chain[-3:]):
+        return None
+    pair = _distant_pair(ctx, chain)
+    mutation = _recombine(*pair, rng) if pair else None
+    if mutation is None:
+        return None
+    return _Plan("recombine", pair[0].id, f"nodes {pair[0].id} and {pair[1].id} both > 0.9 on different branches",
+                 mutation)
+
+
+def _forced_branch(ctx, chain, scores, top, best, current, rng):
+    if len(chain) >= 4 and all(reward(n) > SUCCESS for n in chain) and _branching_rate(chain) < 0.1:
+        bottom = scores[len(scores) // 2:]
+        pick = ctx.node(rng.choice(bottom).id)
+        return _Plan("forced-branch", pick.id, f"100% convergence, branching < 10%: branch from node {pick.id}",
+                     _mutate(pick, rng, (1.5, 2.0), _params()))
+    return None
+
+
+def _explore(ctx, chain, scores, top, best, current, rng):
+    need = max(2, ctx.n_iter_block // 4)
+    if _streak(chain, lambda n: reward(n) >= SUCCESS) < need:
+        return None
+    recent = {n.id for n in chain[-need:]} | _ancestors(current, ctx)
+    outside = [s for s in scores if s.id not in recent]
+    if not outside:
+        return None
+    pick = ctx.node(outside[0].id)
+    return _Plan("explore", pick.id, f"{need} consecutive successes: highest UCB outside the recent chain (node {pick.id})",
+                 _mutate(pick, rng, (1.5, 2.0), _params()))
+
+
+# --------------------------------------------------------------------------- texts
+
+
+def _outcome(node: NodeRecord) -> str:
+    value = node.metrics.get("outcome")
+    if value in ("converged", "partial", "failed"):
+        return value
+    r = reward(node)
+    return "converged" if r > SUCCESS else "partial" if r >= PARTIAL else "failed"
+
+
+def _observation(ctx: DecisionContext) -> str:
+    node = ctx.current_node
+    parent = ctx.node(node.parent) if node.parent is not None else None
+    text = f"connectivity_R2={fmt(node.r2)}"
+    if parent is not None:
+        delta = reward(node) - reward(parent)
+        text += f" vs parent {parent.id} {fmt(parent.r2)} ({'+' if delta >= 0 else ''}{delta:.3f})"
+    reason = node.metrics.get("outcome_reason")
+    return text + (f"; {reason}" if reason else "")
+
+
+def _next_time_step(ctx: DecisionContext) -> tuple[Optional[int], Optional[str]]:
+    if not ctx.is_block_end or ctx.is_last_iteration:
+        return None, None
+    if ctx.scheduled_next_time_step is not None:
+        return ctx.scheduled_next_time_step, "experiment schedule"
+    tested = {n.time_step for n in ctx.nodes}
+    larger = [t for t in ALLOWED_TIME_STEPS if t not in tested and t > ctx.time_step]
+    untested = [t for t in ALLOWED_TIME_STEPS if t not in tested]
+    if larger:
+        return larger[0], f"next untested recurrence depth above {ctx.time_step}"
+    if untested:
+        return untested[0], "smallest untested time_step"
+    bests = {t: max(reward(n) for n in ctx.nodes if n.time_step == t) for t in tested}
+    choice = max(sorted(bests), key=lambda t: bests[t])
+    return choice, f"all time_steps tested; revisit the best one (R2={bests[choice]:.3f})"
+
+
+def _rule_edits(ctx: DecisionContext) -> list[str]:
+    """The seed's block-end evaluation: branching < 20%, improvement < 30%, 3+ iteration plateau."""
+    chain = _chain(ctx)
+    edits = []
+    if _branching_rate(chain) < 0.2:
+        edits.append(f"branching rate {100 * _branching_rate(chain):.0f}% < 20% -> after 2 "
+                     "consecutive children of the same chain, pick the best node outside that chain (explore).")
+    improvements = sum(1 for n in chain if n.parent is not None and ctx.node(n.parent)
+                       and reward(n) > reward(ctx.node(n.parent)))
+    if chain and improvements / len(chain) < 0.3:
+        edits.append(f"improvement rate {100 * improvements / len(chain):.0f}% < 30% -> "
+                     "exploit more: parent = highest-R2 node, mutate by at most x/÷ 1.5.")
+    if len(chain) >= 3 and max(reward(n) for n in chain[-3:]) - min(reward(n) for n in chain[-3:]) < 0.01:
+        edits.append(f"R2 plateau over the last 3 iterations -> force a branch from the "
+                     "bottom half of the UCB ranking.")
+    return edits
+
+
+def _decision(ctx: DecisionContext, plan: _Plan) -> Decision:
+    node = ctx.current_node
+    best = best_node(ctx.nodes, ctx.block)
+    next_ts, ts_reason = _next_time_step(ctx)
+    emerging = (f"Block {ctx.block} (time_step={ctx.time_step}): {len(ctx.block_nodes)} nodes, best connectivity_R2="
+                f"{fmt(best.r2 if best else None)} at node {best.id if best else '-'}. Last: node {node.id} "
+                f"{_observation(ctx)}. Next: {plan.strategy} from {plan.parent}.")
+    update = MemoryUpdate(emerging_observations=emerging)
+    if ctx.is_block_end:
+        tr = _training(best) if best else {}
+        finding = (f"best R2={fmt(best.r2 if best else None)} with lr_W={fmt(tr.get('learning_rate_W_start'))}, "
+                   f"lr={fmt(tr.get('learning_rate_start'))}")
+        update = MemoryUpdate(
+            emerging_observations=emerging,
+            new_principles=[f"time_step={ctx.time_step}: {finding} (block {ctx.block})"],
+            block_summary=f"time_step={ctx.time_step}: {finding}; "
+                          f"{sum(1 for n in ctx.block_nodes if reward(n) > SUCCESS)}/{len(ctx.block_nodes)} converged.",
+            key_finding=finding,
+            next_block_hypothesis=(f"time_step={next_ts} starting from node {best.id if best else '-'}'s config "
+                                   f"reaches R2 > 0.9" if next_ts else None),
+        )
+    mode = "success-exploit" if reward(node) >= SUCCESS else "failure-probe"
+    log = LogEntry(outcome=_outcome(node), mode=mode, parent_rule=plan.rule, observation=_observation(ctx),
+                   next_parent=plan.parent)
+    return Decision(parent=plan.parent, strategy=plan.strategy, log=log, memory_update=update,
+                    config_mutation=plan.mutation, next_time_step=next_ts, time_step_reason=ts_reason,
+                    selection_rule_edits=_rule_edits(ctx) if ctx.is_block_end else None)
