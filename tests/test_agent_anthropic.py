@@ -397,3 +397,94 @@ def test_unpriced_model_still_gives_a_decision(tmp_path, api_key):
                          model="claude-future-7")
     assert policy.decide(make_context(tmp_path)).parent == 3
     assert policy.last_call["cost_usd"] is None and policy.last_call["input_tokens"] == 1200
+
+
+# ---------------------------------------------------------------------------- the decide stage end to end
+
+
+class _LoopbackAPI:
+    """A tiny local HTTP server playing the Messages API for a decide run in this process.
+
+    The decide CLI builds its own SDK client, so the mock sits behind ANTHROPIC_BASE_URL on
+    127.0.0.1 (no network leaves the machine).
+    """
+
+    def __init__(self, reply_text: str):
+        import http.server
+        import threading
+
+        api = self
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server naming)
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                api.requests.append((dict(self.headers), body))
+                canned = reply(reply_text, request_id="req_e2e")
+                payload = canned.content
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("request-id", "req_e2e")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_decide_cli_with_the_anthropic_backend_writes_no_key(tmp_path, api_key, monkeypatch, tiny_config_dict_factory):
+    import yaml
+
+    from agent.cli import main as agent_main
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(tiny_config_dict_factory()))
+    results, it1 = tmp_path / "results", tmp_path / "results" / "iter_001"
+    assert agent_main(["init", "--config", str(base), "--out-dir", str(it1)]) == 0
+    atomic_write_json(it1 / "metrics.json", {"status": "ok", "connectivity_R2": 0.62, "test_R2": 0.5})
+    (it1 / "analysis.log").write_text("spectral radius: 1.02\n--- activity ---\n  effective rank (99% var): 12\n")
+    assert agent_main(["ucb", "--proposal", str(it1 / "proposal.json"), "--metrics", str(it1 / "metrics.json"),
+                       "--config", str(it1 / "config.yaml"), "--code", str(it1 / "train_loop.py"),
+                       "--out-node", str(it1 / "node.json"), "--out-scores", str(it1 / "ucb_scores.txt")]) == 0
+    picture = tmp_path / "activity.png"
+    tiny_png(picture, (0, 255, 0))
+    lr_w = tiny_config_dict_factory()["training"]["learning_rate_W_start"]
+    canned = decision_dict(parent=1, config_mutation={"parameter": "learning_rate_W_start", "old": lr_w, "new": 0.002})
+
+    server = _LoopbackAPI(json.dumps(canned))
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    try:
+        rc = agent_main([
+            "decide", "--node", str(it1 / "node.json"), "--ucb", str(it1 / "ucb_scores.txt"),
+            "--analysis-log", str(it1 / "analysis.log"), "--config", str(it1 / "config.yaml"),
+            "--code", str(it1 / "train_loop.py"), "--images", str(picture), "--iteration", "1",
+            "--n-iter-block", "4", "--n-blocks", "1", "--backend", "anthropic", "--model", MODEL,
+            "--base-config", str(base), "--results-dir", str(results), "--out-dir", str(it1),
+            "--next-dir", str(results / "iter_002"), "--smoke-timeout", "0"])
+    finally:
+        server.close()
+
+    assert rc == 0
+    [(headers, body)] = server.requests
+    assert headers["Authorization"] == f"Bearer {SECRET}"  # the key was used ...
+    assert body["model"] == MODEL and body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    record = json.loads((it1 / "decision.json").read_text())
+    assert record["policy"] == "anthropic"
+    call = record["attempts"][0]["call"]
+    assert call["request_id"] == "req_e2e" and call["model"] == MODEL and call["cost_usd"] > 0
+    proposal = json.loads((results / "iter_002" / "proposal.json").read_text())
+    assert proposal["parent"] == 1
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"decision.json", "memory.md", "analysis.md", "instructions.md", "config.yaml"} <= {p.name for p in written}
+    for path in written:  # ... and is in no file the stage wrote
+        assert SECRET.encode() not in path.read_bytes(), path
