@@ -432,7 +432,7 @@ def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -
     types = np.asarray(dataset.types)
     traced = plots.pick_neurons_per_type(types, TRACES_PER_TYPE)
     curved = plots.pick_neurons_per_type(types, CURVES_PER_TYPE)
-    grid = np.linspace(-u_max, u_max, CURVE_POINTS)
+    grid = curve_grid(u_max)
     edge_input = cfg.graph_model.edge_input
     edge = edge_function_values(model, edge_input, grid, curved)
     edge_types = [None] if edge_input == "u" else list(types[curved])
@@ -448,6 +448,14 @@ def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -
         ("lin_edge.png", lambda p: plots.plot_message_function(grid, edge, edge_types, edge_scale, p)),
         ("lin_phi.png", lambda p: plots.plot_update_function(grid, phi, types[curved], dataset.type_params, p)),
     ]
+
+
+def curve_grid(u_max: float) -> np.ndarray:
+    """u values for the function figures: the whole activity range plus a dense |u| <= 5 part (the zoom panel)."""
+    from neuralgraph.plots import FUNCTION_ZOOM_U
+
+    zoom = min(FUNCTION_ZOOM_U, u_max)
+    return np.unique(np.concatenate([np.linspace(-u_max, u_max, CURVE_POINTS), np.linspace(-zoom, zoom, CURVE_POINTS)]))
 
 
 def _scale_onto(curves: np.ndarray, target: np.ndarray) -> float:

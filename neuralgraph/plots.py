@@ -255,6 +255,32 @@ def plot_embeddings(embeddings, types, accuracy: float, path: str | Path) -> Pat
     return save_figure(fig, path)
 
 
+#: Half-width of the zoomed panel of the function figures: where tanh bends (|u| > 3 is flat).
+FUNCTION_ZOOM_U = 5.0
+
+
+def _full_and_zoom(u_grid, draw, title: str, ylabel: str, zoom: float = FUNCTION_ZOOM_U):
+    """Figure with the whole u range (left) and |u| <= zoom (right), ``draw(ax, keep)`` filling each.
+
+    Over the whole activity range (|u| up to ~50) the bend of tanh is a step; the zoom shows it.
+    ``keep`` is the boolean mask of grid points to draw in that panel.
+    """
+    import numpy as np
+
+    u_grid = np.asarray(u_grid)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, keep, label in ((axes[0], np.ones(u_grid.shape, bool), "whole activity range"),
+                            (axes[1], np.abs(u_grid) <= zoom, f"|u| <= {zoom:g}")):
+        draw(ax, keep)
+        ax.set_xlabel("u")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title} ({label})", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def plot_message_function(u_grid, learned, curve_types, scale: float, path: str | Path) -> Path:
     """lin_edge.png: learned message function(s) rescaled onto tanh(u), against the true tanh(u).
 
@@ -264,38 +290,34 @@ def plot_message_function(u_grid, learned, curve_types, scale: float, path: str 
     import numpy as np
 
     u_grid, learned = np.asarray(u_grid), np.atleast_2d(np.asarray(learned, dtype=np.float64))
-    fig, ax = plt.subplots(figsize=(6, 4.6))
-    for curve, t in zip(learned, curve_types):
-        ax.plot(u_grid, curve / scale, color=type_color(t) if t is not None else "tab:blue", lw=1, alpha=0.6)
-    ax.plot(u_grid, np.tanh(u_grid), color="k", lw=2, ls="--", label="true tanh(u)")
     colour_note = "" if list(curve_types) == [None] else ", colour = type"
-    ax.plot([], [], color="tab:blue", lw=1, label=f"learned lin_edge / {scale:.3g}{colour_note}")
-    ax.set_xlabel("u")
-    ax.set_ylabel("message")
-    ax.set_title("message function lin_edge", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save_figure(fig, path)
+
+    def draw(ax, keep):
+        for curve, t in zip(learned, curve_types):
+            ax.plot(u_grid[keep], curve[keep] / scale, color=type_color(t) if t is not None else "tab:blue",
+                    lw=1, alpha=0.6)
+        ax.plot(u_grid[keep], np.tanh(u_grid[keep]), color="k", lw=2, ls="--", label="true tanh(u)")
+        ax.plot([], [], color="tab:blue", lw=1, label=f"learned lin_edge / {scale:.3g}{colour_note}")
+
+    return save_figure(_full_and_zoom(u_grid, draw, "message function lin_edge", "message"), path)
 
 
 def plot_update_function(u_grid, learned, curve_types, type_params, path: str | Path) -> Path:
     """lin_phi.png: learned lin_phi(u, a_i) for sample neurons (thin) and the true -c u + s tanh(u) per type (dashed)."""
     import numpy as np
 
-    u_grid = np.asarray(u_grid)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for curve, t in zip(np.atleast_2d(learned), curve_types):
-        ax.plot(u_grid, curve, color=type_color(t), lw=0.8, alpha=0.45)
-    for t, (_g, s, c) in enumerate(np.asarray(type_params, dtype=np.float64)):
-        ax.plot(u_grid, -c * u_grid + s * np.tanh(u_grid), color=type_color(t), lw=2.2, ls="--",
-                label=f"type {t}: -{c:g} u + {s:g} tanh(u)")
-    ax.set_xlabel("u")
-    ax.set_ylabel("du/dt contribution")
-    ax.set_title("update function lin_phi: learned (thin) vs true (dashed)", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    u_grid, learned = np.asarray(u_grid), np.atleast_2d(np.asarray(learned, dtype=np.float64))
+    params = np.asarray(type_params, dtype=np.float64)
+
+    def draw(ax, keep):
+        u = u_grid[keep]
+        for curve, t in zip(learned, curve_types):
+            ax.plot(u, curve[keep], color=type_color(t), lw=0.8, alpha=0.45)
+        for t, (_g, s, c) in enumerate(params):
+            ax.plot(u, -c * u + s * np.tanh(u), color=type_color(t), lw=2.2, ls="--",
+                    label=f"type {t}: -{c:g} u + {s:g} tanh(u)")
+
+    fig = _full_and_zoom(u_grid, draw, "lin_phi: learned (thin) vs true (dashed)", "du/dt contribution")
     return save_figure(fig, path)
 
 
