@@ -109,8 +109,10 @@ def _task_text(ctx: Any) -> str:
     lines = [ctx.block_info(), ""]
     if ctx.is_block_end:
         lines.append(
-            "This is the END of the block: besides the decision for the next node, give the block summary, "
-            "the comparison-table row, the time_step of the next block and your edits of the selection rules.")
+            "This is the END of the block: the next node starts a new tree, so parent (and log.next_parent) "
+            "must be 'root'. Also fill memory_update.block_summary, memory_update.key_finding, "
+            "memory_update.next_block_hypothesis, next_time_step with time_step_reason, and "
+            "selection_rule_edits (rules to add to the instructions, judged on branching and improvement rates).")
         scheduled = ctx.scheduled_next_time_step
         if scheduled is not None:
             lines.append(f"The experiment's schedule fixes the next block's time_step = {scheduled}.")

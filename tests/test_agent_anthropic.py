@@ -166,6 +166,7 @@ def test_request_carries_schema_cached_system_block_model_and_all_inputs(tmp_pat
     assert message["role"] == "user"
     texts = "\n".join(b["text"] for b in message["content"] if b["type"] == "text")
     assert "Block info: block 1, iteration 4/4 within block -- BLOCK END" in texts
+    assert "must be 'root'" in texts and "selection_rule_edits" in texts
     for marker in ("MEMORY-MARKER", "LOG-MARKER", "Node 3: UCB=2.175", "CONFIG-MARKER", "CODE-MARKER"):
         assert marker in texts
     assert "RULE-MARKER-42" not in texts  # instructions only in the cached block
@@ -335,7 +336,10 @@ def test_refused_decision_is_retried_once_with_the_reason_in_the_prompt(tmp_path
     assert [a.call["request_id"] for a in outcome.attempts] == ["req_1", "req_2"]
     retry_texts = "\n".join(b.get("text", "") for b in api.body(1)["messages"][0]["content"])
     assert "REFUSED" in retry_texts and "parent = 99" in retry_texts
-    assert "REFUSED" not in json.dumps(api.body(0))
+    first = json.dumps(api.body(0))
+    assert "REFUSED" not in first
+    assert "Decide the node of iteration 4 (iteration 4 of block 1; time_step stays 1" in first
+    assert "BLOCK END" not in first
 
 
 def test_no_output_file_contains_the_api_key(tmp_path, api_key):
