@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_seconds": round(wall, 2),
             "dynamics_seconds": meta["simulation_seconds"],
             "statistics_pictures_writes_seconds": round(wall - meta["simulation_seconds"], 2),
+            "phase_seconds": meta["phase_seconds"],
             "frames_per_second_dynamics": round(sim_steps / meta["simulation_seconds"], 1),
             "frames_per_second_end_to_end": round(args.n_frames / wall, 1),
             "peak_rss_mb": round(_peak_rss_mb(), 1),

@@ -88,9 +88,10 @@ def euler_rollout(
     step = _EulerStepper(W, types, type_params, delta_t, dtype)
     out = np.empty((n_steps + 1, u0.shape[0]), dtype=dtype)
     out[0] = u0
+    du = np.empty_like(out[0])
     with single_threaded_blas():
         for k in range(n_steps):
-            out[k + 1] = step.advance(out[k], step.rhs(out[k]))
+            step.advance(out[k], step.rhs(out[k], out=du), out=out[k + 1])
     return out
 
 
@@ -103,8 +104,9 @@ def _per_neuron_params(types: np.ndarray, type_params: np.ndarray, dtype: Any) -
 class _EulerStepper:
     """One Euler step with everything per-neuron precomputed (the simulator's hot loop).
 
-    The coupling is ``W @ tanh(u)`` scaled by g afterwards, exactly as :func:`pde_n2_rhs`
-    computes it, so the saved du equals pde_n2_rhs(saved u) to the last bit of float32.
+    Same terms in the same order as :func:`pde_n2_rhs` (-c u + s tanh(u) + g (W tanh(u))),
+    computed into preallocated buffers: the loop is dominated by the mat-vec, and avoiding
+    five temporary arrays per frame saves about 20% of the rest.
     """
 
     def __init__(self, W, types, type_params, delta_t: float, dtype=np.float32):
@@ -112,13 +114,25 @@ class _EulerStepper:
         self.g, self.s, self.neg_c = (p.copy() for p in _per_neuron_params(types, type_params, dtype))
         self.neg_c *= -1
         self.dt = np.dtype(dtype).type(delta_t)
+        n = self.W.shape[0]
+        self._activation, self._coupling, self._term = (np.empty(n, dtype=dtype) for _ in range(3))
 
-    def rhs(self, u: np.ndarray) -> np.ndarray:
-        activation = np.tanh(u)
-        return self.neg_c * u + self.s * activation + self.g * (self.W @ activation)
+    def rhs(self, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """du/dt at ``u``, written into ``out`` (e.g. the saved row) when given."""
+        out = np.empty_like(u) if out is None else out
+        np.tanh(u, out=self._activation)
+        np.matmul(self.W, self._activation, out=self._coupling)
+        np.multiply(self.neg_c, u, out=out)
+        np.multiply(self.s, self._activation, out=self._term)
+        out += self._term
+        self._coupling *= self.g
+        out += self._coupling
+        return out
 
-    def advance(self, u: np.ndarray, du: np.ndarray) -> np.ndarray:
-        return u + self.dt * du
+    def advance(self, u: np.ndarray, du: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """u + delta_t * du (into ``out``; ``out`` may be ``u`` itself)."""
+        np.multiply(du, self.dt, out=self._term)
+        return np.add(u, self._term, out=u.copy() if out is None else out)
 
 
 # --------------------------------------------------------------------------- network
@@ -284,14 +298,15 @@ def _run_dynamics(sim: SimulationConfig, stepper: _EulerStepper, u: np.ndarray,
     """Burn-in then the saved frames, written row by row into ``u_out`` / ``du_out``."""
     noise = _noise_stream(noise_rng, sim.noise_model_level, u.shape[0]) if sim.noise_model_level > 0 else None
     total = sim.n_burn_in + sim.n_frames
+    u = u.copy()  # advanced in place
+    scratch = np.empty_like(u)  # du of the burn-in steps (not saved)
     with np.errstate(over="ignore", invalid="ignore"):  # blow-ups are caught by _check_finite
         for step in range(total):
-            du = stepper.rhs(u)
             k = step - sim.n_burn_in
             if k >= 0:
                 u_out[k] = u
-                du_out[k] = du
-            u = stepper.advance(u, du)
+            du = stepper.rhs(u, out=du_out[k] if k >= 0 else scratch)
+            stepper.advance(u, du, out=u)
             if noise is not None:
                 u += next(noise)
             if (step + 1) % _PROGRESS_EVERY == 0 or step + 1 == total:
@@ -339,6 +354,61 @@ def _versions() -> dict[str, str]:
             "torch": version("torch"), "neuralgraph": __version__}
 
 
+class _PhaseTimer:
+    """Wall seconds per phase of the stage, recorded in metadata.json (where did the time go)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self._last = self.started
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 3)
+        self._last = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def _write_activity(sim: SimulationConfig, stepper: _EulerStepper, u0: np.ndarray,
+                    rngs: dict[str, np.random.Generator], out: Path, progress: bool, timer: _PhaseTimer) -> None:
+    """Run the dynamics into u.npy / du.npy: memory-mapped temp files renamed when complete."""
+    shape = (sim.n_frames, sim.n_neurons)
+    with atomic_path(out / "u.npy", suffix=".npy") as u_tmp, atomic_path(out / "du.npy", suffix=".npy") as du_tmp:
+        u_out = np.lib.format.open_memmap(u_tmp, mode="w+", dtype=np.float32, shape=shape)
+        du_out = np.lib.format.open_memmap(du_tmp, mode="w+", dtype=np.float32, shape=shape)
+        with _progress_bar(sim.n_burn_in + sim.n_frames, progress) as bar, single_threaded_blas():
+            _run_dynamics(sim, stepper, u0, u_out, du_out, rngs["process_noise"], bar)
+        if sim.measurement_noise_level > 0:
+            _add_measurement_noise(u_out, sim.measurement_noise_level, rngs["measurement_noise"])
+        timer.lap("dynamics")
+        # on disk before the rename: a shared cluster file system must never serve the new
+        # name with pages still only in this node's memory
+        u_out.flush()
+        du_out.flush()
+        del u_out, du_out
+    timer.lap("flush")
+
+
+def _metadata(cfg: ExperimentConfig, timer: _PhaseTimer) -> dict[str, Any]:
+    sim = cfg.simulation
+    return {
+        "config": cfg.to_dict(),
+        "simulation_hash": cfg.simulation_hash(),
+        "seed": sim.seed,
+        "delta_t": sim.delta_t,
+        "n_frames": sim.n_frames,
+        "n_neurons": sim.n_neurons,
+        "n_types": sim.n_neuron_types,
+        "versions": _versions(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "simulation_seconds": timer.seconds["dynamics"],
+        "phase_seconds": dict(timer.seconds),
+        "wall_seconds": timer.total(),
+    }
+
+
 def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool = True,
              pictures: bool = True) -> Path:
     """Simulate ``cfg.simulation`` and write the dataset folder ``out_dir``; return its path.
@@ -351,7 +421,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
 
     if not isinstance(cfg, ExperimentConfig):
         raise TypeError(f"simulate: cfg must be an ExperimentConfig (neuralgraph.config.load_config), got {type(cfg).__name__}")
-    started = time.perf_counter()
+    timer = _PhaseTimer()
     sim = cfg.simulation
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -364,22 +434,10 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     types = make_types(sim, rngs["types"])
     W = make_connectivity(sim, rngs["connectivity"])
     type_params = np.asarray(sim.type_params(), dtype=np.float32)
-    stepper = _EulerStepper(W, types, type_params, sim.delta_t, np.float32)
     u0 = (sim.initial_state_std * rngs["initial_state"].standard_normal(sim.n_neurons)).astype(np.float32)
+    timer.lap("network")
 
-    shape = (sim.n_frames, sim.n_neurons)
-    with atomic_path(out / "u.npy", suffix=".npy") as u_tmp, atomic_path(out / "du.npy", suffix=".npy") as du_tmp:
-        u_out = np.lib.format.open_memmap(u_tmp, mode="w+", dtype=np.float32, shape=shape)
-        du_out = np.lib.format.open_memmap(du_tmp, mode="w+", dtype=np.float32, shape=shape)
-        with _progress_bar(sim.n_burn_in + sim.n_frames, progress) as bar, single_threaded_blas():
-            _run_dynamics(sim, stepper, u0, u_out, du_out, rngs["process_noise"], bar)
-        if sim.measurement_noise_level > 0:
-            _add_measurement_noise(u_out, sim.measurement_noise_level, rngs["measurement_noise"])
-        u_out.flush()
-        du_out.flush()
-        del u_out, du_out
-    simulated = time.perf_counter() - started
-
+    _write_activity(sim, _EulerStepper(W, types, type_params, sim.delta_t, np.float32), u0, rngs, out, progress, timer)
     atomic_save_npy(out / "W.npy", W)
     atomic_save_npy(out / "types.npy", types)
     atomic_save_npy(out / "type_params.npy", type_params)
@@ -387,22 +445,12 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     data_stats = stats.dataset_statistics(u, W)
     stats.write_statistics(data_stats, out)
     _warn_if_activity_died(data_stats["tail_activity_ratio"], out)
+    timer.lap("statistics")
     if pictures:
         plots.plot_activity(u, types, sim.delta_t, out / "activity.png", type_params=type_params)
         plots.plot_connectivity(W, types, out / "connectivity.png")
-    atomic_write_json(out / "metadata.json", {
-        "config": cfg.to_dict(),
-        "simulation_hash": cfg.simulation_hash(),
-        "seed": sim.seed,
-        "delta_t": sim.delta_t,
-        "n_frames": sim.n_frames,
-        "n_neurons": sim.n_neurons,
-        "n_types": sim.n_neuron_types,
-        "versions": _versions(),
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "simulation_seconds": round(simulated, 3),
-        "wall_seconds": round(time.perf_counter() - started, 3),
-    })
+        timer.lap("pictures")
+    atomic_write_json(out / "metadata.json", _metadata(cfg, timer))
     return out
 
 
