@@ -9,8 +9,13 @@ integrated with explicit Euler at ``delta_t``; ``n_burn_in`` steps are discarded
 noise ``u[k+1] = u[k] + delta_t * du[k]`` holds exactly in float32 (the state is integrated
 in float32: the matrix-vector product is memory-bound and float32 halves its cost).
 
+Noise: process noise (``noise_model_level``) is added to u after every Euler step, so du is
+still du/dt at the saved (noisy) state; measurement noise (``measurement_noise_level``) is
+added to the saved u only, and du stays the clean du/dt of the underlying trajectory.
+
 Randomness comes from independent streams spawned from ``simulation.seed`` (types, W,
 initial state, process noise, measurement noise), so switching noise on does not change W.
+Same config, same bytes (the BLAS is limited to one thread, see stats.single_threaded_blas).
 
 The dataset folder layout is in docs/architecture.md; ``u.npy`` and ``du.npy`` are written
 frame by frame into ``np.lib.format.open_memmap`` temp files and renamed at the end, so the

@@ -66,6 +66,7 @@ def test_metadata_records_config_hash_seed_and_versions(tiny_dataset):
     assert (meta["seed"], meta["n_frames"], meta["n_neurons"], meta["delta_t"]) == (7, 1500, 24, 0.01)
     assert set(meta["versions"]) >= {"python", "numpy", "torch", "neuralgraph"}
     assert meta["created_at"].endswith("+00:00") and meta["wall_seconds"] > 0
+    assert set(meta["phase_seconds"]) == {"network", "dynamics", "flush", "statistics", "pictures"}
 
 
 def test_load_dataset_without_mmap_gives_plain_arrays(tiny_dataset):
