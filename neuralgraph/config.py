@@ -411,9 +411,25 @@ def with_updates(cfg: ExperimentConfig, updates: dict[str, Any], source: str = "
     return parse_config(data, source=source)
 
 
+def _type_name(annotation: Any) -> str:
+    """'int', 'float or null', 'list[list[float]]', 'choice' (Literal) for the schema table."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "choice"
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(arg) for arg in args if arg is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def describe_schema() -> str:
     """Markdown table of every field: default, type, allowed values (used by docs and --help)."""
-    lines = ["| field | default | allowed | meaning |", "|---|---|---|---|"]
+    lines = ["| field | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for section_name, section_field in ExperimentConfig.model_fields.items():
         model = section_field.annotation
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -432,5 +448,7 @@ def describe_schema() -> str:
             else:
                 allowed = ", ".join(bounds) or "-"
             default = field.get_default(call_default_factory=True)
-            lines.append(f"| {section_name}.{name} | {default!r} | {allowed} | {field.description or ''} |")
+            lines.append(
+                f"| {section_name}.{name} | {_type_name(field.annotation)} | {default!r} | {allowed} | {field.description or ''} |"
+            )
     return "\n".join(lines)
