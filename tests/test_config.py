@@ -75,7 +75,9 @@ def test_every_field_is_documented_with_default_and_allowed_values():
     time_step_row = next(row for row in schema.splitlines() if "| training.time_step |" in row)
     assert "1, 4, 16, 32, 64" in time_step_row
     batch_row = next(row for row in schema.splitlines() if "| training.batch_size |" in row)
-    assert "| 8 | >= 1, <= 4096 |" in batch_row
+    assert batch_row.startswith("| training.batch_size | int | 8 | >= 1, <= 4096 |")
+    target_row = next(row for row in schema.splitlines() if "| training.training_time_target_min |" in row)
+    assert "| float or null | None | > 0.0, <= 10000.0 |" in target_row
 
 
 def test_dumped_config_loads_back_identical(tmp_path):
