@@ -1,0 +1,690 @@
+"""The train stage's engine: data, epochs, checkpoints, resume, divergence, time budget, CLI.
+
+    python -m neuralgraph train --config C --data DATA --out RUN [--loop FILE] [--max-steps N] [--force]
+
+WHAT one optimizer step does lives in the editable module :mod:`neuralgraph.train_loop`
+(loaded from ``--loop FILE``, default the packaged one, under a unique module name so every
+iteration of an exploration runs its own copy). This file owns everything that must stay
+correct whatever the agent writes there:
+
+- only frames [0, n_train_frames) reach the loop (the held-out test segment never does);
+- exactly ``n_epochs`` epochs of floor(floor(n_frames * data_augmentation_loop / batch_size)
+  * 0.2) steps (n_frames = simulation.n_frames, the reference formula);
+- an atomic checkpoint every ``checkpoint_every_min`` and at each epoch end (model,
+  optimizer, scheduler, every RNG, counters, loss history); the same command after a kill
+  or SIGTERM (SLURM preemption) resumes from it;
+- a NaN/inf or exploding loss ends the run as ``status: diverged`` (a result: exit 0, all
+  outputs written); genuine errors exit non-zero with a one-line message;
+- ``training_time_target_min``: measure the step rate, choose data_augmentation_loop;
+- progress lines (step, loss, rate, ETA, current connectivity R^2) on stderr.
+
+Run folder outputs: ``model.pt``, ``checkpoint.pt``, ``training.json`` (written last: its
+presence with status ok/diverged next to model.pt means "done"; rerunning is then a no-op
+unless ``--force``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stable_hash
+from neuralgraph.io import atomic_torch_save, atomic_write_json, read_json
+from neuralgraph.model import SignalPropagation, build_model, save_trained_model
+
+log = logging.getLogger("neuralgraph.training")
+
+DEFAULT_LOOP = Path(__file__).with_name("train_loop.py")
+REQUIRED_LOOP_FUNCTIONS = ("training_mode", "build_optimizer", "build_scheduler", "sample_batch_starts", "train_step")
+LOSS_HISTORY_POINTS = 1000
+FINAL_LOSS_WINDOW = 100
+#: fields that change how a run is logged, not what it computes: a changed value keeps the checkpoint
+NON_RESULT_FIELDS = ("checkpoint_every_min", "log_every_s")
+
+EXIT_BAD_INPUT = 2
+EXIT_RUNTIME_ERROR = 1
+EXIT_OUT_OF_MEMORY = 3
+EXIT_TERMINATED = 143
+
+
+class TrainingInputError(RuntimeError):
+    """Bad input (dataset, loop file, device): the message is shown to the user as is."""
+
+
+class TrainingTerminated(RuntimeError):
+    """SIGTERM/SIGINT received: a checkpoint was saved, rerun the same command to resume."""
+
+
+# ----------------------------------------------------------------------------- data classes
+@dataclass
+class TrainingData:
+    """The training frames on the training device (the loop's ``data``)."""
+
+    u: torch.Tensor
+    du: torch.Tensor
+    delta_t: float
+    n_frames: int
+    u_scale: float
+
+
+@dataclass
+class StepContext:
+    """What the loop's train_step knows about where it is (the loop's ``ctx``)."""
+
+    cfg: ExperimentConfig
+    epoch: int
+    step: int
+    step_in_epoch: int
+    iterations_per_epoch: int
+    n_epochs: int
+    mode: str
+    horizon: int
+    scheduler: Any
+    device: torch.device
+
+
+@dataclass
+class RunState:
+    """Counters and history of a run; saved in every checkpoint."""
+
+    data_augmentation_loop: int
+    iterations_per_epoch: int
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    losses: list[float] = field(default_factory=list)
+    first_loss: Optional[float] = None
+    elapsed_s: float = 0.0
+    dal_chosen: bool = False
+    status: str = "running"
+    reason: str = ""
+
+
+# ----------------------------------------------------------------------------- small helpers
+def iterations_per_epoch(n_frames: int, data_augmentation_loop: int, batch_size: int) -> int:
+    """The reference count: floor(floor(n_frames * dal / batch_size) * 0.2), at least 1."""
+    return max(1, math.floor(math.floor(n_frames * data_augmentation_loop / batch_size) * 0.2))
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise TrainingInputError("training.device = 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device("cpu")
+
+
+#: below this many (neuron x frame) rows per step, extra CPU threads cost more in syncing than they save
+SMALL_PROBLEM_ROWS = 2048
+
+
+def configure_cpu_threads(device: torch.device, cfg: ExperimentConfig) -> None:
+    """One CPU thread for small networks unless OMP_NUM_THREADS says otherwise.
+
+    Why: a step of a 100-neuron model is a few hundred microsecond-sized kernels; with two
+    threads on a busy machine each kernel waits for the other thread and steps get ~10x
+    slower. Large networks keep torch's default (one thread per core).
+    """
+    rows = cfg.simulation.n_neurons * cfg.training.batch_size
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and rows < SMALL_PROBLEM_ROWS:
+        torch.set_num_threads(1)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_loop_module(path: str | Path | None) -> ModuleType:
+    """Import the editable training module from a file, under a name unique to its content and
+    path, so two iterations' copies never share a cached module."""
+    path = Path(path) if path is not None else DEFAULT_LOOP
+    if not path.is_file():
+        raise TrainingInputError(f"--loop {path}: training loop file not found")
+    digest = hashlib.sha256(f"{path.resolve()}:{file_sha256(path)}".encode()).hexdigest()[:16]
+    name = f"neuralgraph_train_loop_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise TrainingInputError(f"--loop {path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    missing = [fn for fn in REQUIRED_LOOP_FUNCTIONS if not callable(getattr(module, fn, None))]
+    if missing:
+        raise TrainingInputError(f"--loop {path}: missing function(s) {', '.join(missing)} (see neuralgraph/train_loop.py)")
+    return module
+
+
+def load_training_data(data_dir: str | Path, cfg: ExperimentConfig, device: torch.device) -> tuple[TrainingData, Any]:
+    """The dataset checked against the config; only the training frames go to the device."""
+    from neuralgraph.simulate import load_dataset
+
+    try:
+        dataset = load_dataset(data_dir, mmap=True)
+    except FileNotFoundError as exc:
+        raise TrainingInputError(f"--data {data_dir}: {exc}") from None
+    check_dataset_matches(dataset, cfg, data_dir)
+    n_train = cfg.n_train_frames
+    u = torch.from_numpy(np.array(dataset.u[:n_train], dtype=np.float32)).to(device)
+    du = torch.from_numpy(np.array(dataset.du[:n_train], dtype=np.float32)).to(device)
+    data = TrainingData(u=u, du=du, delta_t=float(dataset.delta_t), n_frames=n_train, u_scale=float(u.abs().max()))
+    return data, dataset
+
+
+def check_dataset_matches(dataset: Any, cfg: ExperimentConfig, data_dir: str | Path) -> None:
+    sim = cfg.simulation
+    problems = []
+    if dataset.n_neurons != sim.n_neurons:
+        problems.append(f"{dataset.n_neurons} neurons but simulation.n_neurons = {sim.n_neurons}")
+    if dataset.n_frames != sim.n_frames:
+        problems.append(f"{dataset.n_frames} frames but simulation.n_frames = {sim.n_frames}")
+    if not math.isclose(float(dataset.delta_t), sim.delta_t, rel_tol=1e-9):
+        problems.append(f"delta_t {dataset.delta_t} but simulation.delta_t = {sim.delta_t}")
+    if problems:
+        raise TrainingInputError(f"--data {data_dir}: dataset does not match the config: {'; '.join(problems)}")
+
+
+def checkpoint_key(cfg: ExperimentConfig, loop_sha: str, dataset: Any) -> str:
+    """Identity of what a checkpoint computes: a changed config, loop or dataset starts afresh."""
+    cfg_dict = cfg.to_dict()
+    for name in NON_RESULT_FIELDS:
+        cfg_dict["training"].pop(name, None)
+    sim_hash = dataset.metadata.get("simulation_hash", "") if isinstance(dataset.metadata, dict) else ""
+    return stable_hash({"config": cfg_dict, "loop": loop_sha, "data": sim_hash})
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ----------------------------------------------------------------------------- RNG state
+def rng_snapshot(generator: torch.Generator) -> dict[str, Any]:
+    snap = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "sampler": generator.get_state()}
+    if torch.cuda.is_available():
+        snap["cuda"] = torch.cuda.get_rng_state_all()
+    return snap
+
+
+def rng_restore(snap: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(snap["torch"])
+    np.random.set_state(snap["numpy"])
+    generator.set_state(snap["sampler"])
+    if "cuda" in snap and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(snap["cuda"])
+
+
+# ----------------------------------------------------------------------------- the trainer
+class Trainer:
+    """One training run in one run folder (fresh or resumed from its checkpoint)."""
+
+    def __init__(self, cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path,
+                 loop_path: str | Path | None = None, max_steps: Optional[int] = None):
+        self.cfg = cfg
+        self.tr = cfg.training
+        self.run_dir = Path(run_dir)
+        self.loop_path = Path(loop_path) if loop_path is not None else DEFAULT_LOOP
+        self.loop = load_loop_module(self.loop_path)
+        self.loop_sha = file_sha256(self.loop_path)
+        self.max_steps = max_steps
+        self.device = select_device(self.tr.device)
+        configure_cpu_threads(self.device, cfg)
+        self.data, self.dataset = load_training_data(data_dir, cfg, self.device)
+        self.true_W = np.asarray(self.dataset.W, dtype=np.float64)
+        self.key = checkpoint_key(cfg, self.loop_sha, self.dataset)
+        self._seed_and_build()
+        self.resumed_from_step = 0
+        self.stop_signal: Optional[int] = None
+        self._pending_losses: list[torch.Tensor] = []
+        self._sync_every = 1 if self.device.type == "cpu" else 50
+        self._segment_start = self._last_checkpoint = time.monotonic()
+        self._elapsed_before = 0.0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def _seed_and_build(self) -> None:
+        """Seeded, device-independent initialisation: build on CPU, then move."""
+        torch.manual_seed(self.tr.seed)
+        np.random.seed(self.tr.seed % 2**32)
+        self.generator = torch.Generator().manual_seed(self.tr.seed)
+        self.model: SignalPropagation = build_model(self.cfg, self.dataset).to(self.device)
+        self.model.train()
+        self.optimizer = self.loop.build_optimizer(self.model, self.cfg)
+        dal = self.tr.data_augmentation_loop
+        ipe = iterations_per_epoch(self.cfg.simulation.n_frames, dal, self.tr.batch_size)
+        self.scheduler = self.loop.build_scheduler(self.optimizer, self.cfg, ipe * self.tr.n_epochs)
+        self.state = RunState(data_augmentation_loop=dal, iterations_per_epoch=ipe)
+
+    # --------------------------------------------------------------- checkpoints
+    def elapsed_s(self) -> float:
+        """Training wall time over every segment of this run (resumes included)."""
+        return self._elapsed_before + time.monotonic() - self._segment_start
+
+    def save_checkpoint(self) -> None:
+        self._flush_losses()
+        self.state.elapsed_s = self.elapsed_s()
+        payload = {
+            "key": self.key,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if hasattr(self.scheduler, "state_dict") else None,
+            "rng": rng_snapshot(self.generator),
+            "state": {**asdict(self.state), "losses": torch.tensor(self.state.losses, dtype=torch.float64)},
+            "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_torch_save(self.checkpoint_path, payload)
+        self._last_checkpoint = time.monotonic()
+
+    def try_resume(self) -> bool:
+        """Restore the run from checkpoint.pt if it belongs to this config/loop/dataset."""
+        path = self.checkpoint_path
+        if not path.exists():
+            return False
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            log.warning("checkpoint %s unreadable (%s): starting afresh", path, exc)
+            return False
+        if payload.get("key") != self.key:
+            log.warning("checkpoint %s was made with another config, loop file or dataset: starting afresh", path)
+            return False
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scheduler") is not None and hasattr(self.scheduler, "load_state_dict"):
+            self.scheduler.load_state_dict(payload["scheduler"])
+        rng_restore(payload["rng"], self.generator)
+        saved = dict(payload["state"])
+        saved["losses"] = [float(x) for x in saved["losses"].tolist()]
+        self.state = RunState(**saved)
+        self.resumed_from_step = self.state.global_step
+        log.info("resuming from checkpoint at step %d (epoch %d/%d, step %d/%d of the epoch)",
+                 self.state.global_step, self.state.epoch + 1, self.tr.n_epochs,
+                 self.state.step_in_epoch, self.state.iterations_per_epoch)
+        return True
+
+    # --------------------------------------------------------------- losses and divergence
+    def _record_loss(self, loss: Any) -> None:
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise TypeError(f"train_step must return a scalar loss, got shape {tuple(loss.shape)}")
+            self._pending_losses.append(loss.detach().reshape(()).float())
+        else:
+            self._pending_losses.append(torch.tensor(float(loss)))
+        if len(self._pending_losses) >= self._sync_every:
+            self._flush_losses()
+
+    def _flush_losses(self) -> None:
+        """Move pending losses to the host (one sync) and stop the run if one diverged."""
+        if not self._pending_losses:
+            return
+        values = torch.stack([v.to("cpu") for v in self._pending_losses]).tolist()
+        self._pending_losses = []
+        first_step = self.state.global_step - len(values)
+        for offset, value in enumerate(values):
+            self.state.losses.append(value)
+            if self.state.first_loss is None and math.isfinite(value):
+                self.state.first_loss = value
+            if self.state.status == "running":
+                reason = self._divergence_reason(value, first_step + offset)
+                if reason:
+                    self.state.status, self.state.reason = "diverged", reason
+
+    def _divergence_reason(self, value: float, step: int) -> str:
+        where = f"at step {step + 1} (epoch {self.state.epoch + 1})"
+        if not math.isfinite(value):
+            return f"loss became {value} {where}"
+        first = self.state.first_loss
+        if first is not None and value > self.tr.divergence_factor * max(first, 1e-12):
+            return (f"loss {value:.3e} {where} exceeded divergence_factor {self.tr.divergence_factor:g} "
+                    f"x first loss {first:.3e}")
+        return ""
+
+    # --------------------------------------------------------------- time target
+    def _epoch_costs(self, probe_horizon: int) -> list[float]:
+        """Relative cost of a step in each epoch (an unrolled step costs ~ its horizon)."""
+        return [self.loop.training_mode(self.cfg, e)[1] / probe_horizon for e in range(self.tr.n_epochs)]
+
+    def choose_data_augmentation_loop(self, sec_per_step: float, probe_horizon: int) -> int:
+        """data_augmentation_loop whose planned run time is closest to training_time_target_min."""
+        target_s = self.tr.training_time_target_min * 60.0
+        steps_per_dal = self.cfg.simulation.n_frames / self.tr.batch_size * 0.2
+        run_cost_per_dal = steps_per_dal * sec_per_step * sum(self._epoch_costs(probe_horizon))
+        dal = round(target_s / max(run_cost_per_dal, 1e-12))
+        return int(min(max(dal, 1), self.tr.data_augmentation_loop_max))
+
+    def _apply_time_target(self, probe: "_ThroughputProbe", horizon: int) -> None:
+        sec_per_step = probe.seconds_per_step()
+        dal = self.choose_data_augmentation_loop(sec_per_step, horizon)
+        self.state.data_augmentation_loop = dal
+        self.state.iterations_per_epoch = iterations_per_epoch(self.cfg.simulation.n_frames, dal, self.tr.batch_size)
+        self.state.dal_chosen = True
+        log.info("time target %.3g min: measured %.2f ms/step over %d steps -> data_augmentation_loop %d "
+                 "(%d steps/epoch)", self.tr.training_time_target_min, sec_per_step * 1e3, probe.steps, dal,
+                 self.state.iterations_per_epoch)
+
+    # --------------------------------------------------------------- main loop
+    def _context(self, mode: str, horizon: int) -> StepContext:
+        s = self.state
+        return StepContext(cfg=self.cfg, epoch=s.epoch, step=s.global_step, step_in_epoch=s.step_in_epoch,
+                           iterations_per_epoch=s.iterations_per_epoch, n_epochs=self.tr.n_epochs,
+                           mode=mode, horizon=horizon, scheduler=self.scheduler, device=self.device)
+
+    def _one_step(self, mode: str, horizon: int) -> None:
+        starts = self.loop.sample_batch_starts(self.data.n_frames, horizon, self.tr.batch_size, self.generator)
+        starts = torch.as_tensor(starts, dtype=torch.long).to(self.device, non_blocking=True)
+        loss = self.loop.train_step(self.model, self.optimizer, self.data, starts, self._context(mode, horizon))
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+        self._record_loss(loss)
+
+    def _max_steps_reached(self) -> bool:
+        return self.max_steps is not None and self.state.global_step >= self.max_steps
+
+    def _run_epoch(self, progress: "_Progress") -> None:
+        mode, horizon = self.loop.training_mode(self.cfg, self.state.epoch)
+        probe = _ThroughputProbe(self.device) if self._needs_time_target() else None
+        while self.state.status == "running":
+            if probe is not None and probe.ready(self.state):
+                self._apply_time_target(probe, horizon)
+                probe = None
+            if self.state.step_in_epoch >= self.state.iterations_per_epoch or self._max_steps_reached():
+                break
+            self._one_step(mode, horizon)
+            if probe is not None:
+                probe.tick()
+            progress.maybe_log(self, mode, horizon)
+            if self.stop_signal is not None:
+                self.save_checkpoint()
+                raise TrainingTerminated(f"received signal {self.stop_signal}")
+            if time.monotonic() - self._last_checkpoint >= self.tr.checkpoint_every_min * 60:
+                self.save_checkpoint()
+        self._flush_losses()
+
+    def _needs_time_target(self) -> bool:
+        return self.tr.training_time_target_min is not None and not self.state.dal_chosen and self.max_steps is None
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or divergence / --max-steps) and write the outputs; returns the record."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._last_checkpoint = time.monotonic()
+        self._segment_start = time.monotonic()
+        self._elapsed_before = self.state.elapsed_s
+        progress = _Progress(self.tr.log_every_s)
+        self._log_start()
+        while self.state.epoch < self.tr.n_epochs and self.state.status == "running" and not self._max_steps_reached():
+            self._run_epoch(progress)
+            if self.state.status != "running" or self.state.step_in_epoch < self.state.iterations_per_epoch:
+                break  # diverged or --max-steps: the epoch is not complete
+            self.state.epoch += 1
+            self.state.step_in_epoch = 0
+            progress.log_line(self, *self.loop.training_mode(self.cfg, self.state.epoch - 1), tag="epoch end")
+            self.save_checkpoint()
+        return self._finish()
+
+    def _log_start(self) -> None:
+        s = self.state
+        log.info("training %s on %s (%d CPU threads): N=%d, %d training frames, %d epoch(s) x %d steps, batch %d, time_step %d, loop %s",
+                 self.run_dir, self.device, torch.get_num_threads(), self.model.n_neurons, self.data.n_frames, self.tr.n_epochs,
+                 s.iterations_per_epoch, self.tr.batch_size, self.tr.time_step, self.loop_path)
+
+    def _finish(self) -> dict[str, Any]:
+        if self.state.status == "running":
+            self.state.status = "ok"
+            if self._max_steps_reached() and self.state.epoch < self.tr.n_epochs:
+                self.state.reason = f"stopped at --max-steps {self.max_steps}"
+        self.save_checkpoint()  # also fixes state.elapsed_s
+        save_trained_model(self.model, self.cfg, self.run_dir / "model.pt")
+        record = self.record()
+        atomic_write_json(self.run_dir / "training.json", record)
+        log.info("finished: status %s%s, %d steps in %.2f min, final loss %.4g", record["status"],
+                 f" ({record['reason']})" if record["reason"] else "", record["iterations"],
+                 record["training_time_min"], record["final_loss"] if record["final_loss"] is not None else float("nan"))
+        return record
+
+    def record(self) -> dict[str, Any]:
+        """The training.json content."""
+        s = self.state
+        history, history_steps = subsample_history(s.losses, LOSS_HISTORY_POINTS)
+        tail = s.losses[-FINAL_LOSS_WINDOW:]
+        final = float(np.mean(tail)) if tail else float("nan")
+        mode, horizon = self.loop.training_mode(self.cfg, max(0, self.tr.n_epochs - 1))
+        return {
+            "status": s.status,
+            "reason": s.reason,
+            "final_loss": final,
+            "final_loss_window": len(tail),
+            "first_loss": s.first_loss,
+            "loss_history": history,
+            "loss_history_steps": history_steps,
+            "training_time_min": s.elapsed_s / 60.0,
+            "iterations": s.global_step,
+            "iterations_per_epoch": s.iterations_per_epoch,
+            "epochs": s.epoch,
+            "n_epochs": self.tr.n_epochs,
+            "data_augmentation_loop": s.data_augmentation_loop,
+            "data_augmentation_loop_chosen_by_time_target": s.dal_chosen,
+            "device": str(self.device),
+            "time_step": self.tr.time_step,
+            "training_mode": mode,
+            "horizon": horizon,
+            "resumed_from_step": self.resumed_from_step,
+            "seed": self.tr.seed,
+            "max_steps": self.max_steps,
+            "n_train_frames": self.data.n_frames,
+            "loop_file": str(self.loop_path),
+            "loop_sha256": self.loop_sha,
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def connectivity_r2(self) -> float:
+        from neuralgraph.metrics import connectivity_r2
+
+        learned = self.model.dense_W().detach().cpu().numpy()
+        if not np.all(np.isfinite(learned)):
+            return float("nan")
+        return connectivity_r2(learned, self.true_W)
+
+
+def subsample_history(losses: list[float], max_points: int) -> tuple[list[float], list[int]]:
+    """Window means of the per-step losses (at most max_points), with each window's last step."""
+    if not losses:
+        return [], []
+    window = max(1, math.ceil(len(losses) / max_points))
+    arr = np.asarray(losses, dtype=np.float64)
+    means, steps = [], []
+    for start in range(0, len(arr), window):
+        chunk = arr[start:start + window]
+        means.append(float(chunk.mean()))
+        steps.append(start + len(chunk))
+    return means, steps
+
+
+class _ThroughputProbe:
+    """Seconds per step over the first steps of a run (after a few warm-up steps)."""
+
+    WARMUP, MIN_STEPS, MIN_SECONDS, MAX_STEPS = 3, 20, 2.0, 300
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seen = 0
+        self.steps = 0
+        self.t0: Optional[float] = None
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def tick(self) -> None:
+        self.seen += 1
+        if self.seen == self.WARMUP:
+            self.t0 = self._now()
+        elif self.seen > self.WARMUP:
+            self.steps += 1
+
+    def seconds_per_step(self) -> float:
+        return (self._now() - self.t0) / max(self.steps, 1)
+
+    def ready(self, state: RunState) -> bool:
+        if self.t0 is None or self.steps == 0:
+            return False
+        enough = self.steps >= self.MAX_STEPS or (
+            self.steps >= self.MIN_STEPS and time.perf_counter() - self.t0 >= self.MIN_SECONDS)
+        epoch_ending = state.step_in_epoch >= state.iterations_per_epoch
+        return enough or epoch_ending
+
+
+class _Progress:
+    """Progress lines every ``every_s`` seconds: step, loss, rate, elapsed, ETA, W R^2."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self.t_start = time.monotonic()
+        self.t_last = self.t_start
+        self.step_start: Optional[int] = None
+
+    def maybe_log(self, trainer: Trainer, mode: str, horizon: int) -> None:
+        if self.step_start is None:
+            self.step_start = trainer.state.global_step - 1
+        if time.monotonic() - self.t_last >= self.every_s:
+            self.log_line(trainer, mode, horizon)
+
+    def log_line(self, trainer: Trainer, mode: str, horizon: int, tag: str = "") -> None:
+        trainer._flush_losses()
+        s, tr = trainer.state, trainer.tr
+        now = time.monotonic()
+        done = s.global_step - (self.step_start or 0)
+        rate = done / max(now - self.t_start, 1e-9)
+        total = s.iterations_per_epoch * tr.n_epochs
+        if trainer.max_steps is not None:
+            total = min(total, trainer.max_steps)
+        remaining = max(total - s.global_step, 0)
+        recent = s.losses[-50:]
+        loss = float(np.mean(recent)) if recent else float("nan")
+        log.info("%sepoch %d/%d step %d/%d (%.1f%%) %s T=%d | loss %.4g | %.1f it/s | elapsed %s | ETA %s | W R2 %.4f",
+                 f"[{tag}] " if tag else "", min(s.epoch + 1, tr.n_epochs), tr.n_epochs, s.global_step, total,
+                 100.0 * s.global_step / max(total, 1), mode, horizon, loss, rate,
+                 format_duration(trainer.elapsed_s()),
+                 format_duration(remaining / rate if rate > 0 else float("inf")), trainer.connectivity_r2())
+        self.t_last = now
+
+
+# ----------------------------------------------------------------------------- entry points
+def finished_record(run_dir: Path) -> Optional[dict[str, Any]]:
+    """training.json of a finished run (status ok/diverged, model.pt present), else None."""
+    record_path, model_path = run_dir / "training.json", run_dir / "model.pt"
+    if not (record_path.exists() and model_path.exists()):
+        return None
+    try:
+        record = read_json(record_path)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("status") in ("ok", "diverged") else None
+
+
+def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, loop_path: str | Path | None = None,
+          max_steps: Optional[int] = None, force: bool = False) -> dict[str, Any]:
+    """Train (or resume, or skip a finished run) and return the training record."""
+    run_dir = Path(run_dir)
+    if not force:
+        done = finished_record(run_dir)
+        if done is not None:
+            log.info("%s already finished (status %s): nothing to do (use --force to retrain)", run_dir, done["status"])
+            return done
+    trainer = Trainer(cfg, data_dir, run_dir, loop_path=loop_path, max_steps=max_steps)
+    if not force:
+        trainer.try_resume()
+    _install_signal_handlers(trainer)
+    return trainer.run()
+
+
+def _install_signal_handlers(trainer: Trainer) -> None:
+    """SIGTERM (SLURM preemption) / SIGINT: finish the current step, checkpoint, exit 143."""
+    def handler(signum, _frame):
+        trainer.stop_signal = signum
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (e.g. called from a worker): no handlers
+        pass
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m neuralgraph train",
+        description="Train the GNN on a dataset; resumes from RUN/checkpoint.pt; a finished RUN is left as is.",
+    )
+    parser.add_argument("--config", required=True, help="experiment config YAML")
+    parser.add_argument("--data", required=True, help="dataset folder written by `neuralgraph simulate`")
+    parser.add_argument("--out", required=True, help="run folder (model.pt, checkpoint.pt, training.json)")
+    parser.add_argument("--loop", default=None, help="editable training module file (default: neuralgraph/train_loop.py)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke tests)")
+    parser.add_argument("--force", action="store_true", help="retrain from scratch even if RUN is finished or has a checkpoint")
+    args = parser.parse_args(argv)
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error(f"--max-steps {args.max_steps}: must be >= 1")
+    return args
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at emit time (a redirected or captured stream)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _configure_logging() -> None:
+    if not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s train: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    _configure_logging()
+    try:
+        cfg = load_config(args.config)
+        train(cfg, args.data, args.out, loop_path=args.loop, max_steps=args.max_steps, force=args.force)
+    except (ConfigError, TrainingInputError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingTerminated as exc:
+        print(f"train: {exc}: checkpoint saved in {args.out}; rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"train: error: out of memory ({first}); the last checkpoint in {args.out} is kept: "
+              f"reduce time_step or batch_size, or use a larger device", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+    except Exception as exc:  # a bug, most likely in an edited loop file: show where, then one line
+        traceback.print_exc(file=sys.stderr)
+        print(f"train: error: {type(exc).__name__}: {exc} (loop file: {args.loop or DEFAULT_LOOP})", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    return 0
