@@ -90,10 +90,14 @@ def check_against_schema(config: dict[str, Any], schema_path: str | Path, source
 
 @dataclass(frozen=True)
 class AgentOptions:
+    """Options of `python -m agent decide` (see its --help)."""
+
     backend: str
-    model: str
+    model: Optional[str]
     seed: int
     fallback: str
+    replay_from: Optional[str] = None
+    smoke_timeout: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,21 @@ def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source
     return n_blocks, n_iter_block
 
 
+def _agent_options(agent: dict[str, Any], source: str) -> AgentOptions:
+    backend = agent.get("backend", "heuristic")
+    replay_from = agent.get("replay_from")
+    if backend == "replay" and not replay_from:
+        raise WorkflowConfigError(f"{source}: agent.replay_from: required when agent.backend is 'replay' (a results/<exp> folder)")
+    return AgentOptions(
+        backend=backend,
+        model=agent.get("model"),
+        seed=int(agent.get("seed", 0)),
+        fallback=agent.get("fallback", "fail"),
+        replay_from=replay_from,
+        smoke_timeout=agent.get("smoke_timeout"),
+    )
+
+
 def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:
     """Resolve a schema-valid (defaults filled) workflow config into a plan.
 
@@ -180,7 +199,6 @@ def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:
         if bad:  # the schema refuses these already; kept for callers that skip it
             raise WorkflowConfigError(f"{source}: schedule = {schedule}: time_step must be one of {ALLOWED_TIME_STEPS}")
         schedule = tuple(schedule)
-    agent = config.get("agent") or {}
     return WorkflowPlan(
         experiment_path=str(experiment_path),
         experiment=experiment,
@@ -190,10 +208,5 @@ def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:
         n_blocks=n_blocks,
         n_iter_block=n_iter_block,
         ucb_c=float(config.get("ucb_c") or experiment.claude.ucb_c),
-        agent=AgentOptions(
-            backend=agent.get("backend", "offline"),
-            model=agent.get("model", ""),
-            seed=int(agent.get("seed", 0)),
-            fallback=agent.get("fallback", "fail"),
-        ),
+        agent=_agent_options(config.get("agent") or {}, source),
     )

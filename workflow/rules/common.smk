@@ -57,7 +57,7 @@ DATA_METADATA = f"{DATA}/metadata.json"
 
 # What one iteration leaves in results/<exp>/iter_NNN/ (docs/workflow.md documents each file).
 ITERATION_FILES = (
-    "config.yaml", "train_loop.py", "proposal.json",
+    "config.yaml", "train_loop.py", "proposal.json", "code.diff",
     "model.pt", "training.json", "train.log",
     "analysis.log", "metrics.json",
     "node.json", "ucb_scores.txt",
@@ -140,31 +140,26 @@ def decide_command(i):
     """The `python -m agent decide` command line of iteration i (paths from decide_inputs/outputs)."""
     inputs, outputs = decide_inputs(i), decide_outputs(i)
     q = shlex.quote
+    agent = PLAN.agent
     parts = [
-        f"{PY} -m agent decide",
-        f"--iteration {i} --n-iter-block {PLAN.n_iter_block} --n-blocks {PLAN.n_blocks}",
-        f"--schedule {PLAN.schedule_arg()} --ucb-c {PLAN.ucb_c}",
-        f"--backend {PLAN.agent.backend} --model {q(PLAN.agent.model)} --seed {PLAN.agent.seed}",
-        f"--fallback {PLAN.agent.fallback}",
+        f"{PY} -m agent decide --iteration {i} --n-iter-block {PLAN.n_iter_block} --n-blocks {PLAN.n_blocks}",
+        f"--schedule {PLAN.schedule_arg()} --backend {agent.backend} --seed {agent.seed} --fallback {agent.fallback}",
+        f"--model {q(agent.model)}" if agent.model else "",
+        f"--replay-from {q(agent.replay_from)}" if agent.replay_from else "",
+        f"--smoke-timeout {agent.smoke_timeout}" if agent.smoke_timeout is not None else "",
         f"--node {q(inputs['node'])}",
         cli_list("--nodes", inputs["nodes"]),
-        f"--ucb-scores {q(inputs['scores'])} --analysis-log {q(inputs['analysis_log'])}",
+        f"--ucb {q(inputs['scores'])} --analysis-log {q(inputs['analysis_log'])}",
         f"--config {q(inputs['config'])} --code {q(inputs['code'])}",
-        f"--base-config {q(inputs['base_config'])} --results {q(RES)}",
         f"--images {q(inputs['activity'])} {q(inputs['connectivity'])}",
+        f"--base-config {q(inputs['base_config'])} --results-dir {q(RES)}",
     ]
     if i > 1:
         parts.append(
             f"--memory {q(inputs['previous_memory'])} --full-log {q(inputs['previous_full_log'])}"
             f" --instructions {q(inputs['previous_instructions'])}"
         )
-    parts.append(
-        f"--out-decision {q(outputs['decision'])} --out-memory {q(outputs['memory'])}"
-        f" --out-full-log {q(outputs['analysis'])} --out-instructions {q(outputs['instructions'])}"
-    )
+    parts.append(f"--out-dir {q(iter_dir(i))}")
     if i < PLAN.n_iterations:
-        parts.append(
-            f"--out-config {q(outputs['next_config_yaml'])} --out-code {q(outputs['next_train_loop_py'])}"
-            f" --out-proposal {q(outputs['next_proposal_json'])} --out-diff {q(outputs['next_code_diff'])}"
-        )
+        parts.append(f"--next-dir {q(iter_dir(i + 1))}")
     return " ".join(p for p in parts if p)

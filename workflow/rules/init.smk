@@ -1,17 +1,18 @@
 rule init:
-    """Iteration 1 (the chain's base case): config, training-loop copy and proposal made from the
-    experiment config by `python -m agent init` (time_step of block 1 from the schedule)."""
+    """Iteration 1 (the chain's base case): config, training-loop copy, proposal and an empty
+    code.diff made from the experiment config by `python -m agent init` (block 1's time_step
+    from the schedule)."""
     input:
         experiment=PLAN.experiment_path,
     output:
         config=f"{RES}/iter_001/config.yaml",
         code=f"{RES}/iter_001/train_loop.py",
         proposal=f"{RES}/iter_001/proposal.json",
+        diff=f"{RES}/iter_001/code.diff",
     params:
         py=PY,
         out_dir=output_folder("config"),
         n_iter_block=PLAN.n_iter_block,
-        n_blocks=PLAN.n_blocks,
         schedule=PLAN.schedule_arg(),
     log:
         f"{LOGS}/init.log",
@@ -22,5 +23,4 @@ rule init:
     localrule: True
     shell:
         "{params.py} -m agent init --config {input.experiment:q} --out-dir {params.out_dir:q}"
-        " --n-iter-block {params.n_iter_block} --n-blocks {params.n_blocks} --schedule {params.schedule}"
-        " > {log:q} 2>&1"
+        " --n-iter-block {params.n_iter_block} --schedule {params.schedule} > {log:q} 2>&1"
