@@ -467,6 +467,19 @@ def _scale_onto(curves: np.ndarray, target: np.ndarray) -> float:
 # ------------------------------------------------------------------------------ run
 
 
+def score_if_usable(model, problem: str, cfg: ExperimentConfig, dataset, u_max: float, device: Optional[str],
+                    run_dir: Path) -> tuple[Optional[ModelAnalysis], str]:
+    """(analysis, "") for a usable model, else (None, why): a failed evaluation is a failed run, not a lost one."""
+    if model is None:
+        log.warning("%s: no usable model (%s); metrics are null, outcome failed", run_dir, problem)
+        return None, problem
+    try:
+        return analyze_model(model, cfg, dataset, u_max, pick_device(device or cfg.training.device)), ""
+    except Exception as exc:  # e.g. an edited training loop saved a model breaking the contract
+        log.exception("%s: evaluating the model failed", run_dir)
+        return None, f"model evaluation failed ({type(exc).__name__}: {exc})"
+
+
 def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional[str | Path] = None,
                 out_dir: Optional[str | Path] = None, device: Optional[str] = None,
                 timings: Optional[dict[str, float]] = None) -> dict[str, Any]:
@@ -489,26 +502,14 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
     model, model_cfg, problem = load_model(run_dir)
     cfg = resolve_config(Path(config_path) if config_path else None, run_dir, model_cfg, dataset)
     check_dataset_matches(cfg, dataset)
-    if model is not None:
-        bad = non_finite_parameters(model)
-        if bad:
-            problem = f"non-finite weights in {', '.join(bad)}"
-            model = None
+    if model is not None and non_finite_parameters(model):
+        problem, model = f"non-finite weights in {', '.join(non_finite_parameters(model))}", None
     dataset_numbers, dataset_lines = dataset_statistics(data_dir)
     u_max = activity_max_abs(data_dir, dataset)
     timings["load"], clock = time.perf_counter() - clock, time.perf_counter()
-    analysis = None
-    if model is None:
-        log.warning("%s: no usable model (%s); metrics are null, outcome failed", run_dir, problem)
-        scores = dict(NAN_SCORES)
-    else:
-        try:
-            analysis = analyze_model(model, cfg, dataset, u_max, pick_device(device or cfg.training.device))
-            scores = analysis.scores
-        except Exception as exc:  # e.g. an edited training loop saved a model breaking the contract
-            log.exception("%s: evaluating the model failed", run_dir)
-            problem = f"model evaluation failed ({type(exc).__name__}: {exc})"
-            scores, model = dict(NAN_SCORES), None
+    analysis, problem = score_if_usable(model, problem, cfg, dataset, u_max, device, run_dir)
+    scores = analysis.scores if analysis is not None else dict(NAN_SCORES)
+    model = model if analysis is not None else None
     timings["metrics"], clock = time.perf_counter() - clock, time.perf_counter()
     result = assemble_metrics(iteration_number(run_dir), record, scores, dataset_numbers, cfg, problem)
     atomic_write_json(out_dir / "metrics.json", result)

@@ -275,3 +275,27 @@ def test_nan_weights_model_is_failed_with_reason(tmp_path, tiny_dataset, dataset
     assert "non-finite weights in W" in metrics["outcome_reason"]
     assert metrics["connectivity_R2"] is None and metrics["test_R2"] is None
     assert metrics["final_loss"] == 0.25
+
+
+def test_crashed_run_without_training_record_is_failed(tmp_path, tiny_dataset):
+    cfg, data_dir = tiny_dataset
+    run = _run_folder(tmp_path, cfg, with_training=False)
+    assert analyze.main(["--run", str(run), "--data", str(data_dir)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "crashed" and metrics["outcome"] == "failed"
+    assert "training.json not found" in metrics["outcome_reason"]
+    assert parse_analysis_log(run / "analysis.log")["status"] == "crashed"
+    assert not (run / "plots").exists() or not any((run / "plots").iterdir())
+
+
+def test_model_breaking_the_contract_is_a_failed_run_not_a_crash(tiny_dataset, dataset, tmp_path):
+    cfg, data_dir = tiny_dataset
+
+    class NoDenseW(HandModel):
+        def dense_W(self):
+            raise RuntimeError("edited loop removed W")
+
+    broken = NoDenseW(dataset.W, dataset.types, dataset.type_params)
+    analysis, problem = analyze.score_if_usable(broken, "", cfg, dataset, 10.0, "cpu", tmp_path)
+    assert analysis is None
+    assert problem == "model evaluation failed (RuntimeError: edited loop removed W)"
