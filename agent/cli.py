@@ -87,6 +87,22 @@ def parse_schedule(text: Optional[str], n_blocks: Optional[int] = None) -> Optio
     return values
 
 
+def parse_backend_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (values read as YAML scalars: 4096 -> int, 60.0 -> float) for the backend."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--backend-option {item!r}: expected KEY=VALUE, e.g. max_tokens=8000")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
 def editable_functions_of(code: str) -> tuple[str, ...]:
     try:
         from agent.codeedit import CodeEditError, editable_functions
@@ -269,7 +285,8 @@ def decision_record(ctx: DecisionContext, outcome: DecisionOutcome, plan: Option
 def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChecker) -> DecisionOutcome:
     from agent.policies.heuristic import HeuristicPolicy
 
-    options = {"seed": args.seed, "model": args.model, "replay_from": args.replay_from, "results_dir": args.results_dir}
+    options = {**parse_backend_options(args.backend_option), "seed": args.seed, "model": args.model,
+               "replay_from": args.replay_from, "results_dir": args.results_dir}
     primary = get_policy(args.backend, options)
     fallback = None if args.backend == "heuristic" else HeuristicPolicy(options)
     return decide_with_fallback(primary, ctx, fallback=fallback,
@@ -349,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="LLM model id (default: the backend's config/environment)")
     p.add_argument("--replay-from", default=None, help="results folder whose decisions the replay backend re-applies")
+    p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries)")
     p.add_argument("--fallback", default="fail", choices=["offline", "fail"],
                    help="when the LLM is unavailable: let the heuristic decide (offline) or exit 75 (fail)")
     p.add_argument("--base-config", required=True, help="the experiment config (fixed fields)")

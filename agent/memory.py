@@ -121,7 +121,7 @@ def _trim_list(items: list[str], what: str, mem: WorkingMemory, limit: int) -> N
         dropped = int(items[0].split()[1])
         del items[0]
     removed = 0
-    while len(items) > 1 and _over(mem, limit - 1):
+    while len(items) > 1 and _over(mem, limit - 2):  # room for the marker (+ blank line)
         del items[0]
         removed += 1
     if removed or dropped:

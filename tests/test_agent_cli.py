@@ -166,8 +166,18 @@ def test_unavailable_llm_exits_75_writing_nothing_unless_offline_fallback(tmp_pa
     assert (iter_dir(tmp_path, 2) / "config.yaml").exists()
 
 
-def test_backend_configuration_error_exits_2(tmp_path, capsys):
+def test_backend_configuration_error_exits_2(tmp_path, capsys, monkeypatch):
     exp = _prepared(tmp_path)
+    seen = {}
+    monkeypatch.setattr(cli, "get_policy", lambda backend, options: seen.update(options) or (_ for _ in ()).throw(
+        cli.BackendConfigError("unknown model 'x'")))
+    assert main(decide_args(tmp_path, exp, 1, 3, 2, backend="anthropic",
+                            extra=["--backend-option", "max_tokens=4000", "--backend-option", "timeout_s=30.5"])) == 2
+    assert "backend configuration error: unknown model 'x'" in capsys.readouterr().err
+    assert (seen["max_tokens"], seen["timeout_s"], seen["seed"]) == (4000, 30.5, 0)
+    assert main(decide_args(tmp_path, exp, 1, 3, 2, extra=["--backend-option", "oops"])) == 2
+    assert "--backend-option 'oops': expected KEY=VALUE" in capsys.readouterr().err
+    monkeypatch.undo()
     assert main(decide_args(tmp_path, exp, 1, 3, 2, backend="replay")) == 2
     assert "backend configuration error: backend 'replay' needs --replay-from" in capsys.readouterr().err
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
-from agent.policies.heuristic import HeuristicPolicy
+from agent.policies.heuristic import SEARCH_PARAMETERS, HeuristicPolicy
 from agent_helpers import context, fake_r2, node
 
 
@@ -118,3 +118,6 @@ def test_heuristic_improves_on_a_smooth_landscape():
                           strategy=d.strategy))
     best = max(n.r2 for n in nodes)
     assert best > nodes[0].r2 + 0.1
+    # no setting is tried twice, except the deliberate re-runs of robustness tests
+    settings = [tuple(n.config["training"][p] for p in SEARCH_PARAMETERS) for n in nodes if n.strategy != "robustness-test"]
+    assert len(settings) == len(set(settings))

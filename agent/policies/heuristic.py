@@ -93,10 +93,28 @@ def _step(rule: ParameterRule, value: float, factor: float, up: bool) -> float:
     return min(max(new, rule.low), rule.high)
 
 
-def _mutate(node: NodeRecord, rng: random.Random, factor_range: tuple[float, float],
+def _signature(training: dict[str, Any]) -> tuple:
+    """What makes two nodes' training settings the same for the search (4 significant digits)."""
+    return tuple(float(f"{float(training.get(p) or 0.0):.4g}") for p in SEARCH_PARAMETERS)
+
+
+def _tried(ctx: DecisionContext) -> set[tuple]:
+    return {_signature(_training(n)) for n in ctx.block_nodes}
+
+
+def _is_new(training: dict[str, Any], name: str, value: float, tried: set[tuple]) -> bool:
+    return _signature({**training, name: value}) not in tried
+
+
+def _mutate(ctx: DecisionContext, node: NodeRecord, rng: random.Random, factor_range: tuple[float, float],
             params: list[str], prefer: Optional[tuple[str, bool]] = None) -> ConfigMutation:
-    """One parameter of ``node`` moved on a log scale; ``prefer`` = (parameter, up) to continue a trend."""
+    """One parameter of ``node`` moved on a log scale; ``prefer`` = (parameter, up) to continue a trend.
+
+    Settings already tried in this block are skipped (a repeat teaches nothing; re-runs are
+    the robustness-test's job).
+    """
     training = _training(node)
+    tried = _tried(ctx)
     order = list(params)
     rng.shuffle(order)
     if prefer and prefer[0] in order:
@@ -109,10 +127,13 @@ def _mutate(node: NodeRecord, rng: random.Random, factor_range: tuple[float, flo
         up = prefer[1] if (prefer and i == 0 and name == prefer[0]) else rng.random() < 0.5
         for direction in (up, not up):
             new = _step(rule, old, factor, direction)
-            if not math.isclose(new, old, rel_tol=1e-9) and rule.check(new) is None:
-                return ConfigMutation(parameter=name, old=old, new=float(f"{new:.4g}"))
-    rule = ALLOWED_PARAMETERS[order[0]]
-    return ConfigMutation(parameter=order[0], old=float(training.get(order[0], 0.0) or 0.0), new=rule.low)
+            new = float(f"{new:.4g}")
+            if not math.isclose(new, old, rel_tol=1e-9) and rule.check(new) is None and _is_new(training, name, new, tried):
+                return ConfigMutation(parameter=name, old=old, new=new)
+    name = order[0]  # everything nearby was tried: jump to a random point of the range
+    rule = ALLOWED_PARAMETERS[name]
+    new = float(f"{math.exp(rng.uniform(math.log(rule.low), math.log(rule.high))):.4g}")
+    return ConfigMutation(parameter=name, old=float(training.get(name, 0.0) or 0.0), new=new)
 
 
 def _trend(parent: NodeRecord, ctx: DecisionContext) -> Optional[tuple[str, bool]]:
@@ -145,10 +166,11 @@ def _distant_pair(ctx: DecisionContext, chain: list[NodeRecord]) -> Optional[tup
     return None
 
 
-def _recombine(a: NodeRecord, b: NodeRecord, rng: random.Random) -> Optional[ConfigMutation]:
+def _recombine(ctx: DecisionContext, a: NodeRecord, b: NodeRecord, rng: random.Random) -> Optional[ConfigMutation]:
     ta, tb = _training(a), _training(b)
+    tried = _tried(ctx)
     differing = [p for p in SEARCH_PARAMETERS if tb.get(p) is not None and ta.get(p) != tb.get(p)
-                 and ALLOWED_PARAMETERS[p].check(float(tb[p])) is None]
+                 and ALLOWED_PARAMETERS[p].check(float(tb[p])) is None and _is_new(ta, p, float(tb[p]), tried)]
     if not differing:
         return None
     name = rng.choice(differing)
@@ -177,7 +199,7 @@ def _plan(ctx: DecisionContext, rng: random.Random) -> _Plan:
         if plan is not None:
             return plan
     return _Plan("exploit", top.id, f"highest UCB (node {top.id}, UCB={scores[0].ucb:.3f})",
-                 _mutate(top, rng, (1.5, 2.0), _params(), _trend(top, ctx)))
+                 _mutate(ctx, top, rng, (1.5, 2.0), _params(), _trend(top, ctx)))
 
 
 def _robustness(ctx, chain, scores, top, best, current, rng):
@@ -191,7 +213,7 @@ def _robustness(ctx, chain, scores, top, best, current, rng):
 def _failure_probe(ctx, chain, scores, top, best, current, rng):
     if _streak(chain, lambda n: reward(n) >= SUCCESS) >= 3:
         return _Plan("failure-probe", best.id, f"3+ consecutive R2 >= 0.9: probe a boundary from best node {best.id}",
-                     _mutate(best, rng, (4.0, 4.0), _params()))
+                     _mutate(ctx, best, rng, (4.0, 4.0), _params()))
     return None
 
 
@@ -199,7 +221,7 @@ def _switch_dimension(ctx, chain, scores, top, best, current, rng):
     recent = _recent_params(chain, 4)
     if len(recent) == 4 and recent[0] is not None and len(set(recent)) == 1:
         return _Plan("switch-dimension", top.id, f"4 consecutive mutations of {recent[0]}: change another parameter",
-                     _mutate(top, rng, (1.5, 2.0), _params(exclude=recent[0])))
+                     _mutate(ctx, top, rng, (1.5, 2.0), _params(exclude=recent[0])))
     return None
 
 
@@ -207,7 +229,7 @@ def _boundary_skip(ctx, chain, scores, top, best, current, rng):
     if len(chain) >= 3 and all(PARTIAL <= reward(n) <= SUCCESS for n in chain[-3:]):
         last = (current.mutation or {}).get("parameter")
         return _Plan("boundary-skip", best.id, f"3 partial results: accept the boundary, back to best node {best.id}",
-                     _mutate(best, rng, (1.5, 2.0), _params(exclude=last)))
+                     _mutate(ctx, best, rng, (1.5, 2.0), _params(exclude=last)))
     return None
 
 
@@ -215,7 +237,7 @@ def _recombine_rule(ctx, chain, scores, top, best, current, rng):
     if any(n.strategy == "recombine" for n in chain[-3:]):
         return None
     pair = _distant_pair(ctx, chain)
-    mutation = _recombine(*pair, rng) if pair else None
+    mutation = _recombine(ctx, *pair, rng) if pair else None
     if mutation is None:
         return None
     return _Plan("recombine", pair[0].id, f"nodes {pair[0].id} and {pair[1].id} both > 0.9 on different branches",
@@ -227,7 +249,7 @@ def _forced_branch(ctx, chain, scores, top, best, current, rng):
         bottom = scores[len(scores) // 2:]
         pick = ctx.node(rng.choice(bottom).id)
         return _Plan("forced-branch", pick.id, f"100% convergence, branching < 10%: branch from node {pick.id}",
-                     _mutate(pick, rng, (1.5, 2.0), _params()))
+                     _mutate(ctx, pick, rng, (1.5, 2.0), _params()))
     return None
 
 
@@ -241,7 +263,7 @@ def _explore(ctx, chain, scores, top, best, current, rng):
         return None
     pick = ctx.node(outside[0].id)
     return _Plan("explore", pick.id, f"{need} consecutive successes: highest UCB outside the recent chain (node {pick.id})",
-                 _mutate(pick, rng, (1.5, 2.0), _params()))
+                 _mutate(ctx, pick, rng, (1.5, 2.0), _params()))
 
 
 # --------------------------------------------------------------------------- texts
