@@ -22,7 +22,7 @@ from agent.context import DecisionContext, block_of
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, build_child, source_node,
                             validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
-from agent.policies.base import (BackendConfigError, DecisionOutcome, RetryableBackendError,
+from agent.policies.base import (Attempt, BackendConfigError, DecisionOutcome, RetryableBackendError,
                                  decide_with_fallback, get_policy)
 from agent.tree import NodeRecord, TreeError, check_tree, code_hash, load_node, score_block, write_node, write_scores
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
@@ -283,14 +283,19 @@ def decision_record(ctx: DecisionContext, outcome: DecisionOutcome, plan: Option
 
 
 def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChecker) -> DecisionOutcome:
-    from agent.policies.heuristic import HeuristicPolicy
+    from agent.policies.heuristic import HeuristicPolicy, safe_decision
 
     options = {**parse_backend_options(args.backend_option), "seed": args.seed, "model": args.model,
                "replay_from": args.replay_from, "results_dir": args.results_dir}
     primary = get_policy(args.backend, options)
     fallback = None if args.backend == "heuristic" else HeuristicPolicy(options)
-    return decide_with_fallback(primary, ctx, fallback=fallback,
-                                offline_on_unavailable=args.fallback == "offline", validate=checker)
+    try:
+        return decide_with_fallback(primary, ctx, fallback=fallback,
+                                    offline_on_unavailable=args.fallback == "offline", validate=checker)
+    except DecisionInvalid as exc:  # even the offline policy was refused: never stop the loop
+        decision = validate_decision(safe_decision(ctx, str(exc)), ctx)
+        return DecisionOutcome(decision, f"safe re-run (after: {' '.join(str(exc).split())})",
+                               [Attempt("safe re-run", True, str(exc), None)])
 
 
 def cmd_decide(args: argparse.Namespace) -> int:

@@ -256,3 +256,25 @@ def test_code_modification_too_early_in_a_block_falls_back_to_the_heuristic(tmp_
     assert record["policy"].startswith("heuristic (fallback after: code_modification: not allowed for the first 4")
     assert [a["accepted"] for a in record["attempts"]] == [False, False, True]
     assert "AdamW" not in (iter_dir(second, 3) / "train_loop.py").read_text()
+
+
+def test_loop_goes_on_with_a_safe_rerun_when_every_decision_is_refused(tmp_path, monkeypatch):
+    class Broken:
+        """An offline policy with a bug: always proposes a fixed parameter."""
+
+        name = "heuristic"
+        last_call = None
+
+        def decide(self, ctx, feedback=None):
+            from agent.policies.heuristic import HeuristicPolicy
+
+            d = HeuristicPolicy({}).decide(ctx)
+            data = {**d.model_dump(), "strategy": "exploit", "config_mutation": {"parameter": "batch_size", "new": 4}}
+            return type(d).model_validate(data)
+
+    monkeypatch.setattr(cli, "get_policy", lambda backend, options: Broken())
+    exp = _prepared(tmp_path)
+    assert main(decide_args(tmp_path, exp, 1, 3, 2)) == 0
+    record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
+    assert record["policy"].startswith("safe re-run (after: heuristic: config_mutation.parameter = 'batch_size'")
+    assert record["next"]["mutation"] == {"parameter": "seed", "old": 0, "new": 1}

@@ -121,3 +121,13 @@ def test_heuristic_improves_on_a_smooth_landscape():
     # no setting is tried twice, except the deliberate re-runs of robustness tests
     settings = [tuple(n.config["training"][p] for p in SEARCH_PARAMETERS) for n in nodes if n.strategy != "robustness-test"]
     assert len(settings) == len(set(settings))
+
+
+def test_safe_decision_always_validates():
+    from agent.policies.heuristic import safe_decision
+
+    mid = chain([0.5, 0.7, 0.2])
+    d = validate_decision(safe_decision(mid, "refused twice"), mid)
+    assert d.strategy == "robustness-test" and d.parent == mid.scores[0].id and "refused twice" in d.log.parent_rule
+    end = chain([0.5, 0.7, 0.2, 0.4], n_iter_block=4)
+    assert validate_decision(safe_decision(end, "x"), end).parent == "root"

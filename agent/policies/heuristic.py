@@ -350,3 +350,20 @@ def _decision(ctx: DecisionContext, plan: _Plan) -> Decision:
     return Decision(parent=plan.parent, strategy=plan.strategy, log=log, memory_update=update,
                     config_mutation=plan.mutation, next_time_step=next_ts, time_step_reason=ts_reason,
                     selection_rule_edits=_rule_edits(ctx) if ctx.is_block_end else None)
+
+
+def safe_decision(ctx: DecisionContext, reason: str) -> Decision:
+    """A decision that always validates: re-run the highest-UCB node (or open the next block).
+
+    The last resort when even the offline policy's decision was refused, so that the loop
+    never stops on a bad decision; ``reason`` is kept in the log's parent rule.
+    """
+    next_ts, ts_reason = _next_time_step(ctx)
+    parent: Any = "root" if ctx.is_block_end else ctx.scores[0].id
+    rule = f"last resort after refused decisions: {' '.join(reason.split())}"
+    log = LogEntry(outcome=_outcome(ctx.current_node), mode="failure-probe", parent_rule=rule,
+                   observation=_observation(ctx), next_parent=parent)
+    return Decision(parent=parent, strategy="robustness-test", log=log,
+                    memory_update=MemoryUpdate(emerging_observations=f"Decision refused ({rule}); re-running."),
+                    next_time_step=next_ts if next_ts is not None else (ctx.time_step if ctx.is_block_end and not ctx.is_last_iteration else None),
+                    time_step_reason=ts_reason)
