@@ -105,7 +105,7 @@ def parse_backend_options(items: list[str]) -> dict[str, Any]:
 
 def editable_functions_of(code: str) -> tuple[str, ...]:
     try:
-        from agent.codeedit import CodeEditError, editable_functions
+        from agent.codeedit import editable_functions
 
         return editable_functions(code)
     except (ImportError, SyntaxError, ValueError):

@@ -22,6 +22,7 @@ JSON schema bounds are not enforced by the model.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
@@ -456,8 +457,6 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
     code = parent_code
     if decision.code_modification is not None:
         code = child_code if child_code is not None else apply_code_modification(parent_code, decision.code_modification)
-    import difflib
-
     diff = "".join(difflib.unified_diff(parent_code.splitlines(keepends=True), code.splitlines(keepends=True),
                                         fromfile="a/train_loop.py", tofile="b/train_loop.py"))
     src = source_node(decision, ctx)

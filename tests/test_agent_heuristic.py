@@ -1,10 +1,6 @@
 """The offline policy: deterministic per seed, the seed's strategy table, valid and sensible steps."""
 from __future__ import annotations
 
-import math
-
-import pytest
-
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
 from agent.policies.heuristic import SEARCH_PARAMETERS, HeuristicPolicy
 from agent_helpers import context, fake_r2, node

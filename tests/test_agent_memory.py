@@ -11,7 +11,7 @@ SECTIONS = ["# Working Memory", "## Knowledge Base", "### Time Step Comparison T
             "### Hypothesis", "### Iterations This Block", "### Emerging Observations"]
 
 
-def decision(parent="root" if False else 1, **memory) -> Decision:
+def decision(parent=1, **memory) -> Decision:
     return Decision.model_validate({
         "parent": parent, "strategy": "exploit",
         "log": {"outcome": "partial", "mode": "failure-probe", "parent_rule": "highest UCB\nof the block",
