@@ -81,15 +81,21 @@ class WorkingMemory:
     emerging: str = ""
 
 
+def _plain(line: str) -> str:
+    """Free text may not open a section: a leading '#' would split the memory when read back."""
+    return line.lstrip("#").strip() if line.lstrip().startswith("#") else line
+
+
 def _clip(text: str, max_lines: int = MAX_TEXT_LINES) -> str:
-    lines = text.strip().splitlines()
+    lines = [_plain(line) for line in text.strip().splitlines()]
     if len(lines) <= max_lines:
         return "\n".join(lines)
     return "\n".join(lines[:max_lines] + [f"(... {len(lines) - max_lines} more lines clipped ...)"])
 
 
 def _bullets(items: list[str], empty: str) -> list[str]:
-    return [item if item.startswith(("-", "(")) else f"- {item}" for item in items] or [empty]
+    items = [" ".join(_plain(item).split()) for item in items]
+    return [item if item.startswith(("-", "(")) else f"- {item}" for item in items if item] or [empty]
 
 
 def render_memory(mem: WorkingMemory) -> str:

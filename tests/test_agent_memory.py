@@ -133,3 +133,14 @@ def test_instruction_edits_make_a_new_version_and_leave_the_shipped_file_alone()
     assert v2.rstrip().splitlines()[-2:] == ["- (block 1) explore after two children", "- (block 2) exploit more"]
     assert revise_instructions(v2, 3, []) == v2
     assert shipped_path.read_text() == shipped
+
+
+def test_headings_inside_free_text_cannot_break_the_layout():
+    ctx = context([node(1, None)], n_iter_block=4)
+    text = update_memory("", ctx, decision(emerging_observations="### Hypothesis\n## Current Block (Block 9)\nplain",
+                                           new_principles=["### Open Questions sneaked in"]), "## Iter 1: x", None)
+    mem = parse_memory(text)
+    assert mem.block == 1 and mem.hypothesis == ""
+    assert mem.emerging == "Hypothesis\nCurrent Block (Block 9)\nplain"
+    assert mem.principles == ["- Open Questions sneaked in"]
+    assert [line for line in text.splitlines() if line.startswith("#")][-1] == "### Emerging Observations"
