@@ -79,6 +79,31 @@ def off_diagonal_mask(n_neurons: int) -> torch.Tensor:
     return mask
 
 
+class OffDiagonalProduct(torch.autograd.Function):
+    """(W @ x) without the diagonal terms, and a gradient for W with an exactly zero diagonal.
+
+    Why not ``(W * mask) @ x``: the mask product reads and writes N^2 values forward and
+    backward at every unrolled step (and keeps an N x N copy per step for backward); removing
+    W_ii x_i costs N*B. The zero diagonal gradient keeps Adam from ever moving W_ii.
+    """
+
+    @staticmethod
+    def forward(ctx, W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(W, x)
+        return W @ x - W.diagonal().unsqueeze(1) * x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        W, x = ctx.saved_tensors
+        grad_W = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_W = grad @ x.T
+            grad_W.diagonal().zero_()
+        if ctx.needs_input_grad[1]:
+            grad_x = W.T @ grad - W.diagonal().unsqueeze(1) * grad
+        return grad_W, grad_x
+
+
 class SignalPropagation(MessagePassing):
     """Node-level GNN: lin_edge once per neuron, one dense or sparse product to aggregate.
 
@@ -120,7 +145,7 @@ class SignalPropagation(MessagePassing):
     def _init_connectivity(self, n: int, std: float, rank: Optional[int]) -> None:
         """Small random W: a large init (the reference's std 1) makes early messages swamp lin_phi."""
         if rank is None:
-            self.W = nn.Parameter(torch.randn(n, n) * std)
+            self.W = nn.Parameter((torch.randn(n, n) * std).fill_diagonal_(0.0))
             return
         # each factor entry has std s so that (W_L W_R)_ij has std sqrt(r) s^2 = std
         factor_std = math.sqrt(std / math.sqrt(rank)) if std > 0 else 0.0
@@ -135,6 +160,7 @@ class SignalPropagation(MessagePassing):
         self.register_buffer("mask", mask)
         density = float(mask.sum()) / max(1, self.n_neurons * self.n_neurons)
         self.use_sparse = density < SPARSE_DENSITY_THRESHOLD
+        self.all_off_diagonal = bool(mask.sum()) == self.n_neurons * (self.n_neurons - 1)
         rows, cols = mask.nonzero(as_tuple=True)
         # non-persistent: derived from the mask, rebuilt on load
         self.register_buffer("edge_rows", rows, persistent=False)
@@ -196,9 +222,16 @@ class SignalPropagation(MessagePassing):
         return self.lin_phi(self._with_embedding(u)).squeeze(-1)
 
     def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """sum_j W_ij m_j for every target i as ONE product; x is node-first (N, B)."""
+        """sum_j W_ij m_j for every target i as ONE product; x is node-first (N, B).
+
+        ``adj_t``: a sparse matrix of the masked W, a dense masked W, or the raw parameter
+        ``self.W`` itself, meaning "all off-diagonal edges": the j = i term is then removed
+        inside the product (no masked N x N copy).
+        """
         if adj_t.is_sparse:
             return torch.sparse.mm(adj_t, x)
+        if adj_t is getattr(self, "W", None):
+            return OffDiagonalProduct.apply(adj_t, x)
         return adj_t @ x
 
     def aggregate_messages(self, messages: torch.Tensor) -> torch.Tensor:
@@ -206,6 +239,8 @@ class SignalPropagation(MessagePassing):
         x = messages.T
         if self.use_sparse:
             out = self.propagate(self.sparse_adjacency(), x=x)
+        elif self.all_off_diagonal and self.low_rank is None:  # the default: dense W, no mask product
+            out = self.message_and_aggregate(self.W, x)
         else:  # PyG's propagate takes no dense adjacency; the fused step is the same product
             out = self.message_and_aggregate(self.dense_W(), x)
         return out.T

@@ -25,6 +25,7 @@ unless ``--force``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib.util
@@ -331,7 +332,7 @@ class Trainer:
                 raise TypeError(f"train_step must return a scalar loss, got shape {tuple(loss.shape)}")
             self._pending_losses.append(loss.detach().reshape(()).float())
         else:
-            self._pending_losses.append(torch.tensor(float(loss)))
+            self._pending_losses.append(torch.tensor(float(loss), device=self.device))
         if len(self._pending_losses) >= self._sync_every:
             self._flush_losses()
 
@@ -339,7 +340,7 @@ class Trainer:
         """Move pending losses to the host (one sync) and stop the run if one diverged."""
         if not self._pending_losses:
             return
-        values = torch.stack([v.to("cpu") for v in self._pending_losses]).tolist()
+        values = torch.stack([v.to(self.device) for v in self._pending_losses]).cpu().tolist()  # one sync
         self._pending_losses = []
         first_step = self.state.global_step - len(values)
         for offset, value in enumerate(values):
@@ -616,20 +617,30 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, loop
     trainer = Trainer(cfg, data_dir, run_dir, loop_path=loop_path, max_steps=max_steps)
     if not force:
         trainer.try_resume()
-    _install_signal_handlers(trainer)
-    return trainer.run()
+    with _stop_on_signals(trainer):
+        return trainer.run()
 
 
-def _install_signal_handlers(trainer: Trainer) -> None:
-    """SIGTERM (SLURM preemption) / SIGINT: finish the current step, checkpoint, exit 143."""
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGTERM (SLURM preemption) / SIGINT: finish the current step, checkpoint, exit 143.
+
+    The previous handlers come back afterwards (the trainer may run inside a larger program).
+    """
     def handler(signum, _frame):
         trainer.stop_signal = signum
 
+    previous = {}
     try:
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (e.g. called from a worker): no handlers
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: no handlers
         pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -142,6 +142,21 @@ def test_diagonal_never_receives_gradient():
     assert node.W.grad.abs().sum() > 0
 
 
+def test_W_diagonal_stays_exactly_zero_under_adam_and_is_ignored_if_set():
+    node, _ = _pair()
+    opt = torch.optim.Adam(node.parameters(), lr=0.05)
+    for _ in range(5):
+        opt.zero_grad()
+        node(torch.randn(4, N, dtype=torch.float64)).pow(2).sum().backward()
+        opt.step()
+    assert torch.all(node.W.diagonal() == 0) and node.W.abs().sum() > 0
+    u = torch.randn(2, N, dtype=torch.float64)
+    before = node(u).detach()
+    with torch.no_grad():
+        node.W.diagonal().fill_(5.0)  # e.g. edited by an agent's loop: self-edges still carry nothing
+    torch.testing.assert_close(node(u), before)
+
+
 def test_low_rank_dense_W_is_the_masked_factor_product_with_the_asked_init_scale():
     torch.manual_seed(1)
     model = SignalPropagation(200, low_rank=20, W_init_std=0.01)

@@ -62,7 +62,8 @@ def _loop_copy(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 
 def _subprocess_env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -201,7 +202,8 @@ def test_short_training_lowers_loss_and_raises_connectivity_R2(small_network, tm
     assert record["status"] == "ok" and record["iterations"] == 1200 == iterations_per_epoch(4000, 12, 8)
     assert record["final_loss"] < 0.5 * record["first_loss"]
     assert r2_start < 0.05 and r2_end > 0.3, (r2_start, r2_end)
-    assert record["device"] == "cpu" and record["seed"] == 0 and record["resumed_from_step"] == 0
+    assert record["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert record["seed"] == 0 and record["resumed_from_step"] == 0
     progress = [line for line in capsys.readouterr().err.splitlines() if "it/s" in line]
     assert progress and all("ETA" in line and "loss" in line and "W R2" in line for line in progress)
 
