@@ -205,8 +205,11 @@ def main_verify(argv: list[str] | None = None) -> int:
             report = verify_tarball(args.archive)
         else:
             raise FileNotFoundError(f"{args.archive}: archive not found")
-    except (FileNotFoundError, ValueError, tarfile.TarError, EOFError, OSError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"neuralgraph verify-archive: {exc}", file=sys.stderr)
+        return 1
+    except (tarfile.TarError, EOFError, OSError) as exc:  # truncated or corrupted archive
+        print(f"neuralgraph verify-archive: {args.archive}: FAILED, not a readable .tar.gz ({exc})", file=sys.stderr)
         return 1
     for line in report.lines():
         print(line, file=sys.stderr)

@@ -1,0 +1,118 @@
+"""A training process killed mid-run; the same command then finishes it from its checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
+
+pytestmark = pytest.mark.slow
+
+#: 10 epochs of floor(floor(1500 * 25 / 8) * 0.2) = 937 steps: long enough to be killed mid-run
+#: (about 10 s on an idle core). agent init copies the claude section's values into training.
+LONG = {"n_epochs": 10, "data_augmentation_loop": 25}
+TARGET = "results/long/iter_001/training.json"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc), so only what this test started is touched."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def _training_process(snakemake_pid: int, out_arg: str) -> int | None:
+    """pid of `python -m neuralgraph train ... --out OUT_ARG` below snakemake, if running."""
+    for pid in _descendants(snakemake_pid):
+        args = _cmdline(pid)
+        if "neuralgraph" in args and "train" in args and out_arg in args:
+            return pid
+    return None
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _long_tiny_workdir(tmp_path: Path) -> Path:
+    """Workflow config whose iteration 1 trains long enough to be killed; returns its run folder."""
+    experiment = yaml.safe_load(TINY_EXPERIMENT.read_text(encoding="utf-8"))
+    experiment["training"].update(LONG, checkpoint_every_min=0.005)
+    experiment["claude"].update(LONG)
+    experiment_path = tmp_path / "long_tiny.yaml"
+    experiment_path.write_text(yaml.safe_dump(experiment), encoding="utf-8")
+    write_workflow_config(tmp_path, experiment=str(experiment_path), name="long")
+    return tmp_path / "results" / "long" / "iter_001"
+
+
+def _kill_training_after_first_checkpoint(proc, run_dir: Path) -> None:
+    _wait_for((run_dir / "checkpoint.pt").is_file, 300, "the first checkpoint")
+    pid = _wait_for(lambda: _training_process(proc.pid, "results/long/iter_001"), 30, "the training process")
+    os.kill(pid, signal.SIGKILL)  # a hard crash: no chance to save anything more
+
+
+def _assert_resumed(run_dir: Path) -> None:
+    record = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
+    assert record["status"] == "ok"
+    assert record["resumed_from_step"] > 0, "training restarted from scratch instead of the checkpoint"
+    assert record["iterations"] > record["resumed_from_step"]
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    assert log.count("train iteration 001") == 2, "train.log must keep both attempts"
+    assert "resuming from checkpoint" in log
+
+
+def _run_and_kill(tmp_path: Path, *args: str) -> tuple[Path, int]:
+    run_dir = _long_tiny_workdir(tmp_path)
+    proc = start_snakemake(tmp_path, TARGET, *args)
+    try:
+        _kill_training_after_first_checkpoint(proc, run_dir)
+        return run_dir, proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_killed_training_then_the_same_command_finishes_from_checkpoint(tmp_path):
+    run_dir, returncode = _run_and_kill(tmp_path)
+    assert returncode != 0, "snakemake must report the killed training as a failed job"
+    assert (run_dir / "checkpoint.pt").is_file(), "the checkpoint must survive the failed job"
+    assert not (run_dir / "training.json").exists()
+    snakemake(tmp_path, TARGET, timeout=600).check()
+    _assert_resumed(run_dir)
+
+
+def test_retries_resubmit_a_killed_training_which_resumes(tmp_path):
+    run_dir, returncode = _run_and_kill(tmp_path, "--retries", "1")
+    assert returncode == 0, (tmp_path / "snakemake.out").read_text()[-3000:]
+    _assert_resumed(run_dir)
