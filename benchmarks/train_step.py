@@ -7,6 +7,7 @@ packaged ``neuralgraph/train_loop.py``'s ``train_step``) and peak memory at N=10
 hidden 64, for time_step T in {1, 4, 16, 64} with the node-level model, and for T=1 with the
 per-edge oracle (a couple of steps); the speed-up; the projected minutes of one seed-config
 training run (37500 steps per epoch) at each T; the device. Random activity, no dataset.
+On CUDA it also times the engine's CUDA-graph replay of the same step (training.cuda_graph).
 
 ``cpu_ms_per_step`` is the process CPU time per step: on a shared machine it stays close to
 the unloaded wall time of a one-thread run when other jobs steal the cores.
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,38 +85,48 @@ def worker(kind: str, T: int, n: int, batch: int, hidden: int) -> dict:
     """Time a few optimizer steps of one configuration in this process."""
     import torch
     from neuralgraph.model import PerEdgeSignalPropagation, SignalPropagation, build_model
-    from neuralgraph.training import StepContext, load_loop_module, select_device
+    from neuralgraph.training import StepContext, _GraphedStep, load_loop_module, make_capturable, select_device
 
     device = select_device("auto")
     torch.manual_seed(0)
     cfg = _bench_config(n, batch, hidden, T)
     chunk = _per_edge_chunk(n, batch, hidden, device) if kind == "per_edge" else 0
     cls = PerEdgeSignalPropagation if kind == "per_edge" else SignalPropagation
+    graphed = kind == "node_graph"
     model = build_model(cfg, cls=cls)
     if kind == "per_edge":
         model.edge_chunk = chunk
     model.to(device)
     loop = load_loop_module(None)
     optimizer = loop.build_optimizer(model, cfg)
+    if graphed:
+        make_capturable(optimizer)
     data = _random_data(n, cfg.n_train_frames, device)
     gen = torch.Generator().manual_seed(1)
-    warmup, timed = _timed_steps(T) if kind == "node" else (1, 2)
+    warmup, timed = (1, 2) if kind == "per_edge" else _timed_steps(T)
+    if graphed:  # the engine's CUDA-graph replay (training.cuda_graph); capture happens in warm-up
+        warmup, timed = _GraphedStep.WARMUP + 2, timed * 5
+        replay = _GraphedStep(SimpleNamespace(loop=loop, model=model, optimizer=optimizer, data=data, device=device,
+                                              tr=cfg.training))
 
     def step(i: int) -> None:
-        starts = loop.sample_batch_starts(data.n_frames, T, batch, gen).to(device)
+        starts = loop.sample_batch_starts(data.n_frames, T, batch, gen)
         ctx = StepContext(cfg=cfg, epoch=0, step=i, step_in_epoch=i, iterations_per_epoch=10**6, n_epochs=1,
                           mode="recurrent", horizon=T, scheduler=None, device=device)
-        loop.train_step(model, optimizer, data, starts, ctx)
+        if graphed:
+            replay(starts, ctx)
+        else:
+            loop.train_step(model, optimizer, data, starts.to(device), ctx)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":  # before warm-up: a CUDA graph allocates its memory pool at capture
+        torch.cuda.reset_peak_memory_stats(device)
     for i in range(warmup):
         step(i)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     sync()
     t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(timed):
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--time-steps", type=str, default=",".join(map(str, TIME_STEPS)))
     parser.add_argument("--skip-per-edge", action="store_true")
-    parser.add_argument("--worker", choices=("node", "per_edge"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("node", "node_graph", "per_edge"), help=argparse.SUPPRESS)
     parser.add_argument("--time-step", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -196,9 +208,16 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device("auto")
     device_name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    node = {T: _run_worker("node", T, args) for T in map(int, args.time_steps.split(","))}
+    time_steps = [int(T) for T in args.time_steps.split(",")]
+    node = {T: _run_worker("node", T, args) for T in time_steps}
     per_edge = {} if args.skip_per_edge else _run_worker("per_edge", 1, args)
-    print(json.dumps(summarize(node, per_edge, device_name, torch.get_num_threads(), args), indent=2))
+    summary = summarize(node, per_edge, device_name, torch.get_num_threads(), args)
+    if device.type == "cuda":
+        graph = {T: _run_worker("node_graph", T, args) for T in time_steps}
+        summary["node_level_cuda_graph"] = {f"T{T}": r for T, r in graph.items()}
+        summary["projected_seed_run_min_cuda_graph"] = {
+            f"T{T}": round(r["ms_per_step"] * SEED_STEPS_PER_EPOCH / 60000, 2) for T, r in graph.items() if "ms_per_step" in r}
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -174,6 +174,10 @@ class TrainingConfig(_Section):
     log_every_s: float = Field(10.0, gt=0.0, le=3600.0, description="Seconds between progress lines (rate, ETA) in the training log.")
     divergence_factor: float = Field(1e4, gt=1.0, description="Stop as diverged when the loss exceeds this times its first value.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else CPU.")
+    cuda_graph: Literal["auto", "on", "off"] = Field(
+        "auto", description="Replay each optimizer step as a CUDA graph (5-9x faster on a GPU): auto = only with the "
+        "packaged, unmodified training loop; on = any loop (it must be capture-safe); off = never."
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of initialisation and batch sampling.")
 
     @model_validator(mode="after")

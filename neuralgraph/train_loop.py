@@ -34,6 +34,12 @@ scalar loss. :func:`train_step` uses :func:`prediction_loss` (which uses :func:`
 or :func:`ode_unroll`) and :func:`regularisation`. Randomness must come from torch's global
 RNG or the given generator: the engine saves and restores both, so a resumed run continues
 the same random stream. A loss that is NaN/inf or explodes ends the run as "diverged".
+
+On a GPU the engine may record :func:`train_step` once as a CUDA graph and replay it
+(``training.cuda_graph``: "auto" does so only for this packaged, unmodified file). A replayed
+step repeats the recorded GPU work only: Python-side logic that depends on ``ctx.step`` or on
+tensor values (``.item()``, ``if loss > ...``), CPU tensors and schedulers do not re-run. An
+edited loop runs eagerly unless the config says ``cuda_graph: on``.
 """
 from __future__ import annotations
 

@@ -25,9 +25,11 @@ from neuralgraph.training import (
     Trainer,
     TrainingData,
     iterations_per_epoch,
+    file_sha256,
     load_loop_module,
     main,
     subsample_history,
+    wants_cuda_graph,
 )
 
 LOOP_SOURCE = (REPO / "neuralgraph" / "train_loop.py").read_text()
@@ -403,3 +405,37 @@ def test_error_inside_the_loop_exits_1_and_names_the_loop_file(tiny_dataset, tmp
     code = main(["--config", str(config), "--data", str(data_dir), "--out", str(tmp_path / "run"), "--loop", str(loop)])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and "KeyError" in last and "buggy.py" in last
+
+
+# ----------------------------------------------------------------------------- CUDA graphs
+def test_cuda_graphs_only_for_the_packaged_loop_unless_asked():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    packaged = file_sha256(REPO / "neuralgraph" / "train_loop.py")
+    assert wants_cuda_graph("auto", cuda, packaged, None)
+    assert not wants_cuda_graph("auto", cuda, "edited-loop-sha", None)  # an edited loop may not be capture-safe
+    assert wants_cuda_graph("on", cuda, "edited-loop-sha", None)
+    assert not wants_cuda_graph("on", cpu, packaged, None)
+    assert not wants_cuda_graph("off", cuda, packaged, None)
+    assert not wants_cuda_graph("on", cuda, packaged, object())  # a scheduler steps in Python
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_trains_like_eager_steps(tiny_dataset, tmp_path):
+    _, data_dir = tiny_dataset
+    records, Ws = {}, {}
+    for setting in ("off", "on"):
+        cfg = _cfg(**{"training.cuda_graph": setting, "training.noise_recurrent_level": 0.0, "training.time_step": 4})
+        records[setting] = Trainer(cfg, data_dir, tmp_path / setting, max_steps=40).run()
+        Ws[setting] = load_trained_model(tmp_path / setting / "model.pt")[0].dense_W().detach()
+    assert not records["off"]["cuda_graph"] and records["on"]["cuda_graph"]
+    np.testing.assert_allclose(records["on"]["loss_history"], records["off"]["loss_history"], rtol=1e-3)
+    torch.testing.assert_close(Ws["on"], Ws["off"], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_loop_that_is_not_capture_safe_falls_back_to_eager(tiny_dataset, tmp_path):
+    cfg, data_dir = tiny_dataset
+    loop = _loop_copy(tmp_path, "syncing.py", "    loss.backward()\n", "    loss.backward()\n    assert loss.item() == loss.item()\n")
+    cfg = _cfg(**{"training.cuda_graph": "on"})
+    record = Trainer(cfg, data_dir, tmp_path / "run", loop_path=loop, max_steps=10).run()
+    assert record["status"] == "ok" and record["iterations"] == 10 and not record["cuda_graph"]
