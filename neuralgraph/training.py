@@ -61,6 +61,7 @@ EXIT_BAD_INPUT = 2
 EXIT_RUNTIME_ERROR = 1
 EXIT_OUT_OF_MEMORY = 3
 EXIT_TERMINATED = 143
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # top-level name since torch 2.5
 
 
 class TrainingInputError(RuntimeError):
@@ -774,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingTerminated as exc:
         print(f"train: {exc}: checkpoint saved in {args.out}; rerun the same command to resume", file=sys.stderr)
         return EXIT_TERMINATED
-    except (torch.OutOfMemoryError, MemoryError) as exc:
+    except (_OUT_OF_MEMORY, MemoryError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"train: error: out of memory ({first}); the last checkpoint in {args.out} is kept: "
               f"reduce time_step or batch_size, or use a larger device", file=sys.stderr)

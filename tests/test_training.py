@@ -439,3 +439,13 @@ def test_a_loop_that_is_not_capture_safe_falls_back_to_eager(tiny_dataset, tmp_p
     cfg = _cfg(**{"training.cuda_graph": "on"})
     record = Trainer(cfg, data_dir, tmp_path / "run", loop_path=loop, max_steps=10).run()
     assert record["status"] == "ok" and record["iterations"] == 10 and not record["cuda_graph"]
+
+
+def test_out_of_memory_exits_3_with_advice(tiny_dataset, tmp_path, capsys):
+    _, data_dir = tiny_dataset
+    config = _write_cfg(_cfg(), tmp_path / "config.yaml")
+    loop = _loop_copy(tmp_path, "oom.py", "    loss.backward()\n",
+                      "    loss.backward()\n    if ctx.step == 5:\n        raise MemoryError('simulated')\n")
+    code = main(["--config", str(config), "--data", str(data_dir), "--out", str(tmp_path / "run"), "--loop", str(loop)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 3 and "out of memory" in last and "reduce time_step or batch_size" in last
