@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from conftest import REPO, TINY_NAME, job_counts, snakemake, workflow_env
+from wf_helpers import REPO, TINY_NAME, job_counts, snakemake, workflow_env
 
 pytestmark = pytest.mark.slow
 

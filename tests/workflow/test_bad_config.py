@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import snakemake, write_workflow_config
+from wf_helpers import snakemake, write_workflow_config
 
 
 def _refused(workdir, *args):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import REPO, job_counts, snakemake, write_workflow_config
+from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
 
 SEED = REPO / "config" / "experiments" / "seed_recurrent.yaml"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
+from wf_helpers import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
 

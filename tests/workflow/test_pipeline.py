@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY_N_ITER_BLOCK, TINY_SCHEDULE, snakemake
+from wf_helpers import TINY_N_ITER_BLOCK, TINY_SCHEDULE, snakemake
 
 pytestmark = pytest.mark.slow
 

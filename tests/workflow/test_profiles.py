@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-from conftest import REPO, snakemake, write_workflow_config
+from wf_helpers import REPO, snakemake, write_workflow_config
 
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 

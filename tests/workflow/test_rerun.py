@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import job_counts, mtimes, snakemake
+from wf_helpers import job_counts, mtimes, snakemake
 
 pytestmark = pytest.mark.slow
 

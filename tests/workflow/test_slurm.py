@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, job_counts, snakemake, write_workflow_config
+from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -1,0 +1,121 @@
+"""Helpers for the workflow tests: each drives the real `snakemake` command line in a subprocess.
+
+Every test works in its own working directory (``--directory``) holding its own
+``config/config.yaml``, so the repository's results/ and .snakemake/ are never touched and
+tests do not lock each other. The tiny 2 blocks x 2 iterations pipeline is run once per
+session (:func:`tiny_run`) and shared by the tests that only read its results; tests that
+change files work on a copy (:func:`tiny_run_copy`).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEFILE = REPO / "Snakefile"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TINY_EXPERIMENT = REPO / "config" / "experiments" / "tiny.yaml"
+#: The tiny pipeline: 2 blocks (time_step 1 then 4) of 2 iterations.
+TINY_SCHEDULE = [1, 4]
+TINY_N_ITER_BLOCK = 2
+TINY_NAME = "tiny"
+
+
+def workflow_env() -> dict[str, str]:
+    """Environment of the snakemake subprocess: the venv first on PATH, no display, no API key."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MPLBACKEND"] = "Agg"
+    env.pop("ANTHROPIC_API_KEY", None)
+    return env
+
+
+def write_workflow_config(workdir: Path, **overrides: Any) -> Path:
+    """workdir/config/config.yaml for the tiny pipeline; ``overrides`` replace top-level keys."""
+    cfg: dict[str, Any] = {
+        "experiment": str(TINY_EXPERIMENT),
+        "name": TINY_NAME,
+        "results_dir": "results",
+        "schedule": TINY_SCHEDULE,
+        "n_iter_block": TINY_N_ITER_BLOCK,
+        "agent": {"backend": "heuristic", "seed": 0, "fallback": "fail"},
+    }
+    cfg.update(overrides)
+    path = workdir / "config" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class SnakemakeResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def check(self) -> "SnakemakeResult":
+        assert self.returncode == 0, f"snakemake failed (rc={self.returncode}):\n{self.output[-6000:]}"
+        return self
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900, cores: Optional[int] = 2) -> SnakemakeResult:
+    """Run `snakemake --snakefile REPO/Snakefile --directory WORKDIR ARGS...` and capture it."""
+    cmd = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
+    if cores is not None:
+        cmd += ["--cores", str(cores)]
+    cmd += list(args)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=workflow_env(), cwd=workdir)
+    return SnakemakeResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+
+def start_snakemake(workdir: Path, *args: str, cores: int = 2) -> subprocess.Popen:
+    """Start snakemake without waiting (for the kill test); output goes to workdir/snakemake.out."""
+    cmd = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", str(cores), *args]
+    out = open(workdir / "snakemake.out", "w")
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=workflow_env(), cwd=workdir)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run: {rule: count}."""
+    counts: dict[str, int] = {}
+    lines = output.splitlines()
+    for start, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            for row in lines[start + 3:]:
+                parts = row.split()
+                if len(parts) != 2 or not parts[1].isdigit():
+                    break
+                counts[parts[0]] = int(parts[1])
+            break
+    return counts
+
+
+@dataclass
+class TinyRun:
+    workdir: Path
+    seconds: float
+    result: SnakemakeResult
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results" / TINY_NAME
+
+    def iter_dir(self, iteration: int) -> Path:
+        return self.results / f"iter_{iteration:03d}"
+
+
+def mtimes(paths) -> dict[Path, int]:
+    return {Path(p): Path(p).stat().st_mtime_ns for p in paths}
