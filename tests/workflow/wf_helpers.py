@@ -70,14 +70,18 @@ class SnakemakeResult:
         return self
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 900, cores: Optional[int] = 2) -> SnakemakeResult:
-    """Run `snakemake --snakefile REPO/Snakefile --directory WORKDIR ARGS...` and capture it."""
+def snakemake(workdir: Path, *args: str, timeout: float = 900, cores: Optional[int] = 2,
+              env: Optional[dict[str, str]] = None) -> SnakemakeResult:
+    """Run `snakemake --snakefile REPO/Snakefile --directory WORKDIR ARGS...` and capture it.
+
+    ``env`` adds variables to the subprocess environment (e.g. an API endpoint)."""
     cmd = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
     if cores is not None:
         cmd += ["--cores", str(cores)]
     cmd += list(args)
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=workflow_env(), cwd=workdir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**workflow_env(), **(env or {})},
+                          cwd=workdir)
     return SnakemakeResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
