@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wf_helpers import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
+from wf_helpers import REPO, TINY_EXPERIMENT, mtimes, snakemake, start_snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
 
@@ -64,14 +64,14 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _long_tiny_workdir(tmp_path: Path) -> Path:
-    """Workflow config whose iteration 1 trains long enough to be killed; returns its run folder."""
+def _long_tiny_workdir(tmp_path: Path, **overrides) -> Path:
+    """Workflow config whose iterations train long enough to be killed; returns iteration 1's folder."""
     experiment = yaml.safe_load(TINY_EXPERIMENT.read_text(encoding="utf-8"))
     experiment["training"].update(LONG, checkpoint_every_min=0.005)
     experiment["claude"].update(LONG)
     experiment_path = tmp_path / "long_tiny.yaml"
     experiment_path.write_text(yaml.safe_dump(experiment), encoding="utf-8")
-    write_workflow_config(tmp_path, experiment=str(experiment_path), name="long")
+    write_workflow_config(tmp_path, experiment=str(experiment_path), name="long", **overrides)
     return tmp_path / "results" / "long" / "iter_001"
 
 
@@ -81,13 +81,13 @@ def _kill_training_after_first_checkpoint(proc, run_dir: Path) -> None:
     os.kill(pid, signal.SIGKILL)  # a hard crash: no chance to save anything more
 
 
-def _assert_resumed(run_dir: Path) -> None:
+def _assert_resumed(run_dir: Path, label: str = "001") -> None:
     record = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
     assert record["status"] == "ok"
     assert record["resumed_from_step"] > 0, "training restarted from scratch instead of the checkpoint"
     assert record["iterations"] > record["resumed_from_step"]
     log = (run_dir / "train.log").read_text(encoding="utf-8")
-    assert log.count("train iteration 001") == 2, "train.log must keep both attempts"
+    assert log.count(f"train iteration {label}") == 2, "train.log must keep both attempts"
     assert "resuming from checkpoint" in log
 
 
@@ -116,3 +116,29 @@ def test_retries_resubmit_a_killed_training_which_resumes(tmp_path):
     run_dir, returncode = _run_and_kill(tmp_path, "--retries", "1")
     assert returncode == 0, (tmp_path / "snakemake.out").read_text()[-3000:]
     _assert_resumed(run_dir)
+
+
+def test_interrupted_run_then_the_same_command_finishes_without_redoing_finished_iterations(tmp_path):
+    """Ctrl-C (SIGINT to the whole foreground group) during iteration 2's training; then the
+    same command: iteration 1 and the dataset are kept as they are, iteration 2 resumes."""
+    first = _long_tiny_workdir(tmp_path, schedule=[1], n_iter_block=2)
+    second = first.parent / "iter_002"
+    profile = ("--profile", str(REPO / "profiles" / "local"))
+    proc = start_snakemake(tmp_path, *profile, cores=None)
+    try:
+        _wait_for((second / "checkpoint.pt").is_file, 300, "iteration 2's first checkpoint")
+        kept = mtimes(p for p in first.parent.parent.rglob("*") if p.is_file()
+                      and (first in p.parents or p.parent.name == "data"))
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=300) != 0, "an interrupted run must not report success"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not (second / "training.json").exists()
+
+    result = snakemake(tmp_path, *profile, cores=None, timeout=900).check()
+    assert "rule simulate" not in result.output and "rule init" not in result.output
+    assert mtimes(kept) == kept, "files of iteration 1 or of the dataset were rewritten"
+    _assert_resumed(second, "002")
+    assert (first.parent / "summary" / "summary.tsv").is_file()

@@ -85,11 +85,16 @@ def snakemake(workdir: Path, *args: str, timeout: float = 900, cores: Optional[i
     return SnakemakeResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
-def start_snakemake(workdir: Path, *args: str, cores: int = 2) -> subprocess.Popen:
-    """Start snakemake without waiting (for the kill test); output goes to workdir/snakemake.out."""
-    cmd = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--cores", str(cores), *args]
+def start_snakemake(workdir: Path, *args: str, cores: Optional[int] = 2) -> subprocess.Popen:
+    """Start snakemake without waiting (kill tests); output goes to workdir/snakemake.out.
+
+    It runs in its own session, so its process group holds only what this test started: a
+    Ctrl-C can be imitated by signalling that group."""
+    cmd = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir)]
+    cmd += ["--cores", str(cores)] if cores is not None else []
     out = open(workdir / "snakemake.out", "w")
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=workflow_env(), cwd=workdir)
+    return subprocess.Popen([*cmd, *args], stdout=out, stderr=subprocess.STDOUT, env=workflow_env(), cwd=workdir,
+                            start_new_session=True)
 
 
 def job_counts(output: str) -> dict[str, int]:
