@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,18 +33,6 @@ from neuralgraph.config import ALLOWED_TIME_STEPS
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.context import DecisionContext
-
-STRATEGIES: tuple[str, ...] = (
-    "exploit",
-    "failure-probe",
-    "explore",
-    "robustness-test",
-    "recombine",
-    "forced-branch",
-    "switch-dimension",
-    "boundary-skip",
-    "code-modification",
-)
 
 Strategy = Literal[
     "exploit",
@@ -57,6 +45,8 @@ Strategy = Literal[
     "boundary-skip",
     "code-modification",
 ]
+#: The seed's strategy table (plus code-modification), in the seed's order.
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 Outcome = Literal["converged", "partial", "failed"]
 

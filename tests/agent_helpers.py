@@ -120,3 +120,16 @@ def run_exploration(results: Path, n_iter_block: int = 3, n_blocks: int = 2, sch
 
 def block_for(i: int, n_iter_block: int) -> int:
     return block_of(i, n_iter_block)
+
+
+#: A valid edit of the packaged loop's build_optimizer (Adam -> AdamW), used by the code-edit tests.
+ADAMW_OPTIMIZER = '''def build_optimizer(model, cfg):
+    tr = cfg.training
+    groups = [
+        {"params": model.connectivity_parameters(), "lr": tr.learning_rate_W_start, "name": "W"},
+        {"params": model.mlp_parameters(), "lr": tr.learning_rate_start, "name": "mlp"},
+        {"params": model.embedding_parameters(), "lr": tr.learning_rate_embedding_start, "name": "embedding"},
+    ]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+'''

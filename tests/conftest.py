@@ -48,5 +48,16 @@ def tiny_dataset(tmp_path_factory):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one torch thread avoids thread-sync stalls on a shared 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def python_exe() -> str:
     return sys.executable

@@ -11,7 +11,7 @@ import yaml
 import agent.cli as cli
 from agent.cli import main
 from agent.policies.base import RetryableBackendError
-from agent_helpers import REPO, decide_args, fake_analyze, iter_dir, run_exploration, ucb_args, write_experiment_config
+from agent_helpers import ADAMW_OPTIMIZER, REPO, decide_args, fake_analyze, iter_dir, run_exploration, ucb_args, write_experiment_config
 
 
 def load_yaml(path):
@@ -187,16 +187,6 @@ def test_python_dash_m_agent_help_runs():
     assert out.returncode == 0 and "--next-dir" in out.stdout and "--fallback {offline,fail}" in out.stdout
 
 
-ADAMW = '''def build_optimizer(model, cfg):
-    tr = cfg.training
-    groups = [
-        {"params": model.connectivity_parameters(), "lr": tr.learning_rate_W_start, "name": "W"},
-        {"params": model.mlp_parameters(), "lr": tr.learning_rate_start, "name": "mlp"},
-        {"params": model.embedding_parameters(), "lr": tr.learning_rate_embedding_start, "name": "embedding"},
-    ]
-    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-'''
 
 
 def _replay_folder(source, target, overrides):
@@ -216,7 +206,7 @@ def test_code_modification_through_the_cli_stays_on_its_branch(tmp_path):
     log = {"outcome": "partial", "mode": "success-exploit", "parent_rule": "r", "observation": "o"}
     code_decision = {"parent": 5, "strategy": "code-modification", "config_mutation": None,
                      "log": {**log, "next_parent": 5},
-                     "code_modification": {"function": "build_optimizer", "new_source": ADAMW,
+                     "code_modification": {"function": "build_optimizer", "new_source": ADAMW_OPTIMIZER,
                                            "hypothesis": "decoupled weight decay", "change_summary": "Adam -> AdamW"}}
     sibling_decision = {"parent": 4, "strategy": "exploit", "code_modification": None, "log": {**log, "next_parent": 4},
                         "config_mutation": {"parameter": "lr", "old": None, "new": 1e-4}}
@@ -245,7 +235,7 @@ def test_code_modification_too_early_in_a_block_falls_back_to_the_heuristic(tmp_
     run_exploration(first, n_iter_block=4, n_blocks=1, schedule="1")
     log = {"outcome": "partial", "mode": "success-exploit", "parent_rule": "r", "observation": "o"}
     early = {"parent": 2, "strategy": "code-modification", "config_mutation": None, "log": {**log, "next_parent": 2},
-             "code_modification": {"function": "build_optimizer", "new_source": ADAMW, "hypothesis": "h",
+             "code_modification": {"function": "build_optimizer", "new_source": ADAMW_OPTIMIZER, "hypothesis": "h",
                                    "change_summary": "s"}}
     replay = tmp_path / "replay"
     _replay_folder(first, replay, {2: early})

@@ -10,7 +10,7 @@ from agent.decision import (ALLOWED_PARAMETERS, Decision, DecisionInvalid, build
 from agent.policies.base import (BackendConfigError, InvalidOutputError, RetryableBackendError, decide_with_fallback,
                                  get_policy)
 from agent.policies.heuristic import HeuristicPolicy
-from agent_helpers import REPO, context, node
+from agent_helpers import ADAMW_OPTIMIZER, REPO, context, node
 from conftest import tiny_config_dict
 from neuralgraph.config import ConfigError, parse_config
 
@@ -237,16 +237,6 @@ def test_block_end_root_starts_from_the_best_node_with_the_new_time_step():
     assert plan.proposal["parent"] is None and plan.proposal["block"] == 2 and plan.proposal["derived_from"] == 2
 
 
-ADAMW_OPTIMIZER = '''def build_optimizer(model, cfg):
-    tr = cfg.training
-    groups = [
-        {"params": model.connectivity_parameters(), "lr": tr.learning_rate_W_start, "name": "W"},
-        {"params": model.mlp_parameters(), "lr": tr.learning_rate_start, "name": "mlp"},
-        {"params": model.embedding_parameters(), "lr": tr.learning_rate_embedding_start, "name": "embedding"},
-    ]
-    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-'''
 
 
 def test_code_modification_lives_on_its_branch():

@@ -35,12 +35,7 @@ from neuralgraph.training import (
 LOOP_SOURCE = (REPO / "neuralgraph" / "train_loop.py").read_text()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**overrides):
