@@ -1,9 +1,17 @@
-"""The offline policy: deterministic per seed, the seed's strategy table, valid and sensible steps."""
+"""The offline policy: deterministic per seed, the seed's strategy table, valid and sensible steps,
+and its library of code modifications (agent/policies/code_edits.py)."""
 from __future__ import annotations
 
+import json
+
+import pytest
+import torch
+
+from agent.codeedit import check_code_modification, editable_functions, validate_and_smoke
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
+from agent.policies.code_edits import LIBRARY, library_edit, packaged_module_source
 from agent.policies.heuristic import SEARCH_PARAMETERS, HeuristicPolicy
-from agent_helpers import context, fake_r2, node
+from agent_helpers import context, fake_r2, iter_dir, node, run_exploration
 
 
 def chain(r2s, mutated="learning_rate_start", n_iter_block=8):
@@ -56,7 +64,7 @@ def test_four_same_parameter_mutations_switch_dimension():
 
 
 def test_three_partial_results_skip_the_boundary_back_to_the_best_node():
-    ctx = chain([0.85, 0.3, 0.4, 0.35])
+    ctx = chain([0.85, 0.3, 0.4])  # 3 nodes: the next one is the block's 4th, before any code change
     d = decide(ctx)
     assert d.strategy == "boundary-skip" and d.parent == 1
 
@@ -108,14 +116,18 @@ def test_heuristic_improves_on_a_smooth_landscape():
             training[d.config_mutation.parameter] = d.config_mutation.new
             mutation = {"parameter": d.config_mutation.parameter, "old": d.config_mutation.old,
                         "new": d.config_mutation.new}
+        elif d.code_modification:
+            fn = d.code_modification.function
+            mutation = {"parameter": f"[code] {fn}", "function": fn}
         else:
             mutation = {"parameter": "seed", "old": 0, "new": 1}
         nodes.append(node(i + 1, d.parent, fake_r2(training), training=training, mutation=mutation,
                           strategy=d.strategy))
     best = max(n.r2 for n in nodes)
     assert best > nodes[0].r2 + 0.1
-    # no setting is tried twice, except the deliberate re-runs of robustness tests
-    settings = [tuple(n.config["training"][p] for p in SEARCH_PARAMETERS) for n in nodes if n.strategy != "robustness-test"]
+    # no setting is tried twice, except the deliberate re-runs of robustness tests and code changes
+    settings = [tuple(n.config["training"][p] for p in SEARCH_PARAMETERS) for n in nodes
+                if n.strategy not in ("robustness-test", "code-modification")]
     assert len(settings) == len(set(settings))
 
 
@@ -127,3 +139,154 @@ def test_safe_decision_always_validates():
     assert d.strategy == "robustness-test" and d.parent == mid.scores[0].id and "refused twice" in d.log.parent_rule
     end = chain([0.5, 0.7, 0.2, 0.4], n_iter_block=4)
     assert validate_decision(safe_decision(end, "x"), end).parent == "root"
+
+
+# --------------------------------------------------------------------------- code modifications
+
+ALL_EDITABLE = editable_functions(packaged_module_source())
+LIBRARY_FUNCTIONS = {edit.function for edit in LIBRARY}
+
+
+def plateau(r2s=(0.8, 0.5, 0.6, 0.55), n_iter_block=8, editable=ALL_EDITABLE, nodes=None):
+    """A chain whose best R2 (node 1) is not improved by the last 3 nodes."""
+    ctx = chain(list(r2s), n_iter_block=n_iter_block)
+    return context(nodes or ctx.nodes, n_iter_block=n_iter_block, n_blocks=2, editable=editable)
+
+
+def simulate(r2_of, n_iter_block, n_blocks, seed):
+    """Drive the policy over a whole exploration; code edits keep the parent's config."""
+    nodes = [node(1, None, 0.5)]
+    decisions = []
+    policy = HeuristicPolicy({"seed": seed})
+    for i in range(1, n_iter_block * n_blocks):
+        ctx = context(nodes, n_iter_block=n_iter_block, n_blocks=n_blocks, editable=ALL_EDITABLE)
+        d = validate_decision(policy.decide(ctx), ctx)
+        decisions.append((ctx, d))
+        block = ctx.block + 1 if d.parent == "root" else ctx.block
+        parent = None if d.parent == "root" else d.parent
+        mutation = ({"parameter": f"[code] {d.code_modification.function}", "function": d.code_modification.function}
+                    if d.code_modification else None)
+        nodes.append(node(i + 1, parent, r2_of(i + 1), block=block, mutation=mutation, strategy=d.strategy))
+    return decisions
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_code_change_for_the_first_four_nodes_of_a_block_nor_at_a_block_end(seed):
+    decisions = simulate(lambda i: 0.5 + 0.01 * (i % 2), n_iter_block=7, n_blocks=3, seed=seed)
+    coded = [ctx for ctx, d in decisions if d.code_modification is not None]
+    assert coded, "a flat landscape must trigger code changes"
+    for ctx, d in decisions:
+        if ctx.is_block_end or ctx.next_iter_in_block <= 4:
+            assert d.code_modification is None and d.strategy != "code-modification", (ctx.iteration, d.strategy)
+    assert {ctx.next_iter_in_block for ctx in coded} <= {5, 6, 7}
+    assert {ctx.block for ctx in coded} == {1, 2, 3}  # every block, the new blocks included
+
+
+def test_plateau_from_the_fifth_node_on_proposes_a_library_edit_on_the_best_node():
+    ctx = plateau()
+    assert ctx.next_iter_in_block == 5
+    d = decide(ctx)
+    assert d.strategy == "code-modification" and d.parent == 1 and d.config_mutation is None
+    mod = d.code_modification
+    edit = next(e for e in LIBRARY if e.function == mod.function)
+    assert (mod.new_source, mod.hypothesis, mod.change_summary) == (edit.new_source(), edit.hypothesis, edit.change_summary)
+    assert "plateau" in d.log.parent_rule and d.log.next_parent == 1
+    assert edit.hypothesis in d.memory_update.current_hypothesis
+    assert mod.change_summary in d.memory_update.emerging_observations
+    # the same chain one node earlier (next node = 4th of the block): no code
+    assert decide(plateau((0.8, 0.5, 0.6))).code_modification is None
+
+
+def test_two_failures_in_the_last_three_nodes_also_trigger_a_code_change():
+    d = decide(plateau((0.5, 0.6, 0.05, 0.7, 0.02)))
+    assert d.strategy == "code-modification" and d.parent == 4
+
+
+def test_no_code_change_while_improving_or_right_after_a_code_change_or_on_a_retry():
+    assert decide(plateau((0.5, 0.6, 0.7, 0.8))).code_modification is None
+    ctx = plateau()
+    ctx.nodes[-1].strategy = "code-modification"
+    assert decide(ctx).code_modification is None
+    retry = HeuristicPolicy({"seed": 0}).decide(plateau(), feedback="code_modification (train_step): smoke run crashed")
+    assert retry.code_modification is None and retry.config_mutation is not None
+
+
+def test_an_edit_already_on_the_branch_is_not_repeated():
+    # node 2 (the best) changed train_step; nodes 3-5 descend from it
+    nodes = [node(1, None, 0.8), node(2, 1, 0.85, mutation={"parameter": "[code] train_step", "function": "train_step"},
+                                      strategy="code-modification"),
+             node(3, 2, 0.5), node(4, 2, 0.5), node(5, 3, 0.5)]
+    for seed in range(12):
+        d = decide(context(nodes, n_iter_block=8, editable=ALL_EDITABLE), seed=seed)
+        assert d.parent == 2 and d.code_modification.function != "train_step"
+        only = decide(context(nodes, n_iter_block=8, editable=("train_step",)), seed=seed)
+        assert only.parent == 1 and only.code_modification.function == "train_step"  # off the branch
+
+
+def test_applied_edits_are_read_from_the_code_of_the_current_node_and_of_the_results_folder(tmp_path):
+    packaged = packaged_module_source()
+    clipped = check_code_modification(packaged, "train_step", library_edit("grad-clip").new_source())
+    # two failures in the last three nodes; node 5 is the best (a re-run: no robustness-test)
+    nodes = [node(1, None, 0.5), node(2, 1, 0.5), node(3, 2, 0.02), node(4, 3, 0.02), node(5, 4, 0.9)]
+    nodes[-1].mutation = {"parameter": "seed", "old": 0, "new": 1}
+    ctx = context(nodes, n_iter_block=8, editable=("train_step", "build_scheduler"))
+    ctx.code = clipped  # the current node (5, the best) already clips: only the scheduler is left
+    for seed in range(8):
+        d = decide(ctx, seed=seed)
+        assert d.parent == 5 and d.code_modification.function == "build_scheduler"
+    # without ctx.code, node folders under results_dir tell: node 5's file has the cosine scheduler
+    cosine = check_code_modification(packaged, "build_scheduler", library_edit("cosine-lr").new_source())
+    for n in nodes:
+        (tmp_path / n.dir).mkdir()
+        (tmp_path / n.dir / "train_loop.py").write_text(cosine if n.id == 5 else packaged)
+    ctx = context(nodes, n_iter_block=8, editable=("build_scheduler",))
+    d = validate_decision(HeuristicPolicy({"seed": 0, "results_dir": str(tmp_path)}).decide(ctx), ctx)
+    assert d.code_modification.function == "build_scheduler" and d.parent != 5
+
+
+def test_same_seed_same_code_decision_and_seeds_vary_the_edit():
+    first = decide(plateau(), seed=3).model_dump()
+    assert first == decide(plateau(), seed=3).model_dump()
+    chosen = {decide(plateau(), seed=s).code_modification.function for s in range(16)}
+    assert len(chosen) > 1 and chosen <= LIBRARY_FUNCTIONS
+
+
+@pytest.mark.parametrize("edit", LIBRARY, ids=lambda e: e.name)
+def test_every_library_edit_passes_the_static_checks_and_leaves_cuda_graph_auto_eager(edit, tmp_path):
+    from neuralgraph.training import file_sha256, wants_cuda_graph
+
+    packaged = packaged_module_source()
+    assert edit.function in ALL_EDITABLE
+    child = check_code_modification(packaged, edit.function, edit.new_source())
+    assert child != packaged and edit.applies_to(packaged) and not edit.applies_to(child)
+    path = tmp_path / "train_loop.py"
+    path.write_text(child)
+    # cuda_graph "auto" replays only the packaged loop: an edited loop runs eagerly
+    assert not wants_cuda_graph("auto", torch.device("cuda"), file_sha256(path), None)
+
+
+def test_a_library_edit_passes_the_real_smoke_run(tmp_path):
+    edit = library_edit("grad-clip")
+    result = validate_and_smoke(packaged_module_source(), edit.function, edit.new_source(), tmp_path / "smoke",
+                                timeout_s=120, cache_dir=tmp_path / "cache")
+    assert result.smoke.status == "ok" and result.smoke.steps > 0
+    assert "clip_grad_norm_" in result.child_source
+
+
+def test_offline_exploration_through_the_cli_puts_a_code_edit_on_a_branch(tmp_path):
+    run_exploration(tmp_path, n_iter_block=8, n_blocks=1, schedule="1", seed=2, extra=["--smoke-timeout", "0"])
+    coded = []
+    for i in range(2, 9):
+        proposal = json.loads((iter_dir(tmp_path, i) / "proposal.json").read_text())
+        if proposal["strategy"] == "code-modification":
+            coded.append(i)
+            assert proposal["code_modified"] is True and proposal["mutation"]["function"] in LIBRARY_FUNCTIONS
+            parent = iter_dir(tmp_path, proposal["parent"])
+            assert (iter_dir(tmp_path, i) / "train_loop.py").read_text() != (parent / "train_loop.py").read_text()
+            assert (iter_dir(tmp_path, i) / "code.diff").read_text().startswith("--- a/train_loop.py")
+            record = json.loads((iter_dir(tmp_path, i - 1) / "decision.json").read_text())
+            assert record["policy"] == "heuristic" and record["attempts"][0]["accepted"] is True
+        else:
+            assert (iter_dir(tmp_path, i) / "code.diff").read_text() == "" or proposal["code_modified"] is False
+    assert coded and min(coded) >= 5
+    assert "CODE MODIFICATION:" in (iter_dir(tmp_path, 8) / "analysis.md").read_text()

@@ -7,30 +7,44 @@ Strategy, first matching rule (tree state = the current block's nodes in iterati
 1. block end -> next block starts at ``root`` (strategy exploit, no mutation);
 2. robustness-test: the node just analysed is a new block best with R2 >= 0.9, was made by a
    mutation (not itself a re-run) and has no re-run yet -> re-run it with training.seed + 1;
-3. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
-4. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
-5. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
-6. recombine: 2+ nodes with R2 > 0.9 on different branches (neither an ancestor of the
+3. code-modification: the block has plateaued from its 5th node on (details below);
+4. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
+5. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
+6. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
+7. recombine: 2+ nodes with R2 > 0.9 on different branches (neither an ancestor of the
    other) -> the best one takes one differing parameter value of the other;
-7. forced-branch: every node converged and branching < 10% -> a node from the bottom half of
+8. forced-branch: every node converged and branching < 10% -> a node from the bottom half of
    the UCB ranking;
-8. explore: max(2, n_iter_block // 4) consecutive successes -> highest-UCB node outside the
+9. explore: max(2, n_iter_block // 4) consecutive successes -> highest-UCB node outside the
    recent chain;
-9. exploit (default): highest-UCB node, a moderate step (x/÷ 1.5-2). If the parent's own
-   mutation improved on its parent, keep going the same way; otherwise a random parameter.
+10. exploit (default): highest-UCB node, a moderate step (x/÷ 1.5-2). If the parent's own
+    mutation improved on its parent, keep going the same way; otherwise a random parameter.
 
-Code modifications are never proposed by this policy (they need a hypothesis).
+Code modification (rule 3): never for the first ``CODE_FREE_ITERATIONS`` (4) nodes of a
+block, nor at a block end, nor on a retry after a refusal (``feedback``). From the 5th node of a block on, when the block has plateaued
+(the best connectivity_R2 did not improve over the last 3 nodes, or 2+ of the last 3 nodes
+failed with R2 < 0.1) and neither of the last 2 nodes was itself a code modification (its
+effect is measured first), the best node of the block (then the others in UCB order) gets an
+edit of :mod:`agent.policies.code_edits` not yet applied on its branch: the target function
+must still be the packaged one in the node's train_loop.py (read from ``ctx.code`` for the
+current node, else from ``options["results_dir"]/<node dir>``; without a readable file, from
+the code mutations of its ancestors). The edit is chosen with the same seeded generator.
+If its validation (static checks, smoke run) refuses it, the retry (with ``feedback``) gets a
+config mutation; as the fallback of another backend (no retry), a refusal ends in the safe re-run.
 """
 from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from agent.context import DecisionContext
-from agent.decision import ALLOWED_PARAMETERS, ConfigMutation, Decision, LogEntry, MemoryUpdate, ParameterRule
+from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, CodeModification, ConfigMutation, Decision,
+                            LogEntry, MemoryUpdate, ParameterRule)
 from agent.memory import fmt
-from agent.tree import NodeRecord, best_node, reward
+from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
+from agent.tree import NodeRecord, best_node, code_hash, reward
 from neuralgraph.config import ALLOWED_TIME_STEPS
 
 SUCCESS = 0.9
@@ -38,6 +52,12 @@ PARTIAL = 0.1
 #: Parameters the heuristic steps (data_augmentation_loop stays: it sets the training time).
 SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_rate_embedding_start",
                      "coeff_W_L1", "noise_recurrent_level")
+#: A block has plateaued when its best R2 did not improve over this many last nodes ...
+PLATEAU_WINDOW = 3
+#: ... or when this many of those nodes failed (R2 < PARTIAL).
+PLATEAU_FAILURES = 2
+#: No code edit while one of this many last nodes of the block was itself a code edit.
+CODE_SPACING = 2
 
 
 class HeuristicPolicy:
@@ -46,18 +66,22 @@ class HeuristicPolicy:
     name = "heuristic"
 
     def __init__(self, options: Optional[Mapping[str, Any]] = None):
-        self.seed = int((options or {}).get("seed") or 0)
+        options = options or {}
+        self.seed = int(options.get("seed") or 0)
+        self.results_dir = Path(options["results_dir"]) if options.get("results_dir") else None
         self.last_call: Optional[dict[str, Any]] = None
 
     def decide(self, ctx: DecisionContext, feedback: Optional[str] = None) -> Decision:
         rng = random.Random(f"{self.seed}:{ctx.iteration}")
-        plan = _plan(ctx, rng)
+        code = _CodeView(ctx, self.results_dir) if feedback is None else None
+        plan = _plan(ctx, rng, code)
         return _decision(ctx, plan)
 
 
 class _Plan:
-    def __init__(self, strategy: str, parent: Any, rule: str, mutation: Optional[ConfigMutation] = None):
-        self.strategy, self.parent, self.rule, self.mutation = strategy, parent, rule, mutation
+    def __init__(self, strategy: str, parent: Any, rule: str, mutation: Optional[ConfigMutation] = None,
+                 code: Optional[LibraryEdit] = None):
+        self.strategy, self.parent, self.rule, self.mutation, self.code = strategy, parent, rule, mutation, code
 
 
 def _chain(ctx: DecisionContext) -> list[NodeRecord]:
@@ -185,7 +209,7 @@ def _branching_rate(chain: list[NodeRecord]) -> float:
     return branches / (len(chain) - 1)
 
 
-def _plan(ctx: DecisionContext, rng: random.Random) -> _Plan:
+def _plan(ctx: DecisionContext, rng: random.Random, code: Optional["_CodeView"] = None) -> _Plan:
     if ctx.is_block_end:
         return _Plan("exploit", "root", "block end: the next block starts a new tree from the best node")
     chain = _chain(ctx)
@@ -193,8 +217,12 @@ def _plan(ctx: DecisionContext, rng: random.Random) -> _Plan:
     top = ctx.node(scores[0].id)
     best = best_node(ctx.nodes, ctx.block)
     current = ctx.current_node
-    for rule in (_robustness, _failure_probe, _switch_dimension, _boundary_skip, _recombine_rule,
-                 _forced_branch, _explore):
+    plan = _robustness(ctx, chain, scores, top, best, current, rng)
+    if plan is None and code is not None:
+        plan = _code_modification(ctx, chain, scores, best, rng, code)
+    if plan is not None:
+        return plan
+    for rule in (_failure_probe, _switch_dimension, _boundary_skip, _recombine_rule, _forced_branch, _explore):
         plan = rule(ctx, chain, scores, top, best, current, rng)
         if plan is not None:
             return plan
@@ -207,6 +235,85 @@ def _robustness(ctx, chain, scores, top, best, current, rng):
     has_rerun = any(n.parent == current.id and (n.mutation or {}).get("parameter") == "seed" for n in chain)
     if best is current and reward(current) >= SUCCESS and current.parent is not None and not rerun and not has_rerun:
         return _Plan("robustness-test", current.id, f"new block best (node {current.id}): re-run with another seed")
+    return None
+
+
+class _CodeView:
+    """Which library edits still apply to a node's train_loop.py (see the module docstring)."""
+
+    def __init__(self, ctx: DecisionContext, results_dir: Optional[Path]):
+        self.ctx, self.results_dir = ctx, results_dir
+        self._texts: dict[int, Optional[str]] = {}
+
+    def text(self, node: NodeRecord) -> Optional[str]:
+        if node.id not in self._texts:
+            self._texts[node.id] = self._read(node)
+        return self._texts[node.id]
+
+    def _read(self, node: NodeRecord) -> Optional[str]:
+        if node.id == self.ctx.current_node.id and self.ctx.code.strip():
+            return self.ctx.code
+        if node.code_hash and node.code_hash == code_hash(packaged_module_source()):
+            return packaged_module_source()
+        if self.results_dir is None:
+            return None
+        folder = Path(node.dir) if node.dir else Path(f"iter_{node.iteration:03d}")
+        path = (folder if folder.is_absolute() else self.results_dir / folder) / "train_loop.py"
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def edited_functions(self, node: NodeRecord) -> set[str]:
+        """Functions changed by code mutations on the path root -> node (when no code is readable)."""
+        functions, current, seen = set(), node, set()
+        while current is not None and current.id not in seen:
+            seen.add(current.id)
+            function = (current.mutation or {}).get("function")
+            if function:
+                functions.add(function)
+            current = self.ctx.node(current.parent) if current.parent is not None else None
+        return functions
+
+    def applicable(self, node: NodeRecord) -> list[LibraryEdit]:
+        allowed = set(self.ctx.editable_functions) or {edit.function for edit in LIBRARY}
+        text = self.text(node)
+        edited = self.edited_functions(node) if text is None else set()
+        return [edit for edit in LIBRARY if edit.function in allowed
+                and (edit.applies_to(text) if text is not None else edit.function not in edited)]
+
+
+def _plateau(chain: list[NodeRecord]) -> Optional[str]:
+    """Why the block has plateaued, or None."""
+    if len(chain) <= PLATEAU_WINDOW:
+        return None
+    recent, earlier = chain[-PLATEAU_WINDOW:], chain[:-PLATEAU_WINDOW]
+    best_before = max(reward(n) for n in earlier)
+    if max(reward(n) for n in recent) <= best_before:
+        return f"best connectivity_R2 {best_before:.3f} not improved in the last {PLATEAU_WINDOW} nodes"
+    failures = sum(1 for n in recent if reward(n) < PARTIAL)
+    if failures >= PLATEAU_FAILURES:
+        return f"{failures} of the last {PLATEAU_WINDOW} nodes failed (R2 < {PARTIAL})"
+    return None
+
+
+def _code_modification(ctx, chain, scores, best, rng, code: _CodeView) -> Optional[_Plan]:
+    if ctx.next_iter_in_block <= CODE_FREE_ITERATIONS:
+        return None
+    if any(n.strategy == "code-modification" for n in chain[-CODE_SPACING:]):
+        return None
+    why = _plateau(chain)
+    if why is None:
+        return None
+    candidates = [best] + [ctx.node(s.id) for s in scores if best is None or s.id != best.id]
+    for node in candidates:
+        edits = code.applicable(node) if node is not None else []
+        if edits:
+            edit = rng.choice(edits)
+            which = "best node" if node is best else "highest-UCB node with an edit left"
+            return _Plan("code-modification", node.id,
+                         f"plateau ({why}): config changes insufficient, code change '{edit.name}' on {which} {node.id}",
+                         code=edit)
     return None
 
 
@@ -344,12 +451,20 @@ def _decision(ctx: DecisionContext, plan: _Plan) -> Decision:
             next_block_hypothesis=(f"time_step={next_ts} starting from node {best.id if best else '-'}'s config "
                                    f"reaches R2 > 0.9" if next_ts else None),
         )
+    modification: Optional[CodeModification] = None
+    if plan.code is not None:
+        modification = plan.code.modification()
+        update = MemoryUpdate(
+            emerging_observations=emerging + f" Code change ({modification.function}): {modification.change_summary}; "
+                                              f"compare node {plan.parent} (same config, code-only diff).",
+            current_hypothesis=f"Code ({plan.code.name}): {modification.hypothesis}",
+        )
     mode = "success-exploit" if reward(node) >= SUCCESS else "failure-probe"
     log = LogEntry(outcome=_outcome(node), mode=mode, parent_rule=plan.rule, observation=_observation(ctx),
                    next_parent=plan.parent)
     return Decision(parent=plan.parent, strategy=plan.strategy, log=log, memory_update=update,
-                    config_mutation=plan.mutation, next_time_step=next_ts, time_step_reason=ts_reason,
-                    selection_rule_edits=_rule_edits(ctx) if ctx.is_block_end else None)
+                    config_mutation=plan.mutation, code_modification=modification, next_time_step=next_ts,
+                    time_step_reason=ts_reason, selection_rule_edits=_rule_edits(ctx) if ctx.is_block_end else None)
 
 
 def safe_decision(ctx: DecisionContext, reason: str) -> Decision:
