@@ -122,14 +122,16 @@ def block_for(i: int, n_iter_block: int) -> int:
     return block_of(i, n_iter_block)
 
 
-#: A valid edit of the packaged loop's build_optimizer (Adam -> AdamW), used by the code-edit tests.
-ADAMW_OPTIMIZER = '''def build_optimizer(model, cfg):
-    tr = cfg.training
-    groups = [
-        {"params": model.connectivity_parameters(), "lr": tr.learning_rate_W_start, "name": "W"},
-        {"params": model.mlp_parameters(), "lr": tr.learning_rate_start, "name": "mlp"},
-        {"params": model.embedding_parameters(), "lr": tr.learning_rate_embedding_start, "name": "embedding"},
-    ]
-    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
-    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
-'''
+#: A valid edit of the packaged loop's build_optimizer (Adam -> AdamW), used by the code-edit
+#: tests; derived from the packaged source so the two never drift apart.
+def _adamw_optimizer_source() -> str:
+    import ast
+
+    loop = (REPO / "neuralgraph" / "train_loop.py").read_text()
+    fn = next(n for n in ast.parse(loop).body if isinstance(n, ast.FunctionDef) and n.name == "build_optimizer")
+    source = ast.get_source_segment(loop, fn)
+    assert "torch.optim.Adam(" in source, "the packaged build_optimizer no longer uses Adam"
+    return source.replace("torch.optim.Adam(", "torch.optim.AdamW(") + "\n"
+
+
+ADAMW_OPTIMIZER = _adamw_optimizer_source()
