@@ -247,7 +247,7 @@ def test_code_modification_lives_on_its_branch():
                        child_id=6, child_dir="iter_006", policy_label="anthropic")
     assert "torch.optim.AdamW(" in plan.code and "torch.optim.AdamW(" not in TRAIN_LOOP
     assert plan.proposal["code_modified"] is True and plan.proposal["mutation"]["function"] == "build_optimizer"
-    assert "+    return torch.optim.AdamW([g for g in groups if g[\"params\"]], weight_decay=0.0)" in plan.diff
+    assert "+    return torch.optim.AdamW(" in plan.diff and "-    return torch.optim.Adam(" in plan.diff
     # a sibling made from another parent by a config mutation keeps that parent's code untouched
     sibling = build_child(validate_decision(make(4, mutation={"parameter": "lr", "new": 1e-4}), ctx),
                           ctx, parent_cfg=_cfg(), parent_code=TRAIN_LOOP, base_cfg=_cfg(), next_time_step=None,
