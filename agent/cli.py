@@ -22,11 +22,14 @@ from agent.context import DecisionContext, block_of
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, build_child, source_node,
                             validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
-from agent.policies.base import (Attempt, BackendConfigError, DecisionOutcome, RetryableBackendError,
+from agent.policies.base import (Attempt, BackendConfigError, DecisionOutcome, HarnessError, RetryableBackendError,
                                  decide_with_fallback, get_policy)
+from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
+from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, TreeError, check_tree, code_hash, load_node, score_block, write_node, write_scores
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
+from neuralgraph.secrets import redact
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
@@ -201,7 +204,7 @@ def build_context(args: argparse.Namespace, base: ExperimentConfig) -> DecisionC
         instructions=read_text(args.instructions or SHIPPED_INSTRUCTIONS, "instructions"),
         image_paths=images, nodes=merge_nodes([load_node(p) for p in args.nodes], node), current_node=node,
         ucb_c=base.claude.ucb_c, schedule=parse_schedule(args.schedule, args.n_blocks), seed=args.seed,
-        base_config=base.to_dict(),
+        base_config=base.to_dict(), code_modification_refusal=code_modification_refusal(args.code_modification),
     )
 
 
@@ -211,9 +214,12 @@ def node_folder(results_dir: Path, node: NodeRecord) -> Path:
 
 
 class CodeChecker:
-    """Validation of code modifications: agent.codeedit's static checks, then its smoke run.
+    """Validation of code modifications: agent.codeedit's static checks, then agent.smoke's
+    sandboxed smoke run with the child's own settings (its time_step, recurrence, ODE options).
 
-    Remembers the accepted module text so the child gets exactly what was checked.
+    Remembers the accepted module text so the child gets exactly what was checked. A smoke
+    run that fails for a reason of the harness becomes :class:`HarnessError`: the fallback
+    chain then skips the retry instead of sending our problem back to the policy.
     """
 
     def __init__(self, args: argparse.Namespace, results_dir: Path, base: ExperimentConfig):
@@ -226,22 +232,32 @@ class CodeChecker:
         mod = decision.code_modification
         if mod is None:
             return decision
-        from agent.codeedit import CodeEditError, check_code_modification, validate_and_smoke
+        from agent.codeedit import CodeEditError, check_code_modification
 
-        parent_code = read_text(node_folder(self.results_dir, source_node(decision, ctx)) / "train_loop.py",
-                                "parent's train_loop.py")
+        parent_dir = node_folder(self.results_dir, source_node(decision, ctx))
+        parent_code = read_text(parent_dir / "train_loop.py", "parent's train_loop.py")
         try:
             if self.args.smoke_timeout > 0:
-                edit = validate_and_smoke(parent_code, mod.function, mod.new_source,
-                                          Path(self.args.out_dir) / "smoke", timeout_s=self.args.smoke_timeout,
-                                          base_config=self.base, cache_dir=self.results_dir / "smoke_data")
+                edit = validate_and_smoke(parent_code, mod.function, mod.new_source, Path(self.args.out_dir) / "smoke",
+                                          child_config=self.child_config(decision, ctx, parent_dir),
+                                          sandboxed=self.args.code_modification == "sandboxed",
+                                          timeout_s=self.args.smoke_timeout, cache_dir=self.results_dir / "smoke_data")
                 child, self.smoke = edit.child_source, edit.smoke.to_dict()
             else:
                 child = check_code_modification(parent_code, mod.function, mod.new_source)
         except CodeEditError as exc:
             raise DecisionInvalid([f"code_modification ({mod.function}): {exc}"]) from None
+        except SmokeHarnessError as exc:
+            print(f"agent decide: the smoke run of the code modification failed on our side: {exc}", file=sys.stderr)
+            raise HarnessError(f"smoke run of {mod.function}: {exc}") from None
         self.accepted[(mod.function, mod.new_source)] = child
         return decision
+
+    def child_config(self, decision: Decision, ctx: DecisionContext, parent_dir: Path) -> ExperimentConfig:
+        """The child's config as the smoke run needs it: the parent's, at the next block's time_step."""
+        parent_cfg = load_config(parent_dir / "config.yaml", base=self.base)
+        next_ts, _, _ = resolve_next_time_step(ctx, decision)
+        return with_updates(parent_cfg, {"training.time_step": next_ts}, source="smoke") if next_ts else parent_cfg
 
 
 def resolve_next_time_step(ctx: DecisionContext, decision: Decision) -> tuple[Optional[int], str, str]:
@@ -271,14 +287,17 @@ def plan_child(args: argparse.Namespace, ctx: DecisionContext, outcome: Decision
 
 
 def decision_record(ctx: DecisionContext, outcome: DecisionOutcome, plan: Optional[ChildPlan],
-                    next_ts: Optional[int], ts_source: str, smoke: Optional[dict[str, Any]]) -> dict[str, Any]:
+                    next_ts: Optional[int], ts_source: str, smoke: Optional[dict[str, Any]],
+                    code_mode: str) -> dict[str, Any]:
     return {
         "iteration": ctx.iteration, "node_id": ctx.current_node.id, "block": ctx.block,
         "iter_in_block": ctx.iter_in_block, "is_block_end": ctx.is_block_end, "policy": outcome.policy,
         "decision": outcome.decision.model_dump(mode="json"),
         "attempts": [a.to_dict() for a in outcome.attempts],
         "next": plan.proposal if plan else None, "next_time_step": next_ts, "time_step_source": ts_source or None,
-        "code_smoke_run": smoke, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_smoke_run": smoke, "code_modification_mode": code_mode,
+        "code_modification_refused_up_front": ctx.code_modification_refusal,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -301,6 +320,11 @@ def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChec
 def cmd_decide(args: argparse.Namespace) -> int:
     base = load_config(args.base_config)
     ctx = build_context(args, base)
+    if ctx.code_modification_refusal:
+        print(f"agent decide: {ctx.code_modification_refusal}; config mutations go on", file=sys.stderr)
+    elif args.code_modification == "unsandboxed":
+        print("agent decide: agent.code_modification: unsandboxed: code modifications run WITHOUT the sandbox",
+              file=sys.stderr)
     checker = CodeChecker(args, Path(args.results_dir), base)
     outcome = run_policy(args, ctx, checker)
     decision = outcome.decision
@@ -320,7 +344,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     atomic_write_text(out / "analysis.md", append_full_log(previous_log, entry, block_text))
     edits = decision.selection_rule_edits if ctx.is_block_end else None
     atomic_write_text(out / "instructions.md", revise_instructions(ctx.instructions, ctx.block, edits or []))
-    atomic_write_json(out / "decision.json", decision_record(ctx, outcome, plan, next_ts, ts_source, checker.smoke))
+    atomic_write_json(out / "decision.json", decision_record(ctx, outcome, plan, next_ts, ts_source, checker.smoke,
+                                                              args.code_modification))
     target = f"node {plan.proposal['id']} (parent={decision.parent})" if plan else "no next iteration"
     print(f"agent decide: iteration {ctx.iteration}: {outcome.policy} chose {decision.strategy} -> {target}")
     return 0
@@ -379,8 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", required=True, help="experiment results folder (parents' iteration folders)")
     p.add_argument("--out-dir", required=True, help="this iteration's folder")
     p.add_argument("--next-dir", default=None, help="next iteration's folder (omit on the very last iteration)")
-    p.add_argument("--smoke-timeout", type=float, default=120.0,
+    p.add_argument("--smoke-timeout", type=float, default=DEFAULT_SMOKE_TIMEOUT_S,
                    help="seconds for the smoke run of a code modification (0: static checks only)")
+    p.add_argument("--code-modification", default=DEFAULT_CODE_MODIFICATION, choices=CODE_MODIFICATION_MODES,
+                   help="sandboxed: code edits run only inside bubblewrap (refused up front without it); "
+                        "unsandboxed: run them without it (explicit opt-in); off: config mutations only")
     p.set_defaults(func=cmd_decide)
     return parser
 
@@ -392,7 +420,22 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise InputError(f"--{name.replace('_', '-')} {value}: must be >= 1")
 
 
+class _RedactingStream:
+    """stdout/stderr of the agent CLI with known secret values replaced (API error texts, logs)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(redact(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    if not isinstance(sys.stderr, _RedactingStream):
+        sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)
     args = build_parser().parse_args(argv)
     prog = f"agent {args.command}"
     try:

@@ -1,85 +1,102 @@
-"""Safety checks for the agent's code modifications of the editable training module.
+"""Static checks of the agent's code modifications of the editable training module: an allow-list.
 
 The agent may rewrite ONE function of ``neuralgraph/train_loop.py`` per iteration (the names
-listed in the module's ``EDITABLE_FUNCTIONS``). A proposed function goes through two gates
-before it becomes the child's ``train_loop.py``:
+listed in the module's ``EDITABLE_FUNCTIONS``). :func:`check_code_modification` accepts the
+new source only when the function is editable, parses, is exactly that one function with the
+very same signature, and uses nothing outside what a training step needs:
 
-1. static checks (:func:`check_code_modification`): the function is editable, the new source
-   parses and defines exactly that one function with the very same signature, imports only
-   allowed modules, and touches none of the escape hatches listed below; the resulting module
-   compiles;
-2. a smoke run (:func:`smoke_run`): ``python -m neuralgraph train`` on a tiny cached dataset in
-   a subprocess with a wall-clock timeout. An endless loop, a crash or a non-finite loss is
-   refused here, before an expensive GPU job is spent on it.
+- names: the function's own parameters and local names, the training module's own top-level
+  names, and the builtins in :data:`SAFE_BUILTINS`;
+- modules and attribute paths: :data:`ALLOWED_MODULE_ATTRIBUTES` (torch tensor ops and
+  dtypes, torch.nn / torch.nn.functional / torch.nn.init, torch.optim and its schedulers,
+  torch.nn.utils clipping, math, torchdiffeq's solvers); a ``from X import Y`` name is checked
+  like the attribute ``X.Y``; a module may appear only at the start of an attribute path,
+  never as a value that could be passed around;
+- attributes of objects (``model.lin_edge``, ``ctx.horizon``, ``loss.backward``): any name
+  except those starting with an underscore, the frame / code / generator attributes
+  (:data:`FRAME_ATTRIBUTE_PREFIXES`) and :data:`DENIED_OBJECT_ATTRIBUTES` (files, storage,
+  format strings);
+- no ``global``/``nonlocal``, no nested class, no generator, no assignment into a module's
+  attribute or into the engine's records (``ctx``, ``data``, ``cfg``).
 
-Allowed imports: :data:`BASE_ALLOWED_MODULES` (torch, its companions, math, numpy, neuralgraph) plus every
-top-level module the parent training module itself imports, minus :data:`FORBIDDEN_MODULES`,
-which are never allowed (even when the parent module uses them for its own plumbing).
-
-These checks catch accidents and the obvious ways out of the training loop; they are not a
-sandbox against a determined adversary. The smoke run is a separate process with a timeout so
-that whatever slips through cannot hang or crash the agent itself.
+The checker is the first line; the sandbox (:mod:`agent.sandbox`) is the wall. Each must hold
+on its own: the smoke run and the real training of an edited loop run contained whatever
+the checker said. The smoke run itself lives in :mod:`agent.smoke`.
 """
 from __future__ import annotations
 
 import ast
+import builtins
 import difflib
-import json
-import math
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import textwrap
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Optional
+import types
+from functools import lru_cache
+from typing import Iterable, Optional
 
-from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
-
-#: Modules a new function may always import (top-level package names).
-#: ``neuralgraph`` is there because the training module's own contract allows its modules.
-BASE_ALLOWED_MODULES: frozenset[str] = frozenset({"torch", "torch_geometric", "torchdiffeq", "math", "numpy", "neuralgraph"})
-
-#: Modules that are never allowed in an edited function: files, processes, network,
-#: interpreter internals and dynamic imports.
-FORBIDDEN_MODULES: frozenset[str] = frozenset({
-    "os", "sys", "subprocess", "socket", "shutil", "importlib", "pathlib", "builtins", "ctypes",
-    "multiprocessing", "threading", "signal", "pickle", "marshal", "tempfile", "glob", "io",
-    "http", "urllib", "requests", "httpx", "httpx2", "ftplib", "smtplib", "inspect", "runpy",
-    "code", "codeop", "gc", "resource", "pty", "fcntl", "mmap", "webbrowser", "asyncio",
+#: Builtins a training step may use (anything reaching files, code objects, attributes by
+#: name or the interpreter - open, exec, getattr, type, vars, globals, __import__ - is absent).
+SAFE_BUILTINS: frozenset[str] = frozenset({
+    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float", "int", "isinstance",
+    "iter", "len", "list", "map", "max", "min", "next", "pow", "print", "range", "reversed", "round",
+    "set", "slice", "sorted", "str", "sum", "tuple", "zip", "True", "False", "None",
+    "ArithmeticError", "AssertionError", "Exception", "IndexError", "KeyError", "NotImplementedError",
+    "RuntimeError", "StopIteration", "TypeError", "ValueError", "ZeroDivisionError",
 })
 
-#: Module names refused also as plain names or attributes (``os.system``, ``torch.os``): the
-#: unmistakable ones only, so an ordinary variable called ``signal`` or ``code`` stays legal.
-FORBIDDEN_MODULE_NAMES: frozenset[str] = frozenset({
-    "os", "sys", "subprocess", "socket", "shutil", "importlib", "pathlib", "builtins", "ctypes",
+#: torch names beyond the tensor ops (functions that are also Tensor methods): creation and
+#: combination functions, grad modes, constants and the types a step may name.
+TORCH_EXTRA_NAMES: frozenset[str] = frozenset({
+    "arange", "as_tensor", "atleast_1d", "atleast_2d", "block_diag", "broadcast_tensors", "cat", "cdist",
+    "concat", "cosine_similarity", "diag_embed", "dstack", "e", "einsum", "empty", "empty_like", "enable_grad",
+    "eye", "finfo", "full", "full_like", "hstack", "iinfo", "inf", "inference_mode", "is_grad_enabled",
+    "is_tensor", "linspace", "logspace", "meshgrid", "nan", "no_grad", "normal", "ones", "ones_like", "pi",
+    "poisson", "rand", "rand_like", "randint", "randint_like", "randn", "randn_like", "randperm", "scalar_tensor",
+    "set_grad_enabled", "stack", "std_mean", "tensor", "tensordot", "tril_indices", "triu_indices", "var_mean",
+    "vstack", "zeros", "zeros_like", "Generator", "Size", "Tensor", "device", "dtype",
+    "nn", "optim", "autograd",
+})
+#: Tensor-op names refused although torch has them: they reach files, memory or other processes.
+TORCH_DENIED_NAMES: frozenset[str] = frozenset({
+    "load", "save", "from_file", "frombuffer", "from_dlpack", "to_dlpack", "compile", "set_default_device",
+    "set_default_dtype", "set_default_tensor_type", "set_num_threads", "set_num_interop_threads",
+    "set_rng_state", "set_flush_denormal", "storage", "untyped_storage", "share_memory_", "data_ptr",
 })
 
-#: Attributes that reach files, processes or native code through torch / numpy
-#: (``torch.load`` unpickles, ``torch.utils.cpp_extension.load_inline`` compiles C++...).
-#: Checkpoints are the engine's job, so the training step never needs them.
-FORBIDDEN_ATTRIBUTES: frozenset[str] = frozenset({
-    "system", "popen", "spawn", "fork", "cpp_extension", "load_inline", "load_library", "hub",
-    "ctypeslib", "save", "load", "savetxt", "loadtxt", "fromfile", "tofile", "memmap", "open_memmap",
+#: Allowed attributes per module path (``None``: every public name of that module, computed
+#: from the module itself). A path listed here is a module and may start an attribute path.
+ALLOWED_MODULE_ATTRIBUTES: dict[str, Optional[frozenset[str]]] = {
+    "torch": None,  # the tensor ops + TORCH_EXTRA_NAMES - TORCH_DENIED_NAMES (see _torch_names)
+    "torch.nn": frozenset({"Module", "Parameter", "Linear", "Sequential", "ModuleList", "ReLU", "Tanh", "GELU",
+                           "SiLU", "Softplus", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
+                           "functional", "init", "utils"}),
+    "torch.nn.functional": None,
+    "torch.nn.init": None,
+    "torch.nn.utils": frozenset({"clip_grad_norm_", "clip_grad_value_"}),
+    "torch.optim": frozenset({"Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam",
+                              "Optimizer", "lr_scheduler"}),
+    "torch.optim.lr_scheduler": None,
+    "torch.autograd": frozenset({"grad"}),
+    "math": None,
+    "torchdiffeq": frozenset({"odeint", "odeint_adjoint"}),
+}
+#: Object attributes refused everywhere: files and raw storage, format strings (which read
+#: attributes by name at run time), and process control.
+DENIED_OBJECT_ATTRIBUTES: frozenset[str] = frozenset({
+    "save", "load", "from_file", "tofile", "fromfile", "storage", "untyped_storage", "share_memory_",
+    "data_ptr", "format", "format_map", "system", "popen", "spawn", "fork", "environ", "getenv", "putenv",
+    "mro", "modules_dict",
 })
+#: Attribute prefixes of frames, code objects, generators, coroutines and tracebacks.
+FRAME_ATTRIBUTE_PREFIXES: tuple[str, ...] = ("gi_", "f_", "cr_", "ag_", "tb_", "co_")
+#: Parameters that hold the engine's own records: assigning into them patches the engine.
+ENGINE_RECORDS: frozenset[str] = frozenset({"ctx", "data", "cfg", "tr"})
+#: Statements a training step never needs.
+REFUSED_STATEMENTS = {ast.Global: "'global' statements", ast.Nonlocal: "'nonlocal' statements",
+                      ast.ClassDef: "class definitions inside the function", ast.Yield: "generators (yield)",
+                      ast.YieldFrom: "generators (yield from)", ast.Await: "await",
+                      ast.AsyncFunctionDef: "async functions", ast.AsyncFor: "async for", ast.AsyncWith: "async with"}
 
-#: Built-in callables that run, load or look up arbitrary code or files, or wait for a human.
-FORBIDDEN_BUILTINS: frozenset[str] = frozenset({
-    "exec", "eval", "compile", "open", "__import__", "globals", "locals", "vars", "breakpoint",
-    "input", "exit", "quit", "help", "memoryview", "delattr",
-})
-
-#: Attribute helpers whose name argument must be a plain, non-dunder string literal.
-ATTRIBUTE_HELPERS: frozenset[str] = frozenset({"getattr", "setattr", "hasattr"})
-
-DEFAULT_SMOKE_TIMEOUT_S = 120.0
-DEFAULT_SMOKE_MAX_STEPS = 5
-STDERR_TAIL_LINES = 15
 _FENCE = re.compile(r"^\s*```[a-zA-Z0-9_+-]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 
 
@@ -182,98 +199,233 @@ def _check_signature(old: ast.FunctionDef | ast.AsyncFunctionDef, new: ast.Funct
         raise CodeEditError("signature", f"the decorators of {old.name!r} must stay unchanged")
 
 
-def _import_roots(tree: ast.AST) -> set[str]:
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+# --------------------------------------------------------------------------- the allow-list
 
 
-def allowed_modules(parent_tree: ast.Module) -> frozenset[str]:
-    """Modules an edited function may import: the base set plus the parent's own imports."""
-    return frozenset((BASE_ALLOWED_MODULES | _import_roots(parent_tree)) - FORBIDDEN_MODULES - {"__future__"})
+@lru_cache(maxsize=None)
+def _module_names(path: str) -> frozenset[str]:
+    """Allowed attribute names of the module ``path`` (see ALLOWED_MODULE_ATTRIBUTES)."""
+    listed = ALLOWED_MODULE_ATTRIBUTES[path]
+    if listed is not None:
+        return listed
+    if path == "torch":
+        return _torch_names()
+    import importlib
+
+    module = importlib.import_module(path)
+    return frozenset(n for n in dir(module) if not n.startswith("_")
+                     and not isinstance(getattr(module, n), types.ModuleType))
 
 
-def _names_bound_to_forbidden_modules(parent_tree: ast.Module) -> set[str]:
-    """Names the parent module binds from forbidden modules (``import os``, ``from pathlib import Path``)."""
-    names = set()
-    for node in parent_tree.body:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.split(".")[0] in FORBIDDEN_MODULES:
-                    names.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in FORBIDDEN_MODULES:
-            names.update(alias.asname or alias.name for alias in node.names)
+@lru_cache(maxsize=None)
+def _torch_names() -> frozenset[str]:
+    """torch's tensor ops (functions that are also Tensor methods), dtypes and TORCH_EXTRA_NAMES."""
+    import torch
+
+    tensor_methods = set(dir(torch.Tensor))
+    names = set(TORCH_EXTRA_NAMES)
+    for name in dir(torch):
+        if name.startswith("_"):
+            continue
+        value = getattr(torch, name)
+        if isinstance(value, torch.dtype) or (name in tensor_methods and callable(value)
+                                               and not isinstance(value, types.ModuleType)):
+            names.add(name)
+    return frozenset(names - TORCH_DENIED_NAMES)
+
+
+def _resolve_module_attribute(module: str, attr: str) -> tuple[Optional[str], Optional[str]]:
+    """(problem, module path of ``module.attr`` if that is itself an allowed module)."""
+    if attr.startswith("_"):
+        return f"'{module}.{attr}': names starting with an underscore are internals", None
+    if attr not in _module_names(module):
+        return (f"'{module}.{attr}' is not on the allow-list of the training loop (allowed: torch tensor ops, "
+                f"torch.nn / torch.nn.functional / torch.nn.init, torch.optim and its lr_scheduler, "
+                f"torch.nn.utils clipping, math, torchdiffeq.odeint)"), None
+    child = f"{module}.{attr}"
+    return None, child if child in ALLOWED_MODULE_ATTRIBUTES else None
+
+
+def _object_attribute_problem(attr: str) -> Optional[str]:
+    if attr.startswith("_"):
+        return f"attribute '{attr}': attributes starting with an underscore are refused (interpreter and library internals)"
+    if attr.startswith(FRAME_ATTRIBUTE_PREFIXES):
+        return f"attribute '{attr}': frame, code, generator and traceback attributes are refused"
+    if attr in DENIED_OBJECT_ATTRIBUTES:
+        return f"attribute '{attr}': files, raw storage, format strings and processes are out of the training loop's reach"
+    return None
+
+
+def _bound_names(func: ast.AST) -> set[str]:
+    """Every name the function binds itself: parameters, assignments, loop/with/except targets, nested defs."""
+    names: set[str] = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not func:
+            names.add(node.name)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
     return names
 
 
-def _is_dunder(name: str) -> bool:
-    return name.startswith("__") and name.endswith("__") and len(name) > 4
+def _module_level_names(parent_tree: ast.Module) -> tuple[set[str], dict[str, str]]:
+    """(plain names the training module defines, {alias: module path} of its allowed imports)."""
+    names: set[str] = set()
+    modules: dict[str, str] = {}
+    for node in parent_tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            names |= _assigned_names(node)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                root = alias.name.split(".")[0]
+                target = alias.name if alias.asname else root
+                if target in ALLOWED_MODULE_ATTRIBUTES:
+                    modules[alias.asname or root] = target
+    return names, modules
 
 
-def _import_problem(node: ast.Import | ast.ImportFrom, allowed: frozenset[str]) -> Optional[str]:
-    if isinstance(node, ast.ImportFrom) and node.level:
-        return "relative imports are not allowed (the loop file is run from a copy)"
-    modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-    for module in modules:
-        if module.split(".")[0] not in allowed:
-            return f"import of {module!r} is not allowed; allowed modules: {', '.join(sorted(allowed))}"
-    return None
+class _AllowListChecker(ast.NodeVisitor):
+    """Walks one function and records every construct outside the allow-list, with its line."""
+
+    def __init__(self, bound: set[str], module_names: set[str], modules: dict[str, str]):
+        self.bound = bound
+        self.module_names = module_names
+        self.modules = dict(modules)  # alias -> module path (local imports are added as met)
+        self.problems: list[tuple[int, int, str, str]] = []
+
+    def refuse(self, node: ast.AST, kind: str, message: str) -> None:
+        self.problems.append((getattr(node, "lineno", 0), getattr(node, "col_offset", 0), kind, message))
+
+    # -- imports: every imported name is an attribute path
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            parts = alias.name.split(".")
+            if parts[0] not in ALLOWED_MODULE_ATTRIBUTES:
+                self.refuse(node, "import", f"import of {alias.name!r} is not allowed; allowed modules: "
+                                            f"{', '.join(sorted(ALLOWED_MODULE_ATTRIBUTES))}")
+                continue
+            path = self._walk_path(node, parts[0], parts[1:])
+            if path is not None:
+                self.modules[alias.asname or parts[0]] = path if alias.asname else parts[0]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            self.refuse(node, "import", "relative imports are not allowed (the loop file is run from a copy)")
+            return
+        parts = (node.module or "").split(".")
+        if parts[0] not in ALLOWED_MODULE_ATTRIBUTES:
+            self.refuse(node, "import", f"import of {node.module!r} is not allowed; allowed modules: "
+                                        f"{', '.join(sorted(ALLOWED_MODULE_ATTRIBUTES))}")
+            return
+        module = self._walk_path(node, parts[0], parts[1:])
+        if module is None:
+            return
+        for alias in node.names:
+            if alias.name == "*":
+                self.refuse(node, "import", "'from ... import *' is not allowed")
+                continue
+            problem, child = _resolve_module_attribute(module, alias.name)
+            if problem:
+                self.refuse(node, "forbidden", problem)
+            elif child:
+                self.modules[alias.asname or alias.name] = child
+            else:
+                self.bound.add(alias.asname or alias.name)
+
+    def _walk_path(self, node: ast.AST, root: str, attrs: list[str]) -> Optional[str]:
+        """The module path root.attrs... if every step is allowed and is a module, else None (refused)."""
+        path = root
+        for attr in attrs:
+            problem, child = _resolve_module_attribute(path, attr)
+            if problem or child is None:
+                self.refuse(node, "forbidden", problem or f"'{path}.{attr}' is not a module that may be imported")
+                return None
+            path = child
+        return path
+
+    # -- names
+    def visit_Name(self, node: ast.Name) -> None:
+        name = node.id
+        if name.startswith("__"):
+            self.refuse(node, "forbidden", f"use of the interpreter name {name!r} is not allowed")
+        elif name in self.modules and isinstance(node.ctx, ast.Load):
+            self.refuse(node, "forbidden", f"the module {name!r} may only start an attribute path "
+                                           f"({name}.something), not be used as a value")
+        elif isinstance(node.ctx, ast.Load) and name not in self.bound | self.module_names | SAFE_BUILTINS:
+            hint = " (not among the allowed builtins)" if hasattr(builtins, name) else ""
+            self.refuse(node, "forbidden", f"use of {name!r}{hint} is not allowed: a step may use its parameters, "
+                                           f"its own local names, the training module's names and safe builtins")
+
+    # -- attributes
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        chain: list[str] = []
+        inner: ast.AST = node
+        while isinstance(inner, ast.Attribute):
+            chain.append(inner.attr)
+            inner = inner.value
+        chain.reverse()
+        if isinstance(inner, ast.Name) and inner.id in self.modules:
+            self._check_module_chain(node, self.modules[inner.id], chain)
+            self._check_store(node, inner.id, is_module=True)
+            return
+        self.visit(inner)  # first: an unknown root name is the clearer reason
+        for attr in chain:
+            problem = _object_attribute_problem(attr)
+            if problem:
+                self.refuse(node, "forbidden", problem)
+                break
+        if isinstance(inner, ast.Name):
+            self._check_store(node, inner.id, is_module=False)
+
+    def _check_module_chain(self, node: ast.Attribute, module: str, chain: list[str]) -> None:
+        path: Optional[str] = module
+        for attr in chain:
+            if path is None:  # past the module part: an object's attribute
+                problem = _object_attribute_problem(attr)
+            else:
+                problem, path = _resolve_module_attribute(path, attr)
+            if problem:
+                self.refuse(node, "forbidden", problem)
+                return
+        if path is not None:  # node is the whole chain (inner links are not visited): a module as a value
+            self.refuse(node, "forbidden", f"the module '{path}' may only start an attribute path, not be used as a value")
+
+    def _check_store(self, node: ast.Attribute, root: str, is_module: bool) -> None:
+        if not isinstance(node.ctx, (ast.Store, ast.Del)):
+            return
+        if is_module:
+            self.refuse(node, "forbidden", f"assigning into the module {root!r} is not allowed (it would patch "
+                                           f"code outside this function)")
+        elif root in ENGINE_RECORDS:
+            self.refuse(node, "forbidden", f"assigning into {root!r} is not allowed: it belongs to the training engine")
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for statement_type, what in REFUSED_STATEMENTS.items():
+            if isinstance(node, statement_type):
+                self.refuse(node, "forbidden", f"{what} are not allowed in the training loop")
+        super().generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if node.name.startswith("__"):
+            self.refuse(node, "forbidden", f"a function named {node.name!r} is not allowed")
+        self.generic_visit(node)
 
 
-def _call_problem(node: ast.Call) -> Optional[str]:
-    func = node.func
-    if not (isinstance(func, ast.Name) and func.id in ATTRIBUTE_HELPERS):
-        return None
-    if len(node.args) < 2:
-        return None
-    name_arg = node.args[1]
-    if not (isinstance(name_arg, ast.Constant) and isinstance(name_arg.value, str)):
-        return f"{func.id}() needs a literal attribute name (a computed name could reach interpreter internals)"
-    if _is_dunder(name_arg.value):
-        return f"{func.id}() on the dunder attribute {name_arg.value!r} is not allowed"
-    if name_arg.value in FORBIDDEN_MODULES | FORBIDDEN_ATTRIBUTES | FORBIDDEN_BUILTINS:
-        return f"{func.id}() reaching {name_arg.value!r} is not allowed"
-    return None
-
-
-def _node_problem(node: ast.AST, allowed: frozenset[str], forbidden_names: set[str]) -> Optional[str]:
-    """Why one AST node is refused, or None."""
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return _import_problem(node, allowed)
-    if isinstance(node, ast.Name):
-        if node.id in FORBIDDEN_BUILTINS:
-            return f"use of {node.id!r} is not allowed"
-        if node.id in FORBIDDEN_MODULE_NAMES or node.id in forbidden_names:
-            return f"use of {node.id!r} (file system / process / interpreter access) is not allowed"
-        if _is_dunder(node.id):
-            return f"use of the interpreter name {node.id!r} is not allowed"
-    if isinstance(node, ast.Attribute):
-        if _is_dunder(node.attr):
-            return f"access to the dunder attribute {node.attr!r} is not allowed"
-        if node.attr in FORBIDDEN_MODULE_NAMES:
-            return f"access to {node.attr!r} through another module is not allowed"
-        if node.attr in FORBIDDEN_ATTRIBUTES:
-            return f"access to {node.attr!r} (files, processes or native code) is not allowed"
-    if isinstance(node, (ast.Global, ast.Nonlocal)):
-        return f"'{type(node).__name__.lower()}' statements are not allowed (the function must not rebind module state)"
-    if isinstance(node, ast.Call):
-        return _call_problem(node)
-    return None
-
-
-def check_function_body(func: ast.AST, allowed: frozenset[str], forbidden_names: Iterable[str] = ()) -> None:
-    """Raise CodeEditError at the first forbidden construct in reading order, naming its line."""
-    forbidden_names = set(forbidden_names)
-    problems = [((node.lineno, node.col_offset, node.end_lineno or 0, node.end_col_offset or 0), node, problem)
-                for node in ast.walk(func)
-                if hasattr(node, "lineno") and (problem := _node_problem(node, allowed, forbidden_names))]
-    if problems:
-        (line, *_), node, problem = min(problems, key=lambda item: item[0])
-        kind = "import" if isinstance(node, (ast.Import, ast.ImportFrom)) else "forbidden"
+def check_function_body(func: ast.AST, parent_tree: ast.Module) -> None:
+    """Raise CodeEditError at the first construct outside the allow-list (reading order), naming its line."""
+    module_names, modules = _module_level_names(parent_tree)
+    checker = _AllowListChecker(_bound_names(func), module_names - set(modules), modules)
+    for statement in func.body:  # the signature and decorators were compared with the parent's
+        checker.visit(statement)
+    for default in [*func.args.defaults, *[d for d in func.args.kw_defaults if d is not None]]:
+        checker.visit(default)
+    if checker.problems:
+        line, _, kind, problem = min(checker.problems, key=lambda p: (p[0], p[1]))
         raise CodeEditError(kind, f"line {line} of the new function: {problem}")
 
 
@@ -305,7 +457,7 @@ def check_code_modification(parent_source: str, function_name: str, new_source: 
     text = normalize_function_source(new_source)
     new = _single_function(_parse(text, "new function source"), function_name)
     _check_signature(old, new)
-    check_function_body(new, allowed_modules(parent_tree), _names_bound_to_forbidden_modules(parent_tree))
+    check_function_body(new, parent_tree)
     child_source = _replace_function(parent_source, old, text)
     try:
         compile(child_source, "train_loop.py", "exec")
@@ -321,199 +473,3 @@ def code_diff(parent_source: str, child_source: str, label: str = "train_loop.py
         fromfile=f"a/{label}", tofile=f"b/{label}"))
 
 
-# --------------------------------------------------------------------------- smoke run
-
-#: The tiny network every smoke run trains on (a second or two to simulate, once per cache).
-SMOKE_SIMULATION: dict[str, Any] = {
-    "n_neurons": 16, "n_neuron_types": 4, "n_frames": 800, "n_burn_in": 100, "seed": 11,
-}
-SMOKE_HELD_OUT_FRAMES = 100
-#: Environment variables a smoke run never inherits (the edited code must not see secrets).
-_SECRET_ENV = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class SmokeResult:
-    """What the smoke run of an accepted edit showed (recorded in decision.json)."""
-
-    status: str
-    final_loss: float
-    steps: int
-    wall_s: float
-    run_dir: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "final_loss": self.final_loss, "steps": self.steps,
-                "wall_s": self.wall_s, "run_dir": self.run_dir}
-
-
-@dataclass(frozen=True)
-class ValidatedEdit:
-    """An accepted code modification: the child's module text and its smoke run."""
-
-    child_source: str
-    smoke: SmokeResult
-
-
-def smoke_config(base: Any = None):
-    """The config of a smoke run: the tiny network, the base config's training scheme.
-
-    The training section (time_step, recurrence, ODE settings, penalties) is kept from
-    ``base`` (an ExperimentConfig, a dict, or None for defaults) so the edited code runs the
-    branch it will run for real; sizes are shrunk so the run takes seconds on a CPU.
-    """
-    from neuralgraph.config import ExperimentConfig, parse_config
-
-    data = base.to_dict() if isinstance(base, ExperimentConfig) else dict(base or {})
-    data = json.loads(json.dumps(data))  # deep copy of plain data
-    data["simulation"] = dict(SMOKE_SIMULATION)
-    n = SMOKE_SIMULATION["n_neurons"]
-    graph = data.setdefault("graph_model", {})
-    graph["hidden_dim"] = min(int(graph.get("hidden_dim", 64)), 16)
-    graph["low_rank"] = min(int(graph.get("low_rank", 20)), n)
-    training = data.setdefault("training", {})
-    training.update({"n_epochs": 1, "data_augmentation_loop": 1, "held_out_frames": SMOKE_HELD_OUT_FRAMES,
-                     "batch_size": min(int(training.get("batch_size", 8)), 8)})
-    training["recurrent_training_start_epoch"] = 0
-    data["analysis"] = {**data.get("analysis", {}), "rollout_frames": SMOKE_HELD_OUT_FRAMES // 2}
-    return parse_config(data, source="<smoke config>")
-
-
-def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
-    """The tiny dataset of the smoke runs, simulated once and cached under ``cache_dir``.
-
-    The folder is named by the simulation hash and built in a temporary folder renamed into
-    place, so concurrent decide jobs never see (or clobber) a half-written dataset.
-    """
-    from neuralgraph.simulate import simulate
-
-    cfg = smoke_config()
-    cache = Path(cache_dir)
-    target = cache / f"smoke_{cfg.simulation_hash()}"
-    if (target / "metadata.json").is_file():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".smoke_building_", dir=cache))
-    try:
-        simulate(cfg, staging, progress=False, pictures=False)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "metadata.json").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _smoke_environment() -> dict[str, str]:
-    """The subprocess environment: no secrets, CPU only, one thread, this checkout importable."""
-    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-    env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
-    return env
-
-
-def _tail(text: str, n_lines: int = STDERR_TAIL_LINES) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "\n".join(lines[-n_lines:])
-
-
-def _run_with_timeout(cmd: list[str], timeout_s: float, log_path: Path) -> tuple[Optional[int], str, float]:
-    """Run ``cmd`` in its own process group; kill the whole group at the timeout.
-
-    Returns (return code or None on timeout, combined stdout+stderr, wall seconds).
-    """
-    started = time.perf_counter()
-    with open(log_path, "w+", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_smoke_environment(),
-                                cwd=str(log_path.parent), start_new_session=True)
-        try:
-            rc: Optional[int] = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = None
-        log.seek(0)
-        output = log.read()
-    return rc, output, time.perf_counter() - started
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_training_record(run_dir: Path) -> SmokeResult:
-    """Refuse a run that diverged or reported a non-finite loss (training.json)."""
-    record_path = run_dir / "training.json"
-    try:
-        record = read_json(record_path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise CodeEditError("smoke-crash", f"the smoke run exited normally but left no readable training.json ({exc})") from None
-    status = record.get("status")
-    final_loss = record.get("final_loss")
-    if status != "ok":
-        raise CodeEditError("smoke-diverged", f"the smoke run ended with status {status!r}: {record.get('reason') or 'no reason given'}")
-    history = record.get("loss_history") or []
-    if not _finite(final_loss) or not all(_finite(v) for v in history):
-        raise CodeEditError("smoke-diverged", f"the smoke run gave a non-finite loss (final_loss = {final_loss!r})")
-    return SmokeResult(status=status, final_loss=float(final_loss), steps=int(record.get("iterations") or len(history)),
-                       wall_s=0.0, run_dir=str(run_dir))
-
-
-def smoke_run(module_source: str, smoke_dir: str | os.PathLike, timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S,
-              max_steps: int = DEFAULT_SMOKE_MAX_STEPS, base_config: Any = None,
-              cache_dir: str | os.PathLike | None = None, python: str | None = None) -> SmokeResult:
-    """Train a few steps with ``module_source`` as the loop file; refuse it if that fails.
-
-    Runs ``python -m neuralgraph train --config <tiny> --data <tiny data> --out <smoke_dir>/run
-    --loop <smoke_dir>/train_loop.py --max-steps N`` in a subprocess (own process group, no
-    secrets in its environment, CPU only). Raises CodeEditError ``smoke-timeout`` (endless loop
-    or far too slow), ``smoke-crash`` (non-zero exit; the last lines of its output are quoted)
-    or ``smoke-diverged`` (status not ok, NaN/inf loss). Writes ``smoke.log`` and
-    ``smoke.json`` into ``smoke_dir`` for the record.
-    """
-    from neuralgraph.config import dump_config
-
-    smoke = Path(smoke_dir).resolve()
-    smoke.mkdir(parents=True, exist_ok=True)
-    data_dir = ensure_smoke_dataset(Path(cache_dir) if cache_dir else smoke / "dataset")
-    config_path = dump_config(smoke_config(base_config), smoke / "config.yaml")
-    loop_path = atomic_write_text(smoke / "train_loop.py", module_source)
-    run_dir = smoke / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)  # a previous attempt's checkpoint must not be resumed
-    cmd = [python or sys.executable, "-m", "neuralgraph", "train", "--config", str(config_path),
-           "--data", str(data_dir), "--out", str(run_dir), "--loop", str(loop_path), "--max-steps", str(max_steps)]
-    rc, output, wall = _run_with_timeout(cmd, timeout_s, smoke / "smoke.log")
-    try:
-        if rc is None:
-            raise CodeEditError("smoke-timeout", f"the smoke run ({max_steps} steps on a {SMOKE_SIMULATION['n_neurons']}-neuron "
-                                                 f"network) did not finish within {timeout_s:g} s: an endless loop or far too slow")
-        if rc != 0:
-            raise CodeEditError("smoke-crash", f"the smoke run crashed (exit code {rc}); last lines:\n{_tail(output)}")
-        result = _check_training_record(run_dir)
-    except CodeEditError as exc:
-        atomic_write_json(smoke / "smoke.json", {"accepted": False, "kind": exc.kind, "reason": exc.reason,
-                                                 "wall_s": round(wall, 3), "command": cmd})
-        raise
-    result = SmokeResult(result.status, result.final_loss, result.steps, round(wall, 3), result.run_dir)
-    atomic_write_json(smoke / "smoke.json", {"accepted": True, **result.to_dict(), "command": cmd})
-    return result
-
-
-def validate_and_smoke(parent_source: str, function_name: str, new_source: str, smoke_dir: str | os.PathLike,
-                       timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S, max_steps: int = DEFAULT_SMOKE_MAX_STEPS,
-                       base_config: Any = None, cache_dir: str | os.PathLike | None = None,
-                       editable: tuple[str, ...] | None = None) -> ValidatedEdit:
-    """Static checks, then the smoke run: what the decide CLI calls for a code modification.
-
-    The cheap static checks run first so an obviously bad edit never costs a subprocess.
-    """
-    child = check_code_modification(parent_source, function_name, new_source, editable)
-    result = smoke_run(child, smoke_dir, timeout_s=timeout_s, max_steps=max_steps,
-                       base_config=base_config, cache_dir=cache_dir)
-    return ValidatedEdit(child_source=child, smoke=result)

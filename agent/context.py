@@ -53,6 +53,9 @@ class DecisionContext:
       schedule: time_step per block when fixed by the experiment (None: the policy chooses).
       seed: base seed for deterministic offline policies.
       base_config: the experiment config (fixed fields: simulation, batch_size, claude).
+      code_modification_refusal: why code modifications cannot be made at all this time (no
+        working sandbox, or agent.code_modification: off), else None; policies then mutate
+        the config only, and validation refuses any code modification with this message.
     """
 
     iteration: int
@@ -73,6 +76,7 @@ class DecisionContext:
     schedule: Optional[list[int]] = None
     seed: int = 0
     base_config: dict[str, Any] = field(default_factory=dict)
+    code_modification_refusal: Optional[str] = None
 
     @property
     def block(self) -> int:

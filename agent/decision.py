@@ -287,6 +287,8 @@ def _check_change_kind(decision: Decision, ctx: "DecisionContext") -> list[str]:
 
 
 def _check_code_timing(mod: CodeModification, ctx: "DecisionContext") -> list[str]:
+    if ctx.code_modification_refusal:
+        return [f"code_modification: refused up front: {ctx.code_modification_refusal}"]
     problems = []
     child_pos = ctx.next_iter_in_block
     if ctx.is_block_end or child_pos <= CODE_FREE_ITERATIONS:

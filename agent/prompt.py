@@ -38,7 +38,7 @@ def rules_summary() -> str:
     :mod:`agent.decision` and :mod:`agent.codeedit`, so what the model is told can never
     drift from what is then enforced.
     """
-    from agent.codeedit import BASE_ALLOWED_MODULES, FORBIDDEN_BUILTINS, FORBIDDEN_MODULE_NAMES
+    from agent.codeedit import ALLOWED_MODULE_ATTRIBUTES, SAFE_BUILTINS
     from agent.decision import ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, STRATEGIES
     from neuralgraph.config import ALLOWED_TIME_STEPS
 
@@ -52,11 +52,13 @@ def rules_summary() -> str:
         f"time_step: fixed within a block; next_time_step at a block end, one of {', '.join(map(str, ALLOWED_TIME_STEPS))}.",
         "simulation, batch_size and the claude section are fixed for the whole experiment.",
         f"Code modifications: never in the first {CODE_FREE_ITERATIONS} iterations of a block; one editable "
-        "function per decision, complete source, same signature; imports only from "
-        f"{', '.join(sorted(BASE_ALLOWED_MODULES))} (and what the training module already imports); "
-        f"no {', '.join(sorted(FORBIDDEN_BUILTINS))}; no {', '.join(sorted(FORBIDDEN_MODULE_NAMES))}; "
-        "no dunder attributes; no file, process or network access. An accepted edit must also "
-        "survive a short smoke run (no endless loop, no crash, finite loss).",
+        "function per decision, complete source, same signature. An allow-list: modules and attribute "
+        f"paths only from {', '.join(sorted(ALLOWED_MODULE_ATTRIBUTES))} (torch: tensor ops, dtypes, grad modes); "
+        f"builtins only {', '.join(sorted(SAFE_BUILTINS - {'True', 'False', 'None'}))}; "
+        "no attribute starting with an underscore, no frame/generator attributes, no str.format, no "
+        "global/nonlocal, no nested class, no assignment into modules or into ctx/data/cfg. The edit then "
+        "survives a short smoke run in a sandbox (no endless loop, no crash, finite loss) and trains in the "
+        "sandbox: no file, process or network access.",
     ]
     return "\n".join(lines)
 
@@ -120,6 +122,9 @@ def _task_text(ctx: Any) -> str:
         lines.append(f"Decide the node of iteration {ctx.next_iteration} (iteration {ctx.next_iter_in_block} "
                      f"of block {ctx.block}; time_step stays {ctx.time_step} within the block).")
     lines.append(f"Editable functions of the training code: {', '.join(ctx.editable_functions) or 'none'}.")
+    if ctx.code_modification_refusal:
+        lines.append(f"Code modifications are not possible this time ({ctx.code_modification_refusal}): "
+                     "mutate the config instead.")
     return "\n".join(lines)
 
 

@@ -1,5 +1,9 @@
 """Atomic file writes shared by every stage.
 
+Every text written here has the values of known secrets (API keys in the environment,
+:mod:`neuralgraph.secrets`) replaced by a marker, whatever produced the text: an LLM's reply,
+an API error message or a log line can never carry a key into a file.
+
 Every output of the pipeline is written to a temporary file in the destination folder and
 then renamed over the target, so a killed job (SLURM preemption, Ctrl-C) never leaves a
 half-written file that a later rule or a resumed run would mistake for a finished one.
@@ -13,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from neuralgraph.secrets import redact
 
 
 @contextmanager
@@ -41,9 +47,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``target`` atomically (UTF-8)."""
+    """Write ``text`` to ``target`` atomically (UTF-8), known secret values redacted."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(redact(text), encoding="utf-8")
     return Path(target)
 
 

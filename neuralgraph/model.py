@@ -363,7 +363,8 @@ def load_trained_model(path: str | Path, map_location: str | torch.device = "cpu
     if not path.exists():
         raise FileNotFoundError(f"{path}: trained model not found (run the train stage first)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: model.pt of an edited loop was written inside the sandbox; reading it must not run code
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt / truncated file
         raise ValueError(f"{path}: not a readable model file ({exc})") from None
     missing = [k for k in ("state_dict", "config", "n_neurons") if k not in payload]

@@ -57,7 +57,16 @@ FINAL_LOSS_WINDOW = 100
 #: fields that change how a run is logged, not what it computes: a changed value keeps the checkpoint
 NON_RESULT_FIELDS = ("checkpoint_every_min", "log_every_s")
 
+#: Statuses of a finished run (training.json next to model.pt): a result, the chain goes on.
+#: "stalled" is written by the job launcher when its watchdog ends an edited loop that made no
+#: progress or ran past its wall-clock cap (see record_stopped_run).
+FINISHED_STATUSES = ("ok", "diverged", "stalled")
+#: Heartbeat file in the run folder: step, rate and time, rewritten every HEARTBEAT_EVERY_S.
+HEARTBEAT_FILE = "progress.json"
+HEARTBEAT_EVERY_S = 5.0
+
 EXIT_BAD_INPUT = 2
+EXIT_BAD_LOOP = 4
 EXIT_RUNTIME_ERROR = 1
 EXIT_OUT_OF_MEMORY = 3
 EXIT_TERMINATED = 143
@@ -66,6 +75,10 @@ _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 class TrainingInputError(RuntimeError):
     """Bad input (dataset, loop file, device): the message is shown to the user as is."""
+
+
+class LoopFileError(RuntimeError):
+    """The loop file cannot be imported or lacks a function (exit 4: the loop's fault, not the data's)."""
 
 
 class TrainingTerminated(RuntimeError):
@@ -158,7 +171,7 @@ def load_loop_module(path: str | Path | None) -> ModuleType:
     path, so two iterations' copies never share a cached module."""
     path = Path(path) if path is not None else DEFAULT_LOOP
     if not path.is_file():
-        raise TrainingInputError(f"--loop {path}: training loop file not found")
+        raise LoopFileError(f"--loop {path}: training loop file not found")
     digest = hashlib.sha256(f"{path.resolve()}:{file_sha256(path)}".encode()).hexdigest()[:16]
     name = f"neuralgraph_train_loop_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -166,10 +179,10 @@ def load_loop_module(path: str | Path | None) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise TrainingInputError(f"--loop {path}: failed to import: {type(exc).__name__}: {exc}") from exc
+        raise LoopFileError(f"--loop {path}: failed to import: {type(exc).__name__}: {exc}") from exc
     missing = [fn for fn in REQUIRED_LOOP_FUNCTIONS if not callable(getattr(module, fn, None))]
     if missing:
-        raise TrainingInputError(f"--loop {path}: missing function(s) {', '.join(missing)} (see neuralgraph/train_loop.py)")
+        raise LoopFileError(f"--loop {path}: missing function(s) {', '.join(missing)} (see neuralgraph/train_loop.py)")
     return module
 
 
@@ -211,6 +224,12 @@ def checkpoint_key(cfg: ExperimentConfig, loop_sha: str, dataset: Any) -> str:
     return stable_hash({"config": cfg_dict, "loop": loop_sha, "data": sim_hash})
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """checkpoint.pt as tensors and plain data only (``weights_only``: a checkpoint written by an
+    edited loop inside the sandbox can never run code when it is read outside)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -222,7 +241,11 @@ def format_duration(seconds: float) -> str:
 
 # ----------------------------------------------------------------------------- RNG state
 def rng_snapshot(generator: torch.Generator) -> dict[str, Any]:
-    snap = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "sampler": generator.get_state()}
+    """Every RNG state as tensors and plain numbers, so checkpoints load with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    snap = {"torch": torch.get_rng_state(), "numpy": numpy_state, "sampler": generator.get_state()}
     if torch.cuda.is_available():
         snap["cuda"] = torch.cuda.get_rng_state_all()
     return snap
@@ -230,7 +253,9 @@ def rng_snapshot(generator: torch.Generator) -> dict[str, Any]:
 
 def rng_restore(snap: dict[str, Any], generator: torch.Generator) -> None:
     torch.set_rng_state(snap["torch"])
-    np.random.set_state(snap["numpy"])
+    state = snap["numpy"]
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
     generator.set_state(snap["sampler"])
     if "cuda" in snap and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(snap["cuda"])
@@ -308,7 +333,7 @@ class Trainer:
         if not path.exists():
             return False
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            payload = load_checkpoint(path)
         except Exception as exc:
             log.warning("checkpoint %s unreadable (%s): starting afresh", path, exc)
             return False
@@ -650,13 +675,26 @@ class _Progress:
         self.every_s = every_s
         self.t_start = time.monotonic()
         self.t_last = self.t_start
+        self.t_beat = self.t_start
         self.step_start: Optional[int] = None
 
     def maybe_log(self, trainer: Trainer, mode: str, horizon: int) -> None:
         if self.step_start is None:
             self.step_start = trainer.state.global_step - 1
-        if time.monotonic() - self.t_last >= self.every_s:
+        now = time.monotonic()
+        if now - self.t_beat >= HEARTBEAT_EVERY_S:
+            self.beat(trainer, now)
+        if now - self.t_last >= self.every_s:
             self.log_line(trainer, mode, horizon)
+
+    def beat(self, trainer: Trainer, now: float) -> None:
+        """progress.json: what the job launcher's stall watchdog reads (step and measured rate)."""
+        done = trainer.state.global_step - (self.step_start or 0)
+        elapsed = max(now - self.t_start, 1e-9)
+        atomic_write_json(trainer.run_dir / HEARTBEAT_FILE, {
+            "step": trainer.state.global_step, "epoch": trainer.state.epoch,
+            "seconds_per_step": elapsed / done if done > 0 else None, "wall_time": time.time()})
+        self.t_beat = now
 
     def log_line(self, trainer: Trainer, mode: str, horizon: int, tag: str = "") -> None:
         trainer._flush_losses()
@@ -679,8 +717,41 @@ class _Progress:
 
 
 # ----------------------------------------------------------------------------- entry points
+def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, status: str,
+                       reason: str) -> dict[str, Any]:
+    """Finish a run that was stopped from outside (the watchdog of an edited loop): model.pt
+    from the last checkpoint (or the untrained model), training.json with ``status``.
+
+    Like a diverged run, the result is scored as failed and the exploration goes on. The
+    checkpoint is read with ``weights_only`` (it was written by the contained code).
+    """
+    run_dir = Path(run_dir)
+    from neuralgraph.simulate import load_dataset
+
+    dataset = load_dataset(data_dir, mmap=True)
+    model = build_model(cfg, dataset)
+    losses: list[float] = []
+    steps, elapsed = 0, 0.0
+    try:
+        payload = load_checkpoint(run_dir / "checkpoint.pt")
+        model.load_state_dict(payload["model"])
+        losses = [float(x) for x in payload["state"]["losses"].tolist()]
+        steps, elapsed = int(payload["state"]["global_step"]), float(payload["state"]["elapsed_s"])
+    except Exception as exc:  # no or unreadable checkpoint: the untrained model stands in
+        log.warning("no usable checkpoint in %s (%s): model.pt holds the untrained model", run_dir, exc)
+    save_trained_model(model, cfg, run_dir / "model.pt")
+    history, history_steps = subsample_history(losses, LOSS_HISTORY_POINTS)
+    tail = losses[-FINAL_LOSS_WINDOW:]
+    record = {"status": status, "reason": reason, "final_loss": float(np.mean(tail)) if tail else None,
+              "loss_history": history, "loss_history_steps": history_steps, "training_time_min": elapsed / 60.0,
+              "iterations": steps, "n_epochs": cfg.training.n_epochs, "time_step": cfg.training.time_step,
+              "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(run_dir / "training.json", record)
+    return record
+
+
 def finished_record(run_dir: Path) -> Optional[dict[str, Any]]:
-    """training.json of a finished run (status ok/diverged, model.pt present), else None."""
+    """training.json of a finished run (a FINISHED_STATUSES status, model.pt present), else None."""
     record_path, model_path = run_dir / "training.json", run_dir / "model.pt"
     if not (record_path.exists() and model_path.exists()):
         return None
@@ -688,7 +759,7 @@ def finished_record(run_dir: Path) -> Optional[dict[str, Any]]:
         record = read_json(record_path)
     except ValueError:
         return None
-    return record if isinstance(record, dict) and record.get("status") in ("ok", "diverged") else None
+    return record if isinstance(record, dict) and record.get("status") in FINISHED_STATUSES else None
 
 
 def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, loop_path: str | Path | None = None,
@@ -772,6 +843,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingInputError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except LoopFileError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_LOOP
     except TrainingTerminated as exc:
         print(f"train: {exc}: checkpoint saved in {args.out}; rerun the same command to resume", file=sys.stderr)
         return EXIT_TERMINATED

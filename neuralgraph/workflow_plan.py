@@ -98,6 +98,7 @@ class AgentOptions:
     fallback: str
     replay_from: Optional[str] = None
     smoke_timeout: Optional[float] = None
+    code_modification: str = "sandboxed"
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def _agent_options(agent: dict[str, Any], source: str) -> AgentOptions:
         fallback=agent.get("fallback", "fail"),
         replay_from=replay_from,
         smoke_timeout=agent.get("smoke_timeout"),
+        code_modification=agent.get("code_modification", "sandboxed"),
     )
 
 

@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.codeedit import (
-    CodeEditError,
-    check_code_modification,
-    code_diff,
-    editable_functions,
-    ensure_smoke_dataset,
-    validate_and_smoke,
-)
+from agent.codeedit import CodeEditError, check_code_modification, code_diff, editable_functions
+from agent.smoke import ensure_smoke_dataset, validate_and_smoke
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_LOOP = REPO / "neuralgraph" / "train_loop.py"
@@ -91,27 +85,26 @@ def test_forbidden_import_is_refused(body, expected):
     assert err.kind == "import"
     assert expected in err.reason
     if "relative" not in expected:
-        assert "allowed modules: math, neuralgraph, numpy, torch, torch_geometric, torchdiffeq" in err.reason
+        assert "allowed modules: math, torch, torch.autograd, torch.nn" in err.reason
 
 
 @pytest.mark.parametrize("body, expected", [
     ("return os.system('rm -rf /')", "use of 'os'"),
     ("return Path('/etc/passwd').read_text()", "use of 'Path'"),  # bound from pathlib by the parent
-    ("return torch.os.getcwd()", "access to 'os' through another module"),
-    ("return open('/etc/passwd').read()", "use of 'open'"),
+    ("return torch.os.getcwd()", "'torch.os' is not on the allow-list"),
+    ("return open('/etc/passwd').read()", "use of 'open' (not among the allowed builtins)"),
     ("return eval('1 + 1')", "use of 'eval'"),
     ("return exec('x = 1')", "use of 'exec'"),
-    ("return __import__('os')", "use of '__import__'"),
+    ("return __import__('os')", "interpreter name '__import__'"),
     ("return globals()['torch']", "use of 'globals'"),
-    ("return torch.__class__.__subclasses__()", "dunder attribute '__class__'"),
-    ("return getattr(torch, '__dict__')", "dunder attribute '__dict__'"),
-    ("return getattr(torch, 'o' + 's')", "literal attribute name"),
-    ("return getattr(torch, 'os')", "reaching 'os'"),
+    ("return torch.__class__.__subclasses__()", "names starting with an underscore"),
+    ("return getattr(torch, '__dict__')", "use of 'getattr'"),
+    ("return getattr(torch, 'o' + 's')", "use of 'getattr'"),
     ("global EDITABLE_FUNCTIONS\n    EDITABLE_FUNCTIONS = ()", "'global' statements"),
     ("breakpoint()", "use of 'breakpoint'"),
-    ("return torch.load('/tmp/evil.pt')", "access to 'load' (files, processes or native code)"),
-    ("return torch.utils.cpp_extension.load_inline('x', '')", "access to 'cpp_extension'"),
-    ("return numpy.ctypeslib", "access to 'ctypeslib'"),
+    ("return torch.load('/tmp/evil.pt')", "'torch.load' is not on the allow-list"),
+    ("return torch.utils.cpp_extension.load_inline('x', '')", "'torch.utils' is not on the allow-list"),
+    ("return numpy.ctypeslib", "use of 'numpy'"),
 ])
 def test_os_subprocess_and_escape_hatches_are_refused(body, expected):
     err = refused(f"def build_scheduler(optimizer, cfg, total_steps):\n    {body}\n")
@@ -280,12 +273,13 @@ def test_non_finite_loss_is_refused(tmp_path, smoke_cache):
     assert info.value.kind == "smoke-diverged"
 
 
-def test_smoke_subprocess_never_inherits_secrets(monkeypatch):
-    from agent.codeedit import _smoke_environment
+def test_smoke_environment_is_an_allow_list(monkeypatch):
+    from agent.sandbox import SANDBOX_HOME, contained_environment
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
     monkeypatch.setenv("HF_TOKEN", "hf-secret")
-    env = _smoke_environment()
-    assert "ANTHROPIC_API_KEY" not in env and "HF_TOKEN" not in env
-    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    monkeypatch.setenv("SOME_UNLISTED_VARIABLE", "x")
+    env = contained_environment(threads=1)
+    assert "ANTHROPIC_API_KEY" not in env and "HF_TOKEN" not in env and "SOME_UNLISTED_VARIABLE" not in env
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HOME"] == SANDBOX_HOME
     assert str(REPO) in env["PYTHONPATH"].split(os.pathsep)

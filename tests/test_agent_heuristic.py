@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from agent.codeedit import check_code_modification, editable_functions, validate_and_smoke
+from agent.codeedit import check_code_modification, editable_functions
+from agent.smoke import validate_and_smoke
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
 from agent.policies.code_edits import LIBRARY, library_edit, packaged_module_source
 from agent.policies.heuristic import SEARCH_PARAMETERS, HeuristicPolicy

@@ -381,11 +381,13 @@ def test_dataset_of_another_config_is_refused(tiny_dataset, tmp_path, capsys):
 
 
 def test_broken_loop_file_and_bad_config_exit_non_zero(tiny_dataset, tmp_path, capsys):
+    """A broken loop file exits 4 (the loop's fault), a bad config 2 (the input's): the smoke
+    run tells an edit's failure from its harness's by these codes."""
     _, data_dir = tiny_dataset
     config = _write_cfg(_cfg(), tmp_path / "config.yaml")
     broken = tmp_path / "broken.py"
     broken.write_text("def train_step(:\n")
-    assert main(["--config", str(config), "--data", str(data_dir), "--out", str(tmp_path / "r"), "--loop", str(broken)]) == 2
+    assert main(["--config", str(config), "--data", str(data_dir), "--out", str(tmp_path / "r"), "--loop", str(broken)]) == 4
     assert "broken.py: failed to import: SyntaxError" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"training": {"time_step": 3}}))

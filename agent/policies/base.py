@@ -61,6 +61,12 @@ class BackendConfigError(PolicyError):
     """The backend cannot work as configured (auth, bad request, unknown backend or model)."""
 
 
+class HarnessError(PolicyError):
+    """A check of the decision failed for a reason of ours (the smoke run's dataset or sandbox),
+    not of the decision. Never fed back to the policy: an LLM cannot act on it and a retry costs
+    money. The fallback policy decides instead."""
+
+
 @runtime_checkable
 class Policy(Protocol):
     name: str
@@ -126,10 +132,17 @@ def _try(policy: Policy, ctx: "DecisionContext", feedback: Optional[str],
         return None, Attempt(policy.name, False, "\n".join(exc.problems), getattr(policy, "last_call", None))
     except InvalidOutputError as exc:
         return None, Attempt(policy.name, False, f"unusable output: {exc}", getattr(policy, "last_call", None))
+    except HarnessError as exc:
+        return None, Attempt(policy.name, False, f"{HARNESS_ERROR_PREFIX}: {exc}", getattr(policy, "last_call", None))
     except Exception as exc:  # a broken backend must not stop the loop
-        return None, Attempt(policy.name, False, f"backend error: {type(exc).__name__}: {exc}",
+        return None, Attempt(policy.name, False, f"{BACKEND_ERROR_PREFIX}: {type(exc).__name__}: {exc}",
                              getattr(policy, "last_call", None))
     return decision, Attempt(policy.name, True, None, getattr(policy, "last_call", None))
+
+
+#: Reasons that start with these are not the policy's to fix: no retry with them as feedback.
+BACKEND_ERROR_PREFIX = "backend error"
+HARNESS_ERROR_PREFIX = "harness error (ours, not sent to the policy)"
 
 
 def _one_line(reason: str) -> str:
@@ -154,7 +167,7 @@ def decide_with_fallback(
     try:
         decision, attempt = _try(primary, ctx, None, validate)
         attempts.append(attempt)
-        if decision is None and not attempt.reason.startswith("backend error"):
+        if decision is None and not attempt.reason.startswith((BACKEND_ERROR_PREFIX, HARNESS_ERROR_PREFIX)):
             decision, attempt = _try(primary, ctx, attempt.reason, validate)
             attempts.append(attempt)
     except RetryableBackendError as exc:

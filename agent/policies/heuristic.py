@@ -298,6 +298,8 @@ def _plateau(chain: list[NodeRecord]) -> Optional[str]:
 
 
 def _code_modification(ctx, chain, scores, best, rng, code: _CodeView) -> Optional[_Plan]:
+    if ctx.code_modification_refusal:
+        return None
     if ctx.next_iter_in_block <= CODE_FREE_ITERATIONS:
         return None
     if any(n.strategy == "code-modification" for n in chain[-CODE_SPACING:]):

@@ -7,7 +7,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from neuralgraph.secrets import take_secrets
 from neuralgraph.workflow_plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
+
+# API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
+# and `sbatch --export=ALL` inherit that environment. Only agent-decide gets them back
+# (decide.smk); the train job of an edited loop runs in the sandbox besides.
+SECRETS = take_secrets(os.environ)
 
 min_version("9.0")
 
@@ -147,6 +153,7 @@ def decide_command(i):
         f"--model {q(agent.model)}" if agent.model else "",
         f"--replay-from {q(agent.replay_from)}" if agent.replay_from else "",
         f"--smoke-timeout {agent.smoke_timeout}" if agent.smoke_timeout is not None else "",
+        f"--code-modification {agent.code_modification}",
         f"--node {q(inputs['node'])}",
         cli_list("--nodes", inputs["nodes"]),
         f"--ucb {q(inputs['scores'])} --analysis-log {q(inputs['analysis_log'])}",

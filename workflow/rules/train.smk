@@ -1,6 +1,9 @@
 rule train:
     """Train the GNN of one iteration with its own config and training-loop copy.
 
+    `python -m pipeline train` runs the packaged loop as is and an edited loop only inside the
+    sandbox, with a stall watchdog (pipeline/train_job.py); neither sees an API key.
+
     A diverged training exits 0 with status "diverged" in training.json: a result, the chain
     goes on. A crash exits non-zero; --retries resubmits the job and the train CLI resumes from
     iter_NNN/checkpoint.pt, which is deliberately not a declared output so Snakemake never
@@ -19,6 +22,7 @@ rule train:
         record=f"{ITER}/training.json",
     params:
         py=PY,
+        code_modification=PLAN.agent.code_modification,
         data=input_folder("dataset"),
         out=output_folder("model"),
         progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), "train.log"),
@@ -36,6 +40,6 @@ rule train:
         runtime=240,
     shell:
         "(echo \"=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)\";"
-        " OMP_NUM_THREADS={threads} {params.py} -m neuralgraph train --config {input.config:q}"
-        " --data {params.data:q} --out {params.out:q} --loop {input.loop:q} 2>&1)"
+        " {params.py} -m pipeline train --config {input.config:q} --data {params.data:q} --out {params.out:q}"
+        " --loop {input.loop:q} --threads {threads} --code-modification {params.code_modification} 2>&1)"
         " | tee -a {params.progress:q} > {log:q}"

@@ -1,0 +1,348 @@
+"""The wall around code that did not ship with the package: bubblewrap, a clean environment, limits.
+
+Whatever an agent (or a replay file) wrote into ``train_loop.py`` runs only through
+:func:`run_contained`: the smoke run of an edit, and the real training of every iteration
+whose loop differs from the packaged one, on a laptop and on a SLURM node alike. The static
+checker (:mod:`agent.codeedit`) is the first line; this is the wall, and it must hold on its
+own for code the checker wrongly accepts:
+
+- ``bwrap`` with new user, PID, IPC, UTS and network namespaces (no socket reaches anything,
+  not even 127.0.0.1; ``/proc`` shows only the sandbox's own processes);
+- the environment is cleared *before* bwrap starts (bwrap's own process is PID 1 inside and
+  keeps the environment it was started with) and rebuilt from :data:`ENV_ALLOW`, with HOME on
+  a private tmpfs: no API key, no cluster token reaches any process inside;
+- the whole file system read-only, the user's home hidden, a private ``/tmp``; writable only
+  the folders the caller names (the iteration's own run folder);
+- GPU device nodes (``/dev/nvidia*``) passed through when training on a GPU;
+- killed with its whole tree when the timeout or a watchdog fires or when the parent dies
+  (``--die-with-parent``: PID 1 of the namespace dies, the kernel kills the rest);
+- resource limits (address space, file size, processes, CPU time) from :class:`Limits`.
+
+``agent.code_modification`` (:data:`CODE_MODIFICATION_MODES`) decides what happens to code
+modifications: ``sandboxed`` (default) needs a working bwrap and refuses edits up front
+without one; ``unsandboxed`` runs them with the clean environment and limits but no
+namespaces (an explicit opt-in, recorded in every decision.json); ``off`` refuses them.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from glob import glob
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from neuralgraph.secrets import is_secret_name
+
+#: Values of ``agent.code_modification``.
+CODE_MODIFICATION_MODES = ("sandboxed", "unsandboxed", "off")
+DEFAULT_CODE_MODIFICATION = "sandboxed"
+#: Names the setting in every message that refuses a code modification.
+SETTING = "agent.code_modification"
+#: Environment variable naming the bwrap executable (default: ``bwrap`` on PATH).
+BWRAP_ENV = "NEURALGRAPH_BWRAP"
+#: Prefix of the project's own variables, passed into the sandbox.
+PROJECT_ENV_PREFIX = "NEURALGRAPH_"
+#: Variables copied from the caller's environment (never a secret-named one).
+ENV_ALLOW = (
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_HOME",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "MPLBACKEND",
+)
+#: HOME and the private temp folder inside the sandbox (both on tmpfs).
+SANDBOX_TMP = "/tmp"
+SANDBOX_HOME = "/tmp/home"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KILL_POLL_S = 0.2
+GiB = 1024 ** 3
+
+
+class SandboxUnavailable(RuntimeError):
+    """No working sandbox here; the message names the setting that allows unsandboxed runs."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of a contained run (None = the caller's own limit).
+
+    ``extra_processes`` is added to the number of tasks the user already runs, because
+    RLIMIT_NPROC counts every thread of the user, not only the sandbox's.
+    """
+
+    address_space_bytes: Optional[int] = None
+    file_size_bytes: Optional[int] = None
+    extra_processes: Optional[int] = None
+    cpu_seconds: Optional[int] = None
+
+
+def smoke_limits(timeout_s: float) -> Limits:
+    """A smoke run: a few steps on a 16-neuron network need little of anything."""
+    return Limits(address_space_bytes=16 * GiB, file_size_bytes=256 * 1024 ** 2, extra_processes=256,
+                  cpu_seconds=int(max(10, 2 * timeout_s)))
+
+
+def training_limits(gpu: bool) -> Limits:
+    """A real training: no address-space cap on a GPU (CUDA reserves huge virtual ranges)."""
+    return Limits(address_space_bytes=None if gpu else 64 * GiB, file_size_bytes=16 * GiB, extra_processes=1024)
+
+
+@dataclass
+class ContainedResult:
+    """How a contained run ended: exit code (None when killed), why it was killed, wall time."""
+
+    returncode: Optional[int]
+    killed_because: Optional[str]
+    wall_s: float
+    sandboxed: bool
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def bwrap_executable() -> Optional[str]:
+    """Path of bwrap (``$NEURALGRAPH_BWRAP`` or ``bwrap`` on PATH), or None."""
+    name = os.environ.get(BWRAP_ENV) or "bwrap"
+    return shutil.which(name)
+
+
+@lru_cache(maxsize=None)
+def _probe(bwrap: Optional[str]) -> Optional[str]:
+    if bwrap is None:
+        return ("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap; "
+                f"or point ${BWRAP_ENV} at it)")
+    argv = [bwrap, *_namespace_flags(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
+    try:
+        proc = subprocess.run(argv, env={"PATH": os.defpath}, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not be started ({exc})"
+    if proc.returncode != 0:
+        detail = " ".join(proc.stderr.split())[:300] or f"exit code {proc.returncode}"
+        return f"bwrap cannot create its namespaces here ({detail}); are user namespaces disabled?"
+    return None
+
+
+def sandbox_unavailable_reason() -> Optional[str]:
+    """None when a working sandbox exists, else why not (cached per bwrap path)."""
+    return _probe(bwrap_executable())
+
+
+def code_modification_refusal(mode: str) -> Optional[str]:
+    """Why code modifications are refused under ``mode`` here, or None when they may run."""
+    if mode not in CODE_MODIFICATION_MODES:
+        return f"{SETTING} = {mode!r}: must be one of {', '.join(CODE_MODIFICATION_MODES)}"
+    if mode == "off":
+        return f"code modifications are switched off ({SETTING}: off)"
+    if mode == "sandboxed":
+        reason = sandbox_unavailable_reason()
+        if reason:
+            return (f"code modifications need the sandbox and none works here: {reason}. Install bubblewrap, "
+                    f"or set {SETTING}: unsandboxed to run agent-written code without it (at your own risk), "
+                    f"or {SETTING}: off")
+    return None
+
+
+# --------------------------------------------------------------------------- environment and argv
+
+
+def contained_environment(threads: Optional[int] = None, cuda: bool = False,
+                          environ: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The whole environment of a contained run, built from an allow-list (never a secret)."""
+    source = os.environ if environ is None else environ
+    env = {k: v for k, v in source.items()
+           if (k in ENV_ALLOW or k.startswith(PROJECT_ENV_PREFIX)) and not is_secret_name(k)}
+    env.setdefault("PATH", os.defpath)
+    python_dir = str(Path(sys.executable).parent)
+    if python_dir not in env["PATH"].split(os.pathsep):
+        env["PATH"] = python_dir + os.pathsep + env["PATH"]
+    env.update({"HOME": SANDBOX_HOME, "TMPDIR": SANDBOX_TMP, "PYTHONPATH": str(REPO_ROOT),
+                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"})
+    if threads is not None:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(threads)
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _namespace_flags() -> list[str]:
+    return ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+
+
+def _real_home() -> Optional[Path]:
+    try:
+        import pwd
+
+        home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except (ImportError, KeyError):
+        home = Path(os.path.expanduser("~"))
+    return home if home.is_dir() and home != Path("/") else None
+
+
+def _needed_read_only() -> list[Path]:
+    """What every contained Python needs to see even when it lies in the hidden home."""
+    paths = {REPO_ROOT, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
+    return sorted(p.resolve() for p in paths if p.exists())
+
+
+def bwrap_argv(command: Sequence[str], writable: Iterable[Path], readable: Iterable[Path] = (),
+               gpu: bool = False, bwrap: Optional[str] = None) -> list[str]:
+    """The bwrap command line around ``command`` (later mounts lie on top of earlier ones)."""
+    argv = [bwrap or bwrap_executable() or "bwrap", *_namespace_flags(), "--ro-bind", "/", "/",
+            "--dev", "/dev", "--proc", "/proc", "--tmpfs", SANDBOX_TMP, "--dir", SANDBOX_HOME]
+    if gpu:
+        for node in sorted(glob("/dev/nvidia*")):
+            argv += ["--dev-bind", node, node]
+    home = _real_home()
+    if home is not None:
+        argv += ["--tmpfs", str(home)]
+    for path in [*_needed_read_only(), *(Path(p).resolve() for p in readable)]:
+        argv += ["--ro-bind", str(path), str(path)]
+    writable = [Path(p).resolve() for p in writable]
+    for path in writable:
+        argv += ["--bind", str(path), str(path)]
+    argv += ["--chdir", str(writable[0]) if writable else SANDBOX_TMP, "--", *command]
+    return argv
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _user_task_count() -> int:
+    """Tasks (threads) the current user runs now: RLIMIT_NPROC counts all of them."""
+    uid, total = os.getuid(), 0
+    for status in glob("/proc/[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in Path(status).read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            total += int(fields.get("Threads", "1").strip() or 1)
+    return total
+
+
+def _limit_setter(limits: Limits) -> Callable[[], None]:
+    """A preexec function applying ``limits`` in the child before bwrap (or Python) starts."""
+    nproc = _user_task_count() + limits.extra_processes if limits.extra_processes else None
+    pairs = [(resource.RLIMIT_AS, limits.address_space_bytes), (resource.RLIMIT_FSIZE, limits.file_size_bytes),
+             (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CPU, limits.cpu_seconds)]
+
+    def apply() -> None:
+        for which, value in pairs:
+            if value is not None:
+                _, hard = resource.getrlimit(which)
+                value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+                resource.setrlimit(which, (value, hard))
+
+    return apply
+
+
+def _descendants(pid: int) -> list[int]:
+    """Host pids of every process below ``pid`` (the sandbox's processes included)."""
+    children: dict[int, list[int]] = {}
+    for stat in glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(stat.split("/")[2]))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _terminate_tree(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM every process of the run (a trainer checkpoints on it), SIGKILL after ``grace_s``."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the run's process group (bwrap and, through --die-with-parent, all inside)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _catch_signals(received: list[int]) -> dict[int, object]:
+    """Record SIGTERM/SIGINT in ``received`` instead of dying; returns the previous handlers."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda signum, _frame: received.append(signum))
+    return previous
+
+
+def run_contained(command: Sequence[str], *, sandboxed: bool, writable: Sequence[Path], readable: Sequence[Path] = (),
+                  limits: Limits = Limits(), timeout_s: Optional[float] = None, threads: Optional[int] = None,
+                  gpu: bool = False, stdout=None, watchdog: Optional[Callable[[], Optional[str]]] = None,
+                  poll_s: float = 1.0, forward_signals: bool = False, term_grace_s: float = 60.0) -> ContainedResult:
+    """Run ``command`` contained; kill its whole tree at the timeout or when ``watchdog`` says why.
+
+    ``sandboxed=False`` is the explicit ``unsandboxed`` mode: clean environment, own session,
+    limits and timeout, but no namespaces. Raises :class:`SandboxUnavailable` when a sandbox is
+    asked for and none works. ``stdout``: a file object for stdout+stderr (None: inherit).
+    ``forward_signals``: a SIGTERM/SIGINT of the caller (SLURM preemption, Ctrl-C) reaches the
+    contained processes as SIGTERM (a trainer checkpoints and exits), then the tree is killed
+    after ``term_grace_s``; the run's own exit code is returned.
+    """
+    if sandboxed:
+        reason = sandbox_unavailable_reason()
+        if reason:
+            raise SandboxUnavailable(reason)
+        for path in writable:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        argv = bwrap_argv(command, writable, readable, gpu=gpu)
+    else:
+        argv = list(command)
+    env = contained_environment(threads=threads, cuda=gpu)
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
+                            cwd=str(writable[0]) if writable else None, start_new_session=True,
+                            preexec_fn=_limit_setter(limits))
+    killed_because = None
+    last_watch = started
+    received: list[int] = []
+    previous = _catch_signals(received) if forward_signals else {}
+    try:
+        while proc.poll() is None:
+            if received:
+                _terminate_tree(proc, term_grace_s)
+                break
+            now = time.monotonic()
+            if timeout_s is not None and now - started > timeout_s:
+                killed_because = f"timeout after {timeout_s:g} s"
+            elif watchdog is not None and now - last_watch >= poll_s:
+                last_watch = now
+                killed_because = watchdog()
+            if killed_because:
+                _kill_tree(proc)
+                break
+            time.sleep(KILL_POLL_S)
+    except BaseException:  # Ctrl-C / SIGTERM of the caller: take the sandbox down with us
+        _kill_tree(proc)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    rc = None if killed_because else proc.returncode
+    return ContainedResult(rc, killed_because, time.monotonic() - started, sandboxed)

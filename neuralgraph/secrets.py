@@ -1,0 +1,61 @@
+"""Which environment variables are secrets, and how their values are kept out of files.
+
+One owner for the rule "a variable whose name contains API_KEY, TOKEN, SECRET, PASSWORD or
+CREDENTIAL is a secret": the workflow takes such variables out of Snakemake's own
+environment (so no job inherits them), the sandbox never passes them, and every text file
+the project writes (:mod:`neuralgraph.io`) has their values replaced by :data:`REDACTED`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterable, Mapping, MutableMapping, Optional
+
+#: Names of environment variables that hold secrets.
+SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
+#: What a secret value is replaced with in every written text.
+REDACTED = "[REDACTED]"
+#: Values shorter than this are not redacted (a "1" or "yes" would mangle every text).
+MIN_SECRET_LENGTH = 8
+
+_extra_values: set[str] = set()
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name))
+
+
+def secret_values(environ: Optional[Mapping[str, str]] = None) -> set[str]:
+    """Secret values known to this process: secret-named variables plus registered values."""
+    environ = os.environ if environ is None else environ
+    found = {v for k, v in environ.items() if is_secret_name(k)} | _extra_values
+    return {v for v in found if len(v) >= MIN_SECRET_LENGTH}
+
+
+def register_secret(value: str) -> None:
+    """Redact ``value`` from every text written by this process (a key read from a file)."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        _extra_values.add(value)
+
+
+def redact(text: str, values: Optional[Iterable[str]] = None) -> str:
+    """``text`` with every known secret value replaced by :data:`REDACTED` (longest first)."""
+    for value in sorted(secret_values() if values is None else values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def take_secrets(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Remove every secret-named variable from ``environ`` and return them.
+
+    The workflow calls this on ``os.environ`` when the Snakefile is parsed: Snakemake's
+    local jobs and ``sbatch --export=ALL`` inherit that environment, so a key left there
+    would reach every job. Only agent-decide gets the returned values back.
+    """
+    taken = {k: environ[k] for k in list(environ) if is_secret_name(k)}
+    for name in taken:
+        del environ[name]
+    for value in taken.values():
+        register_secret(value)
+    return taken
