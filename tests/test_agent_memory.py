@@ -261,3 +261,14 @@ def test_hostile_replies_through_the_decide_cli_keep_every_memory_and_instructio
     added = (iter_dir(second, 6) / "instructions.md").read_text()[len(shipped.rstrip()):].strip().splitlines()
     assert [line[:12] for line in added] == ["- (block 1) "] * MAX_RULE_EDITS + ["- (block 2) "] * MAX_RULE_EDITS
     assert max(map(len, added)) <= len("- (block 1) ") + TEXT_CAPS["line"]
+
+
+def test_the_docs_quote_the_caps_that_are_enforced():
+    from agent.prompt import HARD_TRIM_DIVISOR
+
+    docs = (REPO / "docs" / "agent.md").read_text()
+    quoted = {f"{TEXT_CAPS['line']} characters", f"(names: {TEXT_CAPS['name']})", f"at most {TEXT_CAPS['note']}",
+              f"at most {MAX_LIST_ITEMS} new principles", f"{MAX_RULE_EDITS} `selection_rule_edits`",
+              f"above {TEXT_CAPS['code']} characters", f"<= {MAX_MEMORY_LINES} lines and <= {MAX_MEMORY_CHARS} characters",
+              f"budgets / {HARD_TRIM_DIVISOR}"}
+    assert {q for q in quoted if q not in " ".join(docs.split())} == set()
