@@ -251,11 +251,11 @@ class AnthropicPolicy:
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             if not self._recorder.last_was_success():
                 raise  # not the answer's fault: a bug to see, not to retry
-            self.last_call = {**self._record_error(exc, started), "reply_excerpt": self._recorder.last_text()[:REPLY_EXCERPT_CHARS]}
+            body = self._recorder.last_text()
+            self.last_call = {**self._record_error(exc, started), "reply_excerpt": body[:REPLY_EXCERPT_CHARS]}
             raise InvalidOutputError(
                 f"the API answered {self._recorder.responses[-1].http_response.status_code} but its body is not a "
-                f"Messages API reply ({type(exc).__name__}: {exc}); body began: "
-                f"{self._recorder.last_text()[:200]!r}") from None
+                f"Messages API reply ({type(exc).__name__}: {exc}); body began: {body[:200]!r}") from None
         self.last_call = self._record_from_message(message, started)
         decision = message.parsed_output
         if decision is None:
