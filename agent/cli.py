@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries)")
     p.add_argument("--fallback", default="fail", choices=["offline", "fail"],
-                   help="when the LLM is unavailable: let the heuristic decide (offline) or exit 75 (fail)")
+                   help="when the LLM is unavailable or the prompt is too long even trimmed: let the heuristic "
+                        "decide (offline) or exit 75 / 2 (fail)")
     p.add_argument("--base-config", required=True, help="the experiment config (fixed fields)")
     p.add_argument("--results-dir", required=True, help="experiment results folder (parents' iteration folders)")
     p.add_argument("--out-dir", required=True, help="this iteration's folder")

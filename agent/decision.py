@@ -19,15 +19,27 @@ It holds:
 Validation (:func:`validate_decision`) collects every problem, each naming the field and
 what is allowed, and raises :class:`DecisionInvalid`. Ranges are checked here because the
 JSON schema bounds are not enforced by the model.
+
+Text from a policy is data, not layout: it ends up in memory.md, analysis.md and
+instructions.md, whose structure (markdown sections, one log line per field) a newline or a
+``## `` heading inside a field would break, and whose size a megabyte reply would blow up.
+So every text field is cleaned where a Decision is made -- by the pydantic validators of the
+field types below (:data:`Name`, :data:`Line`, :data:`Note`), which run for every backend
+(the SDK's structured-output parse, replay's ``model_validate``, the heuristic's
+constructor): one-line fields lose newlines and heading markers, notes keep their lines but
+lose heading markers, and each is clipped to its cap (``TEXT_CAPS``). Lists are cut to their
+item caps. Only the code of a code modification is refused instead of clipped (clipped code
+would not compile, and the refusal tells the model why).
 """
 from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from neuralgraph.config import ALLOWED_TIME_STEPS
 
@@ -54,6 +66,66 @@ Outcome = Literal["converged", "partial", "failed"]
 CODE_FREE_ITERATIONS = 4
 
 
+# --------------------------------------------------------------------------- text caps
+
+#: Characters per text field of a decision (the only definition; prompt and docs quote it).
+#: name: identifiers (mode, parameter, function); line: one-line prose (parent rule,
+#: observation, change summary, hypothesis, reasons, each list item); note: multi-line notes
+#: (emerging observations, hypotheses, block summary); code: a function's new source.
+TEXT_CAPS: dict[str, int] = {"name": 80, "line": 400, "note": 4000, "code": 20_000}
+#: Items per list field: new principles and open questions per decision.
+MAX_LIST_ITEMS = 10
+#: Parent-selection rules a block end may add to instructions.md (each a ``line``).
+MAX_RULE_EDITS = 5
+#: Appended where a text was clipped, so a reader knows it was longer.
+CLIP_MARK = " [...]"
+
+_HEADING_MARKERS = re.compile(r"^\s*(?:#+\s*)+")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut marked with :data:`CLIP_MARK`."""
+    if len(text) <= limit:
+        return text
+    return text[:max(0, limit - len(CLIP_MARK))].rstrip() + CLIP_MARK
+
+
+def strip_heading(line: str) -> str:
+    """``line`` without leading markdown heading markers ('#', '## ', '  ### ' ...)."""
+    return _HEADING_MARKERS.sub("", line)
+
+
+def one_line(text: str, limit: int = TEXT_CAPS["line"]) -> str:
+    """One line: each line loses its heading markers, every whitespace run (newlines included)
+    becomes a space, then the cap applies. A log field stays one line of its entry."""
+    return clip(" ".join(" ".join(map(strip_heading, str(text).splitlines())).split()), limit)
+
+
+def plain_text(text: str, limit: int = TEXT_CAPS["note"]) -> str:
+    """Lines kept, but none may open a markdown section (leading '#' markers go); capped."""
+    lines = [strip_heading(line).rstrip() for line in str(text).splitlines()]
+    return clip("\n".join(lines).strip(), limit)
+
+
+def _code_size(source: str) -> str:
+    if len(source) > TEXT_CAPS["code"]:
+        raise ValueError(f"new_source has {len(source)} characters; at most {TEXT_CAPS['code']} "
+                         f"(one editable function, not a module)")
+    return source
+
+
+def _first(limit: int):
+    return AfterValidator(lambda items: [item for item in items if item][:limit])
+
+
+Name = Annotated[str, AfterValidator(lambda text: one_line(text, TEXT_CAPS["name"]))]
+Line = Annotated[str, AfterValidator(one_line)]
+Note = Annotated[str, AfterValidator(plain_text)]
+Lines = Annotated[list[Line], _first(MAX_LIST_ITEMS)]
+RuleEdits = Annotated[list[Line], _first(MAX_RULE_EDITS)]
+Code = Annotated[str, AfterValidator(_code_size)]
+
+
 class _Plain(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,28 +134,28 @@ class LogEntry(_Plain):
     """The free-text parts of the seed's log form for the node just analysed (node i)."""
 
     outcome: Outcome = Field(description="converged (connectivity_R2 > 0.9), partial (0.1-0.9) or failed (< 0.1).")
-    mode: str = Field(description="Mode, e.g. success-exploit or failure-probe.")
-    parent_rule: str = Field(description="One line: why this parent was chosen for the next node.")
-    observation: str = Field(description="One line: what this iteration showed (compare to its parent).")
+    mode: Name = Field(description="Mode, e.g. success-exploit or failure-probe.")
+    parent_rule: Line = Field(description="One line: why this parent was chosen for the next node.")
+    observation: Line = Field(description="One line: what this iteration showed (compare to its parent).")
     next_parent: Union[int, Literal["root"]] = Field(description="Parent of the next node; must equal `parent`.")
 
 
 class MemoryUpdate(_Plain):
     """What the working memory gains this iteration."""
 
-    emerging_observations: str = Field(description="Replaces the 'Emerging Observations' section (running notes).")
-    new_principles: list[str] = Field(default_factory=list, description="Confirmed principles to add to the knowledge base.")
-    open_questions: Optional[list[str]] = Field(None, description="If given, replaces the Open Questions list.")
-    current_hypothesis: Optional[str] = Field(None, description="If given, replaces the current block's Hypothesis.")
-    block_summary: Optional[str] = Field(None, description="Block end: 2-3 line summary of the finished block.")
-    key_finding: Optional[str] = Field(None, description="Block end: key finding for the time-step comparison table.")
-    next_block_hypothesis: Optional[str] = Field(None, description="Block end: hypothesis for the next block.")
+    emerging_observations: Note = Field(description="Replaces the 'Emerging Observations' section (running notes).")
+    new_principles: Lines = Field(default_factory=list, description="Confirmed principles to add to the knowledge base.")
+    open_questions: Optional[Lines] = Field(None, description="If given, replaces the Open Questions list.")
+    current_hypothesis: Optional[Note] = Field(None, description="If given, replaces the current block's Hypothesis.")
+    block_summary: Optional[Note] = Field(None, description="Block end: 2-3 line summary of the finished block.")
+    key_finding: Optional[Line] = Field(None, description="Block end: key finding for the time-step comparison table.")
+    next_block_hypothesis: Optional[Note] = Field(None, description="Block end: hypothesis for the next block.")
 
 
 class ConfigMutation(_Plain):
     """One training parameter changed (plus, optionally, data_augmentation_loop)."""
 
-    parameter: str = Field(description="A training parameter from the allowed table, e.g. learning_rate_W_start.")
+    parameter: Name = Field(description="A training parameter from the allowed table, e.g. learning_rate_W_start.")
     old: Optional[float] = Field(None, description="The parent's value (checked against the parent's config).")
     new: float = Field(description="The new value, inside the parameter's allowed range.")
     data_augmentation_loop: Optional[int] = Field(
@@ -94,10 +166,10 @@ class ConfigMutation(_Plain):
 class CodeModification(_Plain):
     """A new version of one editable function of the training module."""
 
-    function: str = Field(description="Name of the editable function (see EDITABLE_FUNCTIONS).")
-    new_source: str = Field(description="Complete source of the new function (same signature).")
-    hypothesis: str = Field(description="Why this change should help.")
-    change_summary: str = Field(description="One line: what changed.")
+    function: Name = Field(description="Name of the editable function (see EDITABLE_FUNCTIONS).")
+    new_source: Code = Field(description="Complete source of the new function (same signature).")
+    hypothesis: Line = Field(description="Why this change should help.")
+    change_summary: Line = Field(description="One line: what changed.")
 
 
 class Decision(_Plain):
@@ -110,8 +182,8 @@ class Decision(_Plain):
     config_mutation: Optional[ConfigMutation] = Field(None, description="Exactly one of config_mutation / code_modification.")
     code_modification: Optional[CodeModification] = Field(None, description="Exactly one of config_mutation / code_modification.")
     next_time_step: Optional[int] = Field(None, description="Block end only: time_step of the next block (1, 4, 16, 32, 64).")
-    time_step_reason: Optional[str] = Field(None, description="Block end only: why this time_step.")
-    selection_rule_edits: Optional[list[str]] = Field(
+    time_step_reason: Optional[Line] = Field(None, description="Block end only: why this time_step.")
+    selection_rule_edits: Optional[RuleEdits] = Field(
         None, description="Block end only: parent-selection rules to add to the instructions."
     )
 

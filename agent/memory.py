@@ -7,9 +7,16 @@ Both are versioned per iteration: iteration i's decide writes ``iter_i/memory.md
   iteration's entry (the seed's log form, for node i) and, at a block end, the block summary
   and the ``CONFIG EDITED: Block N time_step=Y (reason: ...)`` line.
 - Working memory: the seed's sections, "Emerging Observations" always last, at most
-  :data:`MAX_MEMORY_LINES` lines. When too long, the oldest iteration entries of the current
-  block, then the oldest principles, open questions and table rows are dropped, each drop
-  leaving a ``(... trimmed ...)`` marker; free-text fields are clipped to a few lines.
+  :data:`MAX_MEMORY_LINES` lines and :data:`MAX_MEMORY_CHARS` characters. When too long, the
+  oldest iteration entries of the current block, then the oldest principles, open questions
+  and table rows are dropped, each drop leaving a ``(... trimmed ...)`` marker; free-text
+  fields are clipped to a few lines, and as a last resort every line to
+  :data:`MAX_LINE_CHARS`.
+
+The section structure is an invariant of this module, whatever the text it is given (a
+decision's fields are already cleaned by agent.decision, but the previous memory.md and the
+node records are read from disk): no rendered line but our own headings starts with '#'.
+:func:`sections` lists the headings, so a test can check that an update kept them.
 
 The memory is kept as a :class:`WorkingMemory` value and parsed back from our own headings
 (only the known headings below split sections, so the ``## Iter N`` entries stay inside
@@ -18,6 +25,7 @@ The memory is kept as a :class:`WorkingMemory` value and parsed back from our ow
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -25,11 +33,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.context import DecisionContext
     from agent.decision import Decision
 
+from agent.decision import clip, one_line, strip_heading
 from agent.tree import NodeRecord, best_node, block_nodes
 from neuralgraph.analysis_log import parse_analysis_log
 
 MAX_MEMORY_LINES = 500
+#: About 15k tokens: the memory is re-sent in every prompt, so its size is a cost and a
+#: context-window budget as well as a reading burden (500 lines of the seed's log form are ~50k).
+MAX_MEMORY_CHARS = 60_000
 MAX_TEXT_LINES = 40  # per free-text field (summary, hypothesis, observations)
+#: Last-resort width of every line once lists and texts are trimmed as far as they go.
+MAX_LINE_CHARS = 400
+#: Room kept for a trim marker (and its blank line) when trimming a list.
+_MARKER_ROOM = (2, 200)
 
 TABLE_HEADER = (
     "| Block | time_step | eff_rank | Best R² | Optimal lr_W | Optimal lr | Optimal L1 | Rollout R² "
@@ -47,7 +63,8 @@ H_HYPOTHESIS = "### Hypothesis"
 H_ITERATIONS = "### Iterations This Block"
 H_EMERGING = "### Emerging Observations"
 _KNOWN = (H_TABLE, H_PRINCIPLES, H_QUESTIONS, H_PREVIOUS, H_CURRENT, H_INFO, H_HYPOTHESIS, H_ITERATIONS, H_EMERGING)
-TRIM_MARKER = "(... {n} older {what} trimmed to keep memory under {limit} lines; see analysis.md ...)"
+TRIM_MARKER = ("(... {n} older {what} trimmed to keep memory under {limit} lines and {chars} characters; "
+               "see analysis.md ...)")
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -83,7 +100,7 @@ class WorkingMemory:
 
 def _plain(line: str) -> str:
     """Free text may not open a section: a leading '#' would split the memory when read back."""
-    return line.lstrip("#").strip() if line.lstrip().startswith("#") else line
+    return strip_heading(line)
 
 
 def _clip(text: str, max_lines: int = MAX_TEXT_LINES) -> str:
@@ -111,41 +128,57 @@ def render_memory(mem: WorkingMemory) -> str:
               f"Iterations: {mem.first_iteration} to {last}", "", H_HYPOTHESIS, "",
               _clip(mem.hypothesis) or "(none stated)", "", H_ITERATIONS, ""]
     for entry in mem.iterations:
-        lines += [entry.strip(), ""]
+        head, *rest = entry.strip().splitlines() or [""]
+        lines += [head, *map(_plain, rest), ""]  # only an entry's first line is a heading
     lines += [H_EMERGING, "", _clip(mem.emerging) or "(none yet)"]
     return "\n".join(lines) + "\n"
 
 
-def _over(mem: WorkingMemory, limit: int) -> bool:
-    return len(render_memory(mem).splitlines()) > limit
+def _over(mem: WorkingMemory, limit: int, chars: int) -> bool:
+    text = render_memory(mem)
+    return len(text.splitlines()) > limit or len(text) > chars
 
 
-def _trim_list(items: list[str], what: str, mem: WorkingMemory, limit: int) -> None:
+def _trim_list(items: list[str], what: str, mem: WorkingMemory, limit: int, chars: int) -> None:
     """Drop the oldest items (keeping a marker first) until the memory fits or one item is left."""
     dropped = 0
     if items and items[0].startswith("(... "):
         dropped = int(items[0].split()[1])
         del items[0]
     removed = 0
-    while len(items) > 1 and _over(mem, limit - 2):  # room for the marker (+ blank line)
+    while len(items) > 1 and _over(mem, limit - _MARKER_ROOM[0], chars - _MARKER_ROOM[1]):
         del items[0]
         removed += 1
     if removed or dropped:
-        items.insert(0, TRIM_MARKER.format(n=removed + dropped, what=what, limit=limit))
+        items.insert(0, TRIM_MARKER.format(n=removed + dropped, what=what, limit=limit, chars=chars))
 
 
-def enforce_limit(mem: WorkingMemory, limit: int = MAX_MEMORY_LINES) -> WorkingMemory:
-    """Trim oldest iteration entries, principles, questions, table rows until <= ``limit`` lines."""
+def _narrow(mem: WorkingMemory, width: int) -> None:
+    """Clip every line of every field to ``width`` characters (the last resort)."""
+    def lines(text: str) -> str:
+        return "\n".join(clip(line, width) for line in text.splitlines())
+
+    for name in ("table_rows", "principles", "open_questions", "iterations"):
+        setattr(mem, name, [lines(item) for item in getattr(mem, name)])
+    for name in ("previous_summary", "hypothesis", "emerging"):
+        setattr(mem, name, lines(getattr(mem, name)))
+
+
+def enforce_limit(mem: WorkingMemory, limit: int = MAX_MEMORY_LINES, chars: int = MAX_MEMORY_CHARS) -> WorkingMemory:
+    """Trim oldest iteration entries, principles, questions, table rows until the memory has at
+    most ``limit`` lines and ``chars`` characters; then clip texts, entries and line widths."""
     for items, what in ((mem.iterations, "iteration entries"), (mem.principles, "principles"),
                         (mem.open_questions, "open questions"), (mem.table_rows, "table rows")):
-        if not _over(mem, limit):
+        if not _over(mem, limit, chars):
             break
-        _trim_list(items, what, mem, limit)
+        _trim_list(items, what, mem, limit, chars)
     for name in ("emerging", "hypothesis", "previous_summary"):
-        if _over(mem, limit):
+        if _over(mem, limit, chars):
             setattr(mem, name, _clip(getattr(mem, name), 5))
-    if _over(mem, limit):  # a single huge entry: clip every entry to its first lines
+    if _over(mem, limit, chars):  # a single huge entry: clip every entry to its first lines
         mem.iterations = [_clip(entry, 12) for entry in mem.iterations]
+    if _over(mem, limit, chars):
+        _narrow(mem, MAX_LINE_CHARS)
     return mem
 
 
@@ -161,6 +194,20 @@ def _sections(text: str) -> dict[str, list[str]]:
         if current is not None:
             sections[current].append(line)
     return sections
+
+
+def sections(text: str) -> list[str]:
+    """The section headings of a memory text, in order: every line starting with '#' except the
+    ``## Iter N:`` entry headings, a trailing ``(Block N)`` dropped (it changes at block ends).
+
+    Two memories with the same list have the same structure; a heading smuggled in by free text
+    would show up here as an extra item.
+    """
+    found = []
+    for line in text.splitlines():
+        if line.startswith("#") and not line.startswith("## Iter "):
+            found.append(re.sub(r"\s*\(Block \d+\)$", "", line.rstrip()))
+    return found
 
 
 def _body(lines: list[str]) -> list[str]:
@@ -273,21 +320,18 @@ def log_entry(node: NodeRecord, decision: "Decision", analysis_log: str) -> str:
     parent = "root" if node.parent is None else node.parent
     mutation = node.mutation or {}
     code = "function" in mutation
-    lines = [f"## Iter {node.iteration}: {outcome}", f"Node: id={node.id}, parent={parent}",
-             f"Mode/Strategy: {decision.log.mode}/{'code-modification' if code else (node.strategy or 'init')}",
+    lines = [f"## Iter {node.iteration}: {one_line(outcome)}", f"Node: id={node.id}, parent={parent}",
+             f"Mode/Strategy: {one_line(decision.log.mode)}/{'code-modification' if code else (node.strategy or 'init')}",
              _config_line(node)]
     if code:
-        lines += ["CODE MODIFICATION:", "  File: train_loop.py", f"  Function: {mutation['function']}",
-                  f"  Change: {mutation.get('change_summary', '')}", f"  Hypothesis: {mutation.get('hypothesis', '')}"]
+        lines += ["CODE MODIFICATION:", "  File: train_loop.py", f"  Function: {one_line(mutation['function'])}",
+                  f"  Change: {one_line(mutation.get('change_summary', ''))}",
+                  f"  Hypothesis: {one_line(mutation.get('hypothesis', ''))}"]
     eff_rank, radius = activity_values(analysis_log, metrics)
     lines += [_metrics_line(metrics), f"Activity: eff_rank={fmt(eff_rank)}, spectral_radius={fmt(radius)}",
-              f"Mutation: {mutation_text(node.mutation)}", f"Parent rule: {_one_line(decision.log.parent_rule)}",
-              f"Observation: {_one_line(decision.log.observation)}", f"Next: parent={decision.parent}"]
+              f"Mutation: {one_line(mutation_text(node.mutation))}", f"Parent rule: {one_line(decision.log.parent_rule)}",
+              f"Observation: {one_line(decision.log.observation)}", f"Next: parent={decision.parent}"]
     return "\n".join(lines)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def block_end_text(ctx: "DecisionContext", decision: "Decision", next_time_step: Optional[int],
@@ -299,7 +343,7 @@ def block_end_text(ctx: "DecisionContext", decision: "Decision", next_time_step:
     lines = [f"## Block {ctx.block} summary (time_step={ctx.time_step}, {len(nodes)} nodes)",
              _clip(summary, 10), f"Best node: {best.id if best else '-'} (connectivity_R2={fmt(best.r2 if best else None)})"]
     if next_time_step is not None:
-        lines.append(f"CONFIG EDITED: Block {ctx.block + 1} time_step={next_time_step} (reason: {_one_line(reason)})")
+        lines.append(f"CONFIG EDITED: Block {ctx.block + 1} time_step={next_time_step} (reason: {one_line(reason)})")
     return "\n".join(lines)
 
 
@@ -387,7 +431,7 @@ def revise_instructions(text: str, block: int, edits: list[str]) -> str:
     tagged with its block, so later blocks see where a rule came from. Without edits the
     text is returned unchanged (the version is still written, one per iteration).
     """
-    rules = [" ".join(e.split()) for e in edits if e and e.strip()]
+    rules = [one_line(e) for e in edits if e and e.strip()]
     if not rules:
         return text
     body = text.rstrip("\n")

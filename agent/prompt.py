@@ -7,12 +7,28 @@ current config, the editable training code and the dataset pictures.
 The request is split for prompt caching: the instruction text changes only at block ends, so
 it is the system prompt and carries ``cache_control`` (the API then bills repeats at the cache
 read price); everything that changes every iteration goes into the user message after it.
+
+Size: every text part has a character budget (:data:`PART_BUDGETS`); a longer part keeps its
+head and its tail with a note of what was left out (for memory.md: the knowledge base and the
+current block). ``trim=1`` is the harder trim the anthropic backend retries once with after a
+"prompt is too long" answer: every budget divided by :data:`HARD_TRIM_DIVISOR`, no pictures.
 """
 from __future__ import annotations
 
 import base64
 from pathlib import Path
 from typing import Any, Optional
+
+from agent.memory import MAX_MEMORY_CHARS
+
+#: Characters per prompt part at the normal trim level. memory.md is capped when written
+#: (agent.memory.MAX_MEMORY_CHARS); these budgets also hold for inputs we did not write.
+PART_BUDGETS: dict[str, int] = {"instructions": 60_000, "memory": MAX_MEMORY_CHARS, "analysis_log": 20_000,
+                                "ucb_scores": 20_000, "config": 20_000, "code": 60_000, "feedback": 8_000}
+#: The harder trim (``trim=1``): budgets divided by this, pictures left out.
+HARD_TRIM_DIVISOR = 4
+#: Trim levels a backend may ask for: normal, then harder.
+TRIM_LEVELS = (0, 1)
 
 #: The API refuses images above 5 MB (base64 payload); larger pictures are described, not sent.
 MAX_IMAGE_BYTES = 5 * 1024 * 1024 * 3 // 4
@@ -31,6 +47,22 @@ ROLE_PREAMBLE = (
 )
 
 
+def budget(part: str, trim: int = 0) -> int:
+    """Characters ``part`` may take in the prompt at trim level ``trim``."""
+    return PART_BUDGETS[part] // (HARD_TRIM_DIVISOR if trim else 1)
+
+
+def fit(text: str, limit: int, what: str) -> str:
+    """``text`` within ``limit`` characters: its head (a third) and its tail, with a note between."""
+    if len(text) <= limit:
+        return text
+    note = f"\n(... {{n}} characters of {what} left out to fit the prompt ...)\n"
+    keep = max(0, limit - len(note) - 12)
+    head, tail = keep // 3, keep - keep // 3
+    cut = len(text) - head - tail
+    return text[:head] + note.format(n=cut) + (text[-tail:] if tail else "")
+
+
 def rules_summary() -> str:
     """The machine-checked rules, generated from the validators themselves.
 
@@ -39,7 +71,8 @@ def rules_summary() -> str:
     drift from what is then enforced.
     """
     from agent.codeedit import ALLOWED_MODULE_ATTRIBUTES, SAFE_BUILTINS
-    from agent.decision import ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, STRATEGIES
+    from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, MAX_LIST_ITEMS, MAX_RULE_EDITS,
+                                STRATEGIES, TEXT_CAPS)
     from neuralgraph.config import ALLOWED_TIME_STEPS
 
     lines = ["## Enforced rules (a decision breaking one is refused)", "",
@@ -59,18 +92,24 @@ def rules_summary() -> str:
         "global/nonlocal, no nested class, no assignment into modules or into ctx/data/cfg. The edit then "
         "survives a short smoke run in a sandbox (no endless loop, no crash, finite loss) and trains in the "
         "sandbox: no file, process or network access.",
+        f"Text fields: one line each (newlines and '#' heading markers are removed), at most "
+        f"{TEXT_CAPS['line']} characters ({TEXT_CAPS['name']} for mode, parameter and function names); "
+        f"multi-line notes (emerging_observations, hypotheses, block_summary) at most {TEXT_CAPS['note']}; "
+        f"longer text is clipped. At most {MAX_LIST_ITEMS} new_principles / open_questions and "
+        f"{MAX_RULE_EDITS} selection_rule_edits; new_source at most {TEXT_CAPS['code']} characters (refused above).",
     ]
     return "\n".join(lines)
 
 
-def system_blocks(instructions: str) -> list[dict[str, Any]]:
+def system_blocks(instructions: str, trim: int = 0) -> list[dict[str, Any]]:
     """The static system prompt: role, instructions, enforced rules; marked for prompt caching."""
-    text = f"{ROLE_PREAMBLE}\n\n{instructions.strip()}\n\n{rules_summary()}\n"
+    instructions = fit(instructions.strip(), budget("instructions", trim), "the instructions")
+    text = f"{ROLE_PREAMBLE}\n\n{instructions}\n\n{rules_summary()}\n"
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
 
-def _section(title: str, body: str, empty_note: str) -> dict[str, Any]:
-    text = body.strip() if body and body.strip() else empty_note
+def _section(title: str, body: str, empty_note: str, limit: int) -> dict[str, Any]:
+    text = fit(body.strip(), limit, title) if body and body.strip() else empty_note
     return {"type": "text", "text": f"## {title}\n\n{text}\n"}
 
 
@@ -128,30 +167,35 @@ def _task_text(ctx: Any) -> str:
     return "\n".join(lines)
 
 
-def user_content(ctx: Any, feedback: Optional[str] = None) -> list[dict[str, Any]]:
+def user_content(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
     """The user message: this iteration's state as text blocks, then the pictures.
 
     ``feedback`` is the reason a previous decision was refused; it is stated last so the
-    model fixes exactly that on its one retry.
+    model fixes exactly that on its one retry. ``trim``: see the module docstring.
     """
+    code = fit(ctx.code.rstrip(), budget("code", trim), "the code") if ctx.code else ""
     blocks = [
         {"type": "text", "text": _task_text(ctx)},
-        _section("Working memory (memory.md)", ctx.working_memory, "(empty: this is the first iteration)"),
-        _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)"),
-        _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)"),
-        _section("Current config (YAML)", ctx.config_yaml, "(no config)"),
-        _section("Editable training code (train_loop.py)", f"```python\n{ctx.code.rstrip()}\n```" if ctx.code else "",
-                 "(no code)"),
+        _section("Working memory (memory.md)", ctx.working_memory, "(empty: this is the first iteration)",
+                 budget("memory", trim)),
+        _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)", budget("analysis_log", trim)),
+        _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)", budget("ucb_scores", trim)),
+        _section("Current config (YAML)", ctx.config_yaml, "(no config)", budget("config", trim)),
+        _section("Editable training code (train_loop.py)", f"```python\n{code}\n```" if code else "", "(no code)",
+                 budget("code", trim) + 20),
     ]
-    for path in ctx.image_paths:
-        blocks.extend(image_blocks(Path(path)))
+    if trim and ctx.image_paths:
+        blocks.append({"type": "text", "text": f"({len(ctx.image_paths)} picture(s) left out to fit the prompt)"})
+    else:
+        for path in ctx.image_paths:
+            blocks.extend(image_blocks(Path(path)))
     if feedback:
         blocks.append({"type": "text", "text": (
             "Your previous decision was REFUSED for this reason:\n"
-            f"{feedback.strip()}\nReturn a corrected decision.")})
+            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected decision.")})
     return blocks
 
 
-def build_messages(ctx: Any, feedback: Optional[str] = None) -> list[dict[str, Any]]:
-    """The ``messages`` argument of the API call (one user turn)."""
-    return [{"role": "user", "content": user_content(ctx, feedback)}]
+def build_messages(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
+    """The ``messages`` argument of the API call (one user turn), trimmed to level ``trim``."""
+    return [{"role": "user", "content": user_content(ctx, feedback, trim)}]

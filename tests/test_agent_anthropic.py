@@ -20,6 +20,7 @@ from agent.policies.anthropic_policy import AnthropicPolicy
 from agent.policies.base import (
     BackendConfigError,
     InvalidOutputError,
+    PromptTooLongError,
     RetryableBackendError,
     decide_with_fallback,
 )
@@ -362,6 +363,115 @@ def test_no_output_file_contains_the_api_key(tmp_path, api_key):
     assert record["attempts"][0]["accepted"] is False
     assert "not a valid decision JSON" in record["attempts"][0]["reason"]
     assert record["attempts"][1]["call"]["cost_usd"] > 0
+
+
+# ---------------------------------------------------------------------------- prompt too long, garbage bodies
+
+PROMPT_TOO_LONG = ("invalid_request_error", "prompt is too long: 215000 tokens > 200000 maximum")
+
+
+def _texts(body: dict[str, Any]) -> str:
+    return "\n".join(b.get("text", "") for b in body["messages"][0]["content"])
+
+
+def _offline() -> Any:
+    from agent.policies.heuristic import HeuristicPolicy
+
+    return HeuristicPolicy({"seed": 0})
+
+
+def test_prompt_parts_are_cut_to_their_budgets_keeping_head_and_tail(tmp_path, api_key):
+    from agent.prompt import budget
+
+    ctx = make_context(tmp_path)
+    ctx.working_memory = "# Working Memory\nKNOWLEDGE-HEAD\n" + "x" * 1_000_000 + "\nEMERGING-TAIL"
+    api = FakeAPI(reply(json.dumps(decision_dict())))
+    make_policy(api).decide(ctx)
+    [memory] = [b["text"] for b in api.body()["messages"][0]["content"] if "Working memory" in b.get("text", "")]
+    assert len(memory) <= budget("memory") + 100
+    assert "KNOWLEDGE-HEAD" in memory and "EMERGING-TAIL" in memory and "left out to fit the prompt" in memory
+
+
+def test_prompt_too_long_is_retried_once_trimmed_harder(tmp_path, api_key):
+    ctx = make_context(tmp_path)
+    ctx.working_memory = "MEMORY-HEAD " + "m" * 100_000
+    api = FakeAPI(api_error(400, *PROMPT_TOO_LONG), reply(json.dumps(decision_dict())))
+    policy = make_policy(api, max_retries=2)
+    assert policy.decide(ctx).parent == 3
+    assert len(api.requests) == 2  # the SDK does not retry a 400: the second call is ours
+    first, second = api.body(0), api.body(1)
+    assert len(json.dumps(second)) < len(json.dumps(first)) / 2
+    assert [b["type"] for b in second["messages"][0]["content"]].count("image") == 0
+    assert "2 picture(s) left out to fit the prompt" in _texts(second) and "MEMORY-HEAD" in _texts(second)
+    assert policy.last_call["prompt_trim"] == 1
+
+
+def test_prompt_too_long_even_trimmed_lets_the_offline_policy_decide_and_says_why(tmp_path, api_key):
+    api = FakeAPI(api_error(400, *PROMPT_TOO_LONG))
+    outcome = decide_with_fallback(make_policy(api), make_context(tmp_path), fallback=_offline(),
+                                   offline_on_unavailable=True)
+    assert len(api.requests) == 2
+    assert outcome.policy.startswith("heuristic (fallback after: prompt too long: anthropic backend: the prompt is too long")
+    first = outcome.attempts[0]
+    assert not first.accepted and "prompt is too long: 215000 tokens" in first.reason
+    assert "still too long with the prompt trimmed at level 1" in first.reason
+    assert first.call["prompt_trim"] == 1 and first.call["error"] == "BadRequestError (HTTP 400)"
+    assert [a.accepted for a in outcome.attempts] == [False, True]
+
+
+def test_prompt_too_long_without_offline_fallback_is_a_config_error(tmp_path, api_key):
+    api = FakeAPI(api_error(400, *PROMPT_TOO_LONG))
+    with pytest.raises(BackendConfigError, match="prompt is too long") as info:
+        decide_with_fallback(make_policy(api), make_context(tmp_path), fallback=_offline())
+    assert isinstance(info.value, PromptTooLongError)
+
+
+def test_prompt_too_long_through_the_decide_cli_exits_2_or_falls_back_offline(tmp_path, api_key, monkeypatch, capsys):
+    import agent.cli as cli
+    from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
+
+    exp = write_experiment_config(tmp_path / "exp.yaml")
+    assert cli.main(["init", "--config", str(exp), "--out-dir", str(iter_dir(tmp_path, 1))]) == 0
+    fake_analyze(iter_dir(tmp_path, 1))
+    assert cli.main(ucb_args(tmp_path, 1)) == 0
+    api = FakeAPI(api_error(400, *PROMPT_TOO_LONG))
+    monkeypatch.setattr(cli, "get_policy", lambda backend, options: make_policy(api))
+    args = decide_args(tmp_path, exp, 1, 3, 2, backend="anthropic", extra=["--smoke-timeout", "0"])
+
+    assert cli.main(args) == 2  # re-running would send the same prompt: configuration, not 75
+    assert "backend configuration error: anthropic backend: the prompt is too long" in capsys.readouterr().err
+    assert not (iter_dir(tmp_path, 1) / "decision.json").exists() and not iter_dir(tmp_path, 2).exists()
+
+    assert cli.main(args + ["--fallback", "offline"]) == 0
+    record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
+    assert record["policy"].startswith("heuristic (fallback after: prompt too long:")
+    assert record["attempts"][0]["reason"].startswith("prompt too long: ") and record["attempts"][-1]["accepted"]
+    assert (iter_dir(tmp_path, 2) / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("garbage", [
+    httpx2.Response(200, headers={"content-type": "text/html"}, content=b"<html>gateway says hi</html>"),
+    httpx2.Response(200, headers={"content-type": "application/json"}, content=b"<html>not json</html>"),
+    httpx2.Response(200, json={}),
+    httpx2.Response(200, json=[1, 2]),
+    httpx2.Response(200, json={"id": "x", "type": "message", "content": "nope"}),
+], ids=["html", "json-header-html", "empty-object", "list", "content-not-a-list"])
+def test_a_200_whose_body_is_no_reply_is_retried_once_then_the_offline_policy_decides(tmp_path, api_key, garbage):
+    api = FakeAPI(garbage)
+    outcome = decide_with_fallback(make_policy(api, max_retries=3), make_context(tmp_path), fallback=_offline())
+    assert len(api.requests) == 2  # one retry, like an invalid reply; the SDK itself does not retry a 200
+    assert [a.accepted for a in outcome.attempts] == [False, False, True]
+    assert "is not a Messages API reply" in outcome.attempts[0].reason
+    assert outcome.attempts[0].call["http_attempts"] == 1
+    assert outcome.policy.startswith("heuristic (fallback after: unusable output: the API answered 200")
+    retry = _texts(api.body(1))
+    assert "REFUSED" in retry and "not a Messages API reply" in retry
+
+
+def test_a_200_with_garbage_then_a_good_reply_is_used(tmp_path, api_key):
+    api = FakeAPI(httpx2.Response(200, json={}), reply(json.dumps(decision_dict())))
+    outcome = decide_with_fallback(make_policy(api), make_context(tmp_path), fallback=_offline())
+    assert outcome.policy == "anthropic" and outcome.decision.parent == 3
 
 
 # ---------------------------------------------------------------------------- prices

@@ -11,11 +11,16 @@ What can go wrong, and what the caller gets (classes from :mod:`agent.policies.b
 
 - no ``ANTHROPIC_API_KEY``, 401/403, 400/404/413/422 (bad request, unknown model, too large):
   :class:`BackendConfigError` -- retrying cannot help, a person must fix the setup;
+- "prompt is too long" (400 invalid_request_error) or 413 request_too_large: the call is
+  repeated once with the prompt trimmed harder (:data:`agent.prompt.TRIM_LEVELS`: budgets
+  divided, no pictures); still too long: :class:`PromptTooLongError`, which the fallback
+  chain hands to the offline policy under ``--fallback offline`` (else exit 2);
 - network failure, timeout, 408/409/429/5xx/529 after the SDK's own retries:
   :class:`RetryableBackendError` -- the CLI exits 75 or lets the offline policy decide;
 - a reply without a usable decision (``stop_reason`` refusal or max_tokens, malformed or
-  schema-violating JSON): :class:`InvalidOutputError` -- the fallback chain retries once
-  with the reason, then hands over to the offline policy.
+  schema-violating JSON) or a 2xx answer whose body is no Messages API reply at all (the SDK
+  then fails inside its own parsing): :class:`InvalidOutputError` -- the fallback chain
+  retries once with the reason, then hands over to the offline policy.
 
 Every call that reached the API leaves ``last_call`` (model requested and returned, request
 id, stop reason, token counts incl. cache fields, cost from :mod:`agent.pricing`, HTTP
@@ -32,9 +37,9 @@ import anthropic
 import pydantic
 
 from agent.decision import Decision
-from agent.policies.base import BackendConfigError, InvalidOutputError, RetryableBackendError
+from agent.policies.base import BackendConfigError, InvalidOutputError, PromptTooLongError, RetryableBackendError
 from agent.pricing import PriceTableError, TokenUsage, call_cost_usd, default_model_id, load_price_table
-from agent.prompt import build_messages, system_blocks
+from agent.prompt import TRIM_LEVELS, build_messages, system_blocks
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 MODEL_ENV = "NEURALGRAPH_CLAUDE_MODEL"
@@ -83,6 +88,19 @@ class _ResponseRecorder(anthropic.Middleware):
     def last_request_id(self) -> Optional[str]:
         return self.responses[-1].request_id if self.responses else None
 
+    def last_was_success(self) -> bool:
+        """Whether the last HTTP answer had a 2xx status (so a failure after it is the body's)."""
+        return bool(self.responses) and 200 <= self.responses[-1].http_response.status_code < 300
+
+    def last_text(self) -> str:
+        """The last answer's raw body text ('' when there is none or it is not text)."""
+        if not self.responses:
+            return ""
+        try:
+            return self.responses[-1].http_response.text
+        except (ValueError, UnicodeDecodeError):
+            return ""
+
 
 def resolve_model(options: Mapping[str, Any]) -> str:
     """Model id from the options, else ``NEURALGRAPH_CLAUDE_MODEL``, else the price file's default."""
@@ -111,6 +129,11 @@ def _api_message(exc: anthropic.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
     return str(error.get("message") or exc.message)
+
+
+def _prompt_too_long(exc: anthropic.APIStatusError) -> bool:
+    """The API's answer to a request above the model's context (400) or size limit (413)."""
+    return (exc.status_code == 400 and "prompt is too long" in _api_message(exc).lower()) or exc.status_code == 413
 
 
 def _text_of(body: Mapping[str, Any]) -> str:
@@ -153,6 +176,7 @@ class AnthropicPolicy:
         self.max_retries = _option(options, "max_retries", DEFAULT_MAX_RETRIES, int)
         self.thinking = options.get("thinking")
         self.last_call: Optional[dict[str, Any]] = None
+        self._trim = TRIM_LEVELS[0]
         self._recorder = _ResponseRecorder()
         client_args: dict[str, Any] = {"api_key": api_key, "max_retries": self.max_retries,
                                        "timeout": self.timeout_s, "middleware": [self._recorder]}
@@ -168,12 +192,12 @@ class AnthropicPolicy:
 
     # ------------------------------------------------------------------ the call
 
-    def _request(self, ctx: Any, feedback: Optional[str]) -> dict[str, Any]:
+    def _request(self, ctx: Any, feedback: Optional[str], trim: int = 0) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "system": system_blocks(ctx.instructions),
-            "messages": build_messages(ctx, feedback),
+            "system": system_blocks(ctx.instructions, trim),
+            "messages": build_messages(ctx, feedback, trim),
             "output_format": Decision,
         }
         if self.thinking:
@@ -181,12 +205,31 @@ class AnthropicPolicy:
         return request
 
     def decide(self, ctx: Any, feedback: Optional[str] = None) -> Decision:
-        """Ask Claude for the next decision; see the module docstring for the errors raised."""
+        """Ask Claude for the next decision; see the module docstring for the errors raised.
+
+        A "prompt is too long" answer is retried at the next trim level; after the last one
+        it becomes :class:`PromptTooLongError` (the call record keeps ``prompt_trim``).
+        """
+        self._trim = TRIM_LEVELS[0]
+        for trim in TRIM_LEVELS:
+            self._trim = trim
+            try:
+                return self._call(ctx, feedback)
+            except PromptTooLongError as exc:
+                too_long = exc
+        raise PromptTooLongError(
+            f"{too_long} -- still too long with the prompt trimmed at level {self._trim} (memory, logs, code "
+            f"and instructions cut to smaller budgets, no pictures); choose a model with a larger context, or "
+            f"pass --fallback offline to let the heuristic decide such iterations") from None
+
+    def _call(self, ctx: Any, feedback: Optional[str]) -> Decision:
+        """One API call at trim level ``self._trim``."""
         self.last_call = None
         self._recorder.reset()
+        request = self._request(ctx, feedback, self._trim)
         started = time.perf_counter()
         try:
-            message = self._client.messages.parse(**self._request(ctx, feedback))
+            message = self._client.messages.parse(**request)
         except pydantic.ValidationError as exc:
             body = self._recorder.last_body()
             self.last_call = self._record_from_body(body, started)
@@ -205,6 +248,14 @@ class AnthropicPolicy:
         except anthropic.APIResponseValidationError as exc:
             self.last_call = self._record_error(exc, started)
             raise InvalidOutputError(f"the API's response had an unexpected shape: {exc.message}") from None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            if not self._recorder.last_was_success():
+                raise  # not the answer's fault: a bug to see, not to retry
+            body = self._recorder.last_text()
+            self.last_call = {**self._record_error(exc, started), "reply_excerpt": body[:REPLY_EXCERPT_CHARS]}
+            raise InvalidOutputError(
+                f"the API answered {self._recorder.responses[-1].http_response.status_code} but its body is not a "
+                f"Messages API reply ({type(exc).__name__}: {exc}); body began: {body[:200]!r}") from None
         self.last_call = self._record_from_message(message, started)
         decision = message.parsed_output
         if decision is None:
@@ -225,6 +276,8 @@ class AnthropicPolicy:
     def _translate_status_error(self, exc: anthropic.APIStatusError) -> Exception:
         status = exc.status_code
         detail = f"HTTP {status} ({type(exc).__name__}): {_api_message(exc)}; request id {exc.request_id}"
+        if _prompt_too_long(exc):
+            return PromptTooLongError(f"anthropic backend: the prompt is too long for model {self.model!r}: {detail}")
         if status == 401:
             return BackendConfigError(f"anthropic backend: authentication failed, check {API_KEY_ENV}: {detail}")
         if status == 403:
@@ -239,7 +292,8 @@ class AnthropicPolicy:
 
     def _base_record(self, started: float) -> dict[str, Any]:
         return {"backend": self.name, "model_requested": self.model, "max_tokens": self.max_tokens,
-                "http_attempts": self._recorder.attempts, "latency_s": round(time.perf_counter() - started, 3)}
+                "prompt_trim": self._trim, "http_attempts": self._recorder.attempts,
+                "latency_s": round(time.perf_counter() - started, 3)}
 
     def _usage_record(self, model: Optional[str], usage: Any) -> dict[str, Any]:
         """Token counts and cost; without a usage report the cost is unknown (None), not 0."""

@@ -26,6 +26,10 @@ Errors a policy raises:
   (network, 429, 529). The CLI exits 75 (EX_TEMPFAIL) unless ``--fallback offline``.
 - :class:`BackendConfigError`: the backend cannot work as configured (no API key, bad
   request, unknown model, unknown backend). The CLI exits 2 with the message.
+- :class:`PromptTooLongError` (a BackendConfigError): the request does not fit the model's
+  context even after the backend's own harder trim. With ``--fallback offline`` the offline
+  policy decides this iteration (the reason is recorded); otherwise exit 2 like any
+  configuration error -- re-running later would send the same prompt, so 75 would be wrong.
 
 Registry: :func:`get_policy` maps a backend name to ``"module:factory"`` and imports the
 module lazily (the SDK is only imported when the anthropic backend is used). A factory is
@@ -65,6 +69,10 @@ class HarnessError(PolicyError):
     """A check of the decision failed for a reason of ours (the smoke run's dataset or sandbox),
     not of the decision. Never fed back to the policy: an LLM cannot act on it and a retry costs
     money. The fallback policy decides instead."""
+
+
+class PromptTooLongError(BackendConfigError):
+    """The prompt exceeds the model's context even trimmed harder; the offline policy may decide."""
 
 
 @runtime_checkable
@@ -158,8 +166,9 @@ def decide_with_fallback(
 ) -> DecisionOutcome:
     """Primary policy -> one retry with the refusal reason -> fallback policy (recorded).
 
-    ``offline_on_unavailable``: on :class:`RetryableBackendError` let the fallback decide
-    (``--fallback offline``) instead of re-raising (the CLI then exits 75).
+    ``offline_on_unavailable``: on :class:`RetryableBackendError` or :class:`PromptTooLongError`
+    let the fallback decide (``--fallback offline``) instead of re-raising (the CLI then exits
+    75 or 2).
     :class:`BackendConfigError` always propagates. When the fallback's own decision is
     refused too, :class:`DecisionInvalid` is raised (a bug in the offline policy).
     """
@@ -170,10 +179,11 @@ def decide_with_fallback(
         if decision is None and not attempt.reason.startswith((BACKEND_ERROR_PREFIX, HARNESS_ERROR_PREFIX)):
             decision, attempt = _try(primary, ctx, attempt.reason, validate)
             attempts.append(attempt)
-    except RetryableBackendError as exc:
+    except (RetryableBackendError, PromptTooLongError) as exc:
         if fallback is None or not offline_on_unavailable:
             raise
-        attempts.append(Attempt(primary.name, False, f"backend unavailable: {exc}", getattr(primary, "last_call", None)))
+        why = "prompt too long" if isinstance(exc, PromptTooLongError) else "backend unavailable"
+        attempts.append(Attempt(primary.name, False, f"{why}: {exc}", getattr(primary, "last_call", None)))
         decision = None
     if decision is not None:
         return DecisionOutcome(decision, primary.name, attempts)
