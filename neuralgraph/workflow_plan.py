@@ -98,6 +98,7 @@ class AgentOptions:
     fallback: str
     replay_from: Optional[str] = None
     smoke_timeout: Optional[float] = None
+    max_cost_usd: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def _agent_options(agent: dict[str, Any], source: str) -> AgentOptions:
         fallback=agent.get("fallback", "fail"),
         replay_from=replay_from,
         smoke_timeout=agent.get("smoke_timeout"),
+        max_cost_usd=agent.get("max_cost_usd"),
     )
 
 

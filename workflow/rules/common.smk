@@ -147,6 +147,7 @@ def decide_command(i):
         f"--model {q(agent.model)}" if agent.model else "",
         f"--replay-from {q(agent.replay_from)}" if agent.replay_from else "",
         f"--smoke-timeout {agent.smoke_timeout}" if agent.smoke_timeout is not None else "",
+        f"--max-cost-usd {agent.max_cost_usd!r}" if agent.max_cost_usd is not None else "",
         f"--node {q(inputs['node'])}",
         cli_list("--nodes", inputs["nodes"]),
         f"--ucb {q(inputs['scores'])} --analysis-log {q(inputs['analysis_log'])}",
