@@ -13,6 +13,7 @@ the decision is final, so a refused input loses nothing already computed.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -288,10 +289,10 @@ def capped(policy: Any, args: argparse.Namespace, ctx: DecisionContext) -> tuple
     from agent.costs import CostRecordError, spent_usd
     from agent.policies.spend_cap import SpendCap, is_paid
 
+    if args.max_cost_usd is not None and not (math.isfinite(args.max_cost_usd) and args.max_cost_usd >= 0):
+        raise InputError(f"--max-cost-usd {args.max_cost_usd}: must be a number >= 0 (USD for the whole experiment)")
     if args.max_cost_usd is None or not is_paid(policy):
         return policy, None
-    if args.max_cost_usd < 0:
-        raise InputError(f"--max-cost-usd {args.max_cost_usd}: must be >= 0 (USD for the whole experiment)")
     try:
         spent = spent_usd(args.results_dir, before_iteration=ctx.iteration)
     except CostRecordError as exc:
@@ -331,15 +332,15 @@ def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChec
     try:
         outcome = decide_with_fallback(primary, ctx, fallback=fallback,
                                        offline_on_unavailable=args.fallback == "offline", validate=checker)
-        if cap is not None:
-            outcome.spend = cap.record()
-            if cap.stopped:
-                print(f"agent decide: iteration {ctx.iteration}: spend cap: {cap.stopped}")
-        return outcome
     except DecisionInvalid as exc:  # even the offline policy was refused: never stop the loop
         decision = validate_decision(safe_decision(ctx, str(exc)), ctx)
-        return DecisionOutcome(decision, f"safe re-run (after: {' '.join(str(exc).split())})",
-                               [Attempt("safe re-run", True, str(exc), None)])
+        outcome = DecisionOutcome(decision, f"safe re-run (after: {' '.join(str(exc).split())})",
+                                  [Attempt("safe re-run", True, str(exc), None)])
+    if cap is not None:
+        outcome.spend = cap.record()
+        if cap.stopped:
+            print(f"agent decide: iteration {ctx.iteration}: spend cap: {cap.stopped}")
+    return outcome
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -416,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="LLM model id (default: the backend's config/environment)")
     p.add_argument("--replay-from", default=None, help="results folder whose decisions the replay backend re-applies")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries)")
+                   help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries; "
+                        "claude-code: max_tokens, timeout_s, max_turns, command)")
     p.add_argument("--max-cost-usd", type=float, default=None,
                    help="spend cap of the whole experiment in USD (paid backends; default: none); a call that "
                         "could cross it is not made and the heuristic decides")

@@ -202,3 +202,18 @@ def test_the_cost_bound_covers_the_prompt_and_assumes_the_dearest_model_when_non
     unnamed = ClaudeCodePolicy({}).estimate_cost_usd(ctx)
     assert 0 < named < unnamed
     assert ClaudeCodePolicy({"model": "claude-future-7"}).estimate_cost_usd(ctx) is None
+
+
+def test_the_spend_cap_applies_to_the_command_too(tmp_path, fake_claude):
+    from agent.policies.base import SpendCapReached
+    from agent.policies.spend_cap import SpendCap
+
+    fake_claude.plays(good())
+    ctx = make_context(tmp_path)
+    bound = ClaudeCodePolicy({"model": MODEL}).estimate_cost_usd(ctx)
+    with pytest.raises(SpendCapReached, match="was not made"):
+        SpendCap(ClaudeCodePolicy({"model": MODEL}), bound - 1e-6, 0.0).decide(ctx)
+    assert fake_claude.calls == []
+    cap = SpendCap(ClaudeCodePolicy({"model": MODEL}), bound, 0.0)
+    assert cap.decide(ctx).parent == 3 and len(fake_claude.calls) == 1
+    assert cap.record()["spent_this_decision_usd"] == 0.0123  # the command's own total_cost_usd

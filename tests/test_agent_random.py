@@ -145,3 +145,13 @@ def test_cli_lists_every_registered_backend(capsys):
     assert "invalid choice: 'gpt'" in err
     for backend in ("heuristic", "replay", "anthropic", "random", "claude-code"):
         assert backend in err
+
+
+def test_workflow_schema_offers_every_registered_backend():
+    import yaml
+
+    from agent.policies.base import BACKENDS
+    from agent_helpers import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert set(schema["properties"]["agent"]["properties"]["backend"]["enum"]) == set(BACKENDS)

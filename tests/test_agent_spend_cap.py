@@ -119,7 +119,8 @@ def test_bad_cap_and_unreadable_records_are_refused_naming_them(tmp_path, monkey
     exp = tmp_path / "exp.yaml"
     args = decide_args(tmp_path, exp, 2, n_iter_block=8, n_blocks=1, schedule="1", backend="anthropic")
     assert main(args + ["--max-cost-usd", "-1"]) == 2
-    assert "--max-cost-usd -1.0: must be >= 0" in capsys.readouterr().err
+    assert "--max-cost-usd -1.0: must be a number >= 0" in capsys.readouterr().err
+    assert main(args + ["--max-cost-usd", "nan"]) == 2
     (iter_dir(tmp_path, 1) / "decision.json").write_text("{broken")
     assert main(args + ["--max-cost-usd", "10"]) == 2
     assert "iter_001/decision.json: cannot read the recorded LLM costs" in capsys.readouterr().err
