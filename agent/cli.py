@@ -13,6 +13,7 @@ the decision is final, so a refused input loses nothing already computed.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +23,8 @@ from agent.context import DecisionContext, block_of
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, build_child, source_node,
                             validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
-from agent.policies.base import (Attempt, BackendConfigError, DecisionOutcome, HarnessError, RetryableBackendError,
-                                 decide_with_fallback, get_policy)
+from agent.policies.base import (BACKENDS, Attempt, BackendConfigError, BackendMissingError, DecisionOutcome,
+                                 HarnessError, RetryableBackendError, decide_with_fallback, get_policy)
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, TreeError, check_tree, code_hash, load_node, score_block, write_node, write_scores
@@ -296,9 +297,41 @@ def decision_record(ctx: DecisionContext, outcome: DecisionOutcome, plan: Option
         "attempts": [a.to_dict() for a in outcome.attempts],
         "next": plan.proposal if plan else None, "next_time_step": next_ts, "time_step_source": ts_source or None,
         "code_smoke_run": smoke, "code_modification_mode": code_mode,
-        "code_modification_refused_up_front": ctx.code_modification_refusal,
+        "code_modification_refused_up_front": ctx.code_modification_refusal, "spend_cap": outcome.spend,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def capped(policy: Any, args: argparse.Namespace, ctx: DecisionContext) -> tuple[Any, Optional[Any]]:
+    """``policy`` behind the spend cap when --max-cost-usd is given and the policy is paid."""
+    from agent.costs import CostRecordError, spent_usd
+    from agent.policies.spend_cap import SpendCap, is_paid
+
+    if args.max_cost_usd is not None and not (math.isfinite(args.max_cost_usd) and args.max_cost_usd >= 0):
+        raise InputError(f"--max-cost-usd {args.max_cost_usd}: must be a number >= 0 (USD for the whole experiment)")
+    if args.max_cost_usd is None or not is_paid(policy):
+        return policy, None
+    try:
+        spent = spent_usd(args.results_dir, before_iteration=ctx.iteration)
+    except CostRecordError as exc:
+        raise InputError(str(exc)) from None
+    cap = SpendCap(policy, args.max_cost_usd, spent)
+    return cap, cap
+
+
+class MissingBackend:
+    """Stands in for a backend that is not installed here, under ``--fallback offline``.
+
+    It answers every call as "unavailable", so the fallback chain's own offline path lets the
+    heuristic decide and records why (no second code path for the same outcome).
+    """
+
+    def __init__(self, name: str, reason: str):
+        self.name, self.reason = name, reason
+        self.last_call: Optional[dict[str, Any]] = None
+
+    def decide(self, ctx: DecisionContext, feedback: Optional[str] = None) -> Decision:
+        raise RetryableBackendError(self.reason)
 
 
 def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChecker) -> DecisionOutcome:
@@ -306,15 +339,26 @@ def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChec
 
     options = {**parse_backend_options(args.backend_option), "seed": args.seed, "model": args.model,
                "replay_from": args.replay_from, "results_dir": args.results_dir}
-    primary = get_policy(args.backend, options)
+    try:
+        primary = get_policy(args.backend, options)
+    except BackendMissingError as exc:
+        if args.fallback != "offline":
+            raise
+        primary = MissingBackend(args.backend, str(exc))
+    primary, cap = capped(primary, args, ctx)
     fallback = None if args.backend == "heuristic" else HeuristicPolicy(options)
     try:
-        return decide_with_fallback(primary, ctx, fallback=fallback,
-                                    offline_on_unavailable=args.fallback == "offline", validate=checker)
+        outcome = decide_with_fallback(primary, ctx, fallback=fallback,
+                                       offline_on_unavailable=args.fallback == "offline", validate=checker)
     except DecisionInvalid as exc:  # even the offline policy was refused: never stop the loop
         decision = validate_decision(safe_decision(ctx, str(exc)), ctx)
-        return DecisionOutcome(decision, f"safe re-run (after: {' '.join(str(exc).split())})",
-                               [Attempt("safe re-run", True, str(exc), None)])
+        outcome = DecisionOutcome(decision, f"safe re-run (after: {' '.join(str(exc).split())})",
+                                  [Attempt("safe re-run", True, str(exc), None)])
+    if cap is not None:
+        outcome.spend = cap.record()
+        if cap.stopped:
+            print(f"agent decide: iteration {ctx.iteration}: spend cap: {cap.stopped}")
+    return outcome
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -392,12 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-iter-block", type=int, default=None, help="default: the base config's claude.n_iter_block")
     p.add_argument("--n-blocks", type=int, required=True)
     p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
-    p.add_argument("--backend", default="heuristic", choices=["heuristic", "anthropic", "replay"])
+    p.add_argument("--backend", default="heuristic", choices=list(BACKENDS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="LLM model id (default: the backend's config/environment)")
     p.add_argument("--replay-from", default=None, help="results folder whose decisions the replay backend re-applies")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries)")
+                   help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries; "
+                        "claude-code: max_tokens, timeout_s, max_turns, command)")
+    p.add_argument("--max-cost-usd", type=float, default=None,
+                   help="spend cap of the whole experiment in USD (paid backends; default: none); a call that "
+                        "could cross it is not made and the heuristic decides")
     p.add_argument("--fallback", default="fail", choices=["offline", "fail"],
                    help="when the LLM is unavailable or the prompt is too long even trimmed: let the heuristic "
                         "decide (offline) or exit 75 / 2 (fail)")

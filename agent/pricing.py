@@ -127,3 +127,33 @@ def call_cost_usd(model: str, usage: TokenUsage, table: Mapping[str, ModelPrice]
         + usage.cache_read_input_tokens * price.cache_read
     ) / 1_000_000
     return round(total, 6)
+
+
+def price_bound(model: Optional[str], table: Mapping[str, ModelPrice]) -> Optional[ModelPrice]:
+    """The price a spend cap must assume for ``model``.
+
+    A known model: its price. No model named (the backend's own default is used, e.g. the
+    Claude Code command line's): the highest price of every kind in the table, since any of
+    them may be billed. A named model missing from the table: None (no bound can be given).
+    """
+    if model:
+        return price_for(model, table)
+    if not table:
+        return None
+    return ModelPrice(*(max(getattr(p, field) for p in table.values()) for field in PRICE_FIELDS))
+
+
+def max_call_cost_usd(model: Optional[str], input_tokens: int, max_output_tokens: int,
+                      table: Mapping[str, ModelPrice] | None = None) -> Optional[float]:
+    """The most one call can cost: an upper bound used by the spend cap, never a bill.
+
+    Every input token is priced at the dearer of the input and cache-write prices (a call may
+    write the prompt cache), and the reply at ``max_output_tokens`` (thinking included: the API
+    counts it against max_tokens). ``input_tokens`` must itself be an upper bound (see
+    :func:`agent.prompt.input_token_bound`). None when no price applies (see :func:`price_bound`).
+    """
+    price = price_bound(model, load_price_table() if table is None else table)
+    if price is None:
+        return None
+    micro_usd = input_tokens * max(price.input, price.cache_write) + max_output_tokens * price.output
+    return math.ceil(micro_usd) / 1_000_000  # rounded up: a bound must not shrink

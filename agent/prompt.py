@@ -199,3 +199,41 @@ def user_content(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> lis
 def build_messages(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
     """The ``messages`` argument of the API call (one user turn), trimmed to level ``trim``."""
     return [{"role": "user", "content": user_content(ctx, feedback, trim)}]
+
+
+#: Tokens one picture may cost at most. The API scales a picture down to about 1.15 megapixels,
+#: about 1,600 tokens; the bound leaves room for models that keep more detail.
+IMAGE_TOKEN_BOUND = 5_000
+#: Tokens the service adds around the content (role markers, the structured-output
+#: instructions); generous, since it only makes the spend cap stricter.
+FRAMING_TOKEN_BOUND = 2_000
+
+
+def _blocks_bound(blocks: Any) -> int:
+    if isinstance(blocks, str):
+        return len(blocks.encode("utf-8"))
+    total = 0
+    for block in blocks or []:
+        if block.get("type") == "image":
+            total += IMAGE_TOKEN_BOUND
+        else:
+            total += len(str(block.get("text", "")).encode("utf-8"))
+    return total
+
+
+def input_token_bound(system: Any, messages: list[dict[str, Any]], schema: Optional[dict[str, Any]] = None) -> int:
+    """An upper bound of a request's input tokens, for the spend cap (never for billing).
+
+    One token per UTF-8 byte of every text (a token covers at least one byte), plus
+    :data:`IMAGE_TOKEN_BOUND` per picture, the JSON schema's text when the reply format is
+    constrained by it, and :data:`FRAMING_TOKEN_BOUND`. Real counts are ~3-4x lower for
+    English text: the cap errs on the side of not spending.
+    """
+    import json
+
+    total = _blocks_bound(system) + FRAMING_TOKEN_BOUND
+    for message in messages:
+        total += _blocks_bound(message.get("content"))
+    if schema is not None:
+        total += len(json.dumps(schema).encode("utf-8"))
+    return total

@@ -99,6 +99,7 @@ class AgentOptions:
     replay_from: Optional[str] = None
     smoke_timeout: Optional[float] = None
     code_modification: str = "sandboxed"
+    max_cost_usd: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def _agent_options(agent: dict[str, Any], source: str) -> AgentOptions:
         replay_from=replay_from,
         smoke_timeout=agent.get("smoke_timeout"),
         code_modification=agent.get("code_modification", "sandboxed"),
+        max_cost_usd=agent.get("max_cost_usd"),
     )
 
 

@@ -39,7 +39,8 @@ import pydantic
 from agent.decision import Decision
 from agent.policies.base import BackendConfigError, InvalidOutputError, PromptTooLongError, RetryableBackendError
 from agent.pricing import PriceTableError, TokenUsage, call_cost_usd, default_model_id, load_price_table
-from agent.prompt import TRIM_LEVELS, build_messages, system_blocks
+from agent.pricing import max_call_cost_usd
+from agent.prompt import TRIM_LEVELS, build_messages, input_token_bound, system_blocks
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 MODEL_ENV = "NEURALGRAPH_CLAUDE_MODEL"
@@ -287,6 +288,12 @@ class AnthropicPolicy:
         return RetryableBackendError(
             f"anthropic backend: the API is unavailable after {self._recorder.attempts} attempt(s): {detail}; "
             f"try again later")
+
+    def estimate_cost_usd(self, ctx: Any, feedback: Optional[str] = None) -> Optional[float]:
+        """The most the next call can cost (for the spend cap); None when the model has no price."""
+        request = self._request(ctx, feedback)
+        tokens = input_token_bound(request["system"], request["messages"], Decision.model_json_schema())
+        return max_call_cost_usd(self.model, tokens, self.max_tokens, self._prices)
 
     # ------------------------------------------------------------------ call records
 

@@ -26,6 +26,10 @@ Errors a policy raises:
   (network, 429, 529). The CLI exits 75 (EX_TEMPFAIL) unless ``--fallback offline``.
 - :class:`BackendConfigError`: the backend cannot work as configured (no API key, bad
   request, unknown model, unknown backend). The CLI exits 2 with the message.
+  :class:`BackendMissingError` (its command or library is not installed) is one too, except
+  that ``--fallback offline`` lets the offline policy decide.
+- :class:`SpendCapReached`: the call would cross ``--max-cost-usd``; raised by
+  :class:`agent.policies.spend_cap.SpendCap` before the call. No retry; the offline policy decides.
 - :class:`PromptTooLongError` (a BackendConfigError): the request does not fit the model's
   context even after the backend's own harder trim. With ``--fallback offline`` the offline
   policy decides this iteration (the reason is recorded); otherwise exit 2 like any
@@ -75,6 +79,22 @@ class PromptTooLongError(BackendConfigError):
     """The prompt exceeds the model's context even trimmed harder; the offline policy may decide."""
 
 
+class BackendMissingError(BackendConfigError):
+    """What the backend runs is not installed here (its command or library is absent).
+
+    A configuration error (exit 2) -- unless ``--fallback offline``, where the offline policy
+    decides instead, as when the service is unreachable: both mean "no LLM on this host".
+    """
+
+
+class SpendCapReached(PolicyError):
+    """The call would cross the experiment's spend cap (``agent.max_cost_usd``); it was not made.
+
+    Raised *before* any request; the fallback chain goes straight to the offline policy (no
+    retry: a retry would cost as much) and records the reason.
+    """
+
+
 @runtime_checkable
 class Policy(Protocol):
     name: str
@@ -88,6 +108,8 @@ BACKENDS: dict[str, str] = {
     "heuristic": "agent.policies.heuristic:HeuristicPolicy",
     "replay": "agent.policies.replay:ReplayPolicy",
     "anthropic": "agent.policies.anthropic_policy:AnthropicPolicy",
+    "random": "agent.policies.random_policy:RandomPolicy",
+    "claude-code": "agent.policies.claude_code_policy:ClaudeCodePolicy",
 }
 
 
@@ -99,7 +121,7 @@ def get_policy(backend: str, options: Optional[Mapping[str, Any]] = None) -> Pol
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendConfigError(f"backend = {backend!r}: cannot import {module_name} ({exc})") from None
+        raise BackendMissingError(f"backend = {backend!r}: cannot import {module_name} ({exc})") from None
     factory: Callable[[Mapping[str, Any]], Policy] = getattr(module, factory_name)
     return factory(dict(options or {}))
 
@@ -124,6 +146,7 @@ class DecisionOutcome:
     decision: Decision
     policy: str
     attempts: list[Attempt] = field(default_factory=list)
+    spend: Optional[dict[str, Any]] = None  # the spend cap's record (agent.policies.spend_cap)
 
     def calls(self) -> list[dict[str, Any]]:
         return [a.call for a in self.attempts if a.call]
@@ -142,6 +165,8 @@ def _try(policy: Policy, ctx: "DecisionContext", feedback: Optional[str],
         return None, Attempt(policy.name, False, f"unusable output: {exc}", getattr(policy, "last_call", None))
     except HarnessError as exc:
         return None, Attempt(policy.name, False, f"{HARNESS_ERROR_PREFIX}: {exc}", getattr(policy, "last_call", None))
+    except SpendCapReached as exc:
+        return None, Attempt(policy.name, False, f"{SPEND_CAP_REASON}: {exc}", None)
     except Exception as exc:  # a broken backend must not stop the loop
         return None, Attempt(policy.name, False, f"{BACKEND_ERROR_PREFIX}: {type(exc).__name__}: {exc}",
                              getattr(policy, "last_call", None))
@@ -151,6 +176,8 @@ def _try(policy: Policy, ctx: "DecisionContext", feedback: Optional[str],
 #: Reasons that start with these are not the policy's to fix: no retry with them as feedback.
 BACKEND_ERROR_PREFIX = "backend error"
 HARNESS_ERROR_PREFIX = "harness error (ours, not sent to the policy)"
+SPEND_CAP_REASON = "spend cap reached"
+_NO_RETRY = (BACKEND_ERROR_PREFIX, HARNESS_ERROR_PREFIX, SPEND_CAP_REASON)
 
 
 def _one_line(reason: str) -> str:
@@ -176,7 +203,7 @@ def decide_with_fallback(
     try:
         decision, attempt = _try(primary, ctx, None, validate)
         attempts.append(attempt)
-        if decision is None and not attempt.reason.startswith((BACKEND_ERROR_PREFIX, HARNESS_ERROR_PREFIX)):
+        if decision is None and not attempt.reason.startswith(_NO_RETRY):
             decision, attempt = _try(primary, ctx, attempt.reason, validate)
             attempts.append(attempt)
     except (RetryableBackendError, PromptTooLongError) as exc:

@@ -1,7 +1,7 @@
 SUMMARY_DIR = f"{RES}/summary"
 SUMMARY_FILES = [
     f"{SUMMARY_DIR}/{name}"
-    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png")
+    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png", "costs.tsv")
 ]
 
 
@@ -48,3 +48,22 @@ rule summarize:
     localrule: True
     shell:
         "{params.py} -m neuralgraph summarize --results {params.results:q} --out-dir {params.out:q} > {log:q} 2>&1"
+
+
+rule costs:
+    """Tokens and cost of every LLM call, one row each, and the total (agent.costs reads the
+    calls recorded in decision.json; neuralgraph.summarize does not import the agent)."""
+    input:
+        decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
+    output:
+        SUMMARY_FILES[4],
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.decisions[0])),
+    log:
+        f"{LOGS}/costs.log",
+    conda:
+        ENVS / "agent.yaml"
+    localrule: True
+    shell:
+        "{params.py} -m agent.costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,135 @@
+"""What an experiment's LLM calls cost, read back from its ``iter_NNN/decision.json`` files.
+
+WHY here: decide records every call of a paid backend in ``decision.json["attempts"][k]["call"]``
+(token counts and ``cost_usd``, see :mod:`agent.policies.base`), so the agent package owns
+that format and is the one place that reads it back. Two users:
+
+- the spend cap (:mod:`agent.policies.spend_cap`): :func:`spent_usd` before iteration i;
+- the summary: ``python -m agent.costs --results RES --out RES/summary/costs.tsv``, run by the
+  workflow's ``costs`` rule (:func:`write_costs_tsv`), one row per call and a total row.
+
+A paid call is a call record with a ``cost_usd`` key (``null`` when nothing was billed or the
+model had no price; it counts 0 in the totals and shows as an empty cell). Offline policies
+and replays record no such calls.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from neuralgraph.io import atomic_write_text, read_json
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+COLUMNS = ("iteration", "attempt", "policy", "accepted", "model", *TOKEN_FIELDS, "cost_usd")
+_ITER_DIR = re.compile(r"^iter_(\d+)$")
+
+
+class CostRecordError(ValueError):
+    """An earlier decision.json cannot be read: the spend so far is unknown. Names the file."""
+
+
+def decision_files(results_dir: str | Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of every ``iter_NNN/decision.json`` under ``results_dir``, in order."""
+    found = []
+    for folder in Path(results_dir).glob("iter_*"):
+        match = _ITER_DIR.match(folder.name)
+        if match and (folder / "decision.json").is_file():
+            found.append((int(match.group(1)), folder / "decision.json"))
+    return sorted(found)
+
+
+def _call_row(iteration: int, index: int, attempt: dict[str, Any]) -> Optional[dict[str, Any]]:
+    call = attempt.get("call")
+    if not isinstance(call, dict) or "cost_usd" not in call:
+        return None
+    row: dict[str, Any] = {"iteration": iteration, "attempt": index, "policy": attempt.get("policy", ""),
+                           "accepted": bool(attempt.get("accepted")),
+                           "model": call.get("model") or call.get("model_requested") or ""}
+    for name in TOKEN_FIELDS:
+        row[name] = int(call.get(name) or 0)
+    cost = call.get("cost_usd")
+    row["cost_usd"] = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+    return row
+
+
+def call_rows(results_dir: str | Path, before_iteration: Optional[int] = None) -> list[dict[str, Any]]:
+    """One row per paid call (see the module docstring), iterations below ``before_iteration``."""
+    rows = []
+    for iteration, path in decision_files(results_dir):
+        if before_iteration is not None and iteration >= before_iteration:
+            continue
+        try:
+            record = read_json(path)
+        except (OSError, ValueError) as exc:
+            raise CostRecordError(f"{path}: cannot read the recorded LLM costs ({exc})") from None
+        attempts = record.get("attempts") if isinstance(record, dict) else None
+        if not isinstance(attempts, list):
+            raise CostRecordError(f"{path}: 'attempts' must be a list of call records")
+        for index, attempt in enumerate(attempts, start=1):
+            row = _call_row(iteration, index, attempt) if isinstance(attempt, dict) else None
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def total_usd(rows: list[dict[str, Any]]) -> float:
+    return round(sum(row["cost_usd"] or 0.0 for row in rows), 6)
+
+
+def spent_usd(results_dir: str | Path, before_iteration: int) -> float:
+    """What the experiment's LLM calls cost before iteration ``before_iteration``."""
+    return total_usd(call_rows(results_dir, before_iteration))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value).replace("\t", " ").replace("\n", " ")
+
+
+def costs_tsv(rows: list[dict[str, Any]]) -> str:
+    """The table: header, one line per call, then ``total`` with the summed tokens and cost."""
+    lines = ["\t".join(COLUMNS)]
+    lines += ["\t".join(_cell(row[c]) for c in COLUMNS) for row in rows]
+    total = {c: "" for c in COLUMNS}
+    total.update({"iteration": "total", "attempt": str(len(rows))})
+    total.update({name: str(sum(row[name] for row in rows)) for name in TOKEN_FIELDS})
+    total["cost_usd"] = f"{total_usd(rows):.6f}"
+    lines.append("\t".join(total[c] for c in COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+def write_costs_tsv(results_dir: str | Path, out: str | Path) -> list[dict[str, Any]]:
+    """Write ``out`` (atomically) for the experiment in ``results_dir``; return its rows."""
+    rows = call_rows(results_dir)
+    atomic_write_text(Path(out), costs_tsv(rows))
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.costs",
+                                     description="Tokens and cost of every LLM call of an experiment (costs.tsv).")
+    parser.add_argument("--results", required=True, help="the experiment's results folder (results/<exp>)")
+    parser.add_argument("--out", required=True, help="the table to write, e.g. results/<exp>/summary/costs.tsv")
+    args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        print(f"agent costs: --results {args.results}: not a folder", file=sys.stderr)
+        return 2
+    try:
+        rows = write_costs_tsv(args.results, args.out)
+    except CostRecordError as exc:
+        print(f"agent costs: {exc}", file=sys.stderr)
+        return 2
+    print(f"agent costs: {len(rows)} LLM call(s), {total_usd(rows):.6f} USD -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

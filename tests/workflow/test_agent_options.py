@@ -1,0 +1,25 @@
+"""The agent's new workflow options reach the decide command lines, and costs.tsv is a target."""
+from __future__ import annotations
+
+from wf_helpers import job_counts, snakemake, write_workflow_config
+
+
+def test_random_backend_and_spend_cap_reach_every_decide_job(tmp_path):
+    write_workflow_config(tmp_path, agent={"backend": "random", "seed": 3, "fallback": "offline",
+                                           "max_cost_usd": 2.5})
+    result = snakemake(tmp_path, "--dry-run", "--printshellcmds").check()
+    counts = job_counts(result.output)
+    assert counts["costs"] == 1 and counts["summarize"] == 1
+    decides = [line for line in result.output.splitlines() if " -m agent decide " in line]
+    assert len(decides) == 4, result.output[-3000:]
+    assert all("--backend random --seed 3" in line and "--max-cost-usd 2.5" in line for line in decides)
+    assert "-m agent.costs --results results/tiny --out results/tiny/summary/costs.tsv" in result.output
+
+
+def test_spend_cap_off_by_default_and_negative_cap_refused(tmp_path):
+    write_workflow_config(tmp_path)
+    result = snakemake(tmp_path, "--dry-run", "--printshellcmds").check()
+    assert "--max-cost-usd" not in result.output
+    write_workflow_config(tmp_path, agent={"backend": "claude-code", "max_cost_usd": -1})
+    refused = snakemake(tmp_path, "--dry-run")
+    assert refused.returncode != 0 and "agent.max_cost_usd = -1" in refused.output, refused.output[-2000:]
