@@ -1,7 +1,9 @@
+from pipeline.explorer import EXPLORER_NAME
+
 SUMMARY_DIR = f"{RES}/summary"
 SUMMARY_FILES = [
     f"{SUMMARY_DIR}/{name}"
-    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png")
+    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png", EXPLORER_NAME)
 ]
 
 
@@ -48,3 +50,32 @@ rule summarize:
     localrule: True
     shell:
         "{params.py} -m neuralgraph summarize --results {params.results:q} --out-dir {params.out:q} > {log:q} 2>&1"
+
+
+rule explorer:
+    """explorer.html: the interactive page of the exploration (trees, table, each node's diffs,
+    agent log, decision, plots and memory); rerun it to refresh the page of a running exploration."""
+    input:
+        metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
+        nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
+        decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
+        memory=expand(f"{ITER}/memory.md", it=PLAN.iterations),
+    output:
+        page=report(
+            SUMMARY_FILES[4],
+            caption="../report/explorer.rst",
+            category="Summary",
+            labels={"file": EXPLORER_NAME},
+        ),
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
+    log:
+        f"{LOGS}/explorer.log",
+    benchmark:
+        f"{BENCH}/explorer.tsv"
+    conda:
+        ENVS / "neuralgraph.yaml"
+    localrule: True
+    shell:
+        "{params.py} -m pipeline explorer --results {params.results:q} --out {output.page:q} > {log:q} 2>&1"
