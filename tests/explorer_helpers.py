@@ -8,9 +8,11 @@ the load-time test and the carrier of hostile LLM text in the escaping tests.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -114,7 +116,7 @@ def browser_or_skip():
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     try:
         driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     except Exception as exc:  # the browser is installed but cannot start here
@@ -127,6 +129,32 @@ def browser_or_skip():
 def stop_browser(driver) -> None:
     driver.quit()
     shutil.rmtree(driver.explorer_profile, ignore_errors=True)
+
+
+def open_page(driver, page: Path, timeout: float = 10.0) -> float:
+    """Load ``page`` (a file) after draining the logs of earlier pages; wall seconds until it has rendered.
+
+    The page marks the end of its own rendering with ``data-render-ms`` on <html>.
+    """
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get("about:blank")
+    driver.get_log("browser"), driver.get_log("performance")
+    start = time.perf_counter()
+    driver.get(page.resolve().as_uri())
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script("return document.documentElement.getAttribute('data-render-ms')"))
+    return time.perf_counter() - start
+
+
+def requested_urls(driver) -> list[str]:
+    """Every URL the browser asked for since the last call (DevTools Network.requestWillBeSent)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def console_errors(driver) -> list[dict]:

@@ -254,7 +254,7 @@
   function plots(n) {
     if (!n.plots.length) { return el("p", { cls: "note", text: "no plots" }); }
     return el("div", { id: "plots", cls: "plots" }, n.plots.map(function (p) {
-      var img = el("img", { src: p.src, alt: p.name, loading: "lazy" });
+      var img = el("img", { src: p.src, alt: p.name });
       img.addEventListener("error", function () {
         img.replaceWith(el("p", { cls: "note", text: "picture not found at " + p.src +
           " (open explorer.html from its results folder)" }));
