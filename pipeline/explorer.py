@@ -92,7 +92,7 @@ def plain(value: Any) -> Any:
             return str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is not None and str(value) in ("<NA>", "nan", "NaT"):
+    if str(value) in ("<NA>", "NaT"):  # pandas' missing markers
         return None
     return value if isinstance(value, (bool, str, int)) else str(value)
 
