@@ -8,8 +8,9 @@ dozens of folders:
   every metric of ``metrics.json`` and every training / graph_model value of that iteration's
   ``config.yaml`` (dotted column names such as ``training.learning_rate_W_start``);
 * ``best_nodes.tsv``: the best node (highest connectivity_R2) per time_step;
-* ``exploration_tree.png``: the UCB tree of each block, nodes coloured by connectivity_R2,
-  edges parent -> child labelled with the mutation that made the child;
+* ``exploration_tree.png``: the UCB tree of each block, nodes coloured by the "nines" of
+  connectivity_R2 (:func:`r2_nines`), failed / diverged nodes marked, the best node of each
+  block ringed, edges parent -> child labelled with the mutation that made the child;
 * ``metrics_vs_time_step.png``: connectivity_R2, test_R2 and training time versus time_step.
 
 Reads only the files the stages write (``metrics.json``, ``node.json`` or ``proposal.json``,
@@ -46,6 +47,16 @@ BEST_COLUMNS = (
     "training.learning_rate_W_start", "training.learning_rate_start",
     "training.learning_rate_embedding_start", "training.coeff_W_L1", "training.data_augmentation_loop",
 )
+
+
+#: Colour scale of node quality, shared by exploration_tree.png and the HTML explorer
+#: (pipeline.explorer): the "nines" of connectivity_R2, -log10(1 - R2), so that 0.9, 0.99,
+#: 0.999 are 1, 2, 3 apart instead of crowding the top 1 % of a linear scale.
+R2_NINES_MAX = 4.0  # R2 >= 0.9999 saturates the colour map
+R2_COLORMAP = "viridis"
+NO_VALUE_COLOR = "#cccccc"  # connectivity_R2 missing (diverged / crashed training)
+#: Node states marked on the trees (see :func:`node_state`).
+STATE_OK, STATE_FAILED, STATE_DIVERGED = "ok", "failed", "diverged"
 
 
 class SummaryError(ValueError):
@@ -173,6 +184,64 @@ def _as_float(value: Any) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
+def r2_nines(r2: Any) -> Optional[float]:
+    """-log10(1 - R2) clipped to [0, R2_NINES_MAX]; None when R2 is missing or not finite.
+
+    WHY: the interesting differences between converged nodes are 0.99 vs 0.999, which a
+    linear 0-1 colour scale cannot show; R2 <= 0 (no recovery at all) is 0 nines.
+    """
+    value = _as_float(r2)
+    if value is None:
+        return None
+    if value <= 0.0:
+        return 0.0
+    if value >= 1.0:
+        return R2_NINES_MAX
+    return min(-math.log10(1.0 - value), R2_NINES_MAX)
+
+
+def r2_color(r2: Any) -> str:
+    """Hex colour of a node on the shared scale (grey when R2 has no value)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    nines = r2_nines(r2)
+    if nines is None:
+        return NO_VALUE_COLOR
+    return to_hex(colormaps[R2_COLORMAP](nines / R2_NINES_MAX))
+
+
+def r2_color_stops(n: int = 9) -> list[tuple[float, str]]:
+    """(nines, hex colour) at ``n`` evenly spaced points: what a legend needs to draw the scale."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps[R2_COLORMAP]
+    return [(R2_NINES_MAX * k / (n - 1), to_hex(cmap(k / (n - 1)))) for k in range(n)]
+
+
+def node_state(status: Any, outcome: Any) -> str:
+    """STATE_DIVERGED when the training did not finish ok, STATE_FAILED for a failed outcome, else STATE_OK."""
+    if status not in (None, "", STATE_OK) and not (isinstance(status, float) and math.isnan(status)):
+        return STATE_DIVERGED
+    return STATE_FAILED if outcome == STATE_FAILED else STATE_OK
+
+
+def best_node_per_block(summary) -> dict[Any, int]:
+    """{block: node id} of the highest connectivity_R2 in each block (ties: lower node id).
+
+    The same rule as the agent's carry-over at a block end (agent.tree.best_node); kept here
+    because the science package must not import the agent. A block without any R2 has none.
+    """
+    best: dict[Any, int] = {}
+    for block, group in summary.groupby("block", sort=True):
+        scored = [(_as_float(r2), int(node)) for r2, node in zip(group.get("connectivity_R2", []), group["node"])]
+        scored = [(r2, node) for r2, node in scored if r2 is not None]
+        if scored:
+            best[block] = min(scored, key=lambda item: (-item[0], item[1]))[1]
+    return best
+
+
 def tree_layout(summary) -> dict[int, tuple[float, float]]:
     """(x, y) of every node: one tidy tree per block, blocks side by side, y = -depth.
 
@@ -216,13 +285,13 @@ def edge_label(mutation: Any, width: int = 26) -> str:
 
 
 def plot_exploration_tree(summary, path: Path) -> Path:
-    """Exploration tree picture: nodes coloured by connectivity_R2, edges labelled by mutation."""
+    """Exploration tree picture: nodes coloured by R2 nines, failures marked, best ringed, edges labelled."""
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
     positions = tree_layout(summary)
-    cmap, norm = colormaps["viridis"], Normalize(vmin=0.0, vmax=1.0)
+    best = set(best_node_per_block(summary).values())
     width = max(6.0, 2.0 * (max(x for x, _ in positions.values()) + 1) + 1.5)
     depth = max(-y for _, y in positions.values()) + 1
     fig, ax = plt.subplots(figsize=(min(width, 60.0), 1.6 * depth + 1.5))
@@ -237,26 +306,40 @@ def plot_exploration_tree(summary, path: Path) -> Path:
             ax.text(x0 + 0.65 * (x1 - x0), y0 + 0.65 * (y1 - y0), label, fontsize=6, ha="center", va="center",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}, zorder=2)
     for _, row in summary.iterrows():
-        x, y = positions[int(row["node"])]
-        r2 = _as_float(row.get("connectivity_R2"))
-        color = "0.8" if r2 is None else cmap(norm(min(max(r2, 0.0), 1.0)))
-        ax.scatter([x], [y], s=420, color=color, edgecolors="black", zorder=3)
-        ax.text(x + 0.14, y, f"node {int(row['node'])}\nR2={'nan' if r2 is None else f'{r2:.3f}'}",
-                fontsize=6, ha="left", va="center", zorder=4)
+        _draw_tree_node(ax, row, positions[int(row["node"])], int(row["node"]) in best)
     for block, group in summary.groupby("block", sort=True):
         xs = [positions[int(n)][0] for n in group["node"]]
         ts = group["time_step"].iloc[0]
         ax.text((min(xs) + max(xs)) / 2, 0.6, f"block {block} (time_step {ts})", ha="center", fontsize=9)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="connectivity_R2",
-                 shrink=0.8, fraction=0.03, pad=0.02)
+    norm = Normalize(vmin=0.0, vmax=R2_NINES_MAX)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colormaps[R2_COLORMAP]), ax=ax,
+                       label="connectivity_R2 nines: -log10(1 - R2)", shrink=0.8, fraction=0.03, pad=0.02)
+    ticks = range(int(R2_NINES_MAX) + 1)
+    bar.set_ticks(list(ticks), labels=[f"{n}  (R2 {1 - 10.0 ** -n:.{max(n, 1)}f})" for n in ticks])
     xs_all = [x for x, _ in positions.values()]
     ax.set_xlim(min(xs_all) - 0.7, max(xs_all) + 0.9)  # room for the labels right of the nodes
     ax.set_ylim(-depth + 0.2, 1.0)
     ax.set_axis_off()
-    ax.set_title("Exploration tree (parent -> child, labelled by mutation)")
+    ax.set_title("Exploration tree (parent -> child, labelled by mutation; ringed: best of block, "
+                 "red x: failed / diverged)", fontsize=9)
     _save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def _draw_tree_node(ax, row, xy: tuple[float, float], is_best: bool) -> None:
+    """One node of the tree picture: colour from :func:`r2_color`, a red x on failures, a gold ring on the best."""
+    x, y = xy
+    r2 = _as_float(row.get("connectivity_R2"))
+    state = node_state(row.get("status"), row.get("outcome"))
+    ax.scatter([x], [y], s=420, color=r2_color(r2), edgecolors="black", zorder=3)
+    if is_best:
+        ax.scatter([x], [y], s=820, facecolors="none", edgecolors="gold", linewidths=2.5, zorder=3)
+    if state != STATE_OK:
+        ax.scatter([x], [y], s=160, marker="x", color="tab:red", linewidths=2.0, zorder=4)
+    note = "" if state == STATE_OK else f"\n{state}"
+    ax.text(x + 0.14, y, f"node {int(row['node'])}\nR2={'nan' if r2 is None else f'{r2:.4f}'}{note}",
+            fontsize=6, ha="left", va="center", zorder=4)
 
 
 def plot_metrics_vs_time_step(summary, best, path: Path) -> Path:

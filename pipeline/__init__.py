@@ -1,2 +1,6 @@
-"""The workflow side: what joins the science package (``neuralgraph``) and the search (``agent``)
-for the Snakemake workflow. ``neuralgraph`` imports nothing from here or from ``agent``."""
+"""The workflow side: what joins the science package (``neuralgraph``) and the search (``agent``).
+
+``neuralgraph`` imports nothing from ``agent`` or ``pipeline``; ``pipeline`` may import both.
+Commands (``python -m pipeline``): ``train`` (:mod:`pipeline.train_job`), ``explorer``
+(:mod:`pipeline.explorer`).
+"""

@@ -1,21 +1,46 @@
-"""``python -m pipeline``: command lines of the workflow-side stages; each only parses arguments.
+"""``python -m pipeline <command>``: workflow-side commands (argument parsing only; the work is in the modules).
 
-- ``train``: the train rule's job: :func:`pipeline.train_job.run_train_job`.
+- ``train``: the train rule's job (:func:`pipeline.train_job.run_train_job`);
+- ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional
 
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
+from neuralgraph.summarize import SummaryError
 from pipeline import train_job
 
 
+def _train(args: argparse.Namespace) -> int:
+    try:
+        return train_job.run_train_job(args.config, args.data, args.out, args.loop,
+                                       code_modification=args.code_modification, threads=args.threads,
+                                       stall_floor_s=args.stall_floor_s, startup_grace_s=args.startup_grace_s)
+    except train_job.TrainJobError as exc:
+        print(f"pipeline train: error: {exc}", file=sys.stderr)
+        return train_job.EXIT_REFUSED
+
+
+def _explorer(args: argparse.Namespace) -> int:
+    from pipeline.explorer import write_explorer
+
+    try:
+        path = write_explorer(args.results, args.out)
+    except (SummaryError, FileNotFoundError, ValueError) as exc:
+        print(f"pipeline explorer: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Workflow-side stages.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train one iteration; an edited loop runs in the sandbox with a stall watchdog")
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("train", help="train one iteration; an edited loop runs in the sandbox with a stall watchdog")
     p.add_argument("--config", required=True, help="the iteration's config.yaml")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="the iteration's run folder")
@@ -27,16 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shortest time without progress that counts as a stall (edited loops only)")
     p.add_argument("--startup-grace-s", type=float, default=train_job.STARTUP_GRACE_S,
                    help="time allowed before the first progress report (edited loops only)")
-    p.set_defaults(func=lambda a: train_job.run_train_job(
-        a.config, a.data, a.out, a.loop, code_modification=a.code_modification, threads=a.threads,
-        stall_floor_s=a.stall_floor_s, startup_grace_s=a.startup_grace_s))
+    p.set_defaults(run=_train)
+    explorer = commands.add_parser(
+        "explorer", help="write the experiment's self-contained HTML explorer (tree, table, node details)")
+    explorer.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
+    explorer.add_argument("--out", type=Path, default=None,
+                          help="page to write (default: RESULTS/summary/explorer.html)")
+    explorer.set_defaults(run=_explorer)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except train_job.TrainJobError as exc:
-        print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
-        return train_job.EXIT_REFUSED
+    return int(args.run(args))

@@ -21,7 +21,7 @@ ITERATION_FILES = ("config.yaml", "train_loop.py", "proposal.json", "code.diff",
                    "logs/train.log", "logs/analyze.log", "logs/ucb.log", "logs/decide.log",
                    "benchmarks/train.tsv", "benchmarks/analyze.tsv", "benchmarks/ucb.tsv", "benchmarks/decide.tsv")
 PLOTS = ("loss.png", "connectivity.png", "rollout.png", "embeddings.png", "lin_edge.png", "lin_phi.png")
-SUMMARY_FILES = ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png")
+SUMMARY_FILES = ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png", "explorer.html")
 
 
 def _read_json(path):
@@ -31,7 +31,7 @@ def _read_json(path):
 def test_every_file_of_the_layout_is_written(tiny_run):
     res = tiny_run.results
     missing = [f"data/{n}" for n in DATA_FILES if not (res / "data" / n).is_file()]
-    missing += [f"{d}/{n}" for d in ("logs", "benchmarks") for n in ("simulate", "init", "summarize")
+    missing += [f"{d}/{n}" for d in ("logs", "benchmarks") for n in ("simulate", "init", "summarize", "explorer")
                 if not (res / d / f"{n}.{'log' if d == 'logs' else 'tsv'}").is_file()]
     for it in range(1, N_ITER + 1):
         folder = tiny_run.iter_dir(it)

@@ -10,6 +10,7 @@ rule archive:
     """
     input:
         iteration_outputs(PLAN.iterations),
+        SUMMARY_FILES[1:],  # the rest of the summary (figures, explorer.html) is packed too
         summary=SUMMARY_FILES[0],
     output:
         ARCHIVE,

@@ -1,7 +1,10 @@
+from pipeline.explorer import EXPLORER_NAME
+
 SUMMARY_DIR = f"{RES}/summary"
 SUMMARY_FILES = [
     f"{SUMMARY_DIR}/{name}"
-    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png", "costs.tsv")
+    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png", "costs.tsv",
+                 EXPLORER_NAME)
 ]
 
 
@@ -67,3 +70,32 @@ rule costs:
     localrule: True
     shell:
         "{params.py} -m agent.costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule explorer:
+    """explorer.html: the interactive page of the exploration (trees, table, each node's diffs,
+    agent log, decision, plots and memory); rerun it to refresh the page of a running exploration."""
+    input:
+        metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
+        nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
+        decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
+        memory=expand(f"{ITER}/memory.md", it=PLAN.iterations),
+    output:
+        page=report(
+            SUMMARY_FILES[5],
+            caption="../report/explorer.rst",
+            category="Summary",
+            labels={"file": EXPLORER_NAME},
+        ),
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
+    log:
+        f"{LOGS}/explorer.log",
+    benchmark:
+        f"{BENCH}/explorer.tsv"
+    conda:
+        ENVS / "neuralgraph.yaml"
+    localrule: True
+    shell:
+        "{params.py} -m pipeline explorer --results {params.results:q} --out {output.page:q} > {log:q} 2>&1"
