@@ -80,6 +80,8 @@ def format_mutation(mutation: Any) -> str:
     if isinstance(mutation, str):
         return mutation
     if isinstance(mutation, dict):
+        if mutation.get("function"):  # a code modification: the function and what changed
+            return f"[code] {mutation['function']}: {mutation.get('change_summary') or 'edited'}"
         if "parameter" in mutation:
             return f"{mutation['parameter']}: {mutation.get('old')} -> {mutation.get('new')}"
         for key in ("summary", "description", "change"):

@@ -12,6 +12,17 @@ PYTHON="${PYTHON:-python3.11}"
 VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 
+# bubblewrap: the sandbox of training-loop code written by the agent (agent.code_modification:
+# sandboxed, the default). Without it code modifications are refused and config mutations go on.
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing bubblewrap (the sandbox of agent-written code)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap
+  else
+    echo "[setup] note: bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap) to let the agent edit code"
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"

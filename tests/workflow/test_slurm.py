@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
+from wf_helpers import REPO, SNAKEFILE, SNAKEMAKE, SnakemakeResult, job_counts, workflow_env, write_workflow_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -50,10 +53,59 @@ def _completed_jobs() -> str:
     return subprocess.run(["scontrol", "show", "jobs"], capture_output=True, text=True, timeout=30).stdout
 
 
+SECRET = "sk-ant-slurm-test-9876543210abcdef"
+
+
+class SecretScanner(threading.Thread):
+    """Reads /proc/*/environ of every process while the run goes on: who holds SECRET, and
+    which training processes were seen (so the scan demonstrably covered the SLURM jobs)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.holders: dict[int, str] = {}
+        self.trainers_seen: set[int] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    environ = (proc / "environ").read_bytes()
+                    cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if "neuralgraph train" in cmdline:
+                    self.trainers_seen.add(int(proc.name))
+                if SECRET.encode() in environ:
+                    self.holders[int(proc.name)] = cmdline
+            time.sleep(0.1)
+
+
+def run_with_secret(workdir: Path, *args: str, timeout: float = 900) -> tuple[SnakemakeResult, int, SecretScanner]:
+    """snakemake with ANTHROPIC_API_KEY=SECRET in its environment, scanned while it runs."""
+    cmd = [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+    scanner = SecretScanner()
+    scanner.start()
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir,
+                            env={**workflow_env(), "ANTHROPIC_API_KEY": SECRET})
+    out, err = proc.communicate(timeout=timeout)
+    scanner.stop.set()
+    scanner.join()
+    return SnakemakeResult(proc.returncode, out, err, time.monotonic() - started), proc.pid, scanner
+
+
 def test_tiny_pipeline_through_the_slurm_profile(slurm_cluster, tmp_path):
     write_workflow_config(tmp_path, name="tiny_slurm", schedule=[1], n_iter_block=2)
-    result = snakemake(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), *NODE_FIT, cores=None, timeout=900)
+    result, snakemake_pid, scanner = run_with_secret(tmp_path, "--profile", str(REPO / "profiles" / "slurm"),
+                                                     *NODE_FIT)
     result.check()
+    # The API key in Snakemake's environment reached no SLURM job and no process they started:
+    # only Snakemake itself (its initial environment) and agent-decide on this host hold it.
+    assert scanner.trainers_seen, "the scan must have seen the SLURM train jobs running"
+    others = {pid: cmd for pid, cmd in scanner.holders.items() if pid != snakemake_pid}
+    assert others and all("-m agent decide" in cmd for cmd in others.values()), others
+    assert not set(scanner.holders) & scanner.trainers_seen
     counts = job_counts(result.output)
     assert counts["train"] == 2 and counts["analyze"] == 2 and counts["decide_002"] == 1
 
