@@ -251,10 +251,10 @@ def test_timeout_kills_a_detached_grandchild_too(tmp_path):
     try:
         with open(tmp_path / "stdout.txt", "w") as fh:
             result = run_contained([sys.executable, str(script), str(out), marker], sandboxed=True, writable=[out],
-                                   readable=[script], timeout_s=5, stdout=fh)
-        assert result.killed_because == "timeout after 5 s"
+                                   readable=[script], timeout_s=4, stdout=fh)
+        assert result.killed_because == "timeout after 4 s"
         assert result.returncode is None
-        assert 5 <= result.wall_s < 15
+        assert 4 <= result.wall_s < 15
         # the detached child did start inside (so killing it means something) ...
         assert (out / "child_up.txt").read_text() == marker, (tmp_path / "stdout.txt").read_text()
         # ... and neither it nor the script survives on the host
@@ -558,10 +558,11 @@ def test_stalled_edited_loop_is_stopped_recorded_and_scored_failed(tmp_path, tin
     assert (run_dir / "model.pt").is_file()
     assert "recorded as status 'stalled'" in proc.stdout
 
-    analyzed = subprocess.run([sys.executable, "-m", "neuralgraph", "analyze", "--run", str(run_dir), "--data",
-                               str(data_dir), "--config", str(cfg_path), "--device", "cpu"],
-                              cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert analyzed.returncode == 0, analyzed.stdout + analyzed.stderr
+    # `python -m neuralgraph analyze ...`, in this process (the same entry point, no second torch start-up)
+    from neuralgraph.cli import main as neuralgraph_main
+
+    assert neuralgraph_main(["analyze", "--run", str(run_dir), "--data", str(data_dir), "--config", str(cfg_path),
+                             "--device", "cpu"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "stalled"
     assert metrics["outcome"] == "failed"
