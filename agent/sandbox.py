@@ -309,11 +309,11 @@ def run_contained(command: Sequence[str], *, sandboxed: bool, writable: Sequence
         reason = sandbox_unavailable_reason()
         if reason:
             raise SandboxUnavailable(reason)
-        for path in writable:
-            Path(path).mkdir(parents=True, exist_ok=True)
         argv = bwrap_argv(command, writable, readable, gpu=gpu)
     else:
         argv = list(command)
+    for path in writable:
+        Path(path).mkdir(parents=True, exist_ok=True)
     env = contained_environment(threads=threads, cuda=gpu)
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,

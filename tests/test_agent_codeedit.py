@@ -283,3 +283,34 @@ def test_smoke_environment_is_an_allow_list(monkeypatch):
     assert "ANTHROPIC_API_KEY" not in env and "HF_TOKEN" not in env and "SOME_UNLISTED_VARIABLE" not in env
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HOME"] == SANDBOX_HOME
     assert str(REPO) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_smoke_network_stays_active(tmp_path, capsys):
+    """The smoke dataset is built without the 'activity decayed' warning (seed chosen for it)."""
+    ensure_smoke_dataset(tmp_path / "fresh")
+    assert "decayed" not in capsys.readouterr().out + capsys.readouterr().err
+
+
+def test_smoke_run_uses_the_childs_depth(tmp_path, smoke_cache):
+    """An edit that only breaks at depth 64 is caught when the child trains at 64, not at 1."""
+    from neuralgraph.config import parse_config
+    from conftest import tiny_config_dict
+
+    deep_only = train_step_with("""\
+        if ctx.horizon > 32:
+            raise RuntimeError("breaks only in deep recurrence")
+        optimizer.zero_grad(set_to_none=True)
+        loss = prediction_loss(model, data, starts, ctx) + regularisation(model, data, starts, ctx)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+        """)
+    shallow = parse_config(tiny_config_dict(**{"training.time_step": 1}), source="child")
+    deep = parse_config(tiny_config_dict(**{"training.time_step": 64, "training.held_out_frames": 300}), source="child")
+    edit = validate_and_smoke(loop_source(), "train_step", deep_only, tmp_path / "t1", child_config=shallow,
+                              timeout_s=120, cache_dir=smoke_cache)
+    assert edit.smoke.status == "ok" and edit.smoke.sandboxed is True
+    with pytest.raises(CodeEditError) as info:
+        validate_and_smoke(loop_source(), "train_step", deep_only, tmp_path / "t64", child_config=deep,
+                           timeout_s=120, cache_dir=smoke_cache)
+    assert info.value.kind == "smoke-crash" and "breaks only in deep recurrence" in info.value.reason

@@ -89,7 +89,8 @@ def test_hostile_llm_text_cannot_leave_the_data_block(hostile_page):
     assert data_tag == {"type": "application/json", "id": "explorer-data"} and code_tag == {}
     data = json.loads(page.scripts[0])
     node = data["nodes"][4]  # iteration 5: hostile text in its code diff too
-    assert HOSTILE in node["agent"]["log"]["observation"]
+    # one-line log fields lose line breaks (U+2028 too) when the decision is validated; the rest survives as data
+    assert HOSTILE.replace("\u2028", "").rstrip() in node["agent"]["log"]["observation"]
     assert HOSTILE in node["memory"] and HOSTILE in node["code_diff"]
 
 
