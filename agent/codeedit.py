@@ -91,6 +91,10 @@ DENIED_OBJECT_ATTRIBUTES: frozenset[str] = frozenset({
 FRAME_ATTRIBUTE_PREFIXES: tuple[str, ...] = ("gi_", "f_", "cr_", "ag_", "tb_", "co_")
 #: Parameters that hold the engine's own records: assigning into them patches the engine.
 ENGINE_RECORDS: frozenset[str] = frozenset({"ctx", "data", "cfg", "tr"})
+#: The only attributes a step may assign (a tensor's gradient and values). Any other attribute
+#: store could rebind a method of a class reached through an alias (``A = torch.optim.Adam;
+#: A.step = ...``) or an engine record (``c = ctx; c.cfg = ...``): names are not typed here.
+ASSIGNABLE_ATTRIBUTES: frozenset[str] = frozenset({"grad", "data"})
 #: Statements a training step never needs.
 REFUSED_STATEMENTS = {ast.Global: "'global' statements", ast.Nonlocal: "'nonlocal' statements",
                       ast.ClassDef: "class definitions inside the function", ast.Yield: "generators (yield)",
@@ -379,8 +383,7 @@ class _AllowListChecker(ast.NodeVisitor):
             if problem:
                 self.refuse(node, "forbidden", problem)
                 break
-        if isinstance(inner, ast.Name):
-            self._check_store(node, inner.id, is_module=False)
+        self._check_store(node, inner.id if isinstance(inner, ast.Name) else "", is_module=False)
 
     def _check_module_chain(self, node: ast.Attribute, module: str, chain: list[str]) -> None:
         path: Optional[str] = module
@@ -398,6 +401,10 @@ class _AllowListChecker(ast.NodeVisitor):
     def _check_store(self, node: ast.Attribute, root: str, is_module: bool) -> None:
         if not isinstance(node.ctx, (ast.Store, ast.Del)):
             return
+        if not is_module and root not in ENGINE_RECORDS and node.attr not in ASSIGNABLE_ATTRIBUTES:
+            self.refuse(node, "forbidden", f"assigning the attribute {node.attr!r} is not allowed (only "
+                                           f"{', '.join(sorted(ASSIGNABLE_ATTRIBUTES))} of a tensor may be set)")
+            return
         if is_module:
             self.refuse(node, "forbidden", f"assigning into the module {root!r} is not allowed (it would patch "
                                            f"code outside this function)")
@@ -409,6 +416,14 @@ class _AllowListChecker(ast.NodeVisitor):
             if isinstance(node, statement_type):
                 self.refuse(node, "forbidden", f"{what} are not allowed in the training loop")
         super().generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        root: ast.AST = node
+        while isinstance(root, (ast.Subscript, ast.Attribute)):
+            root = root.value
+        if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(root, ast.Name) and root.id in ENGINE_RECORDS:
+            self.refuse(node, "forbidden", f"assigning into {root.id!r} is not allowed: it belongs to the training engine")
+        self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         if node.name.startswith("__"):

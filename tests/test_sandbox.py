@@ -330,11 +330,12 @@ def test_checker_refuses_each_bypass_family_with_its_reason(name):
     assert error.reason.startswith("line "), error.reason  # the reason names the line of the new function
 
 
-@pytest.mark.xfail(strict=True, reason="checker gap: a local alias of an engine record or of a torch class is not "
-                                       "tracked, so assigning through it is accepted (the sandbox still contains it)")
 @pytest.mark.parametrize("body", ["c = ctx\nc.cfg = None\nreturn None\n",
-                                  "A = torch.optim.Adam\nA.step = None\nreturn None\n"],
-                         ids=["alias of ctx", "alias of a torch class"])
+                                  "A = torch.optim.Adam\nA.step = None\nreturn None\n",
+                                  "T = torch.Tensor\nT.backward = None\nreturn None\n",
+                                  "h = lambda m=ctx: m\nh().cfg = None\nreturn None\n",
+                                  "data.u[0] = 0\nreturn None\n"],
+                         ids=["alias of ctx", "alias of a torch class", "alias of Tensor", "call result", "engine data"])
 def test_checker_refuses_engine_patching_through_a_local_alias(body):
     refusal(body)
 
