@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and
 from agent.tree import NodeRecord, TreeError, check_tree, code_hash, load_node, score_block, write_node, write_scores
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
-from neuralgraph.secrets import redact
+from neuralgraph.secrets import SecretsUnavailable, receive_secrets, redact
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
@@ -362,6 +363,7 @@ def run_policy(args: argparse.Namespace, ctx: DecisionContext, checker: CodeChec
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    receive_secrets(os.environ)  # the workflow's API key, for this process only (neuralgraph/secrets.py)
     base = load_config(args.base_config)
     ctx = build_context(args, base)
     if ctx.code_modification_refusal:
@@ -498,6 +500,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BackendConfigError as exc:
         print(f"{prog}: backend configuration error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except (InputError, ConfigError, TreeError, DecisionInvalid) as exc:
+    except (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EX_USAGE

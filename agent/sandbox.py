@@ -38,7 +38,7 @@ from glob import glob
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from neuralgraph.secrets import is_secret_name
+from neuralgraph.secrets import VAULT_ENV, is_secret_name
 
 #: Values of ``agent.code_modification``.
 CODE_MODIFICATION_MODES = ("sandboxed", "unsandboxed", "off")
@@ -156,7 +156,7 @@ def contained_environment(threads: Optional[int] = None, cuda: bool = False,
     """The whole environment of a contained run, built from an allow-list (never a secret)."""
     source = os.environ if environ is None else environ
     env = {k: v for k, v in source.items()
-           if (k in ENV_ALLOW or k.startswith(PROJECT_ENV_PREFIX)) and not is_secret_name(k)}
+           if (k in ENV_ALLOW or k.startswith(PROJECT_ENV_PREFIX)) and not is_secret_name(k) and k != VAULT_ENV}
     env.setdefault("PATH", os.defpath)
     python_dir = str(Path(sys.executable).parent)
     if python_dir not in env["PATH"].split(os.pathsep):

@@ -2,7 +2,8 @@
 
 One owner for the rule "a variable whose name contains API_KEY, TOKEN, SECRET, PASSWORD or
 CREDENTIAL is a secret": the workflow takes such variables out of Snakemake's own
-environment (so no job inherits them), the sandbox never passes them, and every text file
+environment (so no job inherits them) and hands them to agent-decide alone (:func:`hand_over_secrets`,
+:func:`receive_secrets`), the sandbox never passes them, and every text file
 the project writes (:mod:`neuralgraph.io`) has their values replaced by :data:`REDACTED`.
 """
 from __future__ import annotations
@@ -59,3 +60,55 @@ def take_secrets(environ: MutableMapping[str, str]) -> dict[str, str]:
     for value in taken.values():
         register_secret(value)
     return taken
+
+
+# --------------------------------------------------------------------------- handing secrets to agent-decide
+#: Environment variable naming where agent-decide reads the secrets the workflow took away:
+#: ``/proc/<snakemake pid>/fd/<n>``, an anonymous in-memory file (memfd) held open by the
+#: Snakemake process. No file on any disk or tmpfs; gone when Snakemake exits (even killed);
+#: unreachable from the sandbox (own PID namespace) and from other hosts (SLURM nodes).
+VAULT_ENV = "NEURALGRAPH_AGENT_VAULT"
+
+
+class SecretsUnavailable(RuntimeError):
+    """The secrets handed over by the workflow cannot be read (its Snakemake process is gone)."""
+
+
+_vault_fd: Optional[int] = None
+
+
+def hand_over_secrets(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """Take the secrets out of ``environ`` (see :func:`take_secrets`) and keep them where only
+    agent-decide looks (:data:`VAULT_ENV`). Returns the secrets taken ({} when there were none,
+    e.g. in a Snakemake job step that parses the Snakefile again: the vault variable stays)."""
+    global _vault_fd
+    import json
+
+    taken = take_secrets(environ)
+    if taken:
+        fd = os.memfd_create("neuralgraph-agent-secrets")  # close-on-exec: no child inherits the fd
+        os.write(fd, json.dumps(taken).encode("utf-8"))
+        os.fchmod(fd, 0o600)
+        _vault_fd = fd
+        environ[VAULT_ENV] = f"/proc/{os.getpid()}/fd/{fd}"
+    return taken
+
+
+def receive_secrets(environ: MutableMapping[str, str]) -> list[str]:
+    """In agent-decide: put the handed-over secrets into this process's environment (and the
+    redaction list); returns their names. Nothing to do without :data:`VAULT_ENV`."""
+    import json
+
+    path = environ.pop(VAULT_ENV, None)
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise SecretsUnavailable(f"{VAULT_ENV}={path}: the secrets handed over by the workflow cannot be read "
+                           f"({type(exc).__name__}); is the Snakemake process that started this job gone?") from None
+    for name, value in values.items():
+        environ.setdefault(name, value)
+        register_secret(value)
+    return sorted(values)

@@ -106,20 +106,22 @@ class StallWatchdog:
         return None
 
 
-def trainer_command(config: str, data: str, out: str, loop: str) -> list[str]:
-    return [sys.executable, "-m", "neuralgraph", "train", "--config", str(Path(config).resolve()),
-            "--data", str(Path(data).resolve()), "--out", str(Path(out).resolve()), "--loop", str(Path(loop).resolve())]
+def trainer_command(config: str, data: str, out: str, loop: str, absolute: bool = False) -> list[str]:
+    """``python -m neuralgraph train ...``; ``absolute`` paths for the sandbox, which starts in RUN."""
+    paths = [Path(p).resolve() if absolute else Path(p) for p in (config, data, out, loop)]
+    return [sys.executable, "-m", "neuralgraph", "train",
+            *[item for flag, path in zip(("--config", "--data", "--out", "--loop"), paths) for item in (flag, str(path))]]
 
 
 def run_train_job(config: str, data: str, out: str, loop: str, code_modification: str = "sandboxed",
                   threads: int = 1, stall_floor_s: float = STALL_FLOOR_S,
                   startup_grace_s: float = STARTUP_GRACE_S) -> int:
     """Train one iteration (see the module docstring); returns the trainer's exit code."""
-    command = trainer_command(config, data, out, loop)
     cfg = load_config(config)
     gpu = wants_gpu(cfg.training.device)
     if is_packaged_loop(loop):
         sys.stdout.flush()
+        command = trainer_command(config, data, out, loop)
         os.execve(sys.executable, command, contained_environment(threads=threads, cuda=gpu, environ=dict(os.environ)))
     refusal = code_modification_refusal(code_modification)
     if refusal:
@@ -133,7 +135,7 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
     print(f"pipeline train: {loop} is an edited loop: training it {'inside the sandbox' if sandboxed else 'UNSANDBOXED'}"
           f" (stall watchdog on{f', wall cap {wall_cap_s / 60:.1f} min' if wall_cap_s else ''})", flush=True)
     try:
-        ended = run_contained(command, sandboxed=sandboxed, writable=[run_dir],
+        ended = run_contained(trainer_command(config, data, out, loop, absolute=True), sandboxed=sandboxed, writable=[run_dir],
                               readable=[Path(data).resolve(), Path(config).resolve(), Path(loop).resolve()],
                               limits=training_limits(gpu), threads=threads, gpu=gpu, watchdog=watchdog, poll_s=2.0,
                               forward_signals=True)

@@ -291,10 +291,11 @@ def test_smoke_network_stays_active(tmp_path, capsys):
     assert "decayed" not in capsys.readouterr().out + capsys.readouterr().err
 
 
-def test_smoke_run_uses_the_childs_depth(tmp_path, smoke_cache):
+def test_smoke_run_uses_the_childs_depth(tmp_path, smoke_cache, tiny_config_dict_factory):
     """An edit that only breaks at depth 64 is caught when the child trains at 64, not at 1."""
     from neuralgraph.config import parse_config
-    from conftest import tiny_config_dict
+
+    tiny_config_dict = tiny_config_dict_factory
 
     deep_only = train_step_with("""\
         if ctx.horizon > 32:

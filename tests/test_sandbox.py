@@ -27,8 +27,9 @@ from agent import sandbox
 from agent.codeedit import CodeEditError, check_code_modification
 from agent.sandbox import (BWRAP_ENV, SETTING, SandboxUnavailable, code_modification_refusal, contained_environment,
                            run_contained, sandbox_unavailable_reason)
-from conftest import REPO
 from neuralgraph.secrets import REDACTED, is_secret_name
+
+REPO = Path(__file__).resolve().parents[1]
 
 TRAIN_LOOP = REPO / "neuralgraph" / "train_loop.py"
 PACKAGED = TRAIN_LOOP.read_text(encoding="utf-8")

@@ -7,13 +7,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from neuralgraph.secrets import take_secrets
+from neuralgraph.secrets import hand_over_secrets
 from neuralgraph.workflow_plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
 # API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
-# and `sbatch --export=ALL` inherit that environment. Only agent-decide gets them back
-# (decide.smk); the train job of an edited loop runs in the sandbox besides.
-SECRETS = take_secrets(os.environ)
+# and `sbatch --export=ALL` inherit that environment. Only agent-decide reads them back, from an
+# in-memory file this process holds open (neuralgraph/secrets.py); edited loops run sandboxed.
+hand_over_secrets(os.environ)
 
 min_version("9.0")
 

@@ -10,11 +10,9 @@
 # only its own four files.
 #
 # decide runs on the submitting host (localrule): an LLM backend needs the network, which
-# compute nodes often lack. It is the only job that gets the API key: common.smk took every
-# secret out of Snakemake's environment, and this rule's `run:` hands them to the decide
-# process alone (a `shell:` rule can only pass Snakemake's own environment, which every other
-# job inherits too). For the same reason it has no conda env (`run:` rules cannot have one):
-# it runs with the interpreter of Snakemake, where the agent package is installed. An unreachable API makes it exit 75 (retryable, --retries
+# compute nodes often lack. It is the only job that reads the API key: common.smk took every
+# secret out of Snakemake's environment (no job inherits it) and `python -m agent decide` reads
+# it back from the in-memory file named by $NEURALGRAPH_AGENT_VAULT (neuralgraph/secrets.py). An unreachable API makes it exit 75 (retryable, --retries
 # resubmits) or, with agent.fallback: offline, decide with the heuristic policy and say so in
 # iter_NNN/logs/decide.log.
 
@@ -33,6 +31,8 @@ for _i in range(1, PLAN.n_iterations + 1):
             f"{iter_dir(_i)}/logs/decide.log",
         benchmark:
             f"{iter_dir(_i)}/benchmarks/decide.tsv"
+        conda:
+            ENVS / "agent.yaml"
         localrule: True
-        run:
-            shell("{params.command} > {log:q} 2>&1", additional_envvars=SECRETS)
+        shell:
+            "{params.command} > {log:q} 2>&1"
