@@ -35,6 +35,8 @@ from neuralgraph.training import EXIT_BAD_INPUT
 DEFAULT_SMOKE_TIMEOUT_S = 120.0
 DEFAULT_SMOKE_MAX_STEPS = 5
 STDERR_TAIL_LINES = 15
+#: The quoted end of a failed run's output is capped too: the edited code controls what it prints.
+STDERR_TAIL_CHARS = 4000
 #: The tiny network every smoke run trains on: seed 2 keeps its activity alive to the last
 #: frame (seeds 1 and 11 decay at this size, which made every smoke dataset warn).
 SMOKE_SIMULATION: dict[str, Any] = {
@@ -136,7 +138,7 @@ def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
 
 def _tail(text: str, n_lines: int = STDERR_TAIL_LINES) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "\n".join(lines[-n_lines:])
+    return "\n".join(lines[-n_lines:])[-STDERR_TAIL_CHARS:]
 
 
 def _finite(value: Any) -> bool:

@@ -60,7 +60,8 @@ NON_RESULT_FIELDS = ("checkpoint_every_min", "log_every_s")
 #: Statuses of a finished run (training.json next to model.pt): a result, the chain goes on.
 #: "stalled" is written by the job launcher when its watchdog ends an edited loop that made no
 #: progress or ran past its wall-clock cap (see record_stopped_run).
-FINISHED_STATUSES = ("ok", "diverged", "stalled")
+STATUS_STALLED = "stalled"
+FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED)
 #: Heartbeat file in the run folder: step, rate and time, rewritten every HEARTBEAT_EVERY_S.
 HEARTBEAT_FILE = "progress.json"
 HEARTBEAT_EVERY_S = 5.0

@@ -33,7 +33,7 @@ from agent.sandbox import (SandboxUnavailable, code_modification_refusal, contai
                            training_limits)
 from neuralgraph.config import load_config
 from neuralgraph.io import read_json
-from neuralgraph.training import DEFAULT_LOOP, HEARTBEAT_FILE, record_stopped_run
+from neuralgraph.training import DEFAULT_LOOP, HEARTBEAT_FILE, STATUS_STALLED, record_stopped_run
 
 #: Shortest time without a new step that counts as a stall.
 STALL_FLOOR_S = 600.0
@@ -45,7 +45,6 @@ STARTUP_GRACE_S = 900.0
 WALL_CAP_FACTOR = 3.0
 #: Exit code when the job refuses to run the loop at all (no sandbox, code modifications off).
 EXIT_REFUSED = 2
-STALLED = "stalled"
 
 
 class TrainJobError(RuntimeError):
@@ -143,7 +142,7 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
         raise TrainJobError(f"no sandbox for the edited loop {loop}: {exc}") from None
     if ended.killed_because:
         reason = f"stopped by the watchdog: the edited loop {ended.killed_because}"
-        print(f"pipeline train: {reason}; recorded as status {STALLED!r}", flush=True)
-        record_stopped_run(cfg, data, run_dir, STALLED, reason)
+        print(f"pipeline train: {reason}; recorded as status {STATUS_STALLED!r}", flush=True)
+        record_stopped_run(cfg, data, run_dir, STATUS_STALLED, reason)
         return 0
     return int(ended.returncode or 0)

@@ -588,3 +588,25 @@ def test_atomic_writes_redact_secret_values(monkeypatch, tmp_path):
     # a value of a variable that is not secret-named stays as it is
     monkeypatch.setenv("NEURALGRAPH_PLAIN_SETTING", "plain-value-1234")
     assert atomic_write_text(tmp_path / "plain.txt", "plain-value-1234").read_text() == "plain-value-1234"
+
+
+def test_secrets_are_handed_to_decide_through_memory_not_the_environment(monkeypatch):
+    """hand_over_secrets empties the environment jobs inherit; receive_secrets (agent-decide)
+    gets them back from the memfd named by the vault variable, which the sandbox never passes."""
+    from neuralgraph import secrets
+
+    key = "sk-ant-vault-test-0123456789"
+    environ = {"ANTHROPIC_API_KEY": key, "PATH": "/usr/bin"}
+    assert secrets.hand_over_secrets(environ) == {"ANTHROPIC_API_KEY": key}
+    assert "ANTHROPIC_API_KEY" not in environ and key not in "".join(environ.values())
+    vault = environ[secrets.VAULT_ENV]
+    assert vault.startswith(f"/proc/{os.getpid()}/fd/")
+    assert secrets.VAULT_ENV not in contained_environment(environ=environ)
+    received: dict[str, str] = dict(environ)
+    assert secrets.receive_secrets(received) == ["ANTHROPIC_API_KEY"]
+    assert received["ANTHROPIC_API_KEY"] == key and secrets.VAULT_ENV not in received
+    # a job step that parses the Snakefile again finds no secret and keeps the vault variable
+    again = dict(environ)
+    assert secrets.hand_over_secrets(again) == {} and again[secrets.VAULT_ENV] == vault
+    with pytest.raises(secrets.SecretsUnavailable, match=secrets.VAULT_ENV):
+        secrets.receive_secrets({secrets.VAULT_ENV: "/proc/1/fd/999999"})

@@ -37,7 +37,8 @@ import anthropic
 import pydantic
 
 from agent.decision import Decision
-from agent.policies.base import BackendConfigError, InvalidOutputError, PromptTooLongError, RetryableBackendError
+from agent.policies.base import (BackendConfigError, InvalidOutputError, PromptTooLongError, RetryableBackendError,
+                                 backend_option)
 from agent.pricing import PriceTableError, TokenUsage, call_cost_usd, default_model_id, load_price_table
 from agent.pricing import max_call_cost_usd
 from agent.prompt import TRIM_LEVELS, build_messages, input_token_bound, system_blocks
@@ -112,19 +113,6 @@ def resolve_model(options: Mapping[str, Any]) -> str:
     return str(model)
 
 
-def _option(options: Mapping[str, Any], key: str, default: Any, convert: type) -> Any:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        converted = convert(value)
-    except (TypeError, ValueError):
-        raise BackendConfigError(f"anthropic backend: option {key} = {value!r}: must be a {convert.__name__}") from None
-    if converted < 0 or (key != "max_retries" and converted == 0):
-        raise BackendConfigError(f"anthropic backend: option {key} = {value!r}: must be positive")
-    return converted
-
-
 def _api_message(exc: anthropic.APIStatusError) -> str:
     """The API's own error message (not the SDK's 'Error code: ...' dump of the body)."""
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -172,9 +160,9 @@ class AnthropicPolicy:
                 f"anthropic backend: {API_KEY_ENV} is not set; export it in the environment of the "
                 f"decide job, or choose agent backend 'heuristic' to run offline")
         self.model = resolve_model(options)
-        self.max_tokens = _option(options, "max_tokens", DEFAULT_MAX_TOKENS, int)
-        self.timeout_s = _option(options, "timeout_s", DEFAULT_TIMEOUT_S, float)
-        self.max_retries = _option(options, "max_retries", DEFAULT_MAX_RETRIES, int)
+        self.max_tokens = backend_option(options, "max_tokens", DEFAULT_MAX_TOKENS, int, "anthropic")
+        self.timeout_s = backend_option(options, "timeout_s", DEFAULT_TIMEOUT_S, float, "anthropic")
+        self.max_retries = backend_option(options, "max_retries", DEFAULT_MAX_RETRIES, int, "anthropic", allow_zero=True)
         self.thinking = options.get("thinking")
         self.last_call: Optional[dict[str, Any]] = None
         self._trim = TRIM_LEVELS[0]

@@ -126,6 +126,23 @@ def get_policy(backend: str, options: Optional[Mapping[str, Any]] = None) -> Pol
     return factory(dict(options or {}))
 
 
+def backend_option(options: Mapping[str, Any], key: str, default: Any, convert: type, backend: str,
+                   allow_zero: bool = False) -> Any:
+    """A numeric backend option (``--backend-option KEY=VALUE``) converted and checked: positive
+    (or >= 0 with ``allow_zero``); a bad value is a BackendConfigError naming backend and key."""
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        converted = convert(value)
+    except (TypeError, ValueError):
+        raise BackendConfigError(f"{backend} backend: option {key} = {value!r}: must be a {convert.__name__}") from None
+    if converted < 0 or (converted == 0 and not allow_zero):
+        raise BackendConfigError(f"{backend} backend: option {key} = {value!r}: must be "
+                                 f"{'zero or more' if allow_zero else 'positive'}")
+    return converted
+
+
 @dataclass
 class Attempt:
     """One call of one policy and what became of it (recorded in decision.json)."""

@@ -44,7 +44,8 @@ from typing import Any, Mapping, Optional
 import pydantic
 
 from agent.decision import Decision
-from agent.policies.base import BackendConfigError, BackendMissingError, InvalidOutputError, RetryableBackendError
+from agent.policies.base import (BackendConfigError, BackendMissingError, InvalidOutputError, RetryableBackendError,
+                                 backend_option)
 from agent.pricing import (PriceTableError, TokenUsage, call_cost_usd, load_price_table, max_call_cost_usd,
                            price_bound)
 from agent.prompt import ROLE_PREAMBLE, build_messages, input_token_bound, system_blocks
@@ -81,19 +82,6 @@ _AUTH_WORDS = ("invalid api key", "/login", "not logged in", "please log in", "a
 _TRANSIENT_WORDS = ("overloaded", "rate limit", "rate_limit", "usage limit", "limit reached", "529", "429", "503",
                     "timed out", "timeout", "econnreset", "econnrefused", "enotfound", "network", "connection error",
                     "fetch failed", "internal server error", "api error: 5")
-
-
-def _positive(options: Mapping[str, Any], key: str, default: Any, convert: type) -> Any:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        converted = convert(value)
-    except (TypeError, ValueError):
-        raise BackendConfigError(f"claude-code backend: option {key} = {value!r}: must be a {convert.__name__}") from None
-    if converted <= 0:
-        raise BackendConfigError(f"claude-code backend: option {key} = {value!r}: must be positive")
-    return converted
 
 
 def prompt_text(ctx: Any, feedback: Optional[str] = None) -> tuple[str, list[dict[str, Any]]]:
@@ -173,9 +161,9 @@ class ClaudeCodePolicy:
                 f"and log in on the host that runs agent-decide, or choose agent backend 'anthropic' (API key) "
                 f"or 'heuristic' (offline)")
         self.model: Optional[str] = str(options["model"]) if options.get("model") else None
-        self.timeout_s = _positive(options, "timeout_s", DEFAULT_TIMEOUT_S, float)
-        self.max_tokens = _positive(options, "max_tokens", DEFAULT_MAX_TOKENS, int)
-        self.max_turns = _positive(options, "max_turns", DEFAULT_MAX_TURNS, int)
+        self.timeout_s = backend_option(options, "timeout_s", DEFAULT_TIMEOUT_S, float, "claude-code")
+        self.max_tokens = backend_option(options, "max_tokens", DEFAULT_MAX_TOKENS, int, "claude-code")
+        self.max_turns = backend_option(options, "max_turns", DEFAULT_MAX_TURNS, int, "claude-code")
         self.last_call: Optional[dict[str, Any]] = None
         try:
             self._prices = load_price_table()
