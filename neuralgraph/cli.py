@@ -14,9 +14,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("neuralgraph.simulate", "simulate the network and write the dataset folder"),
     "train": ("neuralgraph.training", "train the GNN on a dataset (resumes from its checkpoint)"),
     "analyze": ("neuralgraph.analyze", "score a trained run: analysis.log, metrics.json, plots"),
-    "summarize": ("neuralgraph.summarize", "summary table and figures over all iterations of an experiment"),
-    "archive": ("neuralgraph.archive", "pack a results folder with a sha256 manifest"),
-    "verify-archive": ("neuralgraph.archive", "check an archive against its manifest"),
 }
 
 
@@ -38,5 +35,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neuralgraph: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    entry = getattr(module, "main_verify", None) if command == "verify-archive" else module.main
-    return int(entry(rest) or 0)
+    return int(module.main(rest) or 0)

@@ -1,7 +1,12 @@
 """``python -m pipeline <command>``: workflow-side commands (argument parsing only; the work is in the modules).
 
 - ``train``: the train rule's job (:func:`pipeline.train_job.run_train_job`);
-- ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`).
+- ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
+- ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
+- ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`).
+
+``summarize``, ``archive`` and ``verify-archive`` keep their options next to their stage
+function (``main(argv)`` in the module); this file only dispatches to them.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
-from neuralgraph.summarize import SummaryError
+from pipeline.summary import SummaryError
 from pipeline import train_job
 
 
@@ -62,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _delegated() -> dict:
+    """Commands whose options live in their stage module (imported only when called)."""
+    from pipeline import archive, summary
+
+    return {"summarize": summary.main, "archive": archive.main, "verify-archive": archive.main_verify}
+
+
+DELEGATED_COMMANDS = ("summarize", "archive", "verify-archive")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED_COMMANDS:
+        return int(_delegated()[argv[0]](argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     return int(args.run(args))

@@ -39,7 +39,7 @@ from typing import Any, Optional
 import yaml
 
 from neuralgraph.io import atomic_write_text, read_json
-from neuralgraph.summarize import (
+from pipeline.summary import (
     NO_VALUE_COLOR,
     R2_NINES_MAX,
     SummaryError,

@@ -18,7 +18,7 @@ import yaml
 
 from explorer_helpers import HOSTILE, make_results
 from neuralgraph.io import atomic_write_text
-from neuralgraph.summarize import SummaryError, r2_color
+from pipeline.summary import SummaryError, r2_color
 from pipeline.cli import main as pipeline_main
 from pipeline.explorer import (
     EXPLORER_NAME,

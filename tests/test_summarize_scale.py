@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from neuralgraph.summarize import (
+from pipeline.summary import (
     NO_VALUE_COLOR,
     R2_NINES_MAX,
     STATE_DIVERGED,

@@ -25,5 +25,5 @@ rule archive:
         ENVS / "neuralgraph.yaml"
     localrule: True
     shell:
-        "{params.py} -m neuralgraph archive --results {params.results:q} --out {output:q} > {log:q} 2>&1"
-        " && {params.py} -m neuralgraph verify-archive {output:q} >> {log:q} 2>&1"
+        "{params.py} -m pipeline archive --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+        " && {params.py} -m pipeline verify-archive {output:q} >> {log:q} 2>&1"

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from neuralgraph.secrets import hand_over_secrets
-from neuralgraph.workflow_plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
+from pipeline.plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
 # API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
 # and `sbatch --export=ALL` inherit that environment. Only agent-decide reads them back, from an

@@ -50,12 +50,12 @@ rule summarize:
         ENVS / "neuralgraph.yaml"
     localrule: True
     shell:
-        "{params.py} -m neuralgraph summarize --results {params.results:q} --out-dir {params.out:q} > {log:q} 2>&1"
+        "{params.py} -m pipeline summarize --results {params.results:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule costs:
     """Tokens and cost of every LLM call, one row each, and the total (agent.costs reads the
-    calls recorded in decision.json; neuralgraph.summarize does not import the agent)."""
+    calls recorded in decision.json; pipeline.summary does not import the agent)."""
     input:
         decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
     output:

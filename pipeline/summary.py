@@ -16,7 +16,7 @@ dozens of folders:
 Reads only the files the stages write (``metrics.json``, ``node.json`` or ``proposal.json``,
 ``config.yaml``), so it works on a finished run, a partial run, or an unpacked archive::
 
-    python -m neuralgraph summarize --results results/demo [--out-dir results/demo/summary]
+    python -m pipeline summarize --results results/demo [--out-dir results/demo/summary]
 """
 from __future__ import annotations
 
@@ -385,8 +385,8 @@ def summarize(results: Path, out_dir: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``neuralgraph summarize``: summary table, best nodes and figures of one experiment."""
-    parser = argparse.ArgumentParser(prog="neuralgraph summarize", description=main.__doc__)
+    """``pipeline summarize``: summary table, best nodes and figures of one experiment."""
+    parser = argparse.ArgumentParser(prog="pipeline summarize", description=main.__doc__)
     parser.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: RESULTS/summary)")
     args = parser.parse_args(argv)
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = summarize(args.results, out_dir)
     except (SummaryError, FileNotFoundError, ValueError) as exc:
-        print(f"neuralgraph summarize: {exc}", file=sys.stderr)
+        print(f"pipeline summarize: {exc}", file=sys.stderr)
         return 1
     for path in written.values():
         print(f"wrote {path}")

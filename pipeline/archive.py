@@ -9,8 +9,8 @@ unpacked copy without this package.
 
 Commands (routed by ``python -m neuralgraph``)::
 
-    python -m neuralgraph archive --results results/demo --out results/demo.tar.gz
-    python -m neuralgraph verify-archive results/demo.tar.gz      # or an unpacked folder
+    python -m pipeline archive --results results/demo --out results/demo.tar.gz
+    python -m pipeline verify-archive results/demo.tar.gz      # or an unpacked folder
 
 ``verify-archive`` exits 0 when every file matches and 1 when a file is changed, missing or
 not listed, naming each one.
@@ -156,7 +156,7 @@ def verify_tarball(path: Path) -> VerifyReport:
     with tarfile.open(path, "r:gz") as tar:
         manifest_members = [m for m in tar.getmembers() if m.name.endswith(f"/{MANIFEST_NAME}")]
         if not manifest_members:
-            raise ValueError(f"{path}: no {MANIFEST_NAME} in the archive (not made by 'neuralgraph archive'?)")
+            raise ValueError(f"{path}: no {MANIFEST_NAME} in the archive (not made by 'pipeline archive'?)")
         manifest_fh = tar.extractfile(manifest_members[0])
         manifest = parse_manifest(manifest_fh.read().decode("utf-8"), f"{path}:{manifest_members[0].name}")
 
@@ -177,8 +177,8 @@ def verify_folder(path: Path) -> VerifyReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``neuralgraph archive``: pack a results folder with a sha256 manifest."""
-    parser = argparse.ArgumentParser(prog="neuralgraph archive", description=main.__doc__)
+    """``pipeline archive``: pack a results folder with a sha256 manifest."""
+    parser = argparse.ArgumentParser(prog="pipeline archive", description=main.__doc__)
     parser.add_argument("--results", required=True, type=Path, help="results folder, e.g. results/demo")
     parser.add_argument("--out", required=True, type=Path, help="archive to write (.tar.gz)")
     args = parser.parse_args(argv)
@@ -187,16 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         count = create_archive(args.results, args.out)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"neuralgraph archive: {exc}", file=sys.stderr)
+        print(f"pipeline archive: {exc}", file=sys.stderr)
         return 1
     print(f"archived {count} files of {args.results} into {args.out} (manifest {MANIFEST_NAME})")
     return 0
 
 
 def main_verify(argv: list[str] | None = None) -> int:
-    """``neuralgraph verify-archive``: check an archive (or unpacked folder) against its manifest."""
-    parser = argparse.ArgumentParser(prog="neuralgraph verify-archive", description=main_verify.__doc__)
-    parser.add_argument("archive", type=Path, help="a .tar.gz made by 'neuralgraph archive', or its unpacked folder")
+    """``pipeline verify-archive``: check an archive (or unpacked folder) against its manifest."""
+    parser = argparse.ArgumentParser(prog="pipeline verify-archive", description=main_verify.__doc__)
+    parser.add_argument("archive", type=Path, help="a .tar.gz made by 'pipeline archive', or its unpacked folder")
     args = parser.parse_args(argv)
     try:
         if args.archive.is_dir():
@@ -206,10 +206,10 @@ def main_verify(argv: list[str] | None = None) -> int:
         else:
             raise FileNotFoundError(f"{args.archive}: archive not found")
     except (FileNotFoundError, ValueError) as exc:
-        print(f"neuralgraph verify-archive: {exc}", file=sys.stderr)
+        print(f"pipeline verify-archive: {exc}", file=sys.stderr)
         return 1
     except (tarfile.TarError, EOFError, OSError) as exc:  # truncated or corrupted archive
-        print(f"neuralgraph verify-archive: {args.archive}: FAILED, not a readable .tar.gz ({exc})", file=sys.stderr)
+        print(f"pipeline verify-archive: {args.archive}: FAILED, not a readable .tar.gz ({exc})", file=sys.stderr)
         return 1
     for line in report.lines():
         print(line, file=sys.stderr)
