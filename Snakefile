@@ -28,9 +28,9 @@ include: "workflow/rules/summarize.smk"
 include: "workflow/rules/archive.smk"
 
 
+# Every iteration of every block, then the summary (the archive is its own target).
 rule all:
-    """Every iteration of every block, then the summary (the archive is its own target)."""
+    default_target: True
     input:
         iteration_outputs(PLAN.iterations),
         SUMMARY_FILES,
-    default_target: True

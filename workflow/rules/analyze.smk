@@ -11,10 +11,6 @@ rule analyze:
     output:
         metrics=f"{ITER}/metrics.json",
         log=f"{ITER}/analysis.log",
-    params:
-        py=PY,
-        run=input_folder("model"),
-        data=input_folder("dataset"),
     log:
         f"{ITER}/logs/analyze.log",
     benchmark:
@@ -24,6 +20,10 @@ rule analyze:
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        py=PY,
+        run=input_folder("model"),
+        data=input_folder("dataset"),
     shell:
         "{params.py} -m neuralgraph analyze --run {params.run:q} --data {params.data:q} --config {input.config:q}"
         " > {log:q} 2>&1"

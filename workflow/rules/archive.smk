@@ -14,16 +14,16 @@ rule archive:
         summary=SUMMARY_FILES[0],
     output:
         ARCHIVE,
-    params:
-        py=PY,
-        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.summary)),
     log:
         f"{ARCHIVE_DIR}/{PLAN.name}.log",
     benchmark:
         f"{ARCHIVE_DIR}/{PLAN.name}.benchmark.tsv"
+    localrule: True
     conda:
         ENVS / "neuralgraph.yaml"
-    localrule: True
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.summary)),
     shell:
         "{params.py} -m pipeline archive --results {params.results:q} --out {output:q} > {log:q} 2>&1"
         " && {params.py} -m pipeline verify-archive {output:q} >> {log:q} 2>&1"

@@ -63,11 +63,21 @@ DATA_METADATA = f"{DATA}/metadata.json"
 
 # What one iteration leaves in results/<exp>/iter_NNN/ (docs/workflow.md documents each file).
 ITERATION_FILES = (
-    "config.yaml", "train_loop.py", "proposal.json", "code.diff",
-    "model.pt", "training.json", "logs/train.log",
-    "analysis.log", "metrics.json",
-    "node.json", "ucb_scores.txt",
-    "decision.json", "memory.md", "analysis.md", "instructions.md",
+    "config.yaml",
+    "train_loop.py",
+    "proposal.json",
+    "code.diff",
+    "model.pt",
+    "training.json",
+    "logs/train.log",
+    "analysis.log",
+    "metrics.json",
+    "node.json",
+    "ucb_scores.txt",
+    "decision.json",
+    "memory.md",
+    "analysis.md",
+    "instructions.md",
 )
 
 

@@ -25,14 +25,14 @@ for _i in range(1, PLAN.n_iterations + 1):
             **decide_inputs(_i),
         output:
             **decide_outputs(_i),
-        params:
-            command=decide_command(_i),
         log:
             f"{iter_dir(_i)}/logs/decide.log",
         benchmark:
             f"{iter_dir(_i)}/benchmarks/decide.tsv"
+        localrule: True
         conda:
             ENVS / "agent.yaml"
-        localrule: True
+        params:
+            command=decide_command(_i),
         shell:
             "{params.command} > {log:q} 2>&1"

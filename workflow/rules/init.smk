@@ -9,18 +9,18 @@ rule init:
         code=f"{RES}/iter_001/train_loop.py",
         proposal=f"{RES}/iter_001/proposal.json",
         diff=f"{RES}/iter_001/code.diff",
+    log:
+        f"{LOGS}/init.log",
+    benchmark:
+        f"{BENCH}/init.tsv"
+    localrule: True
+    conda:
+        ENVS / "agent.yaml"
     params:
         py=PY,
         out_dir=output_folder("config"),
         n_iter_block=PLAN.n_iter_block,
         schedule=PLAN.schedule_arg(),
-    log:
-        f"{LOGS}/init.log",
-    benchmark:
-        f"{BENCH}/init.tsv"
-    conda:
-        ENVS / "agent.yaml"
-    localrule: True
     shell:
         "{params.py} -m agent init --config {input.experiment:q} --out-dir {params.out_dir:q}"
         " --n-iter-block {params.n_iter_block} --schedule {params.schedule} > {log:q} 2>&1"

@@ -8,11 +8,6 @@ rule simulate:
         DATA_ARRAYS,
         DATA_EXTRAS,
         metadata=DATA_METADATA,
-    params:
-        py=PY,
-        config=PLAN.experiment_path,
-        simulation_hash=PLAN.experiment.simulation_hash(),
-        out=output_folder("metadata"),
     log:
         f"{LOGS}/simulate.log",
     benchmark:
@@ -22,6 +17,11 @@ rule simulate:
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        py=PY,
+        config=PLAN.experiment_path,
+        simulation_hash=PLAN.experiment.simulation_hash(),
+        out=output_folder("metadata"),
     shell:
         "{params.py} -m neuralgraph simulate --config {params.config:q} --out {params.out:q} --no-progress"
         " > {log:q} 2>&1"

@@ -3,8 +3,14 @@ from pipeline.explorer import EXPLORER_NAME
 SUMMARY_DIR = f"{RES}/summary"
 SUMMARY_FILES = [
     f"{SUMMARY_DIR}/{name}"
-    for name in ("summary.tsv", "best_nodes.tsv", "exploration_tree.png", "metrics_vs_time_step.png", "costs.tsv",
-                 EXPLORER_NAME)
+    for name in (
+        "summary.tsv",
+        "best_nodes.tsv",
+        "exploration_tree.png",
+        "metrics_vs_time_step.png",
+        "costs.tsv",
+        EXPLORER_NAME,
+    )
 ]
 
 
@@ -38,17 +44,17 @@ rule summarize:
             category="Figures",
             labels={"figure": "metrics vs time_step"},
         ),
-    params:
-        py=PY,
-        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
-        out=output_folder("table"),
     log:
         f"{LOGS}/summarize.log",
     benchmark:
         f"{BENCH}/summarize.tsv"
+    localrule: True
     conda:
         ENVS / "neuralgraph.yaml"
-    localrule: True
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
+        out=output_folder("table"),
     shell:
         "{params.py} -m pipeline summarize --results {params.results:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
@@ -60,14 +66,14 @@ rule costs:
         decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
     output:
         SUMMARY_FILES[4],
+    log:
+        f"{LOGS}/costs.log",
+    localrule: True
+    conda:
+        ENVS / "agent.yaml"
     params:
         py=PY,
         results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.decisions[0])),
-    log:
-        f"{LOGS}/costs.log",
-    conda:
-        ENVS / "agent.yaml"
-    localrule: True
     shell:
         "{params.py} -m agent.costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"
 
@@ -87,15 +93,15 @@ rule explorer:
             category="Summary",
             labels={"file": EXPLORER_NAME},
         ),
-    params:
-        py=PY,
-        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
     log:
         f"{LOGS}/explorer.log",
     benchmark:
         f"{BENCH}/explorer.tsv"
+    localrule: True
     conda:
         ENVS / "neuralgraph.yaml"
-    localrule: True
+    params:
+        py=PY,
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.metrics[0])),
     shell:
         "{params.py} -m pipeline explorer --results {params.results:q} --out {output.page:q} > {log:q} 2>&1"

@@ -20,12 +20,6 @@ rule train:
     output:
         model=f"{ITER}/model.pt",
         record=f"{ITER}/training.json",
-    params:
-        py=PY,
-        code_modification=PLAN.agent.code_modification,
-        data=input_folder("dataset"),
-        out=output_folder("model"),
-        progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), "train.log"),
     log:
         f"{ITER}/logs/train.log",
     benchmark:
@@ -38,8 +32,14 @@ rule train:
     resources:
         mem_mb=16000,
         runtime=240,
+    params:
+        py=PY,
+        code_modification=PLAN.agent.code_modification,
+        data=input_folder("dataset"),
+        out=output_folder("model"),
+        progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), "train.log"),
     shell:
-        "(echo \"=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)\";"
+        '(echo "=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)";'
         " {params.py} -m pipeline train --config {input.config:q} --data {params.data:q} --out {params.out:q}"
         " --loop {input.loop:q} --threads {threads} --code-modification {params.code_modification} 2>&1)"
         " | tee -a {params.progress:q} > {log:q}"

@@ -9,17 +9,17 @@ rule ucb:
     output:
         node=f"{ITER}/node.json",
         scores=f"{ITER}/ucb_scores.txt",
-    params:
-        py=PY,
-        nodes=lambda wildcards, input: cli_list("--nodes", input.nodes),
-        ucb_c=PLAN.ucb_c,
     log:
         f"{ITER}/logs/ucb.log",
     benchmark:
         f"{ITER}/benchmarks/ucb.tsv"
+    localrule: True
     conda:
         ENVS / "agent.yaml"
-    localrule: True
+    params:
+        py=PY,
+        nodes=lambda wildcards, input: cli_list("--nodes", input.nodes),
+        ucb_c=PLAN.ucb_c,
     shell:
         "{params.py} -m agent ucb --proposal {input.proposal:q} --metrics {input.metrics:q} --config {input.config:q}"
         " --code {input.code:q} {params.nodes} --ucb-c {params.ucb_c} --out-node {output.node:q}"
