@@ -28,7 +28,7 @@ from agent.policies.base import (BACKENDS, Attempt, BackendConfigError, BackendM
                                  HarnessError, RetryableBackendError, decide_with_fallback, get_policy)
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
-from agent.tree import NodeRecord, TreeError, check_tree, code_hash, load_node, score_block, write_node, write_scores
+from agent.tree import NodeRecord, TreeError, check_scores_agree, check_tree, code_hash, load_node, score_block, write_node, write_scores
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
 from neuralgraph.secrets import SecretsUnavailable, receive_secrets, redact
@@ -192,6 +192,10 @@ def build_context(args: argparse.Namespace, base: ExperimentConfig) -> DecisionC
                          f"{n_iter_block} is block {block_of(args.iteration, n_iter_block)}")
     cfg = load_config(args.config, base=base)
     code = read_text(args.code, "training module (--code)")
+    ucb_c = base.claude.ucb_c if args.ucb_c is None else args.ucb_c
+    ucb_scores = read_text(args.ucb, "ucb_scores.txt")
+    nodes = merge_nodes([load_node(p) for p in args.nodes], node)
+    check_scores_agree(score_block(nodes, node.block, ucb_c), ucb_scores, str(args.ucb), ucb_c)
     images = [Path(p) for p in args.images]
     for image in images:
         if not image.exists():
@@ -200,12 +204,12 @@ def build_context(args: argparse.Namespace, base: ExperimentConfig) -> DecisionC
         iteration=args.iteration, n_iter_block=n_iter_block, n_blocks=args.n_blocks,
         working_memory=read_text(args.memory, "previous memory.md", required=False),
         analysis_log=read_text(args.analysis_log, "analysis.log"),
-        ucb_scores=read_text(args.ucb, "ucb_scores.txt"),
+        ucb_scores=ucb_scores,
         config=cfg.to_dict(), config_yaml=read_text(args.config, "config"), code=code,
         editable_functions=editable_functions_of(code),
         instructions=read_text(args.instructions or SHIPPED_INSTRUCTIONS, "instructions"),
-        image_paths=images, nodes=merge_nodes([load_node(p) for p in args.nodes], node), current_node=node,
-        ucb_c=base.claude.ucb_c, schedule=parse_schedule(args.schedule, args.n_blocks), seed=args.seed,
+        image_paths=images, nodes=nodes, current_node=node,
+        ucb_c=ucb_c, schedule=parse_schedule(args.schedule, args.n_blocks), seed=args.seed,
         base_config=base.to_dict(), code_modification_refusal=code_modification_refusal(args.code_modification),
     )
 
@@ -427,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, help="this iteration's node.json")
     p.add_argument("--nodes", nargs="*", default=[], help="node.json of earlier iterations")
     p.add_argument("--ucb", required=True, help="this iteration's ucb_scores.txt")
+    p.add_argument("--ucb-c", type=float, default=None,
+                   help="exploration constant, the same as the ucb stage's (default: claude.ucb_c)")
     p.add_argument("--analysis-log", required=True)
     p.add_argument("--config", required=True, help="this iteration's config.yaml")
     p.add_argument("--code", required=True, help="this iteration's train_loop.py")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.decision import Decision
 
 from agent.decision import clip, one_line, strip_heading
-from agent.tree import NodeRecord, best_node, block_nodes
+from agent.tree import NodeRecord, best_node, block_nodes, fmt, format_mutation
 from neuralgraph.analysis_log import parse_analysis_log
 
 MAX_MEMORY_LINES = 500
@@ -66,18 +66,6 @@ _KNOWN = (H_TABLE, H_PRINCIPLES, H_QUESTIONS, H_PREVIOUS, H_CURRENT, H_INFO, H_H
 TRIM_MARKER = ("(... {n} older {what} trimmed to keep memory under {limit} lines and {chars} characters; "
                "see analysis.md ...)")
 
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers for the log: None/NaN -> nan, ints plain, floats with ``digits`` significant digits."""
-    if value is None:
-        return "nan"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
-    return str(value)
 
 
 @dataclass
@@ -300,18 +288,6 @@ def _metrics_line(m: dict[str, Any]) -> str:
             f"final_loss={fmt(m.get('final_loss'))}, training_time={fmt(m.get('training_time_min'), 3)} min")
 
 
-def mutation_text(mutation: Optional[dict[str, Any]]) -> str:
-    """``param: old -> new`` (plus data_augmentation_loop), ``[code] fn: summary``, or ``none (block root)``."""
-    if not mutation:
-        return "none (block root)"
-    if "function" in mutation:
-        return f"[code] {mutation['function']}: {mutation.get('change_summary', '')}"
-    text = f"{mutation.get('parameter')}: {fmt(mutation.get('old'))} -> {fmt(mutation.get('new'))}"
-    dal = mutation.get("data_augmentation_loop")
-    if isinstance(dal, dict):
-        text += f"; data_augmentation_loop: {fmt(dal.get('old'))} -> {fmt(dal.get('new'))}"
-    return text
-
 
 def log_entry(node: NodeRecord, decision: "Decision", analysis_log: str) -> str:
     """The seed's log form for node ``node``; ``Next: parent=P`` is the decision for the next node."""
@@ -329,7 +305,7 @@ def log_entry(node: NodeRecord, decision: "Decision", analysis_log: str) -> str:
                   f"  Hypothesis: {one_line(mutation.get('hypothesis', ''))}"]
     eff_rank, radius = activity_values(analysis_log, metrics)
     lines += [_metrics_line(metrics), f"Activity: eff_rank={fmt(eff_rank)}, spectral_radius={fmt(radius)}",
-              f"Mutation: {one_line(mutation_text(node.mutation))}", f"Parent rule: {one_line(decision.log.parent_rule)}",
+              f"Mutation: {one_line(format_mutation(node.mutation))}", f"Parent rule: {one_line(decision.log.parent_rule)}",
               f"Observation: {one_line(decision.log.observation)}", f"Next: parent={decision.parent}"]
     return "\n".join(lines)
 

@@ -194,6 +194,20 @@ def format_scores(scores: Iterable[NodeScore]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def check_scores_agree(scores: Iterable[NodeScore], written: str, source: str, c: float) -> None:
+    """Refuse when ``written`` (an ucb_scores.txt) is not the text of ``scores``.
+
+    The decide stage ranks parents with the same constant the ucb stage wrote the file with (the
+    LLM reads that file); a second constant would make the two disagree silently.
+    """
+    expected = format_scores(scores)
+    if written.strip() != expected.strip():
+        raise TreeError(
+            f"{source}: the UCB scores in this file differ from the ones computed here with ucb_c = {c!r}; "
+            "the ucb and decide stages must use the same ucb_c (workflow setting ucb_c, or claude.ucb_c)"
+        )
+
+
 def write_scores(scores: Iterable[NodeScore], path: str | Path) -> Path:
     return atomic_write_text(path, format_scores(scores))
 
@@ -204,6 +218,36 @@ def best_node(nodes: Iterable[NodeRecord], block: int) -> Optional[NodeRecord]:
     if not candidates:
         return None
     return min(candidates, key=lambda n: (-reward(n), n.id))
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers for logs and tables: None/NaN -> nan, ints plain, floats with ``digits`` significant digits."""
+    if value is None:
+        return "nan"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if not math.isfinite(value) else f"{value:.{digits}g}"
+    return str(value)
+
+
+def format_mutation(mutation: Optional[dict[str, Any]], root: str = "none (block root)") -> str:
+    """The one text of a node's mutation record, for memory.md, summary.tsv and the explorer.
+
+    ``param: old -> new`` (plus data_augmentation_loop), ``[code] function: change summary``, or
+    ``root`` for a node made without a mutation (a block root).
+    """
+    if not mutation:
+        return root
+    if mutation.get("function"):
+        return f"[code] {mutation['function']}: {mutation.get('change_summary') or 'edited'}"
+    text = f"{mutation.get('parameter')}: {fmt(mutation.get('old'))} -> {fmt(mutation.get('new'))}"
+    dal = mutation.get("data_augmentation_loop")
+    if isinstance(dal, dict):
+        text += f"; data_augmentation_loop: {fmt(dal.get('old'))} -> {fmt(dal.get('new'))}"
+    return text
 
 
 def code_hash(code: str) -> str:

@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 import yaml
 
+from agent.tree import format_mutation
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline.summary import (
     NO_VALUE_COLOR,
@@ -45,7 +46,6 @@ from pipeline.summary import (
     SummaryError,
     best_node_per_block,
     build_summary,
-    format_mutation,
     node_state,
     r2_color,
     r2_color_stops,
@@ -162,7 +162,7 @@ def _change_text(decision: dict[str, Any]) -> str:
     """What the decision changes for the next node: the config mutation or the code change."""
     mutation = decision.get("config_mutation")
     if isinstance(mutation, dict):
-        return format_mutation(mutation)
+        return format_mutation(mutation, root="")
     code = decision.get("code_modification")
     if isinstance(code, dict):
         return f"code: {code.get('function', '')}: {code.get('change_summary', '')}"
@@ -182,7 +182,7 @@ def agent_entry(node: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     mutation = node.get("mutation") if isinstance(node.get("mutation"), dict) else {}
     fields = {
         "strategy": node.get("strategy") or "",
-        "mutation": format_mutation(node.get("mutation")) or "none (block root)",
+        "mutation": format_mutation(node.get("mutation")),
         "code hypothesis": mutation.get("hypothesis", ""),
         "outcome": log.get("outcome", ""),
         "mode": log.get("mode", ""),

@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import yaml
 
+from agent.tree import format_mutation
 from neuralgraph.io import atomic_path, atomic_write_text, read_json
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -73,23 +74,6 @@ def iteration_dirs(results: Path) -> list[Path]:
     return sorted(dirs, key=lambda d: d.name)
 
 
-def format_mutation(mutation: Any) -> str:
-    """One short line for a mutation record: 'param: old -> new', a code change, or ''."""
-    if mutation is None or mutation == "":
-        return ""
-    if isinstance(mutation, str):
-        return mutation
-    if isinstance(mutation, dict):
-        if mutation.get("function"):  # a code modification: the function and what changed
-            return f"[code] {mutation['function']}: {mutation.get('change_summary') or 'edited'}"
-        if "parameter" in mutation:
-            return f"{mutation['parameter']}: {mutation.get('old')} -> {mutation.get('new')}"
-        for key in ("summary", "description", "change"):
-            if mutation.get(key):
-                return f"code: {mutation[key]}"
-        return ", ".join(f"{k}={v}" for k, v in mutation.items())
-    return str(mutation)
-
 
 def flatten_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Dotted 'section.field' -> value for the sections the exploration varies."""
@@ -126,7 +110,7 @@ def iteration_row(folder: Path) -> dict[str, Any]:
         "parent": node.get("parent"),
         "time_step": node.get("time_step") or (config.get("training") or {}).get("time_step"),
         "strategy": node.get("strategy", ""),
-        "mutation": format_mutation(node.get("mutation")),
+        "mutation": format_mutation(node.get("mutation"), root=""),
         "code_modified": node.get("code_modified"),
         "policy": node.get("policy", ""),
     }

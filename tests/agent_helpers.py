@@ -18,7 +18,7 @@ from agent.context import DecisionContext, block_of
 from agent.tree import NodeRecord
 from neuralgraph.config import parse_config
 from neuralgraph.io import atomic_write_json, atomic_write_text
-from conftest import tiny_config_dict
+from tiny_configs import tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[1]
 ANALYSIS_LOG = "spectral radius: 1.029\n--- activity ---\n  effective rank (90% var): 26\n  effective rank (99% var): 84\n"

@@ -268,3 +268,14 @@ def test_loop_goes_on_with_a_safe_rerun_when_every_decision_is_refused(tmp_path,
     record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
     assert record["policy"].startswith("safe re-run (after: heuristic: config_mutation.parameter = 'batch_size'")
     assert record["next"]["mutation"] == {"parameter": "seed", "old": 0, "new": 1}
+
+
+def test_decide_refuses_scores_written_with_another_ucb_c(tmp_path, capsys):
+    """ucb wrote ucb_scores.txt with one constant; decide ranking with another is refused, naming ucb_c."""
+    exp = _prepared(tmp_path)
+    args = decide_args(tmp_path, exp, 1, n_iter_block=3, n_blocks=2)
+    assert main(args + ["--ucb-c", "2.9"]) == 2
+    err = capsys.readouterr().err
+    assert "ucb_scores.txt" in err and "ucb_c = 2.9" in err and "same ucb_c" in err
+    assert not (iter_dir(tmp_path, 1) / "decision.json").exists()
+    assert main(args + ["--ucb-c", "1.414"]) == 0  # the experiment's claude.ucb_c, the one ucb used

@@ -11,7 +11,7 @@ from agent.policies.base import (BackendConfigError, InvalidOutputError, Retryab
                                  get_policy)
 from agent.policies.heuristic import HeuristicPolicy
 from agent_helpers import ADAMW_OPTIMIZER, REPO, context, node
-from conftest import tiny_config_dict
+from tiny_configs import tiny_config_dict
 from neuralgraph.config import ConfigError, parse_config
 
 TRAIN_LOOP = (REPO / "neuralgraph" / "train_loop.py").read_text()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, tiny_config_dict
+from tiny_configs import REPO, tiny_config_dict
 from neuralgraph.config import (
     ALLOWED_TIME_STEPS,
     ConfigError,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, tiny_config_dict
+from tiny_configs import REPO, tiny_config_dict
 from neuralgraph.config import parse_config
 from neuralgraph.simulate import (
     LORENTZ_RAW_STD,

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, tiny_config_dict
+from tiny_configs import REPO, tiny_config_dict
 from neuralgraph.config import dump_config, parse_config
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import build_model, load_trained_model

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Optional
 from agent.context import DecisionContext
 from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, CodeModification, ConfigMutation, Decision,
                             LogEntry, MemoryUpdate, ParameterRule)
-from agent.memory import fmt
+from agent.tree import fmt
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, reward
 from neuralgraph.config import ALLOWED_TIME_STEPS

@@ -40,3 +40,13 @@ def test_lint_is_clean(tmp_path):
     result = snakemake(tmp_path, "--lint", cores=None)
     assert result.returncode == 0, result.output
     assert "Congratulations, your workflow is in a good condition!" in result.output, result.output
+
+
+def test_ucb_and_decide_get_the_same_ucb_c(tmp_path):
+    """config/config.yaml's ucb_c reaches both stages (not the experiment's claude.ucb_c in decide)."""
+    write_workflow_config(tmp_path, ucb_c=2.5)
+    output = snakemake(tmp_path, "--dry-run", "--printshellcmds").check().output
+    ucb = [line for line in output.splitlines() if " -m agent ucb " in line]
+    decide = [line for line in output.splitlines() if " -m agent decide " in line]
+    assert ucb and decide
+    assert all("--ucb-c 2.5 " in line for line in ucb + decide), "\n".join(ucb + decide)

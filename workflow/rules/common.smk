@@ -165,6 +165,7 @@ def decide_command(i):
         f"--smoke-timeout {agent.smoke_timeout}" if agent.smoke_timeout is not None else "",
         f"--code-modification {agent.code_modification}",
         f"--max-cost-usd {agent.max_cost_usd!r}" if agent.max_cost_usd is not None else "",
+        f"--ucb-c {PLAN.ucb_c!r}",
         f"--node {q(inputs['node'])}",
         cli_list("--nodes", inputs["nodes"]),
         f"--ucb {q(inputs['scores'])} --analysis-log {q(inputs['analysis_log'])}",

@@ -19,7 +19,7 @@ rule ucb:
     params:
         py=PY,
         nodes=lambda wildcards, input: cli_list("--nodes", input.nodes),
-        ucb_c=PLAN.ucb_c,
+        ucb_c=repr(PLAN.ucb_c),
     shell:
         "{params.py} -m agent ucb --proposal {input.proposal:q} --metrics {input.metrics:q} --config {input.config:q}"
         " --code {input.code:q} {params.nodes} --ucb-c {params.ucb_c} --out-node {output.node:q}"
