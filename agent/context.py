@@ -6,10 +6,12 @@ the current config, the editable training code, the instructions and the dataset
 It also carries the node records (structured, for offline policies and for validation) --
 an LLM policy renders the text fields into its prompt and ignores the rest.
 
-Numbering starts at 1 everywhere:
-``block = (iteration - 1) // n_iter_block + 1`` and
-``iter_in_block = (iteration - 1) % n_iter_block + 1``; a block ends when
-``iter_in_block == n_iter_block``.
+Numbering starts at 1 everywhere (:mod:`neuralgraph.layout` owns the arithmetic of blocks,
+rounds and slots). With ``slots`` = K > 1 a round's K nodes are decided together: one
+context per slot, whose ``current_node`` is the finished round's node in that slot (its log
+entry), whose child is node ``iteration + K``, and whose ``planned`` lists the children the
+earlier slots of this round already got (virtual visits in :attr:`scores`, no duplicates).
+A block ends with the round whose last node ends it.
 
 Interface for policy authors (stable): every attribute below may be read; nothing in the
 context is meant to be modified by a policy.
@@ -21,16 +23,34 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.tree import NodeRecord, NodeScore, block_nodes, score_block
+from neuralgraph.layout import block_of, iter_in_block_of, round_end, round_of
+
+#: Slot roles (docs/agent.md): what each child of a round is for.
+ROLE_EXPLOIT, ROLE_EXPLORE, ROLE_PRINCIPLE = "exploit", "explore", "principle-test"
+ROLE_ROOT, ROLE_VARIANT = "root", "variant"  # the first round of a block: its root and variants of it
 
 
-def block_of(iteration: int, n_iter_block: int) -> int:
-    """Block number (from 1) of an iteration (from 1)."""
-    return (iteration - 1) // n_iter_block + 1
+def slot_roles(slots: int, block_start: bool = False) -> list[str]:
+    """Role of each slot of a round: K = 1 exploit; K = 2 exploit + explore; K >= 3 exploit x (K-2),
+    explore, principle-test. The first round of a block: the block root and K-1 variants of it."""
+    if block_start:
+        return [ROLE_ROOT] + [ROLE_VARIANT] * (slots - 1)
+    if slots == 1:
+        return [ROLE_EXPLOIT]
+    if slots == 2:
+        return [ROLE_EXPLOIT, ROLE_EXPLORE]
+    return [ROLE_EXPLOIT] * (slots - 2) + [ROLE_EXPLORE, ROLE_PRINCIPLE]
 
 
-def iter_in_block_of(iteration: int, n_iter_block: int) -> int:
-    """Position (from 1) of an iteration inside its block."""
-    return (iteration - 1) % n_iter_block + 1
+@dataclass(frozen=True)
+class PlannedChild:
+    """A child already given to an earlier slot of the round being planned."""
+
+    slot: int
+    role: str
+    parent: Optional[int]  # node id; None for a block root
+    training: dict[str, Any]
+    code: str = ""
 
 
 @dataclass
@@ -77,6 +97,20 @@ class DecisionContext:
     seed: int = 0
     base_config: dict[str, Any] = field(default_factory=dict)
     code_modification_refusal: Optional[str] = None
+    slots: int = 1
+    slot: int = 1
+    role: str = ROLE_EXPLOIT
+    round_nodes: list[NodeRecord] = field(default_factory=list)
+    planned: list[PlannedChild] = field(default_factory=list)
+
+    @property
+    def round(self) -> int:
+        return round_of(self.iteration, self.slots)
+
+    @property
+    def round_end(self) -> int:
+        """The last iteration of this round (where the round's decision files live)."""
+        return round_end(self.iteration, self.slots)
 
     @property
     def block(self) -> int:
@@ -88,16 +122,18 @@ class DecisionContext:
 
     @property
     def is_block_end(self) -> bool:
-        return self.iter_in_block == self.n_iter_block
+        """True in the round that ends the block (its children start the next block)."""
+        return iter_in_block_of(self.round_end, self.n_iter_block) == self.n_iter_block
 
     @property
     def is_last_iteration(self) -> bool:
-        """True on the last iteration of the last block: there is no next node to make."""
-        return self.iteration >= self.n_iter_block * self.n_blocks
+        """True in the last round of the last block: there is no next node to make."""
+        return self.round_end >= self.n_iter_block * self.n_blocks
 
     @property
     def next_iteration(self) -> int:
-        return self.iteration + 1
+        """The iteration of this slot's child (the same slot of the next round)."""
+        return self.iteration + self.slots
 
     @property
     def next_iter_in_block(self) -> int:
@@ -123,7 +159,7 @@ class DecisionContext:
     @property
     def scores(self) -> list[NodeScore]:
         """UCB scores of the current block, best first (same rule as ucb_scores.txt)."""
-        return score_block(self.nodes, self.block, self.ucb_c)
+        return score_block(self.nodes, self.block, self.ucb_c, virtual_parents=[p.parent for p in self.planned])
 
     def node(self, node_id: int) -> Optional[NodeRecord]:
         for node in self.nodes:

@@ -140,6 +140,13 @@ class LogEntry(_Plain):
     next_parent: Union[int, Literal["root"]] = Field(description="Parent of the next node; must equal `parent`.")
 
 
+class ContradictedPrinciple(_Plain):
+    """An Established Principle that a principle-test node contradicted, with the evidence."""
+
+    principle: Line = Field(description="The principle's text as it stands in Established Principles.")
+    evidence: Line = Field(description="Node ids and numbers that contradict it, e.g. 'node 7 R2=0.95 vs node 3 0.80'.")
+
+
 class MemoryUpdate(_Plain):
     """What the working memory gains this iteration."""
 
@@ -150,6 +157,9 @@ class MemoryUpdate(_Plain):
     block_summary: Optional[Note] = Field(None, description="Block end: 2-3 line summary of the finished block.")
     key_finding: Optional[Line] = Field(None, description="Block end: key finding for the time-step comparison table.")
     next_block_hypothesis: Optional[Note] = Field(None, description="Block end: hypothesis for the next block.")
+    contradicted_principles: list[ContradictedPrinciple] = Field(
+        default_factory=list, description="Established Principles a result contradicted: moved to Open Questions."
+    )
 
 
 class ConfigMutation(_Plain):
@@ -185,6 +195,9 @@ class Decision(_Plain):
     time_step_reason: Optional[Line] = Field(None, description="Block end only: why this time_step.")
     selection_rule_edits: Optional[RuleEdits] = Field(
         None, description="Block end only: parent-selection rules to add to the instructions."
+    )
+    tested_principle: Optional[Line] = Field(
+        None, description="Slot role principle-test only: the Established Principle this child could contradict."
     )
 
 

@@ -350,14 +350,35 @@ def _merge_new(items: list[str], new: list[str]) -> list[str]:
     return items + [n.strip() for n in new if n.strip() and n.strip() not in existing]
 
 
-def update_memory(previous: str, ctx: "DecisionContext", decision: "Decision", entry: str,
-                  next_time_step: Optional[int]) -> str:
-    """This iteration's memory.md: the previous one plus the entry and the decision's update.
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
-    At a block end the finished block becomes a table row and a short Previous Block Summary,
-    the iteration list is cleared and the Current Block switches to the next block (its
-    time_step and hypothesis).
+
+def _retire(mem: WorkingMemory, contradicted: list[Any]) -> None:
+    """Contradicted principles leave Established Principles for Open Questions, with the evidence."""
+    for item in contradicted:
+        text = _plain(item.principle).lstrip("- ").strip()
+        if not text:
+            continue
+        kept = [p for p in mem.principles if text not in p and p.lstrip("- ").strip() not in text]
+        if len(kept) == len(mem.principles):
+            continue  # not (or no longer) an established principle
+        mem.principles = kept
+        mem.open_questions = _merge_new(mem.open_questions, [f"Contradicted: {text} (evidence: {_plain(item.evidence)})"])
+
+
+def update_memory(previous: str, ctx: "DecisionContext", decision: "Decision | list[Decision]",
+                  entry: "str | list[str]", next_time_step: Optional[int]) -> str:
+    """This round's memory.md: the previous one plus the round's entries and decisions' updates.
+
+    ``decision`` / ``entry``: one each, or one per slot of the round (node order); ``ctx`` is
+    the context of the round's last node. The slots' updates are merged in slot order
+    (principles added, contradicted ones moved to Open Questions, the last hypothesis and
+    question list given win, emerging observations joined). At a block end the finished
+    block becomes a table row and a short Previous Block Summary (slot 1's), the iteration
+    list is cleared and the Current Block switches to the next block.
     """
+    decisions, entries = _as_list(decision), _as_list(entry)
     if previous.strip():
         mem = parse_memory(previous)
     else:
@@ -365,16 +386,21 @@ def update_memory(previous: str, ctx: "DecisionContext", decision: "Decision", e
         mem = new_memory(ctx.block, ctx.time_step, first, ctx.n_iter_block)
     mem.block, mem.time_step, mem.n_iter_block = ctx.block, ctx.time_step, ctx.n_iter_block
     mem.first_iteration = (ctx.block - 1) * ctx.n_iter_block + 1
-    update = decision.memory_update
-    mem.principles = _merge_new(mem.principles, update.new_principles)
-    if update.open_questions is not None:
-        mem.open_questions = [q for q in update.open_questions if q.strip()]
-    if getattr(update, "current_hypothesis", None):
-        mem.hypothesis = update.current_hypothesis
-    mem.emerging = update.emerging_observations
-    mem.iterations.append(entry)
+    emerging = []
+    for one in decisions:
+        update = one.memory_update
+        mem.principles = _merge_new(mem.principles, update.new_principles)
+        _retire(mem, update.contradicted_principles)
+        if update.open_questions is not None:
+            mem.open_questions = [q for q in update.open_questions if q.strip()]
+        if getattr(update, "current_hypothesis", None):
+            mem.hypothesis = update.current_hypothesis
+        if update.emerging_observations.strip() and update.emerging_observations not in emerging:
+            emerging.append(update.emerging_observations)
+    mem.emerging = "\n".join(emerging)
+    mem.iterations.extend(entries)
     if ctx.is_block_end:
-        _close_block(mem, ctx, decision, next_time_step)
+        _close_block(mem, ctx, decisions[0], next_time_step)
     return render_memory(enforce_limit(mem))
 
 

@@ -52,6 +52,10 @@ class NodeRecord:
     mutation: Optional[dict[str, Any]] = None
     strategy: str = ""
     policy: str = ""
+    round: int = 0  # 0: written before rounds existed (then round = iteration)
+    slot: int = 1
+    role: str = ""
+    tested_principle: str = ""
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<node>") -> "NodeRecord":
@@ -173,16 +177,34 @@ class NodeScore:
         return f"Node {self.id}: UCB={self.ucb:.3f}, parent={parent}, visits={self.visits}, R2={r2}"
 
 
-def score_block(nodes: Iterable[NodeRecord], block: int, c: float) -> list[NodeScore]:
-    """UCB scores of the nodes of ``block``, best first (ties: higher R, then lower id)."""
+def virtual_visits(in_block: dict[int, NodeRecord], parents: Iterable[Optional[int]]) -> dict[int, int]:
+    """Visits that children already assigned in this round add: each counts once for its parent
+    and once for every ancestor of that parent inside the block (docs/agent.md)."""
+    counts = {node_id: 0 for node_id in in_block}
+    for parent in parents:
+        while parent is not None and parent in in_block:
+            counts[parent] += 1
+            parent = block_parent(in_block[parent], in_block)
+    return counts
+
+
+def score_block(nodes: Iterable[NodeRecord], block: int, c: float,
+                virtual_parents: Iterable[Optional[int]] = ()) -> list[NodeScore]:
+    """UCB scores of the nodes of ``block``, best first (ties: higher R, then lower id).
+
+    UCB(n) = R(n) + c * sqrt(N) / (1 + visits(n)), N = nodes in the block, visits(n) = 1 + its
+    descendants + its virtual visits (``virtual_parents``: parents of the children already
+    assigned to earlier slots of the round being planned; none in ucb_scores.txt).
+    """
     if not math.isfinite(c) or c < 0:
         raise TreeError(f"ucb_c = {c!r}: must be a finite number >= 0 (config range 0.5-3.0)")
     in_block = check_tree(block_nodes(nodes, block))
     total = len(in_block)
     counts = descendant_counts(in_block)
+    virtual = virtual_visits(in_block, virtual_parents)
     scores = []
     for node_id, node in in_block.items():
-        visits = 1 + counts[node_id]
+        visits = 1 + counts[node_id] + virtual[node_id]
         ucb = reward(node) + c * math.sqrt(total) / (1 + visits)
         scores.append(NodeScore(node_id, block_parent(node, in_block), ucb, visits, node.r2))
     return sorted(scores, key=lambda s: (-s.ucb, -s.reward, s.id))

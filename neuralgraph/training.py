@@ -287,6 +287,8 @@ class Trainer:
         self._sync_every = 1 if self.device.type == "cpu" else 50
         self._segment_start = self._last_checkpoint = time.monotonic()
         self._elapsed_before = 0.0
+        # Wall-clock start of this attempt: with finished_at it shows which trainings of a round ran side by side.
+        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -537,7 +539,8 @@ class Trainer:
             "n_train_frames": self.data.n_frames,
             "loop_file": str(self.loop_path),
             "loop_sha256": self.loop_sha,
-            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "started_at": self.started_at,
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
         }
 
     def connectivity_r2(self) -> float:

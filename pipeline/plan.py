@@ -7,7 +7,7 @@ instead of failing hours later inside a job. The Snakefile stays a list of inclu
 arithmetic of the chain (which block an iteration is in, which time_step a block uses) lives
 here where it can be read and tested.
 
-Block of iteration i (1-based) = (i - 1) // n_iter_block + 1.
+Blocks, rounds and slots of an iteration: :mod:`neuralgraph.layout` (their one owner).
 """
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from neuralgraph import layout
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, load_config
-
-#: Iteration folders are iter_NNN: three digits.
-MAX_ITERATIONS = 999
+from neuralgraph.layout import MAX_ITERATIONS, label
 
 
 class WorkflowConfigError(ValueError):
@@ -115,6 +114,7 @@ class WorkflowPlan:
     n_iter_block: int
     ucb_c: float
     agent: AgentOptions
+    slots: int = 1
 
     @property
     def results(self) -> str:
@@ -130,19 +130,27 @@ class WorkflowPlan:
         """Zero-padded labels '001', '002', ... of every iteration."""
         return [label(i) for i in range(1, self.n_iterations + 1)]
 
-    def block_of(self, iteration: int) -> int:
-        return (iteration - 1) // self.n_iter_block + 1
+    @property
+    def n_rounds(self) -> int:
+        return self.n_iterations // self.slots
+
+    @property
+    def round_ends(self) -> list[str]:
+        """Labels of each round's last iteration: the folders holding the rounds' decision files."""
+        return [label(self.round_iterations(r)[-1]) for r in range(1, self.n_rounds + 1)]
+
+    def round_iterations(self, round_number: int) -> list[int]:
+        """Node ids of one round."""
+        return layout.round_iterations(round_number, self.slots)
+
+    def round_of(self, iteration: int) -> int:
+        return layout.round_of(iteration, self.slots)
 
     def schedule_arg(self) -> str:
         """The schedule as the agent CLIs take it: 'agent' or '1,4,16'."""
         if isinstance(self.schedule, str):
             return self.schedule
         return ",".join(str(t) for t in self.schedule[: self.n_blocks])
-
-
-def label(iteration: int) -> str:
-    """Iteration number -> folder label ('7' -> '007')."""
-    return f"{int(iteration):03d}"
 
 
 def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source: str) -> tuple[int, int]:
@@ -163,6 +171,13 @@ def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source
         raise WorkflowConfigError(
             f"{source}: n_blocks * n_iter_block = {n_blocks} * {n_iter_block}: must be <= {MAX_ITERATIONS} "
             f"(iteration folders are iter_001 .. iter_{MAX_ITERATIONS})"
+        )
+    slots = int(config.get("slots") or 1)
+    if n_iter_block % slots:
+        raise WorkflowConfigError(
+            f"{source}: slots = {slots}: n_iter_block = {n_iter_block} is not a multiple of it; a block is a whole "
+            f"number of rounds of {slots} nodes (choose slots among "
+            f"{', '.join(str(k) for k in range(1, n_iter_block + 1) if n_iter_block % k == 0)}, or change n_iter_block)"
         )
     return n_blocks, n_iter_block
 
@@ -213,4 +228,5 @@ def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:
         n_iter_block=n_iter_block,
         ucb_c=float(config.get("ucb_c") or experiment.claude.ucb_c),
         agent=_agent_options(config.get("agent") or {}, source),
+        slots=int(config.get("slots") or 1),
     )

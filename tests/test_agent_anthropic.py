@@ -428,6 +428,7 @@ def test_prompt_too_long_without_offline_fallback_is_a_config_error(tmp_path, ap
 
 def test_prompt_too_long_through_the_decide_cli_exits_2_or_falls_back_offline(tmp_path, api_key, monkeypatch, capsys):
     import agent.cli as cli
+    import agent.decide as decide_stage
     from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
 
     exp = write_experiment_config(tmp_path / "exp.yaml")
@@ -435,7 +436,7 @@ def test_prompt_too_long_through_the_decide_cli_exits_2_or_falls_back_offline(tm
     fake_analyze(iter_dir(tmp_path, 1))
     assert cli.main(ucb_args(tmp_path, 1)) == 0
     api = FakeAPI(api_error(400, *PROMPT_TOO_LONG))
-    monkeypatch.setattr(cli, "get_policy", lambda backend, options: make_policy(api))
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: make_policy(api))
     args = decide_args(tmp_path, exp, 1, 3, 2, backend="anthropic", extra=["--smoke-timeout", "0"])
 
     assert cli.main(args) == 2  # re-running would send the same prompt: configuration, not 75

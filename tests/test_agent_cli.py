@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import agent.cli as cli
+import agent.decide as decide_stage
 from agent.cli import main
 from agent.policies.base import RetryableBackendError
 from agent_helpers import ADAMW_OPTIMIZER, REPO, decide_args, fake_analyze, iter_dir, run_exploration, ucb_args, write_experiment_config
@@ -154,7 +155,7 @@ def test_unavailable_llm_exits_75_writing_nothing_unless_offline_fallback(tmp_pa
         def decide(self, ctx, feedback=None):
             raise RetryableBackendError("529 overloaded after 2 retries")
 
-    monkeypatch.setattr(cli, "get_policy", lambda backend, options: Unavailable())
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: Unavailable())
     exp = _prepared(tmp_path)
     args = decide_args(tmp_path, exp, 1, 3, 2, backend="anthropic")
     assert main(args) == 75
@@ -169,7 +170,7 @@ def test_unavailable_llm_exits_75_writing_nothing_unless_offline_fallback(tmp_pa
 def test_backend_configuration_error_exits_2(tmp_path, capsys, monkeypatch):
     exp = _prepared(tmp_path)
     seen = {}
-    monkeypatch.setattr(cli, "get_policy", lambda backend, options: seen.update(options) or (_ for _ in ()).throw(
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: seen.update(options) or (_ for _ in ()).throw(
         cli.BackendConfigError("unknown model 'x'")))
     assert main(decide_args(tmp_path, exp, 1, 3, 2, backend="anthropic",
                             extra=["--backend-option", "max_tokens=4000", "--backend-option", "timeout_s=30.5"])) == 2
@@ -262,7 +263,7 @@ def test_loop_goes_on_with_a_safe_rerun_when_every_decision_is_refused(tmp_path,
             data = {**d.model_dump(), "strategy": "exploit", "config_mutation": {"parameter": "batch_size", "new": 4}}
             return type(d).model_validate(data)
 
-    monkeypatch.setattr(cli, "get_policy", lambda backend, options: Broken())
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: Broken())
     exp = _prepared(tmp_path)
     assert main(decide_args(tmp_path, exp, 1, 3, 2)) == 0
     record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())

@@ -11,6 +11,7 @@ import math
 import pytest
 
 import agent.cli as cli
+import agent.decide as decide_stage
 from agent.cli import main
 from agent.costs import COLUMNS, call_rows, costs_tsv, main as costs_main, spent_usd
 from agent.policies.base import SpendCapReached
@@ -37,7 +38,7 @@ def call_cost() -> float:
 def explore(results, monkeypatch, cap=None):
     """Iterations 1..N_ITER of one block through the decide CLI; returns (api, bounds per iteration)."""
     api = FakeAPI(reply(json.dumps(RERUN_NODE_1)))
-    monkeypatch.setattr(cli, "get_policy", lambda backend, options: make_policy(api))
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: make_policy(api))
     bounds: dict[int, float] = {}
     original = SpendCap.check
 

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from agent.context import DecisionContext
-from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, CodeModification, ConfigMutation, Decision,
-                            LogEntry, MemoryUpdate, ParameterRule)
+from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, CodeModification, ConfigMutation,
+                            ContradictedPrinciple, Decision, LogEntry, MemoryUpdate, ParameterRule)
 from agent.tree import fmt
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, reward
@@ -74,14 +74,15 @@ class HeuristicPolicy:
     def decide(self, ctx: DecisionContext, feedback: Optional[str] = None) -> Decision:
         rng = random.Random(f"{self.seed}:{ctx.iteration}")
         code = _CodeView(ctx, self.results_dir) if feedback is None else None
-        plan = _plan(ctx, rng, code)
-        return _decision(ctx, plan)
+        plan = _role_plan(ctx, rng) if ctx.slots > 1 and not ctx.is_block_end else None
+        return _decision(ctx, plan or _plan(ctx, rng, code))
 
 
 class _Plan:
     def __init__(self, strategy: str, parent: Any, rule: str, mutation: Optional[ConfigMutation] = None,
                  code: Optional[LibraryEdit] = None):
         self.strategy, self.parent, self.rule, self.mutation, self.code = strategy, parent, rule, mutation, code
+        self.principle: Optional[str] = None
 
 
 def _chain(ctx: DecisionContext) -> list[NodeRecord]:
@@ -123,7 +124,8 @@ def _signature(training: dict[str, Any]) -> tuple:
 
 
 def _tried(ctx: DecisionContext) -> set[tuple]:
-    return {_signature(_training(n)) for n in ctx.block_nodes}
+    """Settings of the block's nodes and of the children earlier slots of this round got."""
+    return {_signature(_training(n)) for n in ctx.block_nodes} | {_signature(p.training) for p in ctx.planned}
 
 
 def _is_new(training: dict[str, Any], name: str, value: float, tried: set[tuple]) -> bool:
@@ -375,6 +377,117 @@ def _explore(ctx, chain, scores, top, best, current, rng):
                  _mutate(ctx, pick, rng, (1.5, 2.0), _params()))
 
 
+# --------------------------------------------------------------------------- slot roles (K > 1)
+
+
+def variant_mutations(training: dict[str, Any], n: int, rng: random.Random) -> list[ConfigMutation]:
+    """``n`` one-mutation variants of a block root: distinct parameters, each moved x/÷ 2 (seeded).
+
+    The first round of a block trains the root and these variants side by side, so it is
+    already ``n + 1`` different runs (docs/agent.md).
+    """
+    names = list(SEARCH_PARAMETERS)
+    rng.shuffle(names)
+    variants = []
+    for name in names:
+        if len(variants) == n:
+            break
+        rule = ALLOWED_PARAMETERS[name]
+        old = float(training.get(name, 0.0) or 0.0)
+        up = rng.random() < 0.5
+        for direction in (up, not up):
+            new = float(f"{_step(rule, old, 2.0, direction):.4g}")
+            if not math.isclose(new, old, rel_tol=1e-9) and rule.check(new) is None:
+                variants.append(ConfigMutation(parameter=name, old=old, new=new))
+                break
+    while len(variants) < n:  # fewer parameters than slots: random points of the ranges
+        name = rng.choice(SEARCH_PARAMETERS)
+        rule = ALLOWED_PARAMETERS[name]
+        new = float(f"{math.exp(rng.uniform(math.log(rule.low), math.log(rule.high))):.4g}")
+        variants.append(ConfigMutation(parameter=name, old=float(training.get(name, 0.0) or 0.0), new=new))
+    return variants
+
+
+def _role_plan(ctx: DecisionContext, rng: random.Random) -> Optional[_Plan]:
+    """The explore and principle-test slots of a round; exploit slots use the selection table."""
+    if ctx.role == "explore":
+        return _explore_slot(ctx, rng)
+    if ctx.role == "principle-test":
+        return _principle_slot(ctx, rng)
+    return None
+
+
+def _explore_slot(ctx: DecisionContext, rng: random.Random) -> _Plan:
+    """A node outside the recent chain (the round's nodes and their ancestors); the bottom half of
+    the UCB ranking when every node of the block converged."""
+    scores = ctx.scores
+    recent = {n.id for n in ctx.round_nodes}
+    for node in ctx.round_nodes:
+        recent |= _ancestors(node, ctx)
+    if all(reward(n) > SUCCESS for n in ctx.block_nodes):
+        pool = scores[len(scores) // 2:] or scores
+        pick = ctx.node(rng.choice(pool).id)
+        why = f"explore slot: block 100% converged, node {pick.id} from the bottom half of the UCB ranking"
+    else:
+        outside = [s for s in scores if s.id not in recent] or scores
+        pick = ctx.node(outside[0].id)
+        why = f"explore slot: highest UCB outside the recent chain (node {pick.id}, UCB={outside[0].ucb:.3f})"
+    return _Plan("explore", pick.id, why, _mutate(ctx, pick, rng, (2.0, 4.0), _params()))
+
+
+def principle_parameter(principle: str) -> Optional[str]:
+    """The search parameter a principle talks about (its name, or the lr_W / lr / lr_emb short forms)."""
+    text = principle.lower()
+    for name in SEARCH_PARAMETERS:
+        if name.lower() in text:
+            return name
+    for short, name in (("lr_emb", "learning_rate_embedding_start"), ("lr_w", "learning_rate_W_start"),
+                        ("lr=", "learning_rate_start")):
+        if short in text:
+            return name
+    return None
+
+
+def _principle_slot(ctx: DecisionContext, rng: random.Random) -> _Plan:
+    """Test one Established Principle (rotating by round) by moving its parameter far from the best
+    node's value; before any principle exists, probe a parameter's range boundary."""
+    from agent.memory import parse_memory
+
+    best = best_node(ctx.nodes, ctx.block) or ctx.current_node
+    principles = [p.lstrip("- ").strip() for p in parse_memory(ctx.working_memory).principles
+                  if p.strip() and not p.startswith("(")] if ctx.working_memory.strip() else []
+    if principles:
+        principle = principles[(ctx.round - 1) % len(principles)]
+        name = principle_parameter(principle) or rng.choice(SEARCH_PARAMETERS)
+        plan = _Plan("failure-probe", best.id, f"principle test: could '{principle[:120]}' be wrong? "
+                     f"{name} x/÷ 4 from best node {best.id}", _mutate(ctx, best, rng, (4.0, 4.0), [name]))
+        plan.principle = principle
+        return plan
+    name = rng.choice(SEARCH_PARAMETERS)
+    rule = ALLOWED_PARAMETERS[name]
+    old = float(_training(best).get(name, 0.0) or 0.0)
+    bounds = [b for b in (rule.high, rule.low) if not math.isclose(b, old, rel_tol=1e-9)]
+    new = float(f"{rng.choice(bounds):.4g}") if bounds else float(f"{rule.high:.4g}")
+    return _Plan("failure-probe", best.id, f"principle test before any principle: {name} to its range boundary "
+                 f"{fmt(new)} from best node {best.id}", ConfigMutation(parameter=name, old=old, new=new))
+
+
+def contradicted(ctx: DecisionContext) -> list[tuple[str, str]]:
+    """(principle, evidence) for principle-test nodes of the finished round that beat the block's
+    best before them: the principle predicted the setting they left was the better one."""
+    found = []
+    for node in ctx.round_nodes:
+        principle = getattr(node, "tested_principle", "")
+        if not principle or node.parent is None:
+            continue
+        before = [n for n in ctx.block_nodes if n.id < node.id - (node.slot - 1 if node.slot else 0)]
+        best_before = max((reward(n) for n in before), default=0.0)
+        if reward(node) > best_before + 0.005:
+            found.append((principle, f"node {node.id} R2={fmt(node.r2)} beat the block's best before it "
+                                     f"({best_before:.4f})"))
+    return found
+
+
 # --------------------------------------------------------------------------- texts
 
 
@@ -464,9 +577,14 @@ def _decision(ctx: DecisionContext, plan: _Plan) -> Decision:
     mode = "success-exploit" if reward(node) >= SUCCESS else "failure-probe"
     log = LogEntry(outcome=_outcome(node), mode=mode, parent_rule=plan.rule, observation=_observation(ctx),
                    next_parent=plan.parent)
+    gone = contradicted(ctx) if ctx.slot == 1 else []
+    if gone:
+        update = update.model_copy(update={"contradicted_principles": [
+            ContradictedPrinciple(principle=p, evidence=e) for p, e in gone]})
     return Decision(parent=plan.parent, strategy=plan.strategy, log=log, memory_update=update,
                     config_mutation=plan.mutation, code_modification=modification, next_time_step=next_ts,
-                    time_step_reason=ts_reason, selection_rule_edits=_rule_edits(ctx) if ctx.is_block_end else None)
+                    time_step_reason=ts_reason, selection_rule_edits=_rule_edits(ctx) if ctx.is_block_end else None,
+                    tested_principle=plan.principle)
 
 
 def safe_decision(ctx: DecisionContext, reason: str) -> Decision:

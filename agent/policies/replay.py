@@ -1,7 +1,7 @@
 """Replay: re-apply the decisions recorded in an earlier results folder.
 
-Iteration i's decision is read from ``<replay_from>/iter_<i:03d>/decision.json`` (key
-``decision``). Useful to re-run an exploration on other hardware or after a code fix
+A round's decisions are read from ``<replay_from>/iter_NNN/decision.json`` of the round's last
+node (key ``decision``, or ``slots[k].decision`` for slot k of a round of K > 1). Useful to re-run an exploration on other hardware or after a code fix
 without paying for the LLM again. A missing or unreadable record is an
 :class:`InvalidOutputError` (the fallback chain then lets the heuristic decide and says so);
 a recorded decision that no longer fits the new tree is refused by validation the same way.
@@ -17,10 +17,7 @@ from agent.context import DecisionContext
 from agent.decision import Decision
 from agent.policies.base import BackendConfigError, InvalidOutputError
 from neuralgraph.io import read_json
-
-
-def iteration_dir(results: Path, iteration: int) -> Path:
-    return results / f"iter_{iteration:03d}"
+from neuralgraph.layout import DECISION_FILE, iteration_dir_name
 
 
 class ReplayPolicy:
@@ -36,13 +33,18 @@ class ReplayPolicy:
         self.last_call: Optional[dict[str, Any]] = None
 
     def decide(self, ctx: DecisionContext, feedback: Optional[str] = None) -> Decision:
-        path = iteration_dir(self.source, ctx.iteration) / "decision.json"
+        path = self.source / iteration_dir_name(ctx.round_end) / DECISION_FILE
         try:
             record = read_json(path)
         except (FileNotFoundError, ValueError) as exc:
             raise InvalidOutputError(str(exc)) from None
         self.last_call = {"replayed_from": str(path), "policy": record.get("policy")}
+        slots = record.get("slots") if isinstance(record, dict) else None
+        if isinstance(slots, list) and len(slots) >= ctx.slot and isinstance(slots[ctx.slot - 1], dict):
+            recorded = slots[ctx.slot - 1].get("decision")
+        else:
+            recorded = record.get("decision")
         try:
-            return Decision.model_validate(record.get("decision"))
+            return Decision.model_validate(recorded)
         except ValidationError as exc:
             raise InvalidOutputError(f"{path}: decision does not match the schema ({exc.error_count()} errors)") from None

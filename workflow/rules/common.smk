@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from neuralgraph.secrets import hand_over_secrets
+from neuralgraph import layout
 from pipeline.plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
 # API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
@@ -52,7 +53,7 @@ ENVS = REPO / "envs"
 
 RES = PLAN.results
 DATA = f"{RES}/data"
-ITER = f"{RES}/iter_{{it}}"
+ITER = f"{RES}/{layout.ITERATION_PREFIX}{{it}}"
 LOGS = f"{RES}/logs"
 BENCH = f"{RES}/benchmarks"
 
@@ -61,34 +62,25 @@ DATA_ARRAYS = [f"{DATA}/{name}" for name in ("u.npy", "du.npy", "W.npy", "types.
 DATA_EXTRAS = [f"{DATA}/{name}" for name in ("stats.json", "analysis.log", "activity.png", "connectivity.png")]
 DATA_METADATA = f"{DATA}/metadata.json"
 
-# What one iteration leaves in results/<exp>/iter_NNN/ (docs/workflow.md documents each file).
-ITERATION_FILES = (
-    "config.yaml",
-    "train_loop.py",
-    "proposal.json",
-    "code.diff",
-    "model.pt",
-    "training.json",
-    "logs/train.log",
-    "analysis.log",
-    "metrics.json",
-    "node.json",
-    "ucb_scores.txt",
-    "decision.json",
-    "memory.md",
-    "analysis.md",
-    "instructions.md",
-)
+# What each node leaves in results/<exp>/iter_NNN/, and what each round's decide adds to the
+# folder of the round's last node (neuralgraph/layout.py owns the names; docs/workflow.md
+# documents each file). With slots = 1 every node is a round of its own.
+ITERATION_FILES = layout.START_FILES + layout.NODE_RESULT_FILES
+ROUND_FILES = layout.DECISION_FILES
 
 
 def iter_dir(iteration):
     """results/<exp>/iter_NNN for an iteration number or label."""
-    return f"{RES}/iter_{label(iteration)}"
+    return f"{RES}/{layout.iteration_dir_name(int(iteration))}"
 
 
 def iteration_outputs(labels):
     """Every declared file of the given iterations (the final targets)."""
-    return [f"{iter_dir(it)}/{name}" for it in labels for name in ITERATION_FILES]
+    files = []
+    for it in map(int, labels):
+        names = ITERATION_FILES + (ROUND_FILES if it == layout.round_end(it, PLAN.slots) else ())
+        files += [f"{iter_dir(it)}/{name}" for name in names]
+    return files
 
 
 def earlier_nodes(wildcards):
@@ -111,54 +103,61 @@ def cli_list(option, paths):
     return f"{option} {' '.join(shlex.quote(str(p)) for p in paths)}" if paths else ""
 
 
-# --- agent-decide (one rule per iteration, generated in decide.smk) -----------------------
-DECISION_FILES = ("decision.json", "memory.md", "analysis.md", "instructions.md")
-NEXT_ITERATION_FILES = ("config.yaml", "train_loop.py", "proposal.json", "code.diff")
+# --- agent-decide (one rule per round, generated in decide.smk) ---------------------------
 
 
 def decide_inputs(i):
-    """Everything decide(i) reads: this node and the tree so far, its analysis, config and code,
-    the previous iteration's memory / full log / instructions, the dataset pictures."""
+    """Everything the decide of the round ending at iteration i reads: the round's nodes, their
+    analyses, configs and code, the tree so far, the previous round's memory / full log /
+    instructions, the dataset pictures."""
     here = iter_dir(i)
+    members = [iter_dir(j) for j in PLAN.round_iterations(PLAN.round_of(i))]
+    first = PLAN.round_iterations(PLAN.round_of(i))[0]
     inputs = {
-        "node": f"{here}/node.json",
-        "scores": f"{here}/ucb_scores.txt",
-        "analysis_log": f"{here}/analysis.log",
-        "metrics": f"{here}/metrics.json",
-        "config": f"{here}/config.yaml",
-        "code": f"{here}/train_loop.py",
+        "node": [f"{m}/{layout.NODE_FILE}" for m in members],
+        "scores": f"{here}/{layout.SCORES_FILE}",
+        "analysis_log": [f"{m}/{layout.ANALYSIS_LOG_FILE}" for m in members],
+        "metrics": [f"{m}/{layout.METRICS_FILE}" for m in members],
+        "config": [f"{m}/{layout.CONFIG_FILE}" for m in members],
+        "code": [f"{m}/{layout.LOOP_FILE}" for m in members],
         "activity": f"{DATA}/activity.png",
         "connectivity": f"{DATA}/connectivity.png",
         "base_config": PLAN.experiment_path,
-        "nodes": [f"{iter_dir(j)}/node.json" for j in range(1, i)],
+        "nodes": [f"{iter_dir(j)}/{layout.NODE_FILE}" for j in range(1, first)],
     }
-    if i > 1:
-        previous = iter_dir(i - 1)
+    if first > 1:
+        previous = iter_dir(first - 1)
         inputs.update(
-            previous_memory=f"{previous}/memory.md",
-            previous_full_log=f"{previous}/analysis.md",
-            previous_instructions=f"{previous}/instructions.md",
+            previous_memory=f"{previous}/{layout.MEMORY_FILE}",
+            previous_full_log=f"{previous}/{layout.FULL_LOG_FILE}",
+            previous_instructions=f"{previous}/{layout.INSTRUCTIONS_FILE}",
         )
     return inputs
 
 
+def next_round(i):
+    """Folders of the round after the one ending at iteration i (none after the last round)."""
+    return [] if i >= PLAN.n_iterations else [iter_dir(j) for j in PLAN.round_iterations(PLAN.round_of(i) + 1)]
+
+
 def decide_outputs(i):
-    """Iteration i's decision files, plus iteration i+1's starting files unless i is the last."""
+    """The round's decision files (in its last node's folder), plus the next round's start files."""
     here = iter_dir(i)
-    outputs = {name.split(".")[0]: f"{here}/{name}" for name in DECISION_FILES}
-    if i < PLAN.n_iterations:
-        following = iter_dir(i + 1)
-        outputs.update({f"next_{name.replace('.', '_')}": f"{following}/{name}" for name in NEXT_ITERATION_FILES})
+    outputs = {name.split(".")[0]: f"{here}/{name}" for name in ROUND_FILES}
+    for slot, folder in enumerate(next_round(i), start=1):
+        tag = "next" if PLAN.slots == 1 else f"next{slot}"
+        outputs.update({f"{tag}_{name.replace('.', '_')}": f"{folder}/{name}" for name in layout.START_FILES})
     return outputs
 
 
 def decide_command(i):
-    """The `python -m agent decide` command line of iteration i (paths from decide_inputs/outputs)."""
-    inputs, outputs = decide_inputs(i), decide_outputs(i)
+    """The `python -m agent decide` command line of the round ending at iteration i."""
+    inputs = decide_inputs(i)
     q = shlex.quote
     agent = PLAN.agent
     parts = [
         f"{PY} -m agent decide --iteration {i} --n-iter-block {PLAN.n_iter_block} --n-blocks {PLAN.n_blocks}",
+        f"--slots {PLAN.slots}" if PLAN.slots > 1 else "",
         f"--schedule {PLAN.schedule_arg()} --backend {agent.backend} --seed {agent.seed} --fallback {agent.fallback}",
         f"--model {q(agent.model)}" if agent.model else "",
         f"--replay-from {q(agent.replay_from)}" if agent.replay_from else "",
@@ -166,19 +165,20 @@ def decide_command(i):
         f"--code-modification {agent.code_modification}",
         f"--max-cost-usd {agent.max_cost_usd!r}" if agent.max_cost_usd is not None else "",
         f"--ucb-c {PLAN.ucb_c!r}",
-        f"--node {q(inputs['node'])}",
+        cli_list("--node", inputs["node"]),
         cli_list("--nodes", inputs["nodes"]),
-        f"--ucb {q(inputs['scores'])} --analysis-log {q(inputs['analysis_log'])}",
-        f"--config {q(inputs['config'])} --code {q(inputs['code'])}",
+        f"--ucb {q(inputs['scores'])}",
+        cli_list("--analysis-log", inputs["analysis_log"]),
+        cli_list("--config", inputs["config"]),
+        cli_list("--code", inputs["code"]),
         f"--images {q(inputs['activity'])} {q(inputs['connectivity'])}",
         f"--base-config {q(inputs['base_config'])} --results-dir {q(RES)}",
     ]
-    if i > 1:
+    if "previous_memory" in inputs:
         parts.append(
             f"--memory {q(inputs['previous_memory'])} --full-log {q(inputs['previous_full_log'])}"
             f" --instructions {q(inputs['previous_instructions'])}"
         )
     parts.append(f"--out-dir {q(iter_dir(i))}")
-    if i < PLAN.n_iterations:
-        parts.append(f"--next-dir {q(iter_dir(i + 1))}")
+    parts.append(cli_list("--next-dir", next_round(i)))
     return " ".join(p for p in parts if p)

@@ -16,7 +16,7 @@
 # resubmits) or, with agent.fallback: offline, decide with the heuristic policy and say so in
 # iter_NNN/logs/decide.log.
 
-for _i in range(1, PLAN.n_iterations + 1):
+for _i in map(int, PLAN.round_ends):
 
     rule:
         name:

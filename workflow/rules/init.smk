@@ -9,6 +9,7 @@ rule init:
         code=f"{RES}/iter_001/train_loop.py",
         proposal=f"{RES}/iter_001/proposal.json",
         diff=f"{RES}/iter_001/code.diff",
+        variants=[f"{iter_dir(j)}/{name}" for j in PLAN.round_iterations(1)[1:] for name in layout.START_FILES],
     log:
         f"{LOGS}/init.log",
     benchmark:
@@ -21,6 +22,9 @@ rule init:
         out_dir=output_folder("config"),
         n_iter_block=PLAN.n_iter_block,
         schedule=PLAN.schedule_arg(),
+        slots=PLAN.slots,
+        seed=PLAN.agent.seed,
     shell:
         "{params.py} -m agent init --config {input.experiment:q} --out-dir {params.out_dir:q}"
-        " --n-iter-block {params.n_iter_block} --schedule {params.schedule} > {log:q} 2>&1"
+        " --n-iter-block {params.n_iter_block} --schedule {params.schedule} --slots {params.slots} --seed {params.seed}"
+        " > {log:q} 2>&1"

@@ -63,7 +63,7 @@ rule costs:
     """Tokens and cost of every LLM call, one row each, and the total (agent.costs reads the
     calls recorded in decision.json; pipeline.summary does not import the agent)."""
     input:
-        decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
+        decisions=expand(f"{ITER}/decision.json", it=PLAN.round_ends),
     output:
         SUMMARY_FILES[4],
     log:
@@ -84,8 +84,8 @@ rule explorer:
     input:
         metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
         nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
-        decisions=expand(f"{ITER}/decision.json", it=PLAN.iterations),
-        memory=expand(f"{ITER}/memory.md", it=PLAN.iterations),
+        decisions=expand(f"{ITER}/decision.json", it=PLAN.round_ends),
+        memory=expand(f"{ITER}/memory.md", it=PLAN.round_ends),
     output:
         page=report(
             SUMMARY_FILES[5],

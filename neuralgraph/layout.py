@@ -1,0 +1,109 @@
+"""Where an exploration's files live and how its iterations are numbered: the one owner.
+
+An experiment's results folder holds one folder per node, ``iter_NNN`` (NNN = the node id =
+its iteration number, three digits). Iterations come in blocks of ``n_iter_block`` (one
+time_step per block) and, inside a block, in rounds of ``slots`` nodes trained side by side
+(``slots`` = K; K = 1 is one node per round, the plain chain):
+
+    block of iteration i     = (i - 1) // n_iter_block + 1
+    round of iteration i     = (i - 1) // K + 1            (rounds never straddle blocks:
+    slot of iteration i      = (i - 1) %  K + 1             n_iter_block is a multiple of K)
+
+The round's decision (decision.json, memory.md, analysis.md, instructions.md) is written
+into the folder of the round's last node; with K = 1 that is every node's own folder.
+Everything else (the workflow rules, the agent, the summary, the explorer, analyze's
+iteration-from-folder rule) imports these names instead of spelling them again.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+#: Iteration folders are iter_NNN: three digits, so at most 999 iterations.
+ITERATION_DIGITS = 3
+MAX_ITERATIONS = 10**ITERATION_DIGITS - 1
+ITERATION_PREFIX = "iter_"
+ITERATION_DIR_PATTERN = re.compile(rf"^{ITERATION_PREFIX}(\d+)$")
+
+# Files of a node's folder (docs/workflow.md documents each).
+CONFIG_FILE = "config.yaml"
+LOOP_FILE = "train_loop.py"
+PROPOSAL_FILE = "proposal.json"
+DIFF_FILE = "code.diff"
+MODEL_FILE = "model.pt"
+TRAINING_RECORD_FILE = "training.json"
+ANALYSIS_LOG_FILE = "analysis.log"  # the metrics and dataset statistics, in the seed's text form
+METRICS_FILE = "metrics.json"
+NODE_FILE = "node.json"
+SCORES_FILE = "ucb_scores.txt"
+# Files of a round's decision (in the round's last node folder).
+DECISION_FILE = "decision.json"
+MEMORY_FILE = "memory.md"
+FULL_LOG_FILE = "analysis.md"  # the full log of every iteration so far (the seed's name for it)
+INSTRUCTIONS_FILE = "instructions.md"
+
+#: What the decide stage writes for the next round's nodes, and for its own round.
+START_FILES = (CONFIG_FILE, LOOP_FILE, PROPOSAL_FILE, DIFF_FILE)
+DECISION_FILES = (DECISION_FILE, MEMORY_FILE, FULL_LOG_FILE, INSTRUCTIONS_FILE)
+#: What every node leaves (train, analyze, ucb), besides its start files.
+NODE_RESULT_FILES = (MODEL_FILE, TRAINING_RECORD_FILE, "logs/train.log", ANALYSIS_LOG_FILE, METRICS_FILE,
+                     NODE_FILE, SCORES_FILE)
+
+
+def label(iteration: int) -> str:
+    """Iteration number -> folder label ('7' -> '007')."""
+    return f"{int(iteration):0{ITERATION_DIGITS}d}"
+
+
+def iteration_dir_name(iteration: int) -> str:
+    """Iteration number -> folder name ('7' -> 'iter_007')."""
+    return f"{ITERATION_PREFIX}{label(iteration)}"
+
+
+def iteration_of_dir(path: str | Path) -> Optional[int]:
+    """The iteration number of an ``iter_NNN`` folder, else None."""
+    match = ITERATION_DIR_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def iteration_dirs(results: str | Path) -> list[Path]:
+    """Every ``iter_NNN`` folder of an experiment, in iteration order."""
+    found = [p for p in Path(results).glob(f"{ITERATION_PREFIX}*") if p.is_dir() and iteration_of_dir(p) is not None]
+    return sorted(found, key=lambda p: iteration_of_dir(p))
+
+
+def block_of(iteration: int, n_iter_block: int) -> int:
+    """Block number (from 1) of an iteration (from 1)."""
+    return (iteration - 1) // n_iter_block + 1
+
+
+def iter_in_block_of(iteration: int, n_iter_block: int) -> int:
+    """Position (from 1) of an iteration inside its block."""
+    return (iteration - 1) % n_iter_block + 1
+
+
+def round_of(iteration: int, slots: int) -> int:
+    """Round number (from 1) of an iteration."""
+    return (iteration - 1) // slots + 1
+
+
+def slot_of(iteration: int, slots: int) -> int:
+    """Slot (from 1) of an iteration inside its round."""
+    return (iteration - 1) % slots + 1
+
+
+def round_iterations(round_number: int, slots: int) -> list[int]:
+    """The iterations (node ids) of one round."""
+    first = (round_number - 1) * slots + 1
+    return list(range(first, first + slots))
+
+
+def round_end(iteration: int, slots: int) -> int:
+    """The last iteration of the round holding ``iteration`` (where its decision files live)."""
+    return round_of(iteration, slots) * slots
+
+
+def is_last_round(iteration: int, slots: int, n_iterations: int) -> bool:
+    """True for the nodes of the experiment's last round: their decision plans no next round."""
+    return round_end(iteration, slots) >= n_iterations
