@@ -78,3 +78,13 @@ def test_benchmarks_live_in_the_experiments_benchmarks_folders(rules):
         if not (rule["benchmark"].startswith(f"results/{TINY_NAME}/") and "/benchmarks/" in rule["benchmark"])
     ]
     assert not misplaced, "benchmarks outside results/<name>/.../benchmarks/:\n" + "\n".join(misplaced)
+
+
+def test_no_envvars_directive():
+    """Secrets are taken out of Snakemake's environment at parse time; a declared `envvars:`
+    would export them to spawned jobs or make every submission fail with a KeyError
+    (docs/workflow.md, "The API key, and why the workflow declares no `envvars:`")."""
+    files = [SNAKEFILE, *sorted((SNAKEFILE.parent / "workflow" / "rules").glob("*.smk"))]
+    declaring = [str(f) for f in files if any(line.lstrip().startswith("envvars:")
+                                              for line in f.read_text(encoding="utf-8").splitlines())]
+    assert not declaring, f"envvars: declared in {declaring}"
