@@ -1,0 +1,55 @@
+"""The documented commands for a run started with `--config` overrides work as printed.
+
+README.md, docs/workflow.md and config/README.md say: repeat the run's overrides in every
+later command and put targets before `--config`. Dry runs (`-n`) from a folder holding the
+tiny config check that those commands resolve, and that the two mistakes they warn about fail.
+"""
+from __future__ import annotations
+
+import pytest
+
+from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
+
+PROFILE = str(REPO / "profiles" / "local")
+OVERRIDES = ("--config", "name=sweep")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("overrides")
+    write_workflow_config(folder)
+    return folder
+
+
+def test_run_with_a_name_override_plans_under_that_name(workdir):
+    done = snakemake(workdir, "--profile", PROFILE, "-n", *OVERRIDES, cores=None).check()
+    assert "results/sweep/iter_004/metrics.json" in done.output
+    assert "results/tiny/" not in done.output
+
+
+def test_rerun_target_before_config_with_the_same_overrides_resolves(workdir):
+    target = "results/sweep/iter_002/metrics.json"
+    done = snakemake(workdir, "--profile", PROFILE, "-n", target, "-f", *OVERRIDES, cores=None).check()
+    counts = job_counts(done.output)
+    assert counts.get("analyze") == 2, counts  # iterations 1 and 2; nothing after the target
+    assert "decide_002" not in counts, counts
+    assert target in done.output
+
+
+def test_archive_target_before_config_with_the_same_overrides_resolves(workdir):
+    done = snakemake(workdir, "--profile", PROFILE, "-n", "archive", *OVERRIDES, cores=None).check()
+    assert job_counts(done.output).get("archive") == 1
+    assert "results/archives/sweep.tar.gz" in done.output
+
+
+def test_target_after_config_is_read_as_a_config_value(workdir):
+    done = snakemake(workdir, "--profile", PROFILE, "-n", *OVERRIDES, "results/sweep/iter_002/metrics.json", "-f",
+                     cores=None)
+    assert done.returncode != 0
+    assert "results/sweep/iter_002/metrics.json" in done.output
+
+
+def test_target_without_the_overrides_is_not_found(workdir):
+    done = snakemake(workdir, "--profile", PROFILE, "-n", "results/sweep/iter_002/metrics.json", "-f", cores=None)
+    assert done.returncode != 0
+    assert "No rule to produce" in done.output or "MissingRuleException" in done.output, done.output[-2000:]
