@@ -53,3 +53,25 @@ def test_target_without_the_overrides_is_not_found(workdir):
     done = snakemake(workdir, "--profile", PROFILE, "-n", "results/sweep/iter_002/metrics.json", "-f", cores=None)
     assert done.returncode != 0
     assert "No rule to produce" in done.output or "MissingRuleException" in done.output, done.output[-2000:]
+
+
+# --- schedule on the command line ------------------------------------------------------------
+def test_schedule_one_is_a_one_block_schedule(workdir):
+    done = snakemake(workdir, "-n", "-p", "--config", "schedule=1").check()
+    counts = job_counts(done.output)
+    assert counts.get("analyze") == 2 and counts.get("train") == 2, counts  # 1 block x 2 iterations
+    assert "--schedule 1 " in done.output and "--n-blocks 1 " in done.output
+
+
+def test_schedule_comma_list_is_one_block_each(workdir):
+    done = snakemake(workdir, "-n", "-p", "--config", "schedule=1,4").check()
+    assert job_counts(done.output).get("analyze") == 4
+    assert "--schedule 1,4 " in done.output
+
+
+def test_bad_lone_time_step_is_refused_naming_the_field(workdir):
+    done = snakemake(workdir, "-n", "--config", "schedule=3")
+    assert done.returncode != 0
+    assert "configuration refused, no job was run" in done.output
+    assert "schedule = 3: must be a list of time_steps" in done.output
+    assert "1, 4, 16, 32, 64" in done.output and '"agent"' in done.output
