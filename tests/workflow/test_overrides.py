@@ -75,3 +75,35 @@ def test_bad_lone_time_step_is_refused_naming_the_field(workdir):
     assert "configuration refused, no job was run" in done.output
     assert "schedule = 3: must be a list of time_steps" in done.output
     assert "1, 4, 16, 32, 64" in done.output and '"agent"' in done.output
+
+
+# --- the agent's backend on the command line -------------------------------------------------
+def test_schema_fills_the_agent_keys_not_given():
+    import yaml
+    from snakemake.utils import validate
+
+    schema_path = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    agent_schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))["properties"]["agent"]["properties"]
+    config = {"experiment": "x.yaml", "schedule": [1], "agent": {"backend": "random"}}
+    validate(config, str(schema_path))
+    assert config["agent"] == {key: sub["default"] for key, sub in agent_schema.items()} | {"backend": "random"}
+
+
+def test_backend_switch_keeps_the_other_agent_settings(tmp_path):
+    """`--config 'agent={backend: random}'` (README.md): the keys it does not name keep the config
+    file's values (Snakemake merges the mapping key by key) or the schema's defaults."""
+    write_workflow_config(tmp_path, agent={"seed": 5})  # no backend, fallback, code_modification
+    done = snakemake(tmp_path, "-n", "-p", "--config", "agent={backend: random}").check()
+    decide = [line for line in done.output.splitlines() if " -m agent decide " in line]
+    assert decide, done.output[-3000:]
+    for line in decide:
+        assert "--backend random --seed 5 --fallback fail" in line, line
+        assert "--code-modification sandboxed" in line, line
+        assert "--max-cost-usd" not in line and "--model" not in line, line
+
+
+def test_dotted_agent_key_is_refused_by_snakemakes_parser(workdir):
+    """Why README.md shows the mapping form: Snakemake's --config parser takes no dotted keys."""
+    done = snakemake(workdir, "-n", "--config", "agent.backend=random")
+    assert done.returncode != 0
+    assert "valid identifier" in done.output
