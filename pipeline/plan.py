@@ -66,10 +66,15 @@ def _describe_schema_error(err: Any, schema: dict[str, Any]) -> str:
 
 
 def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Accept the command-line spellings of the schedule: `--config schedule=1,4,16` and
-    `--config 'schedule=[1,4,16]'` (Snakemake passes the list items as strings)."""
+    """Accept the command-line spellings of the schedule: `--config schedule=1` (one block; YAML
+    reads it as the integer 1), `--config schedule=1,4,16` and `--config 'schedule=[1,4,16]'`
+    (Snakemake passes the list items as strings). A lone integer that is not an allowed
+    time_step is left as it is, so the schema refuses it naming `schedule` and every allowed
+    value, "agent" included."""
     schedule = config.get("schedule")
-    if isinstance(schedule, str) and schedule != "agent" and all(p.strip().isdigit() for p in schedule.split(",")):
+    if isinstance(schedule, int) and not isinstance(schedule, bool) and schedule in ALLOWED_TIME_STEPS:
+        config["schedule"] = [schedule]
+    elif isinstance(schedule, str) and schedule != "agent" and all(p.strip().isdigit() for p in schedule.split(",")):
         config["schedule"] = [int(p) for p in schedule.split(",")]
     elif isinstance(schedule, list):
         config["schedule"] = [int(t) if isinstance(t, str) and t.strip().isdigit() else t for t in schedule]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -39,7 +40,12 @@ BEST_NAME = "best_nodes.tsv"
 TREE_NAME = "exploration_tree.png"
 METRICS_FIGURE_NAME = "metrics_vs_time_step.png"
 
-NODE_COLUMNS = ("iteration", "block", "node", "parent", "time_step", "strategy", "mutation", "code_modified", "policy")
+NODE_COLUMNS = ("iteration", "block", "node", "parent", "time_step", "strategy", "mutation", "code_modified", "policy",
+                "fallback_reason")
+#: How the agent labels a decision its primary policy did not make (agent.policies.base
+#: decide_with_fallback, agent.cli run_policy): "<name> (fallback after: <reason>)" or
+#: "<name> (after: <reason>)". summary.tsv splits it into policy and fallback_reason.
+FALLBACK_LABEL = re.compile(r"(?P<name>[^()]+?) \((?:fallback )?after: (?P<reason>.*)\)", re.DOTALL)
 INTEGER_COLUMNS = ("iteration", "block", "node", "parent", "time_step")
 CONFIG_SECTIONS = ("training", "graph_model")
 BEST_COLUMNS = (
@@ -97,12 +103,27 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise SummaryError(f"{path}: not valid YAML ({exc})") from None
 
 
+def policy_and_fallback_reason(node: dict[str, Any]) -> tuple[str, str]:
+    """(the policy's name, why the fallback decided or '') from a node / proposal record.
+
+    A record's own ``fallback_reason`` field wins; otherwise the reason is read from the policy
+    label (:data:`FALLBACK_LABEL`), the only place the agent records it in proposal.json today.
+    """
+    label = " ".join(str(node.get("policy") or "").split())
+    reason = " ".join(str(node.get("fallback_reason") or "").split())
+    match = FALLBACK_LABEL.fullmatch(label)
+    if match:
+        return match["name"].strip(), reason or match["reason"].strip()
+    return label, reason
+
+
 def iteration_row(folder: Path) -> dict[str, Any]:
     """The summary row of one iteration folder (node info, metrics, config values)."""
     metrics = read_json(folder / "metrics.json")
     node = _read_optional_json(folder / "node.json") or _read_optional_json(folder / "proposal.json")
     config = _read_config(folder / "config.yaml") or {"training": metrics.get("config") or {}}
     iteration = metrics.get("iteration") or node.get("iteration") or int(folder.name.split("_")[-1])
+    policy, fallback_reason = policy_and_fallback_reason(node)
     row: dict[str, Any] = {
         "iteration": int(iteration),
         "block": node.get("block"),
@@ -112,7 +133,8 @@ def iteration_row(folder: Path) -> dict[str, Any]:
         "strategy": node.get("strategy", ""),
         "mutation": format_mutation(node.get("mutation"), root=""),
         "code_modified": node.get("code_modified"),
-        "policy": node.get("policy", ""),
+        "policy": policy,
+        "fallback_reason": fallback_reason,
     }
     for key, value in metrics.items():
         if key not in row and key != "config" and not isinstance(value, (dict, list)):

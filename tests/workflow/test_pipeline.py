@@ -70,10 +70,12 @@ def test_summary_has_one_row_per_iteration_with_config_and_metrics(tiny_run):
     summary = pd.read_csv(tiny_run.results / "summary" / "summary.tsv", sep="\t")
     assert list(summary["iteration"]) == list(range(1, N_ITER + 1))
     assert list(summary["time_step"]) == [t for t in TINY_SCHEDULE for _ in range(TINY_N_ITER_BLOCK)]
-    for column in ("node", "parent", "block", "mutation", "connectivity_R2", "test_R2", "test_pearson",
-                   "cluster_accuracy", "final_loss", "training_time_min", "outcome",
+    for column in ("node", "parent", "block", "mutation", "policy", "fallback_reason", "connectivity_R2", "test_R2",
+                   "test_pearson", "cluster_accuracy", "final_loss", "training_time_min", "outcome",
                    "training.learning_rate_W_start", "training.time_step", "graph_model.hidden_dim"):
         assert column in summary.columns, column
+    assert list(summary["policy"]) == ["init"] + ["heuristic"] * (N_ITER - 1)  # the name only
+    assert summary["fallback_reason"].isna().all()  # no fallback: empty cells
     for _, row in summary.iterrows():
         metrics = _read_json(tiny_run.iter_dir(int(row["iteration"])) / "metrics.json")
         assert row["connectivity_R2"] == pytest.approx(metrics["connectivity_R2"], nan_ok=True)

@@ -68,6 +68,8 @@ rule costs:
         SUMMARY_FILES[4],
     log:
         f"{LOGS}/costs.log",
+    benchmark:
+        f"{BENCH}/costs.tsv"
     localrule: True
     conda:
         ENVS / "agent.yaml"
