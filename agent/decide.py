@@ -314,20 +314,25 @@ class MissingBackend:
 
 
 class RoundAnswer:
-    """A backend that answered the whole round in one call, seen one slot at a time.
+    """A backend's one-call answer to a whole round, seen one slot at a time.
 
-    The first attempt of a slot is the round answer's child for it (the call is recorded once,
-    on slot 1); a retry asks the backend again for that slot alone, with the refusal reason.
+    The first attempt of a slot is the answer's child for it, or the error the round call
+    raised (so the slot's fallback chain treats it as it treats its own call: unavailable ->
+    fail or offline, unusable -> retry then fallback); the call is recorded once, on slot 1.
+    A retry asks the backend again for that slot alone, with the refusal reason.
     """
 
-    def __init__(self, policy: Any, children: list[Decision], call: Optional[dict[str, Any]]):
-        self.policy, self.children, self.call = policy, children, call
+    def __init__(self, policy: Any, children: Optional[list[Decision]], error: Optional[Exception],
+                 call: Optional[dict[str, Any]]):
+        self.policy, self.children, self.error, self.call = policy, children, error, call
         self.name = policy.name
         self.last_call: Optional[dict[str, Any]] = None
 
     def decide(self, ctx: DecisionContext, feedback: Optional[str] = None) -> Decision:
-        if feedback is None and ctx.slot <= len(self.children):
+        if feedback is None:
             self.last_call = self.call if ctx.slot == 1 else None
+            if self.error is not None:
+                raise self.error
             return self.children[ctx.slot - 1]
         decision = self.policy.decide(ctx, feedback)
         self.last_call = getattr(self.policy, "last_call", None)
@@ -378,14 +383,10 @@ def ask_round(backends: Backends, contexts: list[DecisionContext]) -> Any:
     if answer_round is None or len(contexts) == 1:
         return primary
     try:
-        children = answer_round(contexts)
-    except RetryableBackendError:
-        raise
-    except Exception as exc:  # a bad round answer: every slot then asks on its own
-        print(f"agent decide: the round answer was unusable ({type(exc).__name__}: {exc}); asking per slot",
-              file=sys.stderr)
-        return primary
-    return RoundAnswer(primary, children, getattr(primary, "last_call", None))
+        children, error = answer_round(contexts), None
+    except Exception as exc:  # replayed to every slot's fallback chain (see RoundAnswer)
+        children, error = None, exc
+    return RoundAnswer(primary, children, error, getattr(primary, "last_call", None))
 
 
 # --------------------------------------------------------------------------- the round

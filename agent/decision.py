@@ -201,6 +201,12 @@ class Decision(_Plain):
     )
 
 
+class RoundDecision(_Plain):
+    """A whole round in one reply: ``children[k]`` is slot k+1's decision (in slot order)."""
+
+    children: list[Decision] = Field(description="One decision per slot of the round, in slot order.")
+
+
 class DecisionInvalid(ValueError):
     """A decision broke the rules. ``problems`` lists one message per broken rule."""
 

@@ -201,6 +201,75 @@ def build_messages(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> l
     return [{"role": "user", "content": user_content(ctx, feedback, trim)}]
 
 
+# --------------------------------------------------------------------------- a round in one call
+
+ROLE_DUTIES = {
+    "exploit": "exploit: the highest-UCB parent once the children given to earlier slots of this round count as "
+               "visits of their parents and those parents' ancestors (virtual visits), a moderate step",
+    "explore": "explore: a parent outside the recent chain (the round's nodes and their ancestors); when every node "
+               "of the block converged, a node from the bottom half of the UCB ranking",
+    "principle-test": "principle-test: pick one Established Principle from memory.md, design a child that could "
+                      "contradict it and name the principle in tested_principle; with no principle yet, probe a "
+                      "parameter at its range boundary",
+}
+
+
+def _round_task_text(contexts: list[Any]) -> str:
+    first, last = contexts[0], contexts[-1]
+    lines = [last.block_info(), "",
+             f"This round's {len(contexts)} nodes were trained side by side; decide the {len(contexts)} children of "
+             f"the next round in ONE reply: children[k] is the decision of slot k+1. Each child's log entry is about "
+             f"the finished node of its slot; every child must differ from the others (same config and code twice "
+             f"is refused). Slots, their roles and what each child must do:"]
+    for ctx in contexts:
+        lines.append(f"- slot {ctx.slot}: role {ROLE_DUTIES.get(ctx.role, ctx.role)}. Its log entry: node "
+                     f"{ctx.current_node.id}; its child: iteration {ctx.next_iteration} "
+                     f"(iteration {ctx.next_iter_in_block} of block {ctx.block}).")
+    lines += ["If a principle-test node of the finished round contradicted its principle (the setting it predicted "
+              "worse did better), list it in memory_update.contradicted_principles with the node ids as evidence.",
+              f"time_step stays {first.time_step} within the block.",
+              f"Editable functions of the training code: {', '.join(first.editable_functions) or 'none'}."]
+    if first.code_modification_refusal:
+        lines.append(f"Code modifications are not possible this time ({first.code_modification_refusal}): "
+                     "mutate the config instead.")
+    return "\n".join(lines)
+
+
+def round_user_content(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
+    """The user message of a round: shared state once, then each finished node's analysis and config."""
+    first, k = contexts[0], len(contexts)
+    code = fit(first.code.rstrip(), budget("code", trim), "the code") if first.code else ""
+    blocks = [
+        {"type": "text", "text": _round_task_text(contexts)},
+        _section("Working memory (memory.md)", first.working_memory, "(empty: this is the first round)",
+                 budget("memory", trim)),
+        _section("ucb_scores.txt (without virtual visits)", first.ucb_scores, "(empty)", budget("ucb_scores", trim)),
+    ]
+    for ctx in contexts:
+        node = ctx.current_node
+        blocks.append(_section(f"Slot {ctx.slot}: analysis.log of node {node.id}", ctx.analysis_log,
+                               "(no analysis.log)", budget("analysis_log", trim) // k))
+        blocks.append(_section(f"Slot {ctx.slot}: config of node {node.id} (YAML)", ctx.config_yaml, "(no config)",
+                               budget("config", trim) // k))
+    blocks.append(_section(f"Editable training code (train_loop.py of node {first.current_node.id})",
+                           f"```python\n{code}\n```" if code else "", "(no code)", budget("code", trim) + 20))
+    if trim and first.image_paths:
+        blocks.append({"type": "text", "text": f"({len(first.image_paths)} picture(s) left out to fit the prompt)"})
+    else:
+        for path in first.image_paths:
+            blocks.extend(image_blocks(Path(path)))
+    if feedback:
+        blocks.append({"type": "text", "text": (
+            "Your previous answer was REFUSED for this reason:\n"
+            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected answer.")})
+    return blocks
+
+
+def build_round_messages(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
+    """The ``messages`` of a whole-round call (one user turn)."""
+    return [{"role": "user", "content": round_user_content(contexts, feedback, trim)}]
+
+
 #: Tokens one picture may cost at most. The API scales a picture down to about 1.15 megapixels,
 #: about 1,600 tokens; the bound leaves room for models that keep more detail.
 IMAGE_TOKEN_BOUND = 5_000

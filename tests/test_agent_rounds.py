@@ -170,3 +170,31 @@ def test_a_round_that_does_not_end_where_it_should_is_refused(first_round, capsy
     args[args.index("--iteration") + 1] = "2"
     assert main(args) == 2
     assert "with slots = 3 a round ends at iteration 3" in capsys.readouterr().err
+
+
+def test_anthropic_round_is_one_api_call_with_the_round_schema(first_round, monkeypatch):
+    """The real SDK behind a mock transport: one request for the whole round (structured output
+    RoundDecision), slot 3's repeat of slot 1 refused and retried with one more call for that slot."""
+    from test_agent_anthropic import FakeAPI, make_policy, reply
+
+    results, exp = first_round
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-rounds")
+    children = [_child(1, "learning_rate_W_start", 0.004), _child(2, "learning_rate_start", 0.0004),
+                _child(1, "learning_rate_W_start", 0.004)]
+    api = FakeAPI(reply(json.dumps({"children": children})),
+                  reply(json.dumps(_child(3, "coeff_W_L1", 1e-5))))
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: make_policy(api))
+    assert main(_round_args(results, exp, ["--smoke-timeout", "0"])) == 0
+    assert len(api.requests) == 2
+    first = api.body(0)
+    assert "children" in json.dumps(first["output_config"]["format"]["schema"])
+    prompt = json.dumps(first["messages"])
+    assert "slot 2: role explore" in prompt and "slot 3: role principle-test" in prompt
+    retry = json.dumps(api.body(1)["messages"])
+    assert "REFUSED" in retry and "duplicate" in retry
+    record = json.loads((iter_dir(results, K) / "decision.json").read_text())
+    assert [s["policy"] for s in record["slots"]] == ["anthropic"] * K
+    calls = [a["call"] for s in record["slots"] for a in s["attempts"] if a["call"]]
+    assert len(calls) == 2 and all(c["cost_usd"] is not None for c in calls)  # each call billed once
+    parents = [json.loads((iter_dir(results, i) / "proposal.json").read_text())["parent"] for i in range(4, 7)]
+    assert parents == [1, 2, 3]

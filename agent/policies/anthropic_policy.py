@@ -36,12 +36,12 @@ from typing import Any, Mapping, Optional
 import anthropic
 import pydantic
 
-from agent.decision import Decision
+from agent.decision import Decision, RoundDecision
 from agent.policies.base import (BackendConfigError, InvalidOutputError, PromptTooLongError, RetryableBackendError,
                                  backend_option)
 from agent.pricing import PriceTableError, TokenUsage, call_cost_usd, default_model_id, load_price_table
 from agent.pricing import max_call_cost_usd
-from agent.prompt import TRIM_LEVELS, build_messages, input_token_bound, system_blocks
+from agent.prompt import TRIM_LEVELS, build_messages, build_round_messages, input_token_bound, system_blocks
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 MODEL_ENV = "NEURALGRAPH_CLAUDE_MODEL"
@@ -182,12 +182,19 @@ class AnthropicPolicy:
     # ------------------------------------------------------------------ the call
 
     def _request(self, ctx: Any, feedback: Optional[str], trim: int = 0) -> dict[str, Any]:
+        return self._request_for(ctx.instructions, build_messages(ctx, feedback, trim), Decision, trim)
+
+    def _round_request(self, contexts: list[Any], trim: int = 0) -> dict[str, Any]:
+        return self._request_for(contexts[0].instructions, build_round_messages(contexts, None, trim), RoundDecision,
+                                 trim)
+
+    def _request_for(self, instructions: str, messages: list[dict[str, Any]], output: Any, trim: int) -> dict:
         request: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "system": system_blocks(ctx.instructions, trim),
-            "messages": build_messages(ctx, feedback, trim),
-            "output_format": Decision,
+            "system": system_blocks(instructions, trim),
+            "messages": messages,
+            "output_format": output,
         }
         if self.thinking:
             request["thinking"] = dict(self.thinking)
@@ -199,11 +206,26 @@ class AnthropicPolicy:
         A "prompt is too long" answer is retried at the next trim level; after the last one
         it becomes :class:`PromptTooLongError` (the call record keeps ``prompt_trim``).
         """
+        return self._with_trims(lambda trim: self._request(ctx, feedback, trim))
+
+    def decide_round(self, contexts: list[Any]) -> list[Decision]:
+        """The K children of a round in one call (structured output :class:`RoundDecision`).
+
+        A reply with another number of children than slots is :class:`InvalidOutputError`;
+        the decide stage then asks each slot on its own (agent.decide).
+        """
+        answer = self._with_trims(lambda trim: self._round_request(contexts, trim))
+        if len(answer.children) != len(contexts):
+            raise InvalidOutputError(f"the reply has {len(answer.children)} children for a round of "
+                                     f"{len(contexts)} slots")
+        return list(answer.children)
+
+    def _with_trims(self, make_request) -> Any:
         self._trim = TRIM_LEVELS[0]
         for trim in TRIM_LEVELS:
             self._trim = trim
             try:
-                return self._call(ctx, feedback)
+                return self._call(make_request(trim))
             except PromptTooLongError as exc:
                 too_long = exc
         raise PromptTooLongError(
@@ -211,11 +233,10 @@ class AnthropicPolicy:
             f"and instructions cut to smaller budgets, no pictures); choose a model with a larger context, or "
             f"pass --fallback offline to let the heuristic decide such iterations") from None
 
-    def _call(self, ctx: Any, feedback: Optional[str]) -> Decision:
-        """One API call at trim level ``self._trim``."""
+    def _call(self, request: dict[str, Any]) -> Any:
+        """One API call at trim level ``self._trim``; the parsed reply (a Decision or RoundDecision)."""
         self.last_call = None
         self._recorder.reset()
-        request = self._request(ctx, feedback, self._trim)
         started = time.perf_counter()
         try:
             message = self._client.messages.parse(**request)
@@ -279,8 +300,15 @@ class AnthropicPolicy:
 
     def estimate_cost_usd(self, ctx: Any, feedback: Optional[str] = None) -> Optional[float]:
         """The most the next call can cost (for the spend cap); None when the model has no price."""
-        request = self._request(ctx, feedback)
-        tokens = input_token_bound(request["system"], request["messages"], Decision.model_json_schema())
+        return self._bound(self._request(ctx, feedback))
+
+    def estimate_round_cost_usd(self, contexts: list[Any]) -> Optional[float]:
+        """The most a whole-round call can cost (for the spend cap)."""
+        return self._bound(self._round_request(contexts))
+
+    def _bound(self, request: dict[str, Any]) -> Optional[float]:
+        schema = request["output_format"].model_json_schema()
+        tokens = input_token_bound(request["system"], request["messages"], schema)
         return max_call_cost_usd(self.model, tokens, self.max_tokens, self._prices)
 
     # ------------------------------------------------------------------ call records

@@ -43,12 +43,12 @@ from typing import Any, Mapping, Optional
 
 import pydantic
 
-from agent.decision import Decision
+from agent.decision import Decision, RoundDecision
 from agent.policies.base import (BackendConfigError, BackendMissingError, InvalidOutputError, RetryableBackendError,
                                  backend_option)
 from agent.pricing import (PriceTableError, TokenUsage, call_cost_usd, load_price_table, max_call_cost_usd,
                            price_bound)
-from agent.prompt import ROLE_PREAMBLE, build_messages, input_token_bound, system_blocks
+from agent.prompt import ROLE_PREAMBLE, build_messages, build_round_messages, input_token_bound, system_blocks
 
 DEFAULT_COMMAND = "claude"
 DEFAULT_TIMEOUT_S = 600.0
@@ -91,15 +91,24 @@ def prompt_text(ctx: Any, feedback: Optional[str] = None) -> tuple[str, list[dic
     text blocks in order (a picture becomes a note), then the Decision schema and the answer format.
     """
     messages = build_messages(ctx, feedback)
-    parts = [block["text"] for block in system_blocks(ctx.instructions)]
+    return _as_text(ctx.instructions, messages, Decision), messages
+
+
+def round_prompt_text(contexts: list[Any]) -> str:
+    """The stdin text of a whole-round call (schema :class:`RoundDecision`)."""
+    return _as_text(contexts[0].instructions, build_round_messages(contexts), RoundDecision)
+
+
+def _as_text(instructions: str, messages: list[dict[str, Any]], schema: Any) -> str:
+    parts = [block["text"] for block in system_blocks(instructions)]
     for block in messages[0]["content"]:
         if block.get("type") == "image":
             parts.append("(this picture is not shown: the claude-code backend sends text only; decide from the numbers)")
         else:
             parts.append(block["text"])
     parts.append("## Answer format\n\nReply with exactly one JSON object matching this JSON schema, and nothing "
-                 "else (no prose, no code fence):\n\n" + json.dumps(Decision.model_json_schema()))
-    return "\n\n".join(parts) + "\n", messages
+                 "else (no prose, no code fence):\n\n" + json.dumps(schema.model_json_schema()))
+    return "\n\n".join(parts) + "\n"
 
 
 def extract_json_object(text: str) -> str:
@@ -198,10 +207,27 @@ class ClaudeCodePolicy:
         tokens = input_token_bound(text, []) + len(ROLE_PREAMBLE.encode("utf-8")) + CLI_OVERHEAD_TOKENS
         return max_call_cost_usd(self.model, tokens, self.max_tokens, self._prices)
 
+    def estimate_round_cost_usd(self, contexts: list[Any]) -> Optional[float]:
+        """The most a whole-round call can cost (spend cap)."""
+        tokens = input_token_bound(round_prompt_text(contexts), []) + len(ROLE_PREAMBLE.encode("utf-8")) + \
+            CLI_OVERHEAD_TOKENS
+        return max_call_cost_usd(self.model, tokens, self.max_tokens, self._prices)
+
     def decide(self, ctx: Any, feedback: Optional[str] = None) -> Decision:
         """Run the command once; see the module docstring for the errors raised."""
-        self.last_call = None
         text, _ = prompt_text(ctx, feedback)
+        return self._ask(text, Decision)
+
+    def decide_round(self, contexts: list[Any]) -> list[Decision]:
+        """The K children of a round in one run of the command (schema :class:`RoundDecision`)."""
+        answer = self._ask(round_prompt_text(contexts), RoundDecision)
+        if len(answer.children) != len(contexts):
+            raise InvalidOutputError(f"the reply has {len(answer.children)} children for a round of "
+                                     f"{len(contexts)} slots")
+        return list(answer.children)
+
+    def _ask(self, text: str, schema: Any) -> Any:
+        self.last_call = None
         started = time.perf_counter()
         stdout, stderr, code = self._run(text, started)
         envelope = self._envelope(stdout)
@@ -210,7 +236,7 @@ class ClaudeCodePolicy:
             raise self._failure(code, stderr, None)
         if envelope.get("is_error") or envelope.get("subtype") not in (None, "success") or code != 0:
             raise self._failure(code, stderr, envelope)
-        return self._parse(str(envelope.get("result") or ""))
+        return self._parse(str(envelope.get("result") or ""), schema)
 
     def _run(self, text: str, started: float) -> tuple[str, str, int]:
         with tempfile.TemporaryDirectory(prefix="neuralgraph-claude-code-") as workdir:
@@ -244,9 +270,9 @@ class ClaudeCodePolicy:
             data = results[-1] if results else None
         return data if isinstance(data, dict) else None
 
-    def _parse(self, result: str) -> Decision:
+    def _parse(self, result: str, schema: Any = Decision) -> Any:
         try:
-            return Decision.model_validate_json(extract_json_object(result))
+            return schema.model_validate_json(extract_json_object(result))
         except pydantic.ValidationError as exc:
             if self.last_call is not None:
                 self.last_call["reply_excerpt"] = self._redact(result[:REPLY_EXCERPT_CHARS])

@@ -81,6 +81,27 @@ class SpendCap:
             cost = (self.last_call or {}).get("cost_usd")
             self.spent_here_usd += float(cost) if isinstance(cost, (int, float)) else 0.0
 
+    def __getattr__(self, name: str) -> Any:
+        """``decide_round`` exists exactly when the wrapped policy answers a round in one call."""
+        if name == "decide_round" and callable(getattr(self.policy, "decide_round", None)):
+            return self._decide_round
+        raise AttributeError(name)
+
+    def _decide_round(self, contexts: list[Any]) -> list[Decision]:
+        self.last_call = None
+        bound = self.policy.estimate_round_cost_usd(contexts)
+        if bound is None or self.spent_usd + bound > self.max_cost_usd + TOLERANCE_USD:
+            raise SpendCapReached(f"a whole-round call may cost up to {bound} USD, more than agent.max_cost_usd = "
+                                  f"{self.max_cost_usd:g} leaves after {self.spent_usd:.6f} spent; the slots ask "
+                                  "one by one")
+        self.calls += 1
+        try:
+            return self.policy.decide_round(contexts)
+        finally:
+            self.last_call = getattr(self.policy, "last_call", None)
+            cost = (self.last_call or {}).get("cost_usd")
+            self.spent_here_usd += float(cost) if isinstance(cost, (int, float)) else 0.0
+
     def record(self) -> dict[str, Any]:
         """What decision.json keeps about the cap for this decision."""
         return {"max_cost_usd": self.max_cost_usd, "spent_before_usd": round(self.spent_before_usd, 6),
