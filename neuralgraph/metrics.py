@@ -33,9 +33,11 @@ from typing import Optional
 
 import numpy as np
 
-#: connectivity_R2 thresholds of the seed's outcome classes.
+#: connectivity_R2 thresholds of the seed's outcome classes (the one owner: the agent imports them).
 CONVERGED_ABOVE = 0.9
 FAILED_BELOW = 0.1
+#: The outcome classes, best first.
+OUTCOMES = ("converged", "partial", "failed")
 #: test_R2 rules (science.md section 4).
 BLOW_UP_ABS = 1e10
 COLLAPSE_STD_RATIO = 0.1
