@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 from agent.codeedit import CodeEditError, check_code_modification
 from agent.sandbox import SandboxUnavailable, run_contained, smoke_limits
+from neuralgraph.dataset import missing_files
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
 from neuralgraph.training import EXIT_BAD_INPUT
 
@@ -114,7 +115,7 @@ def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
     cfg = smoke_config()
     cache = Path(cache_dir).resolve()
     target = cache / f"smoke_{cfg.simulation_hash()}"
-    if (target / "metadata.json").is_file():
+    if not missing_files(target):
         return target
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -126,7 +127,7 @@ def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
         try:
             os.rename(staging, target)
         except OSError:
-            if not (target / "metadata.json").is_file():
+            if missing_files(target):
                 raise
     except Exception as exc:
         raise SmokeHarnessError(f"the smoke dataset could not be built in {cache}: {type(exc).__name__}: {exc}") from None

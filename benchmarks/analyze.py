@@ -33,7 +33,8 @@ from neuralgraph import analyze  # noqa: E402
 from neuralgraph.config import dump_config, parse_config  # noqa: E402
 from neuralgraph.io import atomic_write_json  # noqa: E402
 from neuralgraph.model import build_model, load_trained_model, save_trained_model  # noqa: E402
-from neuralgraph.simulate import load_dataset, simulate  # noqa: E402
+from neuralgraph.dataset import load_dataset  # noqa: E402
+from neuralgraph.simulate import simulate  # noqa: E402
 
 BUDGET_S = 120.0
 

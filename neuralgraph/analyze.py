@@ -40,6 +40,7 @@ import numpy as np
 from neuralgraph import metrics as M
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_config
+from neuralgraph.dataset import check_dataset_matches, load_dataset
 from neuralgraph.io import atomic_write_json, read_json
 
 log = logging.getLogger("neuralgraph.analyze")
@@ -138,18 +139,6 @@ def resolve_config(config_path: Optional[Path], run_dir: Path, model_cfg: Any, d
     if isinstance(stored, dict):
         return parse_config(stored, source=f"{dataset.path}/metadata.json (config)")
     raise ConfigError(f"{run_dir}: no config.yaml and none stored in model.pt; pass --config")
-
-
-def check_dataset_matches(cfg: ExperimentConfig, dataset) -> None:
-    """Refuse to score against a dataset the config does not describe (wrong folder passed)."""
-    expected = {"simulation.n_neurons": cfg.simulation.n_neurons, "simulation.n_frames": cfg.simulation.n_frames}
-    found = {"simulation.n_neurons": dataset.n_neurons, "simulation.n_frames": dataset.n_frames}
-    for key, value in expected.items():
-        if value != found[key]:
-            raise ConfigError(
-                f"{key} = {value} in the config, but the dataset {dataset.path} has {found[key]}: "
-                f"pass the dataset this run was trained on"
-            )
 
 
 def dataset_statistics(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -487,8 +476,6 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
 
     ``timings``, when given, receives the seconds spent per phase (load, metrics, write, figures).
     """
-    from neuralgraph.simulate import load_dataset
-
     timings = {} if timings is None else timings
     clock = time.perf_counter()
 
@@ -501,7 +488,7 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
     record = read_training_record(run_dir)
     model, model_cfg, problem = load_model(run_dir)
     cfg = resolve_config(Path(config_path) if config_path else None, run_dir, model_cfg, dataset)
-    check_dataset_matches(cfg, dataset)
+    check_dataset_matches(dataset, cfg, label=f"--data {data_dir}")
     if model is not None and non_finite_parameters(model):
         problem, model = f"non-finite weights in {', '.join(non_finite_parameters(model))}", None
     dataset_numbers, dataset_lines = dataset_statistics(data_dir)

@@ -332,7 +332,7 @@ def _true_support_mask(cfg: ExperimentConfig, dataset: Any) -> torch.Tensor:
 def build_model(cfg: ExperimentConfig, dataset: Any = None, cls: type = SignalPropagation) -> SignalPropagation:
     """The model an experiment config asks for (on CPU; move it with ``.to(device)``).
 
-    ``dataset`` (from ``simulate.load_dataset``) is checked against the config and is required
+    ``dataset`` (from ``neuralgraph.dataset.load_dataset``) is checked against the config and is required
     for ``connectivity_mask: true_support``.
     """
     n = cfg.simulation.n_neurons

@@ -31,18 +31,16 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
+from neuralgraph.dataset import ARRAY_FILES
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
 from neuralgraph.stats import single_threaded_blas
 
-#: Files of a dataset folder (docs/architecture.md).
-ARRAY_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")
 #: Cauchy samples beyond this magnitude are zeroed (not redrawn) in Lorentz connectivity.
 LORENTZ_CUTOFF = 25.0
 #: Frames between progress-bar updates (updating every frame would cost more than a frame).
@@ -228,58 +226,6 @@ def _rngs(seed: int) -> dict[str, np.random.Generator]:
     """One independent generator per source of randomness (see module docstring)."""
     children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
     return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
-
-
-# --------------------------------------------------------------------------- dataset
-
-
-@dataclass
-class Dataset:
-    """A dataset folder loaded (arrays memory-mapped by default)."""
-
-    u: np.ndarray
-    du: np.ndarray
-    W: np.ndarray
-    types: np.ndarray
-    type_params: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-    delta_t: float = 0.01
-    path: Path | None = None
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.u.shape[0])
-
-    @property
-    def n_neurons(self) -> int:
-        return int(self.u.shape[1])
-
-    @property
-    def n_types(self) -> int:
-        return int(self.type_params.shape[0])
-
-
-def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
-    """Load a dataset folder written by :func:`simulate`.
-
-    With ``mmap`` the big arrays (u, du) are read-only memory maps: training reads the frames
-    it samples without loading 800 MB. Raises FileNotFoundError naming the missing file.
-    """
-    path = Path(path)
-    missing = [name for name in (*ARRAY_FILES, "metadata.json") if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{path}: not a complete dataset folder, missing {', '.join(missing)} "
-            f"(run `python -m neuralgraph simulate --config C --out {path}`)"
-        )
-    mode = "r" if mmap else None
-    arrays = {name[:-4]: np.load(path / name, mmap_mode=mode, allow_pickle=False) for name in ARRAY_FILES}
-    metadata = read_json(path / "metadata.json")
-    return Dataset(
-        u=arrays["u"], du=arrays["du"], W=arrays["W"], types=arrays["types"],
-        type_params=arrays["type_params"], metadata=metadata,
-        delta_t=float(metadata["delta_t"]), path=path,
-    )
 
 
 def _progress_bar(total: int, enabled: bool):

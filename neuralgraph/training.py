@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stable_hash
+from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.io import atomic_torch_save, atomic_write_json, read_json
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
@@ -189,31 +190,18 @@ def load_loop_module(path: str | Path | None) -> ModuleType:
 
 def load_training_data(data_dir: str | Path, cfg: ExperimentConfig, device: torch.device) -> tuple[TrainingData, Any]:
     """The dataset checked against the config; only the training frames go to the device."""
-    from neuralgraph.simulate import load_dataset
-
     try:
         dataset = load_dataset(data_dir, mmap=True)
+        check_dataset_matches(dataset, cfg, label=f"--data {data_dir}")
     except FileNotFoundError as exc:
         raise TrainingInputError(f"--data {data_dir}: {exc}") from None
-    check_dataset_matches(dataset, cfg, data_dir)
+    except DatasetMismatchError as exc:
+        raise TrainingInputError(str(exc)) from None
     n_train = cfg.n_train_frames
     u = torch.from_numpy(np.array(dataset.u[:n_train], dtype=np.float32)).to(device)
     du = torch.from_numpy(np.array(dataset.du[:n_train], dtype=np.float32)).to(device)
     data = TrainingData(u=u, du=du, delta_t=float(dataset.delta_t), n_frames=n_train, u_scale=float(u.abs().max()))
     return data, dataset
-
-
-def check_dataset_matches(dataset: Any, cfg: ExperimentConfig, data_dir: str | Path) -> None:
-    sim = cfg.simulation
-    problems = []
-    if dataset.n_neurons != sim.n_neurons:
-        problems.append(f"{dataset.n_neurons} neurons but simulation.n_neurons = {sim.n_neurons}")
-    if dataset.n_frames != sim.n_frames:
-        problems.append(f"{dataset.n_frames} frames but simulation.n_frames = {sim.n_frames}")
-    if not math.isclose(float(dataset.delta_t), sim.delta_t, rel_tol=1e-9):
-        problems.append(f"delta_t {dataset.delta_t} but simulation.delta_t = {sim.delta_t}")
-    if problems:
-        raise TrainingInputError(f"--data {data_dir}: dataset does not match the config: {'; '.join(problems)}")
 
 
 def checkpoint_key(cfg: ExperimentConfig, loop_sha: str, dataset: Any) -> str:
@@ -727,8 +715,6 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
     checkpoint is read with ``weights_only`` (it was written by the contained code).
     """
     run_dir = Path(run_dir)
-    from neuralgraph.simulate import load_dataset
-
     dataset = load_dataset(data_dir, mmap=True)
     model = build_model(cfg, dataset)
     losses: list[float] = []

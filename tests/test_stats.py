@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
-from neuralgraph.simulate import load_dataset
+from neuralgraph.dataset import load_dataset
 from neuralgraph.stats import (
     activity_summary,
     dataset_statistics,
