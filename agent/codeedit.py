@@ -32,7 +32,7 @@ import re
 import textwrap
 import types
 from functools import lru_cache
-from typing import Iterable, Optional
+from typing import Optional
 
 #: Builtins a training step may use (anything reaching files, code objects, attributes by
 #: name or the interpreter - open, exec, getattr, type, vars, globals, __import__ - is absent).

@@ -30,7 +30,6 @@ import math
 import re
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +40,7 @@ from neuralgraph import metrics as M
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_config
 from neuralgraph.dataset import check_dataset_matches, load_dataset
+from neuralgraph.device import DEVICE_CHOICES, choose_device, torch_threads
 from neuralgraph.io import atomic_write_json, read_json
 
 log = logging.getLogger("neuralgraph.analyze")
@@ -186,14 +186,6 @@ def iteration_number(run_dir: Path) -> Optional[int]:
 # ---------------------------------------------------------------------- model probes
 
 
-def pick_device(requested: str = "auto"):
-    import torch
-
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
-
-
 def learned_embeddings(model) -> np.ndarray:
     return model.a.detach().float().cpu().numpy()
 
@@ -246,24 +238,6 @@ def message_plateau(model, edge_input: str, u_max: float, plateau_range: list[fl
     return float(values.mean()) if edge_input == "u" else values.mean(axis=1)
 
 
-@contextmanager
-def cpu_threads(n: int):
-    """Run torch CPU ops on ``n`` threads, then restore the previous setting.
-
-    The rollout is 1000 small sequential steps (one (1, N) frame each): on a shared CPU a
-    second OpenMP thread only waits for a core, and we measured 20 s instead of 1 s for a
-    1000-step N=1000 rollout under load with 2 threads. One thread is as fast when idle.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def rollout_learned(model, u0: np.ndarray, n_steps: int, delta_t: float, device) -> np.ndarray:
     """Noise-free Euler rollout of the learned field: (n_steps + 1, N), row 0 = ``u0``.
 
@@ -271,7 +245,7 @@ def rollout_learned(model, u0: np.ndarray, n_steps: int, delta_t: float, device)
     score those frames 0 and the remaining steps would only cost time.
     """
     if device.type == "cpu":
-        with cpu_threads(1):
+        with torch_threads(1):
             return _rollout_steps(model, u0, n_steps, delta_t, device)
     return _rollout_steps(model, u0, n_steps, delta_t, device)
 
@@ -337,7 +311,7 @@ def analyze_model(model, cfg: ExperimentConfig, dataset, u_max: float, device=No
     ``model`` follows the contract of neuralgraph.model: ``a``, ``lin_edge``, ``lin_phi``,
     ``forward(u)`` for u of shape (B, N), ``dense_W()``.
     """
-    device = device or pick_device()
+    device = device or choose_device("auto")
     model = model.to(device).eval()
     t0 = time.perf_counter()
     true_W = np.asarray(dataset.W, dtype=np.float64)
@@ -463,7 +437,7 @@ def score_if_usable(model, problem: str, cfg: ExperimentConfig, dataset, u_max: 
         log.warning("%s: no usable model (%s); metrics are null, outcome failed", run_dir, problem)
         return None, problem
     try:
-        return analyze_model(model, cfg, dataset, u_max, pick_device(device or cfg.training.device)), ""
+        return analyze_model(model, cfg, dataset, u_max, choose_device(device or cfg.training.device, strict=False)), ""
     except Exception as exc:  # e.g. an edited training loop saved a model breaking the contract
         log.exception("%s: evaluating the model failed", run_dir)
         return None, f"model evaluation failed ({type(exc).__name__}: {exc})"
@@ -516,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder the run was trained on")
     p.add_argument("--config", default=None, help="experiment config (default: RUN/config.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+    p.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                    help="where to evaluate the model (default: training.device of the config; auto = CUDA when present)")
     return p
 

@@ -15,7 +15,7 @@ added to the saved u only, and du stays the clean du/dt of the underlying trajec
 
 Randomness comes from independent streams spawned from ``simulation.seed`` (types, W,
 initial state, process noise, measurement noise), so switching noise on does not change W.
-Same config, same bytes (the BLAS is limited to one thread, see stats.single_threaded_blas).
+Same config, same bytes (the BLAS is limited to one thread, see device.single_threaded_blas).
 
 The dataset folder layout is in docs/architecture.md; ``u.npy`` and ``du.npy`` are written
 frame by frame into ``np.lib.format.open_memmap`` temp files and renamed at the end, so the
@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 
 from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
-from neuralgraph.dataset import ARRAY_FILES
+from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
-from neuralgraph.stats import single_threaded_blas
 
 #: Cauchy samples beyond this magnitude are zeroed (not redrawn) in Lorentz connectivity.
 LORENTZ_CUTOFF = 25.0

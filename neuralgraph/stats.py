@@ -21,13 +21,13 @@ What :func:`effective_rank` computes, exactly:
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from neuralgraph.analysis_log import update_analysis_log
+from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_write_json
 
 #: Default cap on the frames used for the effective rank (an even-stride subsample).
@@ -38,22 +38,6 @@ REFERENCE_TOP_COMPONENTS = 100
 
 #: Chunk of frames per pass when summarising a (memory-mapped) activity array.
 _CHUNK_FRAMES = 8192
-
-
-def single_threaded_blas():
-    """Context limiting BLAS/LAPACK to one thread (no-op without threadpoolctl).
-
-    WHY: OpenBLAS threads busy-wait, and on a CPU shared with other jobs (2 cores, several
-    processes) a multi-threaded call can be 10x slower than a single-threaded one. Measured
-    under load: the 100000-frame simulator loop 153 s -> 10 s, eigvals of a 1000 x 1000 W
-    13.4 s -> 1.0 s, the 20000 x 1000 Gram matrix 3.0 s -> 1.5 s. On an idle machine the
-    loss is small (these are memory-bound or small).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def spectral_radius(W: np.ndarray) -> float:

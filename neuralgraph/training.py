@@ -46,6 +46,7 @@ import torch
 
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stable_hash
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
+from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
 from neuralgraph.io import atomic_torch_save, atomic_write_json, read_json
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
@@ -136,32 +137,6 @@ class RunState:
 def iterations_per_epoch(n_frames: int, data_augmentation_loop: int, batch_size: int) -> int:
     """The reference count: floor(floor(n_frames * dal / batch_size) * 0.2), at least 1."""
     return max(1, math.floor(math.floor(n_frames * data_augmentation_loop / batch_size) * 0.2))
-
-
-def select_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        raise TrainingInputError("training.device = 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device("cpu")
-
-
-#: below this many (neuron x frame) rows per step, extra CPU threads cost more in syncing than they save
-SMALL_PROBLEM_ROWS = 2048
-
-
-def configure_cpu_threads(device: torch.device, cfg: ExperimentConfig) -> None:
-    """One CPU thread for small networks unless OMP_NUM_THREADS says otherwise.
-
-    Why: a step of a 100-neuron model is a few hundred microsecond-sized kernels; with two
-    threads on a busy machine each kernel waits for the other thread and steps get ~10x
-    slower. Large networks keep torch's default (one thread per core).
-    """
-    rows = cfg.simulation.n_neurons * cfg.training.batch_size
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and rows < SMALL_PROBLEM_ROWS:
-        torch.set_num_threads(1)
 
 
 def file_sha256(path: Path) -> str:
@@ -263,8 +238,11 @@ class Trainer:
         self.loop = load_loop_module(self.loop_path)
         self.loop_sha = file_sha256(self.loop_path)
         self.max_steps = max_steps
-        self.device = select_device(self.tr.device)
-        configure_cpu_threads(self.device, cfg)
+        try:
+            self.device = choose_device(self.tr.device)
+        except DeviceUnavailableError as exc:
+            raise TrainingInputError(str(exc)) from None
+        limit_torch_threads(self.device, cfg.simulation.n_neurons * cfg.training.batch_size)
         self.data, self.dataset = load_training_data(data_dir, cfg, self.device)
         self.true_W = np.asarray(self.dataset.W, dtype=np.float64)
         self.key = checkpoint_key(cfg, self.loop_sha, self.dataset)

@@ -32,6 +32,7 @@ from typing import Optional
 from agent.sandbox import (SandboxUnavailable, code_modification_refusal, contained_environment, run_contained,
                            training_limits)
 from neuralgraph.config import load_config
+from neuralgraph.device import cuda_wanted
 from neuralgraph.io import read_json
 from neuralgraph.training import DEFAULT_LOOP, HEARTBEAT_FILE, STATUS_STALLED, record_stopped_run
 
@@ -54,15 +55,6 @@ class TrainJobError(RuntimeError):
 def is_packaged_loop(loop: str | os.PathLike) -> bool:
     """True when the loop file is byte-identical to the packaged neuralgraph/train_loop.py."""
     return Path(loop).read_bytes() == DEFAULT_LOOP.read_bytes()
-
-
-def wants_gpu(device_setting: str) -> bool:
-    """Whether the trainer will use CUDA (``training.device`` auto/cuda with a GPU present)."""
-    if device_setting == "cpu":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 class StallWatchdog:
@@ -117,7 +109,7 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
                   startup_grace_s: float = STARTUP_GRACE_S) -> int:
     """Train one iteration (see the module docstring); returns the trainer's exit code."""
     cfg = load_config(config)
-    gpu = wants_gpu(cfg.training.device)
+    gpu = cuda_wanted(cfg.training.device)
     if is_packaged_loop(loop):
         sys.stdout.flush()
         command = trainer_command(config, data, out, loop)

@@ -126,7 +126,7 @@ def test_rewriting_statistics_keeps_lines_of_other_stages(tmp_path, tiny_dataset
 def test_single_threaded_blas_limits_blas_threads_inside_only():
     from threadpoolctl import threadpool_info
 
-    from neuralgraph.stats import single_threaded_blas
+    from neuralgraph.device import single_threaded_blas
 
     def blas_threads():
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
