@@ -1,7 +1,8 @@
 """Figures of every stage (matplotlib, Agg backend: no display needed on cluster nodes).
 
 Shared by simulate (dataset pictures shown to the agent) and analyze (per-iteration plots).
-Every figure is saved through :func:`save_figure`, which writes atomically.
+Every figure is saved through :func:`save_figure`, which writes atomically: the one owner of
+that fact (the workflow-side summary figures use it too).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def type_color(t: int) -> str:
 
 
 def save_figure(fig: "plt.Figure", path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
+    """Save ``fig`` as PNG atomically (temporary file renamed into place) and close it."""
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
