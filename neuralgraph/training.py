@@ -44,6 +44,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stable_hash
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
@@ -52,7 +53,6 @@ from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
 log = logging.getLogger("neuralgraph.training")
 
-DEFAULT_LOOP = Path(__file__).with_name("train_loop.py")
 REQUIRED_LOOP_FUNCTIONS = ("training_mode", "build_optimizer", "build_scheduler", "sample_batch_starts", "train_step")
 LOSS_HISTORY_POINTS = 1000
 FINAL_LOSS_WINDOW = 100
@@ -146,7 +146,7 @@ def file_sha256(path: Path) -> str:
 def load_loop_module(path: str | Path | None) -> ModuleType:
     """Import the editable training module from a file, under a name unique to its content and
     path, so two iterations' copies never share a cached module."""
-    path = Path(path) if path is not None else DEFAULT_LOOP
+    path = Path(path) if path is not None else PACKAGED_LOOP
     if not path.is_file():
         raise LoopFileError(f"--loop {path}: training loop file not found")
     digest = hashlib.sha256(f"{path.resolve()}:{file_sha256(path)}".encode()).hexdigest()[:16]
@@ -234,7 +234,7 @@ class Trainer:
         self.cfg = cfg
         self.tr = cfg.training
         self.run_dir = Path(run_dir)
-        self.loop_path = Path(loop_path) if loop_path is not None else DEFAULT_LOOP
+        self.loop_path = Path(loop_path) if loop_path is not None else PACKAGED_LOOP
         self.loop = load_loop_module(self.loop_path)
         self.loop_sha = file_sha256(self.loop_path)
         self.max_steps = max_steps
@@ -538,7 +538,7 @@ def wants_cuda_graph(setting: str, device: torch.device, loop_sha: str, schedule
     """
     if setting == "off" or device.type != "cuda" or scheduler is not None:
         return False
-    return setting == "on" or loop_sha == file_sha256(DEFAULT_LOOP)
+    return setting == "on" or loop_sha == file_sha256(PACKAGED_LOOP)
 
 
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:
@@ -821,6 +821,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OUT_OF_MEMORY
     except Exception as exc:  # a bug, most likely in an edited loop file: show where, then one line
         traceback.print_exc(file=sys.stderr)
-        print(f"train: error: {type(exc).__name__}: {exc} (loop file: {args.loop or DEFAULT_LOOP})", file=sys.stderr)
+        print(f"train: error: {type(exc).__name__}: {exc} (loop file: {args.loop or PACKAGED_LOOP})", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0

@@ -31,10 +31,11 @@ from typing import Optional
 
 from agent.sandbox import (SandboxUnavailable, code_modification_refusal, contained_environment, run_contained,
                            training_limits)
+from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import load_config
 from neuralgraph.device import cuda_wanted
 from neuralgraph.io import read_json
-from neuralgraph.training import DEFAULT_LOOP, HEARTBEAT_FILE, STATUS_STALLED, record_stopped_run
+from neuralgraph.training import HEARTBEAT_FILE, STATUS_STALLED, record_stopped_run
 
 #: Shortest time without a new step that counts as a stall.
 STALL_FLOOR_S = 600.0
@@ -54,7 +55,7 @@ class TrainJobError(RuntimeError):
 
 def is_packaged_loop(loop: str | os.PathLike) -> bool:
     """True when the loop file is byte-identical to the packaged neuralgraph/train_loop.py."""
-    return Path(loop).read_bytes() == DEFAULT_LOOP.read_bytes()
+    return Path(loop).read_bytes() == PACKAGED_LOOP.read_bytes()
 
 
 class StallWatchdog:

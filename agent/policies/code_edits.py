@@ -26,13 +26,10 @@ import ast
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable, Optional
 
-import neuralgraph
 from agent.decision import CodeModification
-
-PACKAGED_LOOP = Path(neuralgraph.__file__).resolve().parent / "train_loop.py"
+from neuralgraph import PACKAGED_LOOP
 
 
 class LibraryEditError(RuntimeError):
