@@ -86,7 +86,8 @@ def worker(kind: str, T: int, n: int, batch: int, hidden: int) -> dict:
     import torch
     from neuralgraph.device import choose_device
     from neuralgraph.model import PerEdgeSignalPropagation, SignalPropagation, build_model
-    from neuralgraph.training import StepContext, _GraphedStep, load_loop_module, make_capturable
+    from neuralgraph.cuda_graph import GraphedStep, make_capturable
+    from neuralgraph.training import StepContext, load_loop_module
 
     device = choose_device("auto")
     torch.manual_seed(0)
@@ -106,8 +107,8 @@ def worker(kind: str, T: int, n: int, batch: int, hidden: int) -> dict:
     gen = torch.Generator().manual_seed(1)
     warmup, timed = (1, 2) if kind == "per_edge" else _timed_steps(T)
     if graphed:  # the engine's CUDA-graph replay (training.cuda_graph); capture happens in warm-up
-        warmup, timed = _GraphedStep.WARMUP + 2, timed * 5
-        replay = _GraphedStep(SimpleNamespace(loop=loop, model=model, optimizer=optimizer, data=data, device=device,
+        warmup, timed = GraphedStep.WARMUP + 2, timed * 5
+        replay = GraphedStep(SimpleNamespace(loop=loop, model=model, optimizer=optimizer, data=data, device=device,
                                               tr=cfg.training))
 
     def step(i: int) -> None:

@@ -10,6 +10,7 @@ half-written file that a later rule or a resumed run would mistake for a finishe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from neuralgraph.secrets import redact
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (identifies a training-loop file)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @contextmanager

@@ -46,9 +46,10 @@ import torch
 
 from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stable_hash
+from neuralgraph.cuda_graph import GraphedStep, make_capturable, wants_cuda_graph
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
-from neuralgraph.io import atomic_torch_save, atomic_write_json, read_json
+from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, read_json
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
 log = logging.getLogger("neuralgraph.training")
@@ -137,10 +138,6 @@ class RunState:
 def iterations_per_epoch(n_frames: int, data_augmentation_loop: int, batch_size: int) -> int:
     """The reference count: floor(floor(n_frames * dal / batch_size) * 0.2), at least 1."""
     return max(1, math.floor(math.floor(n_frames * data_augmentation_loop / batch_size) * 0.2))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_loop_module(path: str | Path | None) -> ModuleType:
@@ -388,7 +385,7 @@ class Trainer:
                            iterations_per_epoch=s.iterations_per_epoch, n_epochs=self.tr.n_epochs,
                            mode=mode, horizon=horizon, scheduler=self.scheduler, device=self.device)
 
-    def _one_step(self, mode: str, horizon: int, graphed: Optional["_GraphedStep"]) -> None:
+    def _one_step(self, mode: str, horizon: int, graphed: Optional[GraphedStep]) -> None:
         starts = self.loop.sample_batch_starts(self.data.n_frames, horizon, self.tr.batch_size, self.generator)
         starts = torch.as_tensor(starts, dtype=torch.long)
         ctx = self._context(mode, horizon)
@@ -411,7 +408,7 @@ class Trainer:
     def _run_epoch(self, progress: "_Progress") -> None:
         mode, horizon = self.loop.training_mode(self.cfg, self.state.epoch)
         probe = _ThroughputProbe(self.device) if self._needs_time_target() else None
-        graphed = _GraphedStep(self) if self.use_cuda_graph else None  # mode may change per epoch: new capture
+        graphed = GraphedStep(self) if self.use_cuda_graph else None  # mode may change per epoch: new capture
         while self.state.status == "running":
             if probe is not None and probe.ready(self.state):
                 self._apply_time_target(probe, horizon)
@@ -527,77 +524,6 @@ def subsample_history(losses: list[float], max_points: int) -> tuple[list[float]
         means.append(float(chunk.mean()))
         steps.append(start + len(chunk))
     return means, steps
-
-
-def wants_cuda_graph(setting: str, device: torch.device, loop_sha: str, scheduler: Any) -> bool:
-    """Whether steps are replayed as CUDA graphs (training.cuda_graph).
-
-    "auto" trusts only the packaged loop: a replayed graph repeats the kernels recorded once, so
-    Python-side logic in an edited train_step (a schedule on ctx.step, a scheduler, .item())
-    would silently stop running. "on" is the user's promise that the loop is capture-safe.
-    """
-    if setting == "off" or device.type != "cuda" or scheduler is not None:
-        return False
-    return setting == "on" or loop_sha == file_sha256(PACKAGED_LOOP)
-
-
-def make_capturable(optimizer: torch.optim.Optimizer) -> None:
-    """Keep the optimizer's step counters on the GPU so its step can be captured (Adam & co.)."""
-    if "capturable" in optimizer.defaults:
-        optimizer.defaults["capturable"] = True
-        for group in optimizer.param_groups:
-            group["capturable"] = True
-
-
-class _GraphedStep:
-    """The loop's train_step recorded once as a CUDA graph, then replayed with new batch starts.
-
-    Why: at N = 1000 one step is ~100 small kernels whose launches from Python cost ~10x their
-    GPU time; a replay is one launch (measured on an H100: 0.27 versus 2.4 ms per step at T=1).
-    The first WARMUP steps run eagerly on a side stream, as capture requires (lazy cuBLAS and
-    autograd set-up). The ctx seen at capture is frozen for the replays; random numbers drawn
-    inside the step (noise) are fresh at every replay.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, trainer: "Trainer"):
-        self.trainer = trainer
-        self.stream = torch.cuda.Stream(trainer.device)
-        self.eager_steps = 0
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.static_starts: Optional[torch.Tensor] = None
-        self.static_loss: Optional[torch.Tensor] = None
-
-    def _train_step(self, starts: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        t = self.trainer
-        return t.loop.train_step(t.model, t.optimizer, t.data, starts, ctx)
-
-    def __call__(self, starts_cpu: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        device = self.trainer.device
-        if self.graph is None and self.eager_steps < self.WARMUP:
-            self.stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(self.stream):
-                loss = self._train_step(starts_cpu.to(device), ctx)
-            torch.cuda.current_stream(device).wait_stream(self.stream)
-            self.eager_steps += 1
-            return loss
-        if self.graph is None:
-            self._capture(starts_cpu.to(device), ctx)
-        self.static_starts.copy_(starts_cpu)
-        self.graph.replay()
-        return self.static_loss.clone()  # the static output is overwritten by the next replay
-
-    def _capture(self, starts: torch.Tensor, ctx: StepContext) -> None:
-        self.static_starts = starts.clone()
-        graph = torch.cuda.CUDAGraph()
-        self.trainer.optimizer.zero_grad(set_to_none=True)  # gradients get allocated in the graph's pool
-        with torch.cuda.graph(graph):
-            loss = self._train_step(self.static_starts, ctx)
-        if not isinstance(loss, torch.Tensor):
-            raise RuntimeError("train_step must return a tensor to be replayed as a CUDA graph")
-        self.static_loss, self.graph = loss, graph
-        log.info("steps of this epoch are replayed as a CUDA graph (training.cuda_graph = %s)", self.trainer.tr.cuda_graph)
 
 
 class _ThroughputProbe:

@@ -254,7 +254,8 @@ def test_same_seed_same_code_decision_and_seeds_vary_the_edit():
 
 @pytest.mark.parametrize("edit", LIBRARY, ids=lambda e: e.name)
 def test_every_library_edit_passes_the_static_checks_and_leaves_cuda_graph_auto_eager(edit, tmp_path):
-    from neuralgraph.training import file_sha256, wants_cuda_graph
+    from neuralgraph.cuda_graph import wants_cuda_graph
+    from neuralgraph.io import file_sha256
 
     packaged = packaged_module_source()
     assert edit.function in ALL_EDITABLE
