@@ -1,6 +1,6 @@
 """The LLM request content built from a :class:`agent.context.DecisionContext`.
 
-The model sees what the seed's agent saw (science.md section 6): the instructions, block and
+The model sees what the seed's agent saw (docs/agent.md, "Decisions"): the instructions, block and
 iteration info (BLOCK END marked), the working memory, analysis.log, ucb_scores.txt, the
 current config, the editable training code and the dataset pictures.
 

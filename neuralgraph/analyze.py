@@ -3,7 +3,7 @@
 ``python -m neuralgraph analyze --run RUN --data DATA [--config C] [--out DIR]``
 
 Reads the run folder (``model.pt``, ``training.json``, ``config.yaml``, ``proposal.json``) and
-the dataset folder, computes the metrics of science.md section 4 (definitions in
+the dataset folder, computes the metrics of docs/architecture.md "metrics.json" (definitions in
 :mod:`neuralgraph.metrics`) and writes into ``--out`` (default: the run folder):
 
 * ``metrics.json``: the numbers of docs/architecture.md (NaN as null), outcome class and the

@@ -28,7 +28,7 @@ from neuralgraph.io import atomic_write_text
 
 ALLOWED_TIME_STEPS: tuple[int, ...] = (1, 4, 16, 32, 64)
 
-#: (g, s, c) per neuron type for the PDE_N2 model (science.md section 1).
+#: (g, s, c) per neuron type for the PDE_N2 model (README.md, "What is simulated and learned").
 REFERENCE_TYPE_PARAMS: list[list[float]] = [
     [10.0, 1.0, 1.0],
     [10.0, 2.0, 1.0],
@@ -203,7 +203,7 @@ class ClaudeConfig(_Section):
 
 
 class AnalysisConfig(_Section):
-    """How a trained model is scored (science.md section 4)."""
+    """How a trained model is scored (docs/architecture.md, "metrics.json")."""
 
     rollout_frames: int = Field(1000, ge=10, le=1_000_000, description="Frames of the test rollout (started in the held-out segment).")
     rollout_eval_every: int = Field(10, ge=1, le=1000, description="Score every n-th rollout frame for test_R2.")

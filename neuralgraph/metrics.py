@@ -1,4 +1,4 @@
-"""Scores of a trained run, as pure functions on numpy arrays (science.md section 4).
+"""Scores of a trained run, as pure functions on numpy arrays (contract: docs/architecture.md, "metrics.json").
 
 Nothing here knows about models, files or torch: ``neuralgraph.analyze`` evaluates the model
 and hands arrays to these functions, so every definition can be tested on hand-made arrays.
@@ -38,7 +38,7 @@ CONVERGED_ABOVE = 0.9
 FAILED_BELOW = 0.1
 #: The outcome classes, best first.
 OUTCOMES = ("converged", "partial", "failed")
-#: test_R2 rules (science.md section 4).
+#: test_R2 rules (frame_r2 below).
 BLOW_UP_ABS = 1e10
 COLLAPSE_STD_RATIO = 0.1
 SIGMA_CLIP = 3.0

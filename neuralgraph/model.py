@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -377,7 +377,3 @@ def load_trained_model(path: str | Path, map_location: str | torch.device = "cpu
     model.to(map_location)
     model.eval()
     return model, cfg
-
-
-def count_parameters(params: Iterable[torch.Tensor]) -> int:
-    return sum(p.numel() for p in params)

@@ -1,6 +1,6 @@
 """Simulate stage: the synthetic network whose wiring W the GNN must recover.
 
-PDE_N2 dynamics (science.md section 1), neuron i of type t = types[i] with (g, s, c)::
+PDE_N2 dynamics (README.md, "What is simulated and learned"), neuron i of type t = types[i] with (g, s, c)::
 
     du_i/dt = -c_t u_i + s_t tanh(u_i) + g_t * sum_j W_ij tanh(u_j)
 

@@ -5,7 +5,7 @@ Two numbers drive the seed's reasoning about training difficulty:
 * **spectral radius** of the true W: max |eigenvalue| (exact, ``numpy.linalg.eigvals``).
 * **effective rank** of the activity matrix X (frames x N) at 90% and 99% variance.
 
-What :func:`effective_rank` computes, exactly:
+What :func:`effective_ranks` computes, exactly:
 
 1. X is *not* mean-centred (as in the reference): the "variance" is the energy
    ``sum(S**2)`` of the raw activity, so a constant offset counts as one component.
@@ -82,15 +82,11 @@ def ranks_from_energies(energies: np.ndarray, thresholds: Sequence[float] = (0.9
     return [int(min(np.searchsorted(ratio, p - 1e-12) + 1, len(energies))) for p in thresholds]
 
 
-def effective_rank(X: np.ndarray, threshold: float, max_frames: int = DEFAULT_MAX_FRAMES) -> int:
-    """Smallest number of components whose cumulative S**2 reaches ``threshold`` (0 < threshold <= 1)."""
-    return effective_ranks(X, (threshold,), max_frames)[0]
-
-
 def effective_ranks(
     X: np.ndarray, thresholds: Sequence[float] = (0.90, 0.99), max_frames: int = DEFAULT_MAX_FRAMES
 ) -> list[int]:
-    """:func:`effective_rank` for several thresholds with one decomposition."""
+    """For each threshold p (0 < p <= 1), the smallest number of components whose cumulative
+    S**2 reaches p, from one decomposition."""
     return ranks_from_energies(singular_energies(X, max_frames), thresholds)
 
 

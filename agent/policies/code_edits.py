@@ -255,10 +255,3 @@ LIBRARY: tuple[LibraryEdit, ...] = (
         "build_optimizer: Adam -> AdamW, weight_decay 1e-2 on the MLP group (0 for W and embeddings)",
         _adamw_mlp),
 )
-
-
-def library_edit(name: str) -> LibraryEdit:
-    for edit in LIBRARY:
-        if edit.name == name:
-            return edit
-    raise KeyError(f"no library edit {name!r}; known: {', '.join(e.name for e in LIBRARY)}")
