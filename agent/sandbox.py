@@ -26,6 +26,7 @@ namespaces (an explicit opt-in, recorded in every decision.json); ``off`` refuse
 from __future__ import annotations
 
 import os
+import pwd
 import resource
 import shutil
 import signal
@@ -178,8 +179,6 @@ def _namespace_flags() -> list[str]:
 
 def _real_home() -> Optional[Path]:
     try:
-        import pwd
-
         home = Path(pwd.getpwuid(os.getuid()).pw_dir)
     except (ImportError, KeyError):
         home = Path(os.path.expanduser("~"))

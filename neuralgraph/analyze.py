@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from neuralgraph import metrics as M
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
@@ -42,6 +43,7 @@ from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse
 from neuralgraph.dataset import check_dataset_matches, load_dataset
 from neuralgraph.device import DEVICE_CHOICES, choose_device, torch_threads
 from neuralgraph.io import atomic_write_json, read_json
+from neuralgraph.simulate import euler_rollout
 
 log = logging.getLogger("neuralgraph.analyze")
 
@@ -108,7 +110,7 @@ def load_model(run_dir: Path) -> tuple[Any, Any, str]:
     path = run_dir / "model.pt"
     if not path.is_file():
         return None, None, f"{path} not found"
-    from neuralgraph.model import load_trained_model
+    from neuralgraph.model import load_trained_model  # lazy: imports torch (see above)
 
     try:
         model, cfg = load_trained_model(path, map_location="cpu")
@@ -119,7 +121,7 @@ def load_model(run_dir: Path) -> tuple[Any, Any, str]:
 
 def non_finite_parameters(model) -> list[str]:
     """Names of the model's parameters holding NaN or inf (a diverged training)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
@@ -191,7 +193,7 @@ def learned_embeddings(model) -> np.ndarray:
 
 
 def learned_W(model) -> np.ndarray:
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     with torch.no_grad():
         return model.dense_W().detach().double().cpu().numpy()
@@ -200,7 +202,7 @@ def learned_W(model) -> np.ndarray:
 def edge_function_values(model, edge_input: str, u_grid: np.ndarray, neurons: Optional[np.ndarray] = None) -> np.ndarray:
     """lin_edge on ``u_grid``: shape (1, G) for edge_input "u", (len(neurons), G) for "u_a"
     (each neuron with its own embedding)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     param = next(model.parameters())
     u = torch.as_tensor(u_grid, dtype=param.dtype, device=param.device)
@@ -212,7 +214,7 @@ def edge_function_values(model, edge_input: str, u_grid: np.ndarray, neurons: Op
 
 def phi_function_values(model, u_grid: np.ndarray, neurons: np.ndarray) -> np.ndarray:
     """lin_phi(u, a_i) on ``u_grid`` for each neuron in ``neurons``: (len(neurons), G)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     param = next(model.parameters())
     u = torch.as_tensor(u_grid, dtype=param.dtype, device=param.device)
@@ -222,7 +224,7 @@ def phi_function_values(model, u_grid: np.ndarray, neurons: np.ndarray) -> np.nd
 
 def _per_neuron_curves(mlp, embeddings, u, neurons: Optional[np.ndarray]) -> np.ndarray:
     """mlp([u, a_i]) for every grid value u and neuron i: one batched call, (n, G)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     a = embeddings if neurons is None else embeddings[torch.as_tensor(neurons, device=embeddings.device)]
     n, g = a.shape[0], u.shape[0]
@@ -251,8 +253,7 @@ def rollout_learned(model, u0: np.ndarray, n_steps: int, delta_t: float, device)
 
 
 def _rollout_steps(model, u0: np.ndarray, n_steps: int, delta_t: float, device) -> np.ndarray:
-    import torch
-    from tqdm import tqdm
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     dtype = next(model.parameters()).dtype
     states = torch.full((n_steps + 1, u0.shape[0]), float("nan"), dtype=dtype, device=device)
@@ -272,8 +273,6 @@ def _rollout_steps(model, u0: np.ndarray, n_steps: int, delta_t: float, device) 
 
 
 def rollout_true(dataset, u0: np.ndarray, n_steps: int) -> np.ndarray:
-    from neuralgraph.simulate import euler_rollout
-
     return euler_rollout(u0, dataset.W, dataset.types, dataset.type_params, dataset.delta_t, n_steps).astype(np.float64)
 
 
@@ -372,7 +371,7 @@ def write_analysis_log(path: Path, dataset_lines: dict[str, Any], metrics: dict[
 def draw_figures(plots_dir: Path, record: TrainingRecord, analysis: Optional[ModelAnalysis], model, cfg,
                  dataset, u_max: float) -> list[Path]:
     """Every figure that the available inputs allow; a failing figure is reported, not fatal."""
-    from neuralgraph import plots
+    from neuralgraph import plots  # lazy: matplotlib costs a second; only the figure step needs it
 
     jobs = []
     if record.loss_history:
@@ -389,7 +388,7 @@ def draw_figures(plots_dir: Path, record: TrainingRecord, analysis: Optional[Mod
 
 
 def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -> list:
-    from neuralgraph import plots
+    from neuralgraph import plots  # lazy: matplotlib costs a second; only the figure step needs it
 
     s = analysis.scores
     types = np.asarray(dataset.types)
@@ -415,7 +414,7 @@ def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -
 
 def curve_grid(u_max: float) -> np.ndarray:
     """u values for the function figures: the whole activity range plus a dense |u| <= 5 part (the zoom panel)."""
-    from neuralgraph.plots import FUNCTION_ZOOM_U
+    from neuralgraph.plots import FUNCTION_ZOOM_U  # lazy: matplotlib (see draw_figures)
 
     zoom = min(FUNCTION_ZOOM_U, u_max)
     return np.unique(np.concatenate([np.linspace(-u_max, u_max, CURVE_POINTS), np.linspace(-zoom, zoom, CURVE_POINTS)]))

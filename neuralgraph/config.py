@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -417,9 +419,6 @@ def with_updates(cfg: ExperimentConfig, updates: dict[str, Any], source: str = "
 
 def _type_name(annotation: Any) -> str:
     """'int', 'float or null', 'list[list[float]]', 'choice' (Literal) for the schema table."""
-    import types
-    import typing
-
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
         return "choice"

@@ -207,7 +207,7 @@ def hungarian_accuracy(cluster_labels: np.ndarray, true_types: np.ndarray) -> fl
     The matching (scipy's linear_sum_assignment on the cluster x type count table) makes the
     score independent of how clusters happen to be numbered.
     """
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # lazy: scipy is slow to import, only clustering needs it
 
     cluster_labels = np.asarray(cluster_labels).ravel()
     true_types = np.asarray(true_types).ravel()
@@ -229,7 +229,7 @@ def kmeans_labels(points: np.ndarray, n_clusters: int, restarts: int = 10, seed:
     When there are at most ``n_clusters`` distinct points (e.g. embeddings never moved from
     their all-ones start) each distinct point is its own cluster: k-means is undefined there.
     """
-    from scipy.cluster.vq import kmeans2
+    from scipy.cluster.vq import kmeans2  # lazy: scipy is slow to import, only clustering needs it
 
     points = np.asarray(points, dtype=np.float64)
     if points.ndim == 1:

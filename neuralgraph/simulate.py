@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from neuralgraph import __version__
 from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
 from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
@@ -229,8 +231,6 @@ def _rngs(seed: int) -> dict[str, np.random.Generator]:
 
 def _progress_bar(total: int, enabled: bool):
     """tqdm bar on stderr showing frames/s and ETA (disabled bar when ``enabled`` is False)."""
-    from tqdm import tqdm
-
     interactive = sys.stderr.isatty()  # in a SLURM/Snakemake log file: one line every 10 s
     return tqdm(total=total, desc="simulate", unit="frame", unit_scale=True, disable=not enabled,
                 file=sys.stderr, mininterval=0.5 if interactive else 10.0, smoothing=0.1)
@@ -297,8 +297,6 @@ def _versions() -> dict[str, str]:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
-
-    from neuralgraph import __version__
 
     return {"python": platform.python_version(), "numpy": np.__version__,
             "torch": version("torch"), "neuralgraph": __version__}

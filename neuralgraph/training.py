@@ -50,6 +50,7 @@ from neuralgraph.cuda_graph import GraphedStep, make_capturable, wants_cuda_grap
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
 from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, read_json
+from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
 log = logging.getLogger("neuralgraph.training")
@@ -504,8 +505,6 @@ class Trainer:
         }
 
     def connectivity_r2(self) -> float:
-        from neuralgraph.metrics import connectivity_r2
-
         learned = self.model.dense_W().detach().cpu().numpy()
         if not np.all(np.isfinite(learned)):
             return float("nan")
