@@ -28,11 +28,12 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import importlib
 import re
 import textwrap
 import types
 from functools import lru_cache
-from typing import Iterable, Optional
+from typing import Optional
 
 #: Builtins a training step may use (anything reaching files, code objects, attributes by
 #: name or the interpreter - open, exec, getattr, type, vars, globals, __import__ - is absent).
@@ -214,7 +215,6 @@ def _module_names(path: str) -> frozenset[str]:
         return listed
     if path == "torch":
         return _torch_names()
-    import importlib
 
     module = importlib.import_module(path)
     return frozenset(n for n in dir(module) if not n.startswith("_")
@@ -224,7 +224,7 @@ def _module_names(path: str) -> frozenset[str]:
 @lru_cache(maxsize=None)
 def _torch_names() -> frozenset[str]:
     """torch's tensor ops (functions that are also Tensor methods), dtypes and TORCH_EXTRA_NAMES."""
-    import torch
+    import torch  # lazy: torch costs seconds; only an edit naming torch needs its names
 
     tensor_methods = set(dir(torch.Tensor))
     names = set(TORCH_EXTRA_NAMES)

@@ -1,6 +1,6 @@
 """What a policy sees when it decides: :class:`DecisionContext`.
 
-The context mirrors what the seed's agent was shown (science.md section 6): block and
+The context mirrors what the seed's agent was shown (docs/agent.md, "Decisions"): block and
 iteration info with the BLOCK END marker, the working memory, analysis.log, ucb_scores.txt,
 the current config, the editable training code, the instructions and the dataset pictures.
 It also carries the node records (structured, for offline policies and for validation) --

@@ -1,6 +1,6 @@
 """The LLM request content built from a :class:`agent.context.DecisionContext`.
 
-The model sees what the seed's agent saw (science.md section 6): the instructions, block and
+The model sees what the seed's agent saw (docs/agent.md, "Decisions"): the instructions, block and
 iteration info (BLOCK END marked), the working memory, analysis.log, ucb_scores.txt, the
 current config, the editable training code and the dataset pictures.
 
@@ -16,10 +16,15 @@ current block). ``trim=1`` is the harder trim the anthropic backend retries once
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any, Optional
 
+from agent.codeedit import ALLOWED_MODULE_ATTRIBUTES, SAFE_BUILTINS
+from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, MAX_LIST_ITEMS, MAX_RULE_EDITS, STRATEGIES,
+                            TEXT_CAPS)
 from agent.memory import MAX_MEMORY_CHARS
+from neuralgraph.config import ALLOWED_TIME_STEPS
 
 #: Characters per prompt part at the normal trim level. memory.md is capped when written
 #: (agent.memory.MAX_MEMORY_CHARS); these budgets also hold for inputs we did not write.
@@ -70,11 +75,6 @@ def rules_summary() -> str:
     :mod:`agent.decision` and :mod:`agent.codeedit`, so what the model is told can never
     drift from what is then enforced.
     """
-    from agent.codeedit import ALLOWED_MODULE_ATTRIBUTES, SAFE_BUILTINS
-    from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, MAX_LIST_ITEMS, MAX_RULE_EDITS,
-                                STRATEGIES, TEXT_CAPS)
-    from neuralgraph.config import ALLOWED_TIME_STEPS
-
     lines = ["## Enforced rules (a decision breaking one is refused)", "",
              "Mutable training parameters (config_mutation.parameter, one per decision; "
              "data_augmentation_loop may ride along):"]
@@ -298,8 +298,6 @@ def input_token_bound(system: Any, messages: list[dict[str, Any]], schema: Optio
     constrained by it, and :data:`FRAMING_TOKEN_BOUND`. Real counts are ~3-4x lower for
     English text: the cap errs on the side of not spending.
     """
-    import json
-
     total = _blocks_bound(system) + FRAMING_TOKEN_BOUND
     for message in messages:
         total += _blocks_bound(message.get("content"))

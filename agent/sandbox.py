@@ -26,6 +26,7 @@ namespaces (an explicit opt-in, recorded in every decision.json); ``off`` refuse
 from __future__ import annotations
 
 import os
+import pwd
 import resource
 import shutil
 import signal
@@ -38,6 +39,7 @@ from glob import glob
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from neuralgraph.device import thread_environment
 from neuralgraph.secrets import VAULT_ENV, is_secret_name
 
 #: Values of ``agent.code_modification``.
@@ -164,8 +166,7 @@ def contained_environment(threads: Optional[int] = None, cuda: bool = False,
     env.update({"HOME": SANDBOX_HOME, "TMPDIR": SANDBOX_TMP, "PYTHONPATH": str(REPO_ROOT),
                 "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"})
     if threads is not None:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[name] = str(threads)
+        env.update(thread_environment(threads))
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
@@ -178,8 +179,6 @@ def _namespace_flags() -> list[str]:
 
 def _real_home() -> Optional[Path]:
     try:
-        import pwd
-
         home = Path(pwd.getpwuid(os.getuid()).pw_dir)
     except (ImportError, KeyError):
         home = Path(os.path.expanduser("~"))

@@ -29,7 +29,10 @@ from typing import Any, Optional
 
 from agent.codeedit import CodeEditError, check_code_modification
 from agent.sandbox import SandboxUnavailable, run_contained, smoke_limits
+from neuralgraph.config import ExperimentConfig, dump_config, parse_config
+from neuralgraph.dataset import missing_files
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
+from neuralgraph.simulate import simulate
 from neuralgraph.training import EXIT_BAD_INPUT
 
 DEFAULT_SMOKE_TIMEOUT_S = 120.0
@@ -84,8 +87,6 @@ def smoke_config(child: Any = None):
     deep for the tiny recording is kept: the held-out segment shrinks, the training frames
     always leave room for it.
     """
-    from neuralgraph.config import ExperimentConfig, parse_config
-
     data = child.to_dict() if isinstance(child, ExperimentConfig) else dict(child or {})
     data = json.loads(json.dumps(data))  # deep copy of plain data
     data["simulation"] = {**data.get("simulation", {}), **SMOKE_SIMULATION}
@@ -109,12 +110,10 @@ def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
     place, so concurrent decide jobs never see (or clobber) a half-written dataset. Raises
     :class:`SmokeHarnessError` when it cannot be built.
     """
-    from neuralgraph.simulate import simulate
-
     cfg = smoke_config()
     cache = Path(cache_dir).resolve()
     target = cache / f"smoke_{cfg.simulation_hash()}"
-    if (target / "metadata.json").is_file():
+    if not missing_files(target):
         return target
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -126,7 +125,7 @@ def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
         try:
             os.rename(staging, target)
         except OSError:
-            if not (target / "metadata.json").is_file():
+            if missing_files(target):
                 raise
     except Exception as exc:
         raise SmokeHarnessError(f"the smoke dataset could not be built in {cache}: {type(exc).__name__}: {exc}") from None
@@ -187,8 +186,6 @@ def smoke_run(module_source: str, smoke_dir: str | os.PathLike, *, child_config:
     ``agent.code_modification: unsandboxed``). Every path is made absolute first: the run
     starts in its own folder. Writes ``smoke.log`` and ``smoke.json`` into ``smoke_dir``.
     """
-    from neuralgraph.config import dump_config
-
     smoke = Path(smoke_dir).resolve()
     smoke.mkdir(parents=True, exist_ok=True)
     data_dir = ensure_smoke_dataset(Path(cache_dir) if cache_dir else smoke / "dataset")

@@ -33,7 +33,9 @@ from neuralgraph import analyze  # noqa: E402
 from neuralgraph.config import dump_config, parse_config  # noqa: E402
 from neuralgraph.io import atomic_write_json  # noqa: E402
 from neuralgraph.model import build_model, load_trained_model, save_trained_model  # noqa: E402
-from neuralgraph.simulate import load_dataset, simulate  # noqa: E402
+from neuralgraph.dataset import load_dataset  # noqa: E402
+from neuralgraph.device import choose_device  # noqa: E402
+from neuralgraph.simulate import simulate  # noqa: E402
 
 BUDGET_S = 120.0
 
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model, _ = load_trained_model(run / "model.pt")
         u_max = analyze.activity_max_abs(data_dir, dataset)
-        device = analyze.pick_device("auto")
+        device = choose_device("auto")
         t0 = time.perf_counter()
         analyze.analyze_model(model, cfg, dataset, u_max, device)
         metrics_s = time.perf_counter() - t0

@@ -84,10 +84,12 @@ def _per_edge_chunk(n: int, batch: int, hidden: int, device) -> int:
 def worker(kind: str, T: int, n: int, batch: int, hidden: int) -> dict:
     """Time a few optimizer steps of one configuration in this process."""
     import torch
+    from neuralgraph.device import choose_device
     from neuralgraph.model import PerEdgeSignalPropagation, SignalPropagation, build_model
-    from neuralgraph.training import StepContext, _GraphedStep, load_loop_module, make_capturable, select_device
+    from neuralgraph.cuda_graph import GraphedStep, make_capturable
+    from neuralgraph.training import StepContext, load_loop_module
 
-    device = select_device("auto")
+    device = choose_device("auto")
     torch.manual_seed(0)
     cfg = _bench_config(n, batch, hidden, T)
     chunk = _per_edge_chunk(n, batch, hidden, device) if kind == "per_edge" else 0
@@ -105,8 +107,8 @@ def worker(kind: str, T: int, n: int, batch: int, hidden: int) -> dict:
     gen = torch.Generator().manual_seed(1)
     warmup, timed = (1, 2) if kind == "per_edge" else _timed_steps(T)
     if graphed:  # the engine's CUDA-graph replay (training.cuda_graph); capture happens in warm-up
-        warmup, timed = _GraphedStep.WARMUP + 2, timed * 5
-        replay = _GraphedStep(SimpleNamespace(loop=loop, model=model, optimizer=optimizer, data=data, device=device,
+        warmup, timed = GraphedStep.WARMUP + 2, timed * 5
+        replay = GraphedStep(SimpleNamespace(loop=loop, model=model, optimizer=optimizer, data=data, device=device,
                                               tr=cfg.training))
 
     def step(i: int) -> None:
@@ -204,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.time_step, args.n_neurons, args.batch, args.hidden)))
         return 0
-    from neuralgraph.training import select_device
+    from neuralgraph.device import choose_device
 
-    device = select_device("auto")
+    device = choose_device("auto")
     device_name = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     time_steps = [int(T) for T in args.time_steps.split(",")]
     node = {T: _run_worker("node", T, args) for T in time_steps}

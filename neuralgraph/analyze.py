@@ -3,7 +3,7 @@
 ``python -m neuralgraph analyze --run RUN --data DATA [--config C] [--out DIR]``
 
 Reads the run folder (``model.pt``, ``training.json``, ``config.yaml``, ``proposal.json``) and
-the dataset folder, computes the metrics of science.md section 4 (definitions in
+the dataset folder, computes the metrics of docs/architecture.md "metrics.json" (definitions in
 :mod:`neuralgraph.metrics`) and writes into ``--out`` (default: the run folder):
 
 * ``metrics.json``: the numbers of docs/architecture.md (NaN as null), outcome class and the
@@ -30,17 +30,20 @@ import math
 import re
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from neuralgraph import metrics as M
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_config
+from neuralgraph.dataset import check_dataset_matches, load_dataset
+from neuralgraph.device import DEVICE_CHOICES, choose_device, torch_threads
 from neuralgraph.io import atomic_write_json, read_json
+from neuralgraph.simulate import euler_rollout
 
 log = logging.getLogger("neuralgraph.analyze")
 
@@ -107,7 +110,7 @@ def load_model(run_dir: Path) -> tuple[Any, Any, str]:
     path = run_dir / "model.pt"
     if not path.is_file():
         return None, None, f"{path} not found"
-    from neuralgraph.model import load_trained_model
+    from neuralgraph.model import load_trained_model  # lazy: imports torch (see above)
 
     try:
         model, cfg = load_trained_model(path, map_location="cpu")
@@ -118,7 +121,7 @@ def load_model(run_dir: Path) -> tuple[Any, Any, str]:
 
 def non_finite_parameters(model) -> list[str]:
     """Names of the model's parameters holding NaN or inf (a diverged training)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
@@ -138,18 +141,6 @@ def resolve_config(config_path: Optional[Path], run_dir: Path, model_cfg: Any, d
     if isinstance(stored, dict):
         return parse_config(stored, source=f"{dataset.path}/metadata.json (config)")
     raise ConfigError(f"{run_dir}: no config.yaml and none stored in model.pt; pass --config")
-
-
-def check_dataset_matches(cfg: ExperimentConfig, dataset) -> None:
-    """Refuse to score against a dataset the config does not describe (wrong folder passed)."""
-    expected = {"simulation.n_neurons": cfg.simulation.n_neurons, "simulation.n_frames": cfg.simulation.n_frames}
-    found = {"simulation.n_neurons": dataset.n_neurons, "simulation.n_frames": dataset.n_frames}
-    for key, value in expected.items():
-        if value != found[key]:
-            raise ConfigError(
-                f"{key} = {value} in the config, but the dataset {dataset.path} has {found[key]}: "
-                f"pass the dataset this run was trained on"
-            )
 
 
 def dataset_statistics(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -197,20 +188,12 @@ def iteration_number(run_dir: Path) -> Optional[int]:
 # ---------------------------------------------------------------------- model probes
 
 
-def pick_device(requested: str = "auto"):
-    import torch
-
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
-
-
 def learned_embeddings(model) -> np.ndarray:
     return model.a.detach().float().cpu().numpy()
 
 
 def learned_W(model) -> np.ndarray:
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     with torch.no_grad():
         return model.dense_W().detach().double().cpu().numpy()
@@ -219,7 +202,7 @@ def learned_W(model) -> np.ndarray:
 def edge_function_values(model, edge_input: str, u_grid: np.ndarray, neurons: Optional[np.ndarray] = None) -> np.ndarray:
     """lin_edge on ``u_grid``: shape (1, G) for edge_input "u", (len(neurons), G) for "u_a"
     (each neuron with its own embedding)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     param = next(model.parameters())
     u = torch.as_tensor(u_grid, dtype=param.dtype, device=param.device)
@@ -231,7 +214,7 @@ def edge_function_values(model, edge_input: str, u_grid: np.ndarray, neurons: Op
 
 def phi_function_values(model, u_grid: np.ndarray, neurons: np.ndarray) -> np.ndarray:
     """lin_phi(u, a_i) on ``u_grid`` for each neuron in ``neurons``: (len(neurons), G)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     param = next(model.parameters())
     u = torch.as_tensor(u_grid, dtype=param.dtype, device=param.device)
@@ -241,7 +224,7 @@ def phi_function_values(model, u_grid: np.ndarray, neurons: np.ndarray) -> np.nd
 
 def _per_neuron_curves(mlp, embeddings, u, neurons: Optional[np.ndarray]) -> np.ndarray:
     """mlp([u, a_i]) for every grid value u and neuron i: one batched call, (n, G)."""
-    import torch
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     a = embeddings if neurons is None else embeddings[torch.as_tensor(neurons, device=embeddings.device)]
     n, g = a.shape[0], u.shape[0]
@@ -257,24 +240,6 @@ def message_plateau(model, edge_input: str, u_max: float, plateau_range: list[fl
     return float(values.mean()) if edge_input == "u" else values.mean(axis=1)
 
 
-@contextmanager
-def cpu_threads(n: int):
-    """Run torch CPU ops on ``n`` threads, then restore the previous setting.
-
-    The rollout is 1000 small sequential steps (one (1, N) frame each): on a shared CPU a
-    second OpenMP thread only waits for a core, and we measured 20 s instead of 1 s for a
-    1000-step N=1000 rollout under load with 2 threads. One thread is as fast when idle.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def rollout_learned(model, u0: np.ndarray, n_steps: int, delta_t: float, device) -> np.ndarray:
     """Noise-free Euler rollout of the learned field: (n_steps + 1, N), row 0 = ``u0``.
 
@@ -282,14 +247,13 @@ def rollout_learned(model, u0: np.ndarray, n_steps: int, delta_t: float, device)
     score those frames 0 and the remaining steps would only cost time.
     """
     if device.type == "cpu":
-        with cpu_threads(1):
+        with torch_threads(1):
             return _rollout_steps(model, u0, n_steps, delta_t, device)
     return _rollout_steps(model, u0, n_steps, delta_t, device)
 
 
 def _rollout_steps(model, u0: np.ndarray, n_steps: int, delta_t: float, device) -> np.ndarray:
-    import torch
-    from tqdm import tqdm
+    import torch  # lazy: torch costs seconds to import, the metrics-only paths never need it
 
     dtype = next(model.parameters()).dtype
     states = torch.full((n_steps + 1, u0.shape[0]), float("nan"), dtype=dtype, device=device)
@@ -309,8 +273,6 @@ def _rollout_steps(model, u0: np.ndarray, n_steps: int, delta_t: float, device) 
 
 
 def rollout_true(dataset, u0: np.ndarray, n_steps: int) -> np.ndarray:
-    from neuralgraph.simulate import euler_rollout
-
     return euler_rollout(u0, dataset.W, dataset.types, dataset.type_params, dataset.delta_t, n_steps).astype(np.float64)
 
 
@@ -348,7 +310,7 @@ def analyze_model(model, cfg: ExperimentConfig, dataset, u_max: float, device=No
     ``model`` follows the contract of neuralgraph.model: ``a``, ``lin_edge``, ``lin_phi``,
     ``forward(u)`` for u of shape (B, N), ``dense_W()``.
     """
-    device = device or pick_device()
+    device = device or choose_device("auto")
     model = model.to(device).eval()
     t0 = time.perf_counter()
     true_W = np.asarray(dataset.W, dtype=np.float64)
@@ -409,7 +371,7 @@ def write_analysis_log(path: Path, dataset_lines: dict[str, Any], metrics: dict[
 def draw_figures(plots_dir: Path, record: TrainingRecord, analysis: Optional[ModelAnalysis], model, cfg,
                  dataset, u_max: float) -> list[Path]:
     """Every figure that the available inputs allow; a failing figure is reported, not fatal."""
-    from neuralgraph import plots
+    from neuralgraph import plots  # lazy: matplotlib costs a second; only the figure step needs it
 
     jobs = []
     if record.loss_history:
@@ -426,7 +388,7 @@ def draw_figures(plots_dir: Path, record: TrainingRecord, analysis: Optional[Mod
 
 
 def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -> list:
-    from neuralgraph import plots
+    from neuralgraph import plots  # lazy: matplotlib costs a second; only the figure step needs it
 
     s = analysis.scores
     types = np.asarray(dataset.types)
@@ -452,7 +414,7 @@ def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -
 
 def curve_grid(u_max: float) -> np.ndarray:
     """u values for the function figures: the whole activity range plus a dense |u| <= 5 part (the zoom panel)."""
-    from neuralgraph.plots import FUNCTION_ZOOM_U
+    from neuralgraph.plots import FUNCTION_ZOOM_U  # lazy: matplotlib (see draw_figures)
 
     zoom = min(FUNCTION_ZOOM_U, u_max)
     return np.unique(np.concatenate([np.linspace(-u_max, u_max, CURVE_POINTS), np.linspace(-zoom, zoom, CURVE_POINTS)]))
@@ -474,7 +436,7 @@ def score_if_usable(model, problem: str, cfg: ExperimentConfig, dataset, u_max: 
         log.warning("%s: no usable model (%s); metrics are null, outcome failed", run_dir, problem)
         return None, problem
     try:
-        return analyze_model(model, cfg, dataset, u_max, pick_device(device or cfg.training.device)), ""
+        return analyze_model(model, cfg, dataset, u_max, choose_device(device or cfg.training.device, strict=False)), ""
     except Exception as exc:  # e.g. an edited training loop saved a model breaking the contract
         log.exception("%s: evaluating the model failed", run_dir)
         return None, f"model evaluation failed ({type(exc).__name__}: {exc})"
@@ -487,8 +449,6 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
 
     ``timings``, when given, receives the seconds spent per phase (load, metrics, write, figures).
     """
-    from neuralgraph.simulate import load_dataset
-
     timings = {} if timings is None else timings
     clock = time.perf_counter()
 
@@ -501,7 +461,7 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
     record = read_training_record(run_dir)
     model, model_cfg, problem = load_model(run_dir)
     cfg = resolve_config(Path(config_path) if config_path else None, run_dir, model_cfg, dataset)
-    check_dataset_matches(cfg, dataset)
+    check_dataset_matches(dataset, cfg, label=f"--data {data_dir}")
     if model is not None and non_finite_parameters(model):
         problem, model = f"non-finite weights in {', '.join(non_finite_parameters(model))}", None
     dataset_numbers, dataset_lines = dataset_statistics(data_dir)
@@ -529,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder the run was trained on")
     p.add_argument("--config", default=None, help="experiment config (default: RUN/config.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+    p.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                    help="where to evaluate the model (default: training.device of the config; auto = CUDA when present)")
     return p
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -28,7 +30,7 @@ from neuralgraph.io import atomic_write_text
 
 ALLOWED_TIME_STEPS: tuple[int, ...] = (1, 4, 16, 32, 64)
 
-#: (g, s, c) per neuron type for the PDE_N2 model (science.md section 1).
+#: (g, s, c) per neuron type for the PDE_N2 model (README.md, "What is simulated and learned").
 REFERENCE_TYPE_PARAMS: list[list[float]] = [
     [10.0, 1.0, 1.0],
     [10.0, 2.0, 1.0],
@@ -203,7 +205,7 @@ class ClaudeConfig(_Section):
 
 
 class AnalysisConfig(_Section):
-    """How a trained model is scored (science.md section 4)."""
+    """How a trained model is scored (docs/architecture.md, "metrics.json")."""
 
     rollout_frames: int = Field(1000, ge=10, le=1_000_000, description="Frames of the test rollout (started in the held-out segment).")
     rollout_eval_every: int = Field(10, ge=1, le=1000, description="Score every n-th rollout frame for test_R2.")
@@ -417,9 +419,6 @@ def with_updates(cfg: ExperimentConfig, updates: dict[str, Any], source: str = "
 
 def _type_name(annotation: Any) -> str:
     """'int', 'float or null', 'list[list[float]]', 'choice' (Literal) for the schema table."""
-    import types
-    import typing
-
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
         return "choice"

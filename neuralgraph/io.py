@@ -10,6 +10,7 @@ half-written file that a later rule or a resumed run would mistake for a finishe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from neuralgraph.secrets import redact
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (identifies a training-loop file)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @contextmanager
@@ -87,7 +93,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def atomic_save_npy(target: str | os.PathLike, array: Any) -> Path:
     """Save a numpy array as ``.npy`` atomically (memory-mappable with ``np.load(mmap_mode='r')``)."""
-    import numpy as np
+    import numpy as np  # lazy: io is imported by the agent side, which needs no numpy
 
     with atomic_path(target, suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:
@@ -97,7 +103,7 @@ def atomic_save_npy(target: str | os.PathLike, array: Any) -> Path:
 
 def atomic_torch_save(target: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` atomically: a checkpoint is either the old one or the complete new one."""
-    import torch
+    import torch  # lazy: torch costs seconds; only checkpoint writers need it
 
     with atomic_path(target, suffix=".pt") as tmp:
         torch.save(obj, tmp)

@@ -1,4 +1,4 @@
-"""Scores of a trained run, as pure functions on numpy arrays (science.md section 4).
+"""Scores of a trained run, as pure functions on numpy arrays (contract: docs/architecture.md, "metrics.json").
 
 Nothing here knows about models, files or torch: ``neuralgraph.analyze`` evaluates the model
 and hands arrays to these functions, so every definition can be tested on hand-made arrays.
@@ -33,10 +33,12 @@ from typing import Optional
 
 import numpy as np
 
-#: connectivity_R2 thresholds of the seed's outcome classes.
+#: connectivity_R2 thresholds of the seed's outcome classes (the one owner: the agent imports them).
 CONVERGED_ABOVE = 0.9
 FAILED_BELOW = 0.1
-#: test_R2 rules (science.md section 4).
+#: The outcome classes, best first.
+OUTCOMES = ("converged", "partial", "failed")
+#: test_R2 rules (frame_r2 below).
 BLOW_UP_ABS = 1e10
 COLLAPSE_STD_RATIO = 0.1
 SIGMA_CLIP = 3.0
@@ -205,7 +207,7 @@ def hungarian_accuracy(cluster_labels: np.ndarray, true_types: np.ndarray) -> fl
     The matching (scipy's linear_sum_assignment on the cluster x type count table) makes the
     score independent of how clusters happen to be numbered.
     """
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # lazy: scipy is slow to import, only clustering needs it
 
     cluster_labels = np.asarray(cluster_labels).ravel()
     true_types = np.asarray(true_types).ravel()
@@ -227,7 +229,7 @@ def kmeans_labels(points: np.ndarray, n_clusters: int, restarts: int = 10, seed:
     When there are at most ``n_clusters`` distinct points (e.g. embeddings never moved from
     their all-ones start) each distinct point is its own cluster: k-means is undefined there.
     """
-    from scipy.cluster.vq import kmeans2
+    from scipy.cluster.vq import kmeans2  # lazy: scipy is slow to import, only clustering needs it
 
     points = np.asarray(points, dtype=np.float64)
     if points.ndim == 1:

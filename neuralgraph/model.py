@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -332,7 +332,7 @@ def _true_support_mask(cfg: ExperimentConfig, dataset: Any) -> torch.Tensor:
 def build_model(cfg: ExperimentConfig, dataset: Any = None, cls: type = SignalPropagation) -> SignalPropagation:
     """The model an experiment config asks for (on CPU; move it with ``.to(device)``).
 
-    ``dataset`` (from ``simulate.load_dataset``) is checked against the config and is required
+    ``dataset`` (from ``neuralgraph.dataset.load_dataset``) is checked against the config and is required
     for ``connectivity_mask: true_support``.
     """
     n = cfg.simulation.n_neurons
@@ -377,7 +377,3 @@ def load_trained_model(path: str | Path, map_location: str | torch.device = "cpu
     model.to(map_location)
     model.eval()
     return model, cfg
-
-
-def count_parameters(params: Iterable[torch.Tensor]) -> int:
-    return sum(p.numel() for p in params)

@@ -1,7 +1,8 @@
 """Figures of every stage (matplotlib, Agg backend: no display needed on cluster nodes).
 
 Shared by simulate (dataset pictures shown to the agent) and analyze (per-iteration plots).
-Every figure is saved through :func:`save_figure`, which writes atomically.
+Every figure is saved through :func:`save_figure`, which writes atomically: the one owner of
+that fact (the workflow-side summary figures use it too).
 """
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from neuralgraph.io import atomic_path  # noqa: E402
+from neuralgraph.metrics import linear_fit, offdiagonal  # noqa: E402
 
 TYPE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
 
@@ -23,7 +27,7 @@ def type_color(t: int) -> str:
 
 
 def save_figure(fig: "plt.Figure", path: str | Path, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
+    """Save ``fig`` as PNG atomically (temporary file renamed into place) and close it."""
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -35,8 +39,6 @@ def save_figure(fig: "plt.Figure", path: str | Path, dpi: int = 110) -> Path:
 
 def pick_neurons_per_type(types, per_type: int = 3, seed: int = 0):
     """A few neurons of each type (seeded, sorted): the traces shown in activity.png."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     types = np.asarray(types)
     chosen = []
@@ -54,8 +56,6 @@ def plot_activity(u, types, delta_t: float, path: str | Path, type_params=None, 
     memmap are read). Right: the first ``zoom_frames`` frames at full resolution, so the
     agent sees the time scale of the dynamics that the recurrent horizon (time_step) spans.
     """
-    import numpy as np
-
     types = np.asarray(types)
     neurons = pick_neurons_per_type(types, per_type)
     n_frames = u.shape[0]
@@ -86,10 +86,6 @@ def plot_activity(u, types, delta_t: float, path: str | Path, type_params=None, 
 
 def _legend_types_with_params(ax, types, type_params) -> None:
     """Legend 'type t: g, s, c' (or just 'type t') outside the right edge of ``ax``."""
-    import numpy as np
-
-    from matplotlib.lines import Line2D
-
     handles = []
     for t in np.unique(types):
         label = f"type {int(t)}"
@@ -108,8 +104,6 @@ def plot_connectivity(W, types, path: str | Path, max_side: int = 1000, zoom: in
     subsampled (every k-th row and column). A third panel zooms on W[:zoom, :zoom], where
     single weights are visible (the full map of 1e6 entries only shows their density).
     """
-    import numpy as np
-
     W = np.asarray(W, dtype=np.float64)
     n = W.shape[0]
     step = max(1, -(-n // max_side))
@@ -145,8 +139,6 @@ def plot_connectivity(W, types, path: str | Path, max_side: int = 1000, zoom: in
 
 def _mark_type_blocks(ax, types) -> None:
     """Thin lines at the borders of contiguous type blocks (none when types are shuffled)."""
-    import numpy as np
-
     borders = np.flatnonzero(np.diff(types)) + 0.5
     if borders.size > len(np.unique(types)):  # shuffled types: lines would only add noise
         return
@@ -160,8 +152,6 @@ def _mark_type_blocks(ax, types) -> None:
 
 def _subsample_indices(n: int, max_points: int, seed: int = 0):
     """At most ``max_points`` of ``n`` indices (seeded): a 1e6-point scatter takes seconds and shows nothing more."""
-    import numpy as np
-
     if n <= max_points:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
@@ -170,10 +160,6 @@ def _subsample_indices(n: int, max_points: int, seed: int = 0):
 def plot_connectivity_scatter(true_W, learned_W, r2: float, r2_raw: float, path: str | Path,
                               max_points: int = 30000) -> Path:
     """connectivity.png: learned (plateau-corrected) against true off-diagonal weights, with the fit line and R^2."""
-    import numpy as np
-
-    from neuralgraph.metrics import linear_fit, offdiagonal
-
     x, y = offdiagonal(np.asarray(true_W, dtype=np.float64)), offdiagonal(np.asarray(learned_W, dtype=np.float64))
     keep = _subsample_indices(x.size, max_points)
     fig, ax = plt.subplots(figsize=(5.8, 5.4))
@@ -195,8 +181,6 @@ def plot_connectivity_scatter(true_W, learned_W, r2: float, r2_raw: float, path:
 def plot_rollout_traces(true_traj, pred_traj, types, neurons, delta_t: float, start_frame: int,
                         test_r2: float, test_pearson: float, path: str | Path) -> Path:
     """rollout.png: true (grey) and predicted (type colour, dashed) traces of a few neurons, stacked."""
-    import numpy as np
-
     true_traj, pred_traj = np.asarray(true_traj), np.asarray(pred_traj)
     time_axis = (start_frame + np.arange(true_traj.shape[0])) * delta_t
     centers = true_traj[:, neurons].mean(axis=0)  # each row centred on its own true mean
@@ -223,18 +207,12 @@ def plot_rollout_traces(true_traj, pred_traj, types, neurons, delta_t: float, st
 
 
 def _legend_by_type(ax, types) -> None:
-    import numpy as np
-
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=type_color(t), marker="o", ls="", label=f"type {int(t)}") for t in np.unique(types)]
     ax.legend(handles=handles, fontsize=8, frameon=False)
 
 
 def plot_embeddings(embeddings, types, accuracy: float, path: str | Path) -> Path:
     """embeddings.png: learned embeddings a_i coloured by true type (dims 0-1; 1-D shown against the index)."""
-    import numpy as np
-
     emb = np.asarray(embeddings, dtype=np.float64)
     types = np.asarray(types)
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
@@ -265,8 +243,6 @@ def _full_and_zoom(u_grid, draw, title: str, ylabel: str, zoom: float = FUNCTION
     Over the whole activity range (|u| up to ~50) the bend of tanh is a step; the zoom shows it.
     ``keep`` is the boolean mask of grid points to draw in that panel.
     """
-    import numpy as np
-
     u_grid = np.asarray(u_grid)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, keep, label in ((axes[0], np.ones(u_grid.shape, bool), "whole activity range"),
@@ -287,8 +263,6 @@ def plot_message_function(u_grid, learned, curve_types, scale: float, path: str 
     The model only identifies W x lin_edge, so the learned curve is divided by its
     least-squares scale onto tanh (given in the legend) to compare shapes.
     """
-    import numpy as np
-
     u_grid, learned = np.asarray(u_grid), np.atleast_2d(np.asarray(learned, dtype=np.float64))
     colour_note = "" if list(curve_types) == [None] else ", colour = type"
 
@@ -304,8 +278,6 @@ def plot_message_function(u_grid, learned, curve_types, scale: float, path: str 
 
 def plot_update_function(u_grid, learned, curve_types, type_params, path: str | Path) -> Path:
     """lin_phi.png: learned lin_phi(u, a_i) for sample neurons (thin) and the true -c u + s tanh(u) per type (dashed)."""
-    import numpy as np
-
     u_grid, learned = np.asarray(u_grid), np.atleast_2d(np.asarray(learned, dtype=np.float64))
     params = np.asarray(type_params, dtype=np.float64)
 
@@ -323,8 +295,6 @@ def plot_update_function(u_grid, learned, curve_types, type_params, path: str | 
 
 def plot_loss_curve(loss_history, path: str | Path, status: str = "ok") -> Path:
     """loss.png: training loss per recorded step (log scale when positive), with the training status."""
-    import numpy as np
-
     loss = np.asarray(loss_history, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(np.arange(1, loss.size + 1), loss, color="k", lw=1)

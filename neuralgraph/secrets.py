@@ -8,6 +8,7 @@ the project writes (:mod:`neuralgraph.io`) has their values replaced by :data:`R
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Iterable, Mapping, MutableMapping, Optional
@@ -82,7 +83,6 @@ def hand_over_secrets(environ: MutableMapping[str, str]) -> dict[str, str]:
     agent-decide looks (:data:`VAULT_ENV`). Returns the secrets taken ({} when there were none,
     e.g. in a Snakemake job step that parses the Snakefile again: the vault variable stays)."""
     global _vault_fd
-    import json
 
     taken = take_secrets(environ)
     if taken:
@@ -97,8 +97,6 @@ def hand_over_secrets(environ: MutableMapping[str, str]) -> dict[str, str]:
 def receive_secrets(environ: MutableMapping[str, str]) -> list[str]:
     """In agent-decide: put the handed-over secrets into this process's environment (and the
     redaction list); returns their names. Nothing to do without :data:`VAULT_ENV`."""
-    import json
-
     path = environ.pop(VAULT_ENV, None)
     if not path:
         return []

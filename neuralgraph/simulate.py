@@ -1,6 +1,6 @@
 """Simulate stage: the synthetic network whose wiring W the GNN must recover.
 
-PDE_N2 dynamics (science.md section 1), neuron i of type t = types[i] with (g, s, c)::
+PDE_N2 dynamics (README.md, "What is simulated and learned"), neuron i of type t = types[i] with (g, s, c)::
 
     du_i/dt = -c_t u_i + s_t tanh(u_i) + g_t * sum_j W_ij tanh(u_j)
 
@@ -15,7 +15,7 @@ added to the saved u only, and du stays the clean du/dt of the underlying trajec
 
 Randomness comes from independent streams spawned from ``simulation.seed`` (types, W,
 initial state, process noise, measurement noise), so switching noise on does not change W.
-Same config, same bytes (the BLAS is limited to one thread, see stats.single_threaded_blas).
+Same config, same bytes (the BLAS is limited to one thread, see device.single_threaded_blas).
 
 The dataset folder layout is in docs/architecture.md; ``u.npy`` and ``du.npy`` are written
 frame by frame into ``np.lib.format.open_memmap`` temp files and renamed at the end, so the
@@ -31,18 +31,17 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from neuralgraph import __version__
 from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
+from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
-from neuralgraph.stats import single_threaded_blas
 
-#: Files of a dataset folder (docs/architecture.md).
-ARRAY_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")
 #: Cauchy samples beyond this magnitude are zeroed (not redrawn) in Lorentz connectivity.
 LORENTZ_CUTOFF = 25.0
 #: Frames between progress-bar updates (updating every frame would cost more than a frame).
@@ -230,62 +229,8 @@ def _rngs(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
 
 
-# --------------------------------------------------------------------------- dataset
-
-
-@dataclass
-class Dataset:
-    """A dataset folder loaded (arrays memory-mapped by default)."""
-
-    u: np.ndarray
-    du: np.ndarray
-    W: np.ndarray
-    types: np.ndarray
-    type_params: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-    delta_t: float = 0.01
-    path: Path | None = None
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.u.shape[0])
-
-    @property
-    def n_neurons(self) -> int:
-        return int(self.u.shape[1])
-
-    @property
-    def n_types(self) -> int:
-        return int(self.type_params.shape[0])
-
-
-def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
-    """Load a dataset folder written by :func:`simulate`.
-
-    With ``mmap`` the big arrays (u, du) are read-only memory maps: training reads the frames
-    it samples without loading 800 MB. Raises FileNotFoundError naming the missing file.
-    """
-    path = Path(path)
-    missing = [name for name in (*ARRAY_FILES, "metadata.json") if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{path}: not a complete dataset folder, missing {', '.join(missing)} "
-            f"(run `python -m neuralgraph simulate --config C --out {path}`)"
-        )
-    mode = "r" if mmap else None
-    arrays = {name[:-4]: np.load(path / name, mmap_mode=mode, allow_pickle=False) for name in ARRAY_FILES}
-    metadata = read_json(path / "metadata.json")
-    return Dataset(
-        u=arrays["u"], du=arrays["du"], W=arrays["W"], types=arrays["types"],
-        type_params=arrays["type_params"], metadata=metadata,
-        delta_t=float(metadata["delta_t"]), path=path,
-    )
-
-
 def _progress_bar(total: int, enabled: bool):
     """tqdm bar on stderr showing frames/s and ETA (disabled bar when ``enabled`` is False)."""
-    from tqdm import tqdm
-
     interactive = sys.stderr.isatty()  # in a SLURM/Snakemake log file: one line every 10 s
     return tqdm(total=total, desc="simulate", unit="frame", unit_scale=True, disable=not enabled,
                 file=sys.stderr, mininterval=0.5 if interactive else 10.0, smoothing=0.1)
@@ -352,8 +297,6 @@ def _versions() -> dict[str, str]:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
-
-    from neuralgraph import __version__
 
     return {"python": platform.python_version(), "numpy": np.__version__,
             "torch": version("torch"), "neuralgraph": __version__}

@@ -5,7 +5,7 @@ Two numbers drive the seed's reasoning about training difficulty:
 * **spectral radius** of the true W: max |eigenvalue| (exact, ``numpy.linalg.eigvals``).
 * **effective rank** of the activity matrix X (frames x N) at 90% and 99% variance.
 
-What :func:`effective_rank` computes, exactly:
+What :func:`effective_ranks` computes, exactly:
 
 1. X is *not* mean-centred (as in the reference): the "variance" is the energy
    ``sum(S**2)`` of the raw activity, so a constant offset counts as one component.
@@ -21,13 +21,13 @@ What :func:`effective_rank` computes, exactly:
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from neuralgraph.analysis_log import update_analysis_log
+from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_write_json
 
 #: Default cap on the frames used for the effective rank (an even-stride subsample).
@@ -38,22 +38,6 @@ REFERENCE_TOP_COMPONENTS = 100
 
 #: Chunk of frames per pass when summarising a (memory-mapped) activity array.
 _CHUNK_FRAMES = 8192
-
-
-def single_threaded_blas():
-    """Context limiting BLAS/LAPACK to one thread (no-op without threadpoolctl).
-
-    WHY: OpenBLAS threads busy-wait, and on a CPU shared with other jobs (2 cores, several
-    processes) a multi-threaded call can be 10x slower than a single-threaded one. Measured
-    under load: the 100000-frame simulator loop 153 s -> 10 s, eigvals of a 1000 x 1000 W
-    13.4 s -> 1.0 s, the 20000 x 1000 Gram matrix 3.0 s -> 1.5 s. On an idle machine the
-    loss is small (these are memory-bound or small).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def spectral_radius(W: np.ndarray) -> float:
@@ -98,15 +82,11 @@ def ranks_from_energies(energies: np.ndarray, thresholds: Sequence[float] = (0.9
     return [int(min(np.searchsorted(ratio, p - 1e-12) + 1, len(energies))) for p in thresholds]
 
 
-def effective_rank(X: np.ndarray, threshold: float, max_frames: int = DEFAULT_MAX_FRAMES) -> int:
-    """Smallest number of components whose cumulative S**2 reaches ``threshold`` (0 < threshold <= 1)."""
-    return effective_ranks(X, (threshold,), max_frames)[0]
-
-
 def effective_ranks(
     X: np.ndarray, thresholds: Sequence[float] = (0.90, 0.99), max_frames: int = DEFAULT_MAX_FRAMES
 ) -> list[int]:
-    """:func:`effective_rank` for several thresholds with one decomposition."""
+    """For each threshold p (0 < p <= 1), the smallest number of components whose cumulative
+    S**2 reaches p, from one decomposition."""
     return ranks_from_energies(singular_energies(X, max_frames), thresholds)
 
 

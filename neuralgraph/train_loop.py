@@ -125,7 +125,7 @@ class _ODEField(torch.nn.Module):
 def ode_unroll(model, u0, n_steps, delta_t, tr):
     """u at time n_steps * delta_t from u0 by torchdiffeq (tr = cfg.training: ode_method,
     ode_rtol, ode_atol, ode_adjoint, ode_state_clamp)."""
-    from torchdiffeq import odeint, odeint_adjoint
+    from torchdiffeq import odeint, odeint_adjoint  # lazy: optional dependency, needed only in neural-ODE mode
 
     field = _ODEField(model, tr.ode_state_clamp)
     t = torch.tensor([0.0, n_steps * delta_t], device=u0.device, dtype=u0.dtype)

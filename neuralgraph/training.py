@@ -44,13 +44,17 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stable_hash
-from neuralgraph.io import atomic_torch_save, atomic_write_json, read_json
+from neuralgraph.cuda_graph import GraphedStep, make_capturable, wants_cuda_graph
+from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
+from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
+from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, read_json
+from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
 log = logging.getLogger("neuralgraph.training")
 
-DEFAULT_LOOP = Path(__file__).with_name("train_loop.py")
 REQUIRED_LOOP_FUNCTIONS = ("training_mode", "build_optimizer", "build_scheduler", "sample_batch_starts", "train_step")
 LOSS_HISTORY_POINTS = 1000
 FINAL_LOSS_WINDOW = 100
@@ -137,40 +141,10 @@ def iterations_per_epoch(n_frames: int, data_augmentation_loop: int, batch_size:
     return max(1, math.floor(math.floor(n_frames * data_augmentation_loop / batch_size) * 0.2))
 
 
-def select_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        raise TrainingInputError("training.device = 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device("cpu")
-
-
-#: below this many (neuron x frame) rows per step, extra CPU threads cost more in syncing than they save
-SMALL_PROBLEM_ROWS = 2048
-
-
-def configure_cpu_threads(device: torch.device, cfg: ExperimentConfig) -> None:
-    """One CPU thread for small networks unless OMP_NUM_THREADS says otherwise.
-
-    Why: a step of a 100-neuron model is a few hundred microsecond-sized kernels; with two
-    threads on a busy machine each kernel waits for the other thread and steps get ~10x
-    slower. Large networks keep torch's default (one thread per core).
-    """
-    rows = cfg.simulation.n_neurons * cfg.training.batch_size
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and rows < SMALL_PROBLEM_ROWS:
-        torch.set_num_threads(1)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_loop_module(path: str | Path | None) -> ModuleType:
     """Import the editable training module from a file, under a name unique to its content and
     path, so two iterations' copies never share a cached module."""
-    path = Path(path) if path is not None else DEFAULT_LOOP
+    path = Path(path) if path is not None else PACKAGED_LOOP
     if not path.is_file():
         raise LoopFileError(f"--loop {path}: training loop file not found")
     digest = hashlib.sha256(f"{path.resolve()}:{file_sha256(path)}".encode()).hexdigest()[:16]
@@ -189,31 +163,18 @@ def load_loop_module(path: str | Path | None) -> ModuleType:
 
 def load_training_data(data_dir: str | Path, cfg: ExperimentConfig, device: torch.device) -> tuple[TrainingData, Any]:
     """The dataset checked against the config; only the training frames go to the device."""
-    from neuralgraph.simulate import load_dataset
-
     try:
         dataset = load_dataset(data_dir, mmap=True)
+        check_dataset_matches(dataset, cfg, label=f"--data {data_dir}")
     except FileNotFoundError as exc:
         raise TrainingInputError(f"--data {data_dir}: {exc}") from None
-    check_dataset_matches(dataset, cfg, data_dir)
+    except DatasetMismatchError as exc:
+        raise TrainingInputError(str(exc)) from None
     n_train = cfg.n_train_frames
     u = torch.from_numpy(np.array(dataset.u[:n_train], dtype=np.float32)).to(device)
     du = torch.from_numpy(np.array(dataset.du[:n_train], dtype=np.float32)).to(device)
     data = TrainingData(u=u, du=du, delta_t=float(dataset.delta_t), n_frames=n_train, u_scale=float(u.abs().max()))
     return data, dataset
-
-
-def check_dataset_matches(dataset: Any, cfg: ExperimentConfig, data_dir: str | Path) -> None:
-    sim = cfg.simulation
-    problems = []
-    if dataset.n_neurons != sim.n_neurons:
-        problems.append(f"{dataset.n_neurons} neurons but simulation.n_neurons = {sim.n_neurons}")
-    if dataset.n_frames != sim.n_frames:
-        problems.append(f"{dataset.n_frames} frames but simulation.n_frames = {sim.n_frames}")
-    if not math.isclose(float(dataset.delta_t), sim.delta_t, rel_tol=1e-9):
-        problems.append(f"delta_t {dataset.delta_t} but simulation.delta_t = {sim.delta_t}")
-    if problems:
-        raise TrainingInputError(f"--data {data_dir}: dataset does not match the config: {'; '.join(problems)}")
 
 
 def checkpoint_key(cfg: ExperimentConfig, loop_sha: str, dataset: Any) -> str:
@@ -271,12 +232,15 @@ class Trainer:
         self.cfg = cfg
         self.tr = cfg.training
         self.run_dir = Path(run_dir)
-        self.loop_path = Path(loop_path) if loop_path is not None else DEFAULT_LOOP
+        self.loop_path = Path(loop_path) if loop_path is not None else PACKAGED_LOOP
         self.loop = load_loop_module(self.loop_path)
         self.loop_sha = file_sha256(self.loop_path)
         self.max_steps = max_steps
-        self.device = select_device(self.tr.device)
-        configure_cpu_threads(self.device, cfg)
+        try:
+            self.device = choose_device(self.tr.device)
+        except DeviceUnavailableError as exc:
+            raise TrainingInputError(str(exc)) from None
+        limit_torch_threads(self.device, cfg.simulation.n_neurons * cfg.training.batch_size)
         self.data, self.dataset = load_training_data(data_dir, cfg, self.device)
         self.true_W = np.asarray(self.dataset.W, dtype=np.float64)
         self.key = checkpoint_key(cfg, self.loop_sha, self.dataset)
@@ -424,7 +388,7 @@ class Trainer:
                            iterations_per_epoch=s.iterations_per_epoch, n_epochs=self.tr.n_epochs,
                            mode=mode, horizon=horizon, scheduler=self.scheduler, device=self.device)
 
-    def _one_step(self, mode: str, horizon: int, graphed: Optional["_GraphedStep"]) -> None:
+    def _one_step(self, mode: str, horizon: int, graphed: Optional[GraphedStep]) -> None:
         starts = self.loop.sample_batch_starts(self.data.n_frames, horizon, self.tr.batch_size, self.generator)
         starts = torch.as_tensor(starts, dtype=torch.long)
         ctx = self._context(mode, horizon)
@@ -447,7 +411,7 @@ class Trainer:
     def _run_epoch(self, progress: "_Progress") -> None:
         mode, horizon = self.loop.training_mode(self.cfg, self.state.epoch)
         probe = _ThroughputProbe(self.device) if self._needs_time_target() else None
-        graphed = _GraphedStep(self) if self.use_cuda_graph else None  # mode may change per epoch: new capture
+        graphed = GraphedStep(self) if self.use_cuda_graph else None  # mode may change per epoch: new capture
         while self.state.status == "running":
             if probe is not None and probe.ready(self.state):
                 self._apply_time_target(probe, horizon)
@@ -544,8 +508,6 @@ class Trainer:
         }
 
     def connectivity_r2(self) -> float:
-        from neuralgraph.metrics import connectivity_r2
-
         learned = self.model.dense_W().detach().cpu().numpy()
         if not np.all(np.isfinite(learned)):
             return float("nan")
@@ -564,77 +526,6 @@ def subsample_history(losses: list[float], max_points: int) -> tuple[list[float]
         means.append(float(chunk.mean()))
         steps.append(start + len(chunk))
     return means, steps
-
-
-def wants_cuda_graph(setting: str, device: torch.device, loop_sha: str, scheduler: Any) -> bool:
-    """Whether steps are replayed as CUDA graphs (training.cuda_graph).
-
-    "auto" trusts only the packaged loop: a replayed graph repeats the kernels recorded once, so
-    Python-side logic in an edited train_step (a schedule on ctx.step, a scheduler, .item())
-    would silently stop running. "on" is the user's promise that the loop is capture-safe.
-    """
-    if setting == "off" or device.type != "cuda" or scheduler is not None:
-        return False
-    return setting == "on" or loop_sha == file_sha256(DEFAULT_LOOP)
-
-
-def make_capturable(optimizer: torch.optim.Optimizer) -> None:
-    """Keep the optimizer's step counters on the GPU so its step can be captured (Adam & co.)."""
-    if "capturable" in optimizer.defaults:
-        optimizer.defaults["capturable"] = True
-        for group in optimizer.param_groups:
-            group["capturable"] = True
-
-
-class _GraphedStep:
-    """The loop's train_step recorded once as a CUDA graph, then replayed with new batch starts.
-
-    Why: at N = 1000 one step is ~100 small kernels whose launches from Python cost ~10x their
-    GPU time; a replay is one launch (measured on an H100: 0.27 versus 2.4 ms per step at T=1).
-    The first WARMUP steps run eagerly on a side stream, as capture requires (lazy cuBLAS and
-    autograd set-up). The ctx seen at capture is frozen for the replays; random numbers drawn
-    inside the step (noise) are fresh at every replay.
-    """
-
-    WARMUP = 3
-
-    def __init__(self, trainer: "Trainer"):
-        self.trainer = trainer
-        self.stream = torch.cuda.Stream(trainer.device)
-        self.eager_steps = 0
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.static_starts: Optional[torch.Tensor] = None
-        self.static_loss: Optional[torch.Tensor] = None
-
-    def _train_step(self, starts: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        t = self.trainer
-        return t.loop.train_step(t.model, t.optimizer, t.data, starts, ctx)
-
-    def __call__(self, starts_cpu: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        device = self.trainer.device
-        if self.graph is None and self.eager_steps < self.WARMUP:
-            self.stream.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(self.stream):
-                loss = self._train_step(starts_cpu.to(device), ctx)
-            torch.cuda.current_stream(device).wait_stream(self.stream)
-            self.eager_steps += 1
-            return loss
-        if self.graph is None:
-            self._capture(starts_cpu.to(device), ctx)
-        self.static_starts.copy_(starts_cpu)
-        self.graph.replay()
-        return self.static_loss.clone()  # the static output is overwritten by the next replay
-
-    def _capture(self, starts: torch.Tensor, ctx: StepContext) -> None:
-        self.static_starts = starts.clone()
-        graph = torch.cuda.CUDAGraph()
-        self.trainer.optimizer.zero_grad(set_to_none=True)  # gradients get allocated in the graph's pool
-        with torch.cuda.graph(graph):
-            loss = self._train_step(self.static_starts, ctx)
-        if not isinstance(loss, torch.Tensor):
-            raise RuntimeError("train_step must return a tensor to be replayed as a CUDA graph")
-        self.static_loss, self.graph = loss, graph
-        log.info("steps of this epoch are replayed as a CUDA graph (training.cuda_graph = %s)", self.trainer.tr.cuda_graph)
 
 
 class _ThroughputProbe:
@@ -730,8 +621,6 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
     checkpoint is read with ``weights_only`` (it was written by the contained code).
     """
     run_dir = Path(run_dir)
-    from neuralgraph.simulate import load_dataset
-
     dataset = load_dataset(data_dir, mmap=True)
     model = build_model(cfg, dataset)
     losses: list[float] = []
@@ -860,6 +749,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OUT_OF_MEMORY
     except Exception as exc:  # a bug, most likely in an edited loop file: show where, then one line
         traceback.print_exc(file=sys.stderr)
-        print(f"train: error: {type(exc).__name__}: {exc} (loop file: {args.loop or DEFAULT_LOOP})", file=sys.stderr)
+        print(f"train: error: {type(exc).__name__}: {exc} (loop file: {args.loop or PACKAGED_LOOP})", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0

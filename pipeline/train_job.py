@@ -31,9 +31,11 @@ from typing import Optional
 
 from agent.sandbox import (SandboxUnavailable, code_modification_refusal, contained_environment, run_contained,
                            training_limits)
+from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import load_config
+from neuralgraph.device import cuda_wanted
 from neuralgraph.io import read_json
-from neuralgraph.training import DEFAULT_LOOP, HEARTBEAT_FILE, STATUS_STALLED, record_stopped_run
+from neuralgraph.training import HEARTBEAT_FILE, STATUS_STALLED, record_stopped_run
 
 #: Shortest time without a new step that counts as a stall.
 STALL_FLOOR_S = 600.0
@@ -53,16 +55,7 @@ class TrainJobError(RuntimeError):
 
 def is_packaged_loop(loop: str | os.PathLike) -> bool:
     """True when the loop file is byte-identical to the packaged neuralgraph/train_loop.py."""
-    return Path(loop).read_bytes() == DEFAULT_LOOP.read_bytes()
-
-
-def wants_gpu(device_setting: str) -> bool:
-    """Whether the trainer will use CUDA (``training.device`` auto/cuda with a GPU present)."""
-    if device_setting == "cpu":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
+    return Path(loop).read_bytes() == PACKAGED_LOOP.read_bytes()
 
 
 class StallWatchdog:
@@ -117,7 +110,7 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
                   startup_grace_s: float = STARTUP_GRACE_S) -> int:
     """Train one iteration (see the module docstring); returns the trainer's exit code."""
     cfg = load_config(config)
-    gpu = wants_gpu(cfg.training.device)
+    gpu = cuda_wanted(cfg.training.device)
     if is_packaged_loop(loop):
         sys.stdout.flush()
         command = trainer_command(config, data, out, loop)

@@ -10,9 +10,11 @@ import torch
 from agent.codeedit import check_code_modification, editable_functions
 from agent.smoke import validate_and_smoke
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
-from agent.policies.code_edits import LIBRARY, library_edit, packaged_module_source
+from agent.policies.code_edits import LIBRARY, packaged_module_source
 from agent.policies.heuristic import SEARCH_PARAMETERS, HeuristicPolicy
 from agent_helpers import context, fake_r2, iter_dir, node, run_exploration
+
+LIBRARY_BY_NAME = {edit.name: edit for edit in LIBRARY}
 
 
 def chain(r2s, mutated="learning_rate_start", n_iter_block=8):
@@ -226,7 +228,7 @@ def test_an_edit_already_on_the_branch_is_not_repeated():
 
 def test_applied_edits_are_read_from_the_code_of_the_current_node_and_of_the_results_folder(tmp_path):
     packaged = packaged_module_source()
-    clipped = check_code_modification(packaged, "train_step", library_edit("grad-clip").new_source())
+    clipped = check_code_modification(packaged, "train_step", LIBRARY_BY_NAME["grad-clip"].new_source())
     # two failures in the last three nodes; node 5 is the best (a re-run: no robustness-test)
     nodes = [node(1, None, 0.5), node(2, 1, 0.5), node(3, 2, 0.02), node(4, 3, 0.02), node(5, 4, 0.9)]
     nodes[-1].mutation = {"parameter": "seed", "old": 0, "new": 1}
@@ -236,7 +238,7 @@ def test_applied_edits_are_read_from_the_code_of_the_current_node_and_of_the_res
         d = decide(ctx, seed=seed)
         assert d.parent == 5 and d.code_modification.function == "build_scheduler"
     # without ctx.code, node folders under results_dir tell: node 5's file has the cosine scheduler
-    cosine = check_code_modification(packaged, "build_scheduler", library_edit("cosine-lr").new_source())
+    cosine = check_code_modification(packaged, "build_scheduler", LIBRARY_BY_NAME["cosine-lr"].new_source())
     for n in nodes:
         (tmp_path / n.dir).mkdir()
         (tmp_path / n.dir / "train_loop.py").write_text(cosine if n.id == 5 else packaged)
@@ -254,7 +256,8 @@ def test_same_seed_same_code_decision_and_seeds_vary_the_edit():
 
 @pytest.mark.parametrize("edit", LIBRARY, ids=lambda e: e.name)
 def test_every_library_edit_passes_the_static_checks_and_leaves_cuda_graph_auto_eager(edit, tmp_path):
-    from neuralgraph.training import file_sha256, wants_cuda_graph
+    from neuralgraph.cuda_graph import wants_cuda_graph
+    from neuralgraph.io import file_sha256
 
     packaged = packaged_module_source()
     assert edit.function in ALL_EDITABLE
@@ -267,7 +270,7 @@ def test_every_library_edit_passes_the_static_checks_and_leaves_cuda_graph_auto_
 
 
 def test_a_library_edit_passes_the_real_smoke_run(tmp_path):
-    edit = library_edit("grad-clip")
+    edit = LIBRARY_BY_NAME["grad-clip"]
     result = validate_and_smoke(packaged_module_source(), edit.function, edit.new_source(), tmp_path / "smoke",
                                 timeout_s=120, cache_dir=tmp_path / "cache")
     assert result.smoke.status == "ok" and result.smoke.steps > 0

@@ -1,4 +1,4 @@
-"""Node records and UCB scores (science.md section 5) on hand-computed trees."""
+"""Node records and UCB scores (docs/agent.md, "UCB") on hand-computed trees."""
 from __future__ import annotations
 
 import math

@@ -15,8 +15,8 @@ from torch import nn
 from neuralgraph import analyze
 from neuralgraph.analysis_log import parse_analysis_log
 from neuralgraph.config import dump_config
+from neuralgraph.dataset import load_dataset
 from neuralgraph.io import atomic_write_json
-from neuralgraph.simulate import load_dataset
 
 TYPE_CENTERS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 

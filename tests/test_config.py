@@ -60,7 +60,7 @@ def test_demo_config_is_a_small_network_that_trains_in_minutes():
     tr = cfg.training
     assert cfg.simulation.n_neurons <= 200 and cfg.simulation.n_frames <= 50_000
     steps_per_epoch = int(int(cfg.simulation.n_frames * tr.data_augmentation_loop / tr.batch_size) * 0.2)
-    # about 13 ms per step at N = 1000 (science.md section 7); N = 100 is cheaper still
+    # about 13 ms per step at N = 1000; N = 100 is cheaper still
     assert 1000 <= steps_per_epoch * tr.n_epochs <= 10_000
     assert cfg.simulation.n_frames - tr.held_out_frames > cfg.analysis.rollout_frames
 

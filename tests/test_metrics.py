@@ -1,4 +1,4 @@
-"""Metric definitions on hand-made arrays (science.md section 4)."""
+"""Metric definitions on hand-made arrays (contract: docs/architecture.md, "metrics.json")."""
 from __future__ import annotations
 
 import math

@@ -14,10 +14,10 @@ import yaml
 
 from tiny_configs import REPO, tiny_config_dict
 from neuralgraph.config import parse_config
+from neuralgraph.dataset import load_dataset
 from neuralgraph.simulate import (
     LORENTZ_RAW_STD,
     euler_rollout,
-    load_dataset,
     lorentz_exponent,
     make_connectivity,
     pde_n2_rhs,

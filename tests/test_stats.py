@@ -7,16 +7,20 @@ import numpy as np
 import pytest
 
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
-from neuralgraph.simulate import load_dataset
+from neuralgraph.dataset import load_dataset
 from neuralgraph.stats import (
     activity_summary,
     dataset_statistics,
-    effective_rank,
     effective_ranks,
     ranks_from_energies,
     spectral_radius,
     write_statistics,
 )
+
+
+def rank(X, threshold, **kwargs):
+    """One threshold of effective_ranks."""
+    return effective_ranks(X, (threshold,), **kwargs)[0]
 
 
 def _matrix_with_spectrum(singular_values, n_frames=2000, n_neurons=60, seed=0) -> np.ndarray:
@@ -30,9 +34,9 @@ def _matrix_with_spectrum(singular_values, n_frames=2000, n_neurons=60, seed=0) 
 
 def test_effective_rank_of_a_matrix_of_known_rank_is_recovered():
     X = _matrix_with_spectrum(np.ones(20))  # 20 equal components, rank 20
-    assert effective_rank(X, 0.99) == 20  # 19/20 = 0.95 < 0.99
-    assert effective_rank(X, 0.90) == 18  # 18/20 = 0.90 reaches 0.90
-    assert effective_rank(X, 1.0) == 20
+    assert rank(X, 0.99) == 20  # 19/20 = 0.95 < 0.99
+    assert rank(X, 0.90) == 18  # 18/20 = 0.90 reaches 0.90
+    assert rank(X, 1.0) == 20
 
 
 def test_effective_rank_follows_a_designed_spectrum():
@@ -47,23 +51,23 @@ def test_effective_rank_is_not_mean_centred():
     rng = np.random.default_rng(4)
     centred = rng.standard_normal((1000, 5)) @ rng.standard_normal((5, 40))
     centred -= centred.mean(axis=0)
-    assert effective_rank(centred, 0.999999) == 5
-    assert effective_rank(centred + 1.0, 0.999999) == 6
+    assert rank(centred, 0.999999) == 5
+    assert rank(centred + 1.0, 0.999999) == 6
 
 
 def test_frame_subsample_keeps_the_rank_of_a_long_recording():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((30_000, 7)) @ rng.standard_normal((7, 50))  # rank 7, many frames
-    assert effective_rank(X, 0.999999, max_frames=500) == 7
+    assert rank(X, 0.999999, max_frames=500) == 7
     # a memory-mapped float32 array gives the same answer
     assert effective_ranks(X.astype(np.float32), (0.9, 0.99)) == effective_ranks(X, (0.9, 0.99))
 
 
 def test_effective_rank_refuses_bad_input():
     with pytest.raises(ValueError, match=r"threshold = 1.5: must be in \(0, 1\]"):
-        effective_rank(np.ones((10, 3)), 1.5)
+        rank(np.ones((10, 3)), 1.5)
     with pytest.raises(ValueError, match=r"non-empty 2-D \(frames x N\) array, got shape \(10,\)"):
-        effective_rank(np.ones(10), 0.9)
+        rank(np.ones(10), 0.9)
     assert ranks_from_energies(np.zeros(4), (0.9,)) == [1]  # silent network: defined, not a crash
 
 
@@ -126,7 +130,7 @@ def test_rewriting_statistics_keeps_lines_of_other_stages(tmp_path, tiny_dataset
 def test_single_threaded_blas_limits_blas_threads_inside_only():
     from threadpoolctl import threadpool_info
 
-    from neuralgraph.stats import single_threaded_blas
+    from neuralgraph.device import single_threaded_blas
 
     def blas_threads():
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}

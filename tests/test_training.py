@@ -18,6 +18,8 @@ import yaml
 
 from tiny_configs import REPO, tiny_config_dict
 from neuralgraph.config import dump_config, parse_config
+from neuralgraph.cuda_graph import wants_cuda_graph
+from neuralgraph.io import file_sha256
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import build_model, load_trained_model
 from neuralgraph.training import (
@@ -25,11 +27,9 @@ from neuralgraph.training import (
     Trainer,
     TrainingData,
     iterations_per_epoch,
-    file_sha256,
     load_loop_module,
     main,
     subsample_history,
-    wants_cuda_graph,
 )
 
 LOOP_SOURCE = (REPO / "neuralgraph" / "train_loop.py").read_text()

@@ -124,7 +124,7 @@ def extract_json_object(text: str) -> str:
 
 
 def _validation_summary(exc: pydantic.ValidationError, limit: int = 5) -> str:
-    from agent.policies.anthropic_policy import _validation_summary as summary
+    from agent.policies.anthropic_policy import _validation_summary as summary  # lazy: keeps the anthropic SDK out of this backend
 
     return summary(exc, limit)
 

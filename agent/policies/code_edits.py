@@ -26,13 +26,10 @@ import ast
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable, Optional
 
-import neuralgraph
 from agent.decision import CodeModification
-
-PACKAGED_LOOP = Path(neuralgraph.__file__).resolve().parent / "train_loop.py"
+from neuralgraph import PACKAGED_LOOP
 
 
 class LibraryEditError(RuntimeError):
@@ -258,10 +255,3 @@ LIBRARY: tuple[LibraryEdit, ...] = (
         "build_optimizer: Adam -> AdamW, weight_decay 1e-2 on the MLP group (0 for W and embeddings)",
         _adamw_mlp),
 )
-
-
-def library_edit(name: str) -> LibraryEdit:
-    for edit in LIBRARY:
-        if edit.name == name:
-            return edit
-    raise KeyError(f"no library edit {name!r}; known: {', '.join(e.name for e in LIBRARY)}")

@@ -46,9 +46,11 @@ from agent.tree import fmt
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, reward
 from neuralgraph.config import ALLOWED_TIME_STEPS
+from neuralgraph.metrics import CONVERGED_ABOVE, FAILED_BELOW, OUTCOMES, classify_outcome
 
-SUCCESS = 0.9
-PARTIAL = 0.1
+#: The outcome thresholds, owned by neuralgraph.metrics (converged above SUCCESS, failed below PARTIAL).
+SUCCESS = CONVERGED_ABOVE
+PARTIAL = FAILED_BELOW
 #: Parameters the heuristic steps (data_augmentation_loop stays: it sets the training time).
 SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_rate_embedding_start",
                      "coeff_W_L1", "noise_recurrent_level")
@@ -493,10 +495,9 @@ def contradicted(ctx: DecisionContext) -> list[tuple[str, str]]:
 
 def _outcome(node: NodeRecord) -> str:
     value = node.metrics.get("outcome")
-    if value in ("converged", "partial", "failed"):
+    if value in OUTCOMES:
         return value
-    r = reward(node)
-    return "converged" if r > SUCCESS else "partial" if r >= PARTIAL else "failed"
+    return classify_outcome(reward(node))[0]
 
 
 def _observation(ctx: DecisionContext) -> str:
