@@ -13,10 +13,8 @@ the decision is final, so a refused input loses nothing already computed.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,14 +24,13 @@ from agent.policies.base import BACKENDS, BackendConfigError, RetryableBackendEr
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S
 from agent.tree import NodeRecord, TreeError, code_hash, load_node, score_block, write_node, write_scores
-from neuralgraph import layout
+from neuralgraph import PACKAGED_LOOP, layout
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
 from neuralgraph.secrets import SecretsUnavailable, receive_secrets, redact
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
-PACKAGED_TRAIN_LOOP = Path(__file__).resolve().parent.parent / "neuralgraph" / "train_loop.py"
 
 
 # --------------------------------------------------------------------------- shared readers
@@ -216,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="iteration 1's folder, e.g. results/exp/iter_001")
     p.add_argument("--n-iter-block", type=int, default=None, help="iterations per block (default: claude.n_iter_block)")
     p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
-    p.add_argument("--loop", default=str(PACKAGED_TRAIN_LOOP), help="training module to copy (default: packaged)")
+    p.add_argument("--loop", default=str(PACKAGED_LOOP), help="training module to copy (default: packaged)")
     p.add_argument("--slots", type=int, default=1,
                    help="nodes of the first round: the root and slots-1 one-mutation variants in the next folders")
     p.add_argument("--seed", type=int, default=0, help="seed of the variants' mutations")

@@ -15,16 +15,16 @@ and replays record no such calls.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from agent.records import all_attempts, slot_records
 from neuralgraph.io import atomic_write_text, read_json
+from neuralgraph.layout import DECISION_FILE, iteration_dirs, iteration_of_dir
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 COLUMNS = ("iteration", "attempt", "policy", "accepted", "model", *TOKEN_FIELDS, "cost_usd")
-_ITER_DIR = re.compile(r"^iter_(\d+)$")
 
 
 class CostRecordError(ValueError):
@@ -33,12 +33,8 @@ class CostRecordError(ValueError):
 
 def decision_files(results_dir: str | Path) -> list[tuple[int, Path]]:
     """(iteration, path) of every ``iter_NNN/decision.json`` under ``results_dir``, in order."""
-    found = []
-    for folder in Path(results_dir).glob("iter_*"):
-        match = _ITER_DIR.match(folder.name)
-        if match and (folder / "decision.json").is_file():
-            found.append((int(match.group(1)), folder / "decision.json"))
-    return sorted(found)
+    return [(iteration_of_dir(folder), folder / DECISION_FILE) for folder in iteration_dirs(results_dir)
+            if (folder / DECISION_FILE).is_file()]
 
 
 def _call_row(iteration: int, index: int, attempt: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -65,9 +61,10 @@ def call_rows(results_dir: str | Path, before_iteration: Optional[int] = None) -
             record = read_json(path)
         except (OSError, ValueError) as exc:
             raise CostRecordError(f"{path}: cannot read the recorded LLM costs ({exc})") from None
-        attempts = record.get("attempts") if isinstance(record, dict) else None
-        if not isinstance(attempts, list):
+        slots = slot_records(record)
+        if not slots or not all(isinstance(s.get("attempts"), list) for s in slots):
             raise CostRecordError(f"{path}: 'attempts' must be a list of call records")
+        attempts = all_attempts(record)
         for index, attempt in enumerate(attempts, start=1):
             row = _call_row(iteration, index, attempt) if isinstance(attempt, dict) else None
             if row is not None:

@@ -33,6 +33,7 @@ from agent.context import (ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChil
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
+from agent.records import round_record
 from agent.policies.base import (Attempt, BackendMissingError, DecisionOutcome, HarnessError, RetryableBackendError,
                                  decide_with_fallback, get_policy)
 from agent.sandbox import code_modification_refusal
@@ -487,21 +488,17 @@ def _slot_record(result: SlotResult) -> dict[str, Any]:
 
 
 def decision_record(req: DecideRequest, results: list[SlotResult], next_ts: Optional[int], ts_source: str) -> dict:
-    """decision.json: slot 1's decision at the top (the K = 1 layout), every slot under ``slots``."""
+    """decision.json (format: agent.records)."""
     first, last = results[0], results[-1].ctx
-    return {
-        "iteration": req.iteration, "node_id": last.current_node.id, "block": last.block,
-        "iter_in_block": last.iter_in_block, "is_block_end": last.is_block_end, "round": last.round,
-        "slots_per_round": req.slots, "policy": first.outcome.policy,
-        "decision": first.outcome.decision.model_dump(mode="json"),
-        "attempts": [a.to_dict() for r in results for a in r.outcome.attempts],
-        "next": first.plan.proposal if first.plan else None, "next_time_step": next_ts,
-        "time_step_source": ts_source or None, "code_smoke_run": first.smoke,
+    round_fields = {
+        "iteration": req.iteration, "block": last.block, "iter_in_block": last.iter_in_block,
+        "is_block_end": last.is_block_end, "round": last.round, "slots_per_round": req.slots,
+        "next_time_step": next_ts, "time_step_source": ts_source or None,
         "code_modification_mode": req.code_modification,
         "code_modification_refused_up_front": last.code_modification_refusal, "spend_cap": first.outcome.spend,
-        "slots": [_slot_record(r) for r in results],
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    return round_record(round_fields, [_slot_record(r) for r in results])
 
 
 def decide(req: DecideRequest) -> list[SlotResult]:

@@ -33,7 +33,6 @@ would not compile, and the refusal tells the model why).
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -41,7 +40,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, get_
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from agent.codeedit import code_diff
 from neuralgraph.config import ALLOWED_TIME_STEPS
+from neuralgraph.metrics import CONVERGED_ABOVE, FAILED_BELOW, OUTCOMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.context import DecisionContext
@@ -60,7 +61,7 @@ Strategy = Literal[
 #: The seed's strategy table (plus code-modification), in the seed's order.
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
-Outcome = Literal["converged", "partial", "failed"]
+Outcome = Literal[OUTCOMES]  # neuralgraph.metrics owns the outcome names and thresholds
 
 #: No code change for the first iterations of a block (seed: "NEVER modify code in first 4").
 CODE_FREE_ITERATIONS = 4
@@ -133,7 +134,8 @@ class _Plain(BaseModel):
 class LogEntry(_Plain):
     """The free-text parts of the seed's log form for the node just analysed (node i)."""
 
-    outcome: Outcome = Field(description="converged (connectivity_R2 > 0.9), partial (0.1-0.9) or failed (< 0.1).")
+    outcome: Outcome = Field(description=f"converged (connectivity_R2 > {CONVERGED_ABOVE}), partial "
+                                         f"({FAILED_BELOW}-{CONVERGED_ABOVE}) or failed (< {FAILED_BELOW}).")
     mode: Name = Field(description="Mode, e.g. success-exploit or failure-probe.")
     parent_rule: Line = Field(description="One line: why this parent was chosen for the next node.")
     observation: Line = Field(description="One line: what this iteration showed (compare to its parent).")
@@ -540,8 +542,7 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
     code = parent_code
     if decision.code_modification is not None:
         code = child_code if child_code is not None else apply_code_modification(parent_code, decision.code_modification)
-    diff = "".join(difflib.unified_diff(parent_code.splitlines(keepends=True), code.splitlines(keepends=True),
-                                        fromfile="a/train_loop.py", tofile="b/train_loop.py"))
+    diff = code_diff(parent_code, code)
     src = source_node(decision, ctx)
     proposal = {
         "id": child_id,

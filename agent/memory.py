@@ -24,7 +24,6 @@ The memory is kept as a :class:`WorkingMemory` value and parsed back from our ow
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -36,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 from agent.decision import clip, one_line, strip_heading
 from agent.tree import NodeRecord, best_node, block_nodes, fmt, format_mutation
 from neuralgraph.analysis_log import parse_analysis_log
+from neuralgraph.metrics import CONVERGED_ABOVE
 
 MAX_MEMORY_LINES = 500
 #: About 15k tokens: the memory is re-sent in every prompt, so its size is a cost and a
@@ -326,7 +326,7 @@ def block_end_text(ctx: "DecisionContext", decision: "Decision", next_time_step:
 def default_block_summary(ctx: "DecisionContext") -> str:
     nodes = block_nodes(ctx.nodes, ctx.block)
     best = best_node(ctx.nodes, ctx.block)
-    converged = sum(1 for n in nodes if (n.r2 or 0) > 0.9)
+    converged = sum(1 for n in nodes if (n.r2 or 0) > CONVERGED_ABOVE)
     return (f"time_step={ctx.time_step}: {converged}/{len(nodes)} nodes converged; best connectivity_R2="
             f"{fmt(best.r2 if best else None)} at node {best.id if best else '-'}.")
 

@@ -5,7 +5,7 @@ tree is always rebuilt from these records -- never by parsing markdown -- so a n
 scientific-notation R^2 cannot make a node vanish and a parent link cannot be misread.
 Ids are opaque integers: they need not equal iteration numbers (parallel rounds break that).
 
-Scores follow the reference "PUCT" form (science.md section 5), scoped to one block:
+Scores follow the reference "PUCT" form (docs/agent.md, "UCB"), scoped to one block:
 
     UCB(u) = R(u) + c * sqrt(N) / (1 + V(u))
 

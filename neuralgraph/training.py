@@ -31,7 +31,6 @@ import hashlib
 import importlib.util
 import logging
 import math
-import os
 import signal
 import sys
 import time

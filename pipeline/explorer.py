@@ -38,7 +38,9 @@ from typing import Any, Optional
 
 import yaml
 
+from agent.records import slot_records
 from agent.tree import format_mutation
+from neuralgraph.layout import DECISION_FILE, MEMORY_FILE, iteration_dirs
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline.summary import (
     NO_VALUE_COLOR,
@@ -63,7 +65,8 @@ MAX_LINE_CHARS = 2_000
 #: The analyze stage's pictures, in the order the page shows them (others follow by name).
 PLOT_ORDER = ("connectivity.png", "rollout.png", "loss.png", "embeddings.png", "lin_edge.png", "lin_phi.png")
 #: Node-record fields shown in the table before the metrics; round/slot appear when they exist.
-NODE_FIELDS = ("iteration", "block", "round", "slot", "node", "parent", "time_step", "strategy", "mutation", "policy")
+NODE_FIELDS = ("iteration", "block", "round", "slot", "role", "node", "parent", "time_step", "strategy", "mutation",
+               "policy")
 #: Metrics files keep these beside the numbers; they are shown elsewhere or are not metrics.
 NOT_METRICS = frozenset({"config", "iteration"})
 _ASSETS = Path(__file__).with_name("explorer_assets")
@@ -229,8 +232,25 @@ def _diff_source(node: dict[str, Any], proposal: dict[str, Any]) -> Optional[int
     return parent if parent is not None else _node_id(proposal.get("derived_from"))
 
 
+def decisions_by_node(results: Path) -> dict[int, tuple[dict[str, Any], Path]]:
+    """node id -> (the slot record of the round decision that analysed it, the folder holding it).
+
+    With one slot per round a node's decision.json is in its own folder; with K slots the
+    round's record is in the folder of the round's last node (agent.records, neuralgraph.layout).
+    """
+    found: dict[int, tuple[dict[str, Any], Path]] = {}
+    for folder in iteration_dirs(results):
+        record = _read_json_or_empty(folder / DECISION_FILE)
+        for slot in slot_records(record) if record else []:
+            node_id = slot.get("node_id")
+            if isinstance(node_id, int):
+                found[node_id] = ({**record, **slot} if "slots" in record else record, folder)
+    return found
+
+
 def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: tuple[float, float],
-                 configs: dict[int, dict[str, Any]], best: set[int]) -> dict[str, Any]:
+                 configs: dict[int, dict[str, Any]], best: set[int],
+                 decisions: Optional[dict[int, tuple[dict[str, Any], Path]]] = None) -> dict[str, Any]:
     """Everything the page shows of one node (row: its summary.tsv row)."""
     folder = results / str(row["dir"])
     node = _read_json_or_empty(folder / "node.json") or _read_json_or_empty(folder / "proposal.json")
@@ -238,7 +258,7 @@ def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: t
     metrics = metrics_of(_read_json_or_empty(folder / "metrics.json"))
     node_id = int(row["node"])
     source = _diff_source(node, proposal)
-    record = _read_json_or_empty(folder / "decision.json")
+    record, decided_in = (decisions or {}).get(node_id, ({}, folder))
     fields = {name: plain(row.get(name, node.get(name))) for name in NODE_FIELDS if name in row or name in node}
     return {
         "id": node_id,
@@ -256,7 +276,7 @@ def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: t
         "code_diff": _read_text(folder / "code.diff"),
         "agent": agent_entry(node, record) if record else None,
         "plots": plot_links(folder, page_dir),
-        "memory": _read_text(folder / "memory.md"),
+        "memory": _read_text(decided_in / MEMORY_FILE),
     }
 
 
@@ -267,7 +287,8 @@ def collect(results: Path, page_dir: Path) -> dict[str, Any]:
     best = set(best_node_per_block(summary).values())
     rows = summary.to_dict("records")
     configs = {int(r["node"]): _read_yaml(results / str(r["dir"]) / "config.yaml") for r in rows}
-    nodes = [node_payload(r, results, page_dir, positions[int(r["node"])], configs, best) for r in rows]
+    decisions = decisions_by_node(results)
+    nodes = [node_payload(r, results, page_dir, positions[int(r["node"])], configs, best, decisions) for r in rows]
     blocks: dict[Any, dict[str, Any]] = {}
     for node in nodes:
         block = blocks.setdefault(node["fields"].get("block"), {

@@ -31,7 +31,8 @@ from typing import Any, Optional
 import yaml
 
 from agent.tree import format_mutation
-from neuralgraph.io import atomic_path, atomic_write_text, read_json
+from neuralgraph.plots import save_figure
+from neuralgraph.io import atomic_write_text, read_json
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -178,10 +179,6 @@ def write_tsv(frame, path: Path) -> Path:
     """Write a table atomically as TSV (empty cell for missing values)."""
     return atomic_write_text(path, frame.to_csv(sep="\t", index=False, na_rep=""))
 
-
-def _save_figure(fig, path: Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
 def _as_float(value: Any) -> Optional[float]:
@@ -330,8 +327,7 @@ def plot_exploration_tree(summary, path: Path) -> Path:
     ax.set_axis_off()
     ax.set_title("Exploration tree (parent -> child, labelled by mutation; ringed: best of block, "
                  "red x: failed / diverged)", fontsize=9)
-    _save_figure(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -372,8 +368,7 @@ def plot_metrics_vs_time_step(summary, best, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Connectivity recovery, rollout quality and cost versus recurrence depth")
-    _save_figure(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -541,7 +541,7 @@ def _rule_edits(ctx: DecisionContext) -> list[str]:
         edits.append(f"improvement rate {100 * improvements / len(chain):.0f}% < 30% -> "
                      "exploit more: parent = highest-R2 node, mutate by at most x/÷ 1.5.")
     if len(chain) >= 3 and max(reward(n) for n in chain[-3:]) - min(reward(n) for n in chain[-3:]) < 0.01:
-        edits.append(f"R2 plateau over the last 3 iterations -> force a branch from the "
+        edits.append("R2 plateau over the last 3 iterations -> force a branch from the "
                      "bottom half of the UCB ranking.")
     return edits
 

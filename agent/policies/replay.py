@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from agent.context import DecisionContext
 from agent.decision import Decision
 from agent.policies.base import BackendConfigError, InvalidOutputError
+from agent.records import slot_record_of
 from neuralgraph.io import read_json
 from neuralgraph.layout import DECISION_FILE, iteration_dir_name
 
@@ -38,12 +39,8 @@ class ReplayPolicy:
             record = read_json(path)
         except (FileNotFoundError, ValueError) as exc:
             raise InvalidOutputError(str(exc)) from None
-        self.last_call = {"replayed_from": str(path), "policy": record.get("policy")}
-        slots = record.get("slots") if isinstance(record, dict) else None
-        if isinstance(slots, list) and len(slots) >= ctx.slot and isinstance(slots[ctx.slot - 1], dict):
-            recorded = slots[ctx.slot - 1].get("decision")
-        else:
-            recorded = record.get("decision")
+        self.last_call = {"replayed_from": str(path), "policy": (slot_record_of(record, ctx.slot) or {}).get("policy")}
+        recorded = (slot_record_of(record, ctx.slot) or {}).get("decision")
         try:
             return Decision.model_validate(recorded)
         except ValidationError as exc:
