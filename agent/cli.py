@@ -1,4 +1,6 @@
-"""``python -m agent <command>``: the ucb-score, agent-decide and init stages.
+"""``python -m agent <command>``: the ucb-score, agent-decide and init stages (argument parsing only:
+the stage functions are :func:`agent.start.start_experiment`, :func:`agent.ucb.score_iteration`
+and :func:`agent.decide.decide`).
 
 - ``init``: iteration 1's config.yaml, train_loop.py, proposal.json (and an empty code.diff).
 - ``ucb``: node.json (from proposal.json + metrics.json + config + code) and ucb_scores.txt.
@@ -18,15 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from agent.decide import DecideRequest, InputError, decide, merge_nodes, read_text
+from agent.decide import DecideRequest, InputError, decide
 from agent.decision import DecisionInvalid
 from agent.policies.base import BACKENDS, BackendConfigError, RetryableBackendError
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S
-from agent.tree import NodeRecord, TreeError, code_hash, load_node, score_block, write_node, write_scores
-from neuralgraph import PACKAGED_LOOP, layout
-from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, dump_config, load_config, with_updates
-from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
+from agent.start import start_experiment
+from agent.tree import TreeError
+from agent.ucb import score_iteration
+from neuralgraph import PACKAGED_LOOP
+from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError
 from neuralgraph.secrets import SecretsUnavailable, receive_secrets, redact
 
 EX_USAGE = 2
@@ -34,18 +37,6 @@ EX_TEMPFAIL = 75
 
 
 # --------------------------------------------------------------------------- shared readers
-
-
-def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except ValueError as exc:
-        raise InputError(f"{exc} ({what})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def parse_schedule(text: Optional[str], n_blocks: Optional[int] = None) -> Optional[list[int]]:
@@ -85,85 +76,21 @@ def parse_backend_options(items: list[str]) -> dict[str, Any]:
 
 
 
-# --------------------------------------------------------------------------- init
-
-
-def experiment_start_config(cfg: ExperimentConfig, schedule: Optional[list[int]]) -> ExperimentConfig:
-    """Iteration 1's config: claude.n_epochs / data_augmentation_loop copied into training,
-    time_step = the schedule's first entry (or the experiment's own time_step)."""
-    updates: dict[str, Any] = {"training.n_epochs": cfg.claude.n_epochs,
-                               "training.data_augmentation_loop": cfg.claude.data_augmentation_loop}
-    if schedule:
-        updates["training.time_step"] = schedule[0]
-    return with_updates(cfg, updates, source="init")
-
-
-def block_start_variants(start: ExperimentConfig, n: int, seed: int) -> list[tuple[ExperimentConfig, dict]]:
-    """``n`` one-mutation variants of block 1's root (config, mutation record), as decide makes them
-    for later blocks (agent.policies.heuristic.variant_mutations, seeded)."""
-    import random
-
-    from agent.decision import ALLOWED_PARAMETERS
-    from agent.policies.heuristic import variant_mutations
-
-    training = start.to_dict()["training"]
-    variants = []
-    for mutation in variant_mutations(training, n, random.Random(f"{seed}:variants:0")):
-        value = int(round(mutation.new)) if ALLOWED_PARAMETERS[mutation.parameter].integer else mutation.new
-        config = with_updates(start, {f"training.{mutation.parameter}": value}, source="init (block-start variant)")
-        variants.append((config, {"parameter": mutation.parameter, "old": training.get(mutation.parameter),
-                                  "new": value}))
-    return variants
+# --------------------------------------------------------------------------- init and ucb
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    schedule = parse_schedule(args.schedule)
-    start = experiment_start_config(cfg, schedule)
-    code = read_text(args.loop, "training module (--loop)")
-    out = Path(args.out_dir)
-    base = {"block": 1, "time_step": start.training.time_step, "code_modified": False, "code_hash": code_hash(code),
-            "round": 1}
-    nodes = [(out, start, {**base, "id": 1, "parent": None, "iteration": 1, "strategy": "init", "mutation": None,
-                           "derived_from": None, "policy": "init", "slot": 1, "role": "root"})]
-    for slot, (config, mutation) in enumerate(block_start_variants(start, args.slots - 1, args.seed), start=2):
-        folder = out.parent / layout.iteration_dir_name(slot)
-        nodes.append((folder, config, {**base, "id": slot, "parent": 1, "iteration": slot, "strategy": "explore",
-                                       "mutation": mutation, "derived_from": 1, "policy": "block-start variant",
-                                       "slot": slot, "role": "variant"}))
-    for folder, config, proposal in nodes:
-        dump_config(config, folder / layout.CONFIG_FILE)
-        atomic_write_text(folder / layout.LOOP_FILE, code)
-        atomic_write_text(folder / layout.DIFF_FILE, "")
-        atomic_write_json(folder / layout.PROPOSAL_FILE, {**proposal, "dir": folder.name})
-    names = ", ".join(folder.name for folder, _, _ in nodes)
-    print(f"agent init: wrote config.yaml (time_step={start.training.time_step}), train_loop.py, proposal.json "
-          f"into {names}")
+    written = start_experiment(Path(args.config), Path(args.out_dir), parse_schedule(args.schedule),
+                               Path(args.loop), slots=args.slots, seed=args.seed)
+    print(f"agent init: wrote config.yaml, train_loop.py, proposal.json, code.diff into "
+          f"{', '.join(p.name for p in written)}")
     return 0
 
 
-# --------------------------------------------------------------------------- ucb
-
-
-
-def node_from_inputs(proposal: dict[str, Any], metrics: dict[str, Any], cfg: ExperimentConfig, code: str,
-                     folder: str, source: str) -> NodeRecord:
-    record = {**proposal, "dir": proposal.get("dir") or folder, "config": cfg.to_dict(), "code_hash": code_hash(code),
-              "metrics": metrics, "time_step": proposal.get("time_step", cfg.training.time_step)}
-    return NodeRecord.from_dict(record, source=source)
-
-
 def cmd_ucb(args: argparse.Namespace) -> int:
-    proposal = read_json_object(args.proposal, "proposal.json")
-    metrics = read_json_object(args.metrics, "metrics.json")
-    cfg = load_config(args.config)
-    code = read_text(args.code, "training module (--code)")
-    node = node_from_inputs(proposal, metrics, cfg, code, Path(args.out_node).parent.name, str(args.proposal))
-    nodes = merge_nodes([load_node(p) for p in args.nodes], [node])
-    c = cfg.claude.ucb_c if args.ucb_c is None else args.ucb_c
-    scores = score_block(nodes, node.block, c)
-    write_node(node, args.out_node)
-    write_scores(scores, args.out_scores)
+    node, scores = score_iteration(Path(args.proposal), Path(args.metrics), Path(args.config), Path(args.code),
+                                   [Path(p) for p in args.nodes], args.ucb_c, Path(args.out_node),
+                                   Path(args.out_scores))
     print(f"agent ucb: node {node.id} (block {node.block}) R2={node.r2}; {len(scores)} nodes scored -> {args.out_scores}")
     return 0
 

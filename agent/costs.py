@@ -27,6 +27,10 @@ TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", 
 COLUMNS = ("iteration", "attempt", "policy", "accepted", "model", *TOKEN_FIELDS, "cost_usd")
 
 
+#: The summary file this module writes (results/<exp>/summary/costs.tsv).
+COSTS_NAME = "costs.tsv"
+
+
 class CostRecordError(ValueError):
     """An earlier decision.json cannot be read: the spend so far is unknown. Names the file."""
 

@@ -11,7 +11,9 @@ dozens of folders:
 * ``exploration_tree.png``: the UCB tree of each block, nodes coloured by the "nines" of
   connectivity_R2 (:func:`r2_nines`), failed / diverged nodes marked, the best node of each
   block ringed, edges parent -> child labelled with the mutation that made the child;
-* ``metrics_vs_time_step.png``: connectivity_R2, test_R2 and training time versus time_step.
+* ``metrics_vs_time_step.png``: connectivity_R2, test_R2 and training time versus time_step;
+* ``best_r2_vs_wall_time.png``: the best connectivity_R2 so far in each block against
+  wall-clock hours (what K slots per round buy).
 
 Reads only the files the stages write (``metrics.json``, ``node.json`` or ``proposal.json``,
 ``config.yaml``), so it works on a finished run, a partial run, or an unpacked archive::
@@ -31,6 +33,8 @@ from typing import Any, Optional
 import yaml
 
 from agent.tree import format_mutation
+from neuralgraph import layout
+from neuralgraph.layout import TRAINING_RECORD_FILE
 from neuralgraph.plots import save_figure
 from neuralgraph.io import atomic_write_text, read_json
 
@@ -40,17 +44,18 @@ SUMMARY_NAME = "summary.tsv"
 BEST_NAME = "best_nodes.tsv"
 TREE_NAME = "exploration_tree.png"
 METRICS_FIGURE_NAME = "metrics_vs_time_step.png"
+PROGRESS_FIGURE_NAME = "best_r2_vs_wall_time.png"
 
-NODE_COLUMNS = ("iteration", "block", "node", "parent", "time_step", "strategy", "mutation", "code_modified", "policy",
+NODE_COLUMNS = ("iteration", "block", "round", "slot", "role", "node", "parent", "time_step", "strategy", "mutation", "code_modified", "policy",
                 "fallback_reason")
 #: How the agent labels a decision its primary policy did not make (agent.policies.base
 #: decide_with_fallback, agent.cli run_policy): "<name> (fallback after: <reason>)" or
 #: "<name> (after: <reason>)". summary.tsv splits it into policy and fallback_reason.
 FALLBACK_LABEL = re.compile(r"(?P<name>[^()]+?) \((?:fallback )?after: (?P<reason>.*)\)", re.DOTALL)
-INTEGER_COLUMNS = ("iteration", "block", "node", "parent", "time_step")
+INTEGER_COLUMNS = ("iteration", "block", "round", "slot", "node", "parent", "time_step")
 CONFIG_SECTIONS = ("training", "graph_model")
 BEST_COLUMNS = (
-    "time_step", "iteration", "node", "connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy",
+    "time_step", "iteration", "node", "round", "slot", "role", "connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy",
     "final_loss", "training_time_min", "outcome", "n_iterations_at_time_step", "mutation",
     "training.learning_rate_W_start", "training.learning_rate_start",
     "training.learning_rate_embedding_start", "training.coeff_W_L1", "training.data_augmentation_loop",
@@ -77,9 +82,7 @@ def iteration_dirs(results: Path) -> list[Path]:
     A folder holding only the next iteration's proposal (written by the last decide) is not
     an iteration that ran, so it is left out.
     """
-    dirs = [d for d in results.glob("iter_*") if d.is_dir() and (d / "metrics.json").is_file()]
-    return sorted(dirs, key=lambda d: d.name)
-
+    return [d for d in layout.iteration_dirs(results) if (d / layout.METRICS_FILE).is_file()]
 
 
 def flatten_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -125,9 +128,13 @@ def iteration_row(folder: Path) -> dict[str, Any]:
     config = _read_config(folder / "config.yaml") or {"training": metrics.get("config") or {}}
     iteration = metrics.get("iteration") or node.get("iteration") or int(folder.name.split("_")[-1])
     policy, fallback_reason = policy_and_fallback_reason(node)
+    training = _read_optional_json(folder / TRAINING_RECORD_FILE)
     row: dict[str, Any] = {
         "iteration": int(iteration),
         "block": node.get("block"),
+        "round": node.get("round") or int(iteration),  # records from before rounds: one node per round
+        "slot": node.get("slot") or 1,
+        "role": node.get("role", ""),
         "node": node.get("id", iteration),
         "parent": node.get("parent"),
         "time_step": node.get("time_step") or (config.get("training") or {}).get("time_step"),
@@ -141,6 +148,7 @@ def iteration_row(folder: Path) -> dict[str, Any]:
         if key not in row and key != "config" and not isinstance(value, (dict, list)):
             row[key] = value
     row.update(flatten_config(config))
+    row["started_at"], row["finished_at"] = training.get("started_at"), training.get("finished_at")
     row["dir"] = folder.name
     return row
 
@@ -310,8 +318,9 @@ def plot_exploration_tree(summary, path: Path) -> Path:
         if label:
             ax.text(x0 + 0.65 * (x1 - x0), y0 + 0.65 * (y1 - y0), label, fontsize=6, ha="center", va="center",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}, zorder=2)
+    rounds = "slot" in summary.columns and (summary["slot"].fillna(1).astype(int) > 1).any()
     for _, row in summary.iterrows():
-        _draw_tree_node(ax, row, positions[int(row["node"])], int(row["node"]) in best)
+        _draw_tree_node(ax, row, positions[int(row["node"])], int(row["node"]) in best, rounds)
     for block, group in summary.groupby("block", sort=True):
         xs = [positions[int(n)][0] for n in group["node"]]
         ts = group["time_step"].iloc[0]
@@ -331,7 +340,7 @@ def plot_exploration_tree(summary, path: Path) -> Path:
     return path
 
 
-def _draw_tree_node(ax, row, xy: tuple[float, float], is_best: bool) -> None:
+def _draw_tree_node(ax, row, xy: tuple[float, float], is_best: bool, rounds: bool = False) -> None:
     """One node of the tree picture: colour from :func:`r2_color`, a red x on failures, a gold ring on the best."""
     x, y = xy
     r2 = _as_float(row.get("connectivity_R2"))
@@ -342,7 +351,8 @@ def _draw_tree_node(ax, row, xy: tuple[float, float], is_best: bool) -> None:
     if state != STATE_OK:
         ax.scatter([x], [y], s=160, marker="x", color="tab:red", linewidths=2.0, zorder=4)
     note = "" if state == STATE_OK else f"\n{state}"
-    ax.text(x + 0.14, y, f"node {int(row['node'])}\nR2={'nan' if r2 is None else f'{r2:.4f}'}{note}",
+    where = f" (r{int(row['round'])}.s{int(row['slot'])} {row.get('role') or ''})" if rounds else ""
+    ax.text(x + 0.14, y, f"node {int(row['node'])}{where}\nR2={'nan' if r2 is None else f'{r2:.4f}'}{note}",
             fontsize=6, ha="left", va="center", zorder=4)
 
 
@@ -372,8 +382,40 @@ def plot_metrics_vs_time_step(summary, best, path: Path) -> Path:
     return path
 
 
+def plot_best_vs_wall_time(summary, path: Path) -> Path:
+    """Best connectivity_R2 so far in each block against hours since the first training started.
+
+    With K slots per round the K trainings of a round finish close together, so the curve
+    climbs in steps of a round; it shows what parallel rounds buy in wall-clock time.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    start = pd.to_datetime(summary.get("started_at"), errors="coerce", utc=True)
+    end = pd.to_datetime(summary.get("finished_at"), errors="coerce", utc=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if end.notna().any():
+        origin = start.min() if start.notna().any() else end.min()  # records without started_at: first end
+        hours = (end - origin).dt.total_seconds() / 3600.0
+        frame = summary.assign(hours=hours, r2=summary["connectivity_R2"].map(_as_float)).dropna(subset=["hours"])
+        for block, group in frame.sort_values("hours").groupby("block", sort=True):
+            best = group["r2"].astype(float).fillna(-math.inf).cummax().replace(-math.inf, math.nan)
+            ts = group["time_step"].iloc[0]
+            ax.step(group["hours"], best, where="post", label=f"block {block} (time_step {ts})")
+            ax.scatter(group["hours"], group["r2"], s=14, color="0.5", zorder=3)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no training times recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("hours since the first training started (end of each training)")
+    ax.set_ylabel("best connectivity R2 so far")
+    ax.grid(alpha=0.3)
+    ax.set_title("Best connectivity R2 so far against wall-clock time (dots: each node)", fontsize=9)
+    save_figure(fig, path)
+    return path
+
+
 def summarize(results: Path, out_dir: Path) -> dict[str, Path]:
-    """Write the four summary files into ``out_dir``; return their paths by name."""
+    """Write the summary tables and figures into ``out_dir``; return their paths by name."""
     summary = build_summary(results)
     best = best_per_time_step(summary)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -382,6 +424,7 @@ def summarize(results: Path, out_dir: Path) -> dict[str, Path]:
         "best": write_tsv(best, out_dir / BEST_NAME),
         "tree": plot_exploration_tree(summary, out_dir / TREE_NAME),
         "metrics": plot_metrics_vs_time_step(summary, best, out_dir / METRICS_FIGURE_NAME),
+        "progress": plot_best_vs_wall_time(summary, out_dir / PROGRESS_FIGURE_NAME),
     }
 
 

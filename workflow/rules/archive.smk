@@ -10,8 +10,8 @@ rule archive:
     """
     input:
         iteration_outputs(PLAN.iterations),
-        SUMMARY_FILES[1:],  # the rest of the summary (figures, explorer.html) is packed too
-        summary=SUMMARY_FILES[0],
+        [path for key, path in SUMMARY.items() if key != "table"],  # figures, explorer.html: packed too
+        summary=SUMMARY["table"],
     output:
         ARCHIVE,
     log:

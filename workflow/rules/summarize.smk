@@ -1,48 +1,59 @@
+from agent.costs import COSTS_NAME
 from pipeline.explorer import EXPLORER_NAME
+from pipeline import summary as summary_names
 
 SUMMARY_DIR = f"{RES}/summary"
-SUMMARY_FILES = [
-    f"{SUMMARY_DIR}/{name}"
-    for name in (
-        "summary.tsv",
-        "best_nodes.tsv",
-        "exploration_tree.png",
-        "metrics_vs_time_step.png",
-        "costs.tsv",
-        EXPLORER_NAME,
+# Every file of results/<exp>/summary/, by what it is (the names are owned by the modules that write them).
+SUMMARY = {
+    key: f"{SUMMARY_DIR}/{name}"
+    for key, name in (
+        ("table", summary_names.SUMMARY_NAME),
+        ("best", summary_names.BEST_NAME),
+        ("tree", summary_names.TREE_NAME),
+        ("metrics", summary_names.METRICS_FIGURE_NAME),
+        ("progress", summary_names.PROGRESS_FIGURE_NAME),
+        ("costs", COSTS_NAME),
+        ("explorer", EXPLORER_NAME),
     )
-]
+}
+SUMMARY_FILES = list(SUMMARY.values())
 
 
 rule summarize:
-    """One row per iteration, the best node per time_step, the tree and metrics figures."""
+    """One row per iteration, the best node per time_step, the tree, metrics and wall-clock figures."""
     input:
         metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
         nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
     output:
         table=report(
-            SUMMARY_FILES[0],
+            SUMMARY["table"],
             caption="../report/summary.rst",
             category="Summary",
             labels={"file": "summary.tsv"},
         ),
         best=report(
-            SUMMARY_FILES[1],
+            SUMMARY["best"],
             caption="../report/best_nodes.rst",
             category="Summary",
             labels={"file": "best_nodes.tsv"},
         ),
         tree=report(
-            SUMMARY_FILES[2],
+            SUMMARY["tree"],
             caption="../report/exploration_tree.rst",
             category="Figures",
             labels={"figure": "exploration tree"},
         ),
         figure=report(
-            SUMMARY_FILES[3],
+            SUMMARY["metrics"],
             caption="../report/metrics_vs_time_step.rst",
             category="Figures",
             labels={"figure": "metrics vs time_step"},
+        ),
+        progress=report(
+            SUMMARY["progress"],
+            caption="../report/best_r2_vs_wall_time.rst",
+            category="Figures",
+            labels={"figure": "best R2 vs wall-clock time"},
         ),
     log:
         f"{LOGS}/summarize.log",
@@ -65,7 +76,7 @@ rule costs:
     input:
         decisions=expand(f"{ITER}/decision.json", it=PLAN.round_ends),
     output:
-        SUMMARY_FILES[4],
+        SUMMARY["costs"],
     log:
         f"{LOGS}/costs.log",
     benchmark:
@@ -90,7 +101,7 @@ rule explorer:
         memory=expand(f"{ITER}/memory.md", it=PLAN.round_ends),
     output:
         page=report(
-            SUMMARY_FILES[5],
+            SUMMARY["explorer"],
             caption="../report/explorer.rst",
             category="Summary",
             labels={"file": EXPLORER_NAME},

@@ -1,0 +1,66 @@
+"""The init stage: the experiment's first round from its config (``python -m agent init``).
+
+Iteration 1 is the block root: the experiment config with ``claude.n_epochs`` /
+``claude.data_augmentation_loop`` copied into ``training`` and the schedule's first
+time_step. With ``slots`` = K > 1 the first round also holds K-1 one-mutation variants of the
+root (nodes 2..K, recorded as its children), made by the same seeded rule decide uses at
+later block starts (:func:`agent.policies.heuristic.variant_mutations`).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+from agent.decide import read_text
+from agent.decision import ALLOWED_PARAMETERS
+from agent.policies.heuristic import variant_mutations
+from agent.tree import code_hash
+from neuralgraph import layout
+from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
+from neuralgraph.io import atomic_write_json, atomic_write_text
+
+
+def experiment_start_config(cfg: ExperimentConfig, schedule: Optional[list[int]]) -> ExperimentConfig:
+    """Iteration 1's config: claude.n_epochs / data_augmentation_loop copied into training,
+    time_step = the schedule's first entry (or the experiment's own time_step)."""
+    updates: dict[str, Any] = {"training.n_epochs": cfg.claude.n_epochs,
+                               "training.data_augmentation_loop": cfg.claude.data_augmentation_loop}
+    if schedule:
+        updates["training.time_step"] = schedule[0]
+    return with_updates(cfg, updates, source="init")
+
+
+def block_start_variants(start: ExperimentConfig, n: int, seed: int) -> list[tuple[ExperimentConfig, dict]]:
+    """``n`` one-mutation variants of block 1's root (config, mutation record), as decide makes them
+    for later blocks (agent.policies.heuristic.variant_mutations, seeded)."""
+    training = start.to_dict()["training"]
+    variants = []
+    for mutation in variant_mutations(training, n, random.Random(f"{seed}:variants:0")):
+        value = int(round(mutation.new)) if ALLOWED_PARAMETERS[mutation.parameter].integer else mutation.new
+        config = with_updates(start, {f"training.{mutation.parameter}": value}, source="init (block-start variant)")
+        variants.append((config, {"parameter": mutation.parameter, "old": training.get(mutation.parameter),
+                                  "new": value}))
+    return variants
+
+
+def start_experiment(config: Path, out_dir: Path, schedule: Optional[list[int]], loop: Path, slots: int = 1,
+                     seed: int = 0) -> list[Path]:
+    """Write the first round's folders (config.yaml, train_loop.py, proposal.json, empty code.diff)."""
+    start = experiment_start_config(load_config(config), schedule)
+    code = read_text(loop, "training module (--loop)")
+    base = {"block": 1, "time_step": start.training.time_step, "code_modified": False, "code_hash": code_hash(code),
+            "round": 1}
+    nodes = [(out_dir, start, {**base, "id": 1, "parent": None, "iteration": 1, "strategy": "init",
+                               "mutation": None, "derived_from": None, "policy": "init", "slot": 1, "role": "root"})]
+    for slot, (cfg, mutation) in enumerate(block_start_variants(start, slots - 1, seed), start=2):
+        folder = out_dir.parent / layout.iteration_dir_name(slot)
+        nodes.append((folder, cfg, {**base, "id": slot, "parent": 1, "iteration": slot, "strategy": "explore",
+                                    "mutation": mutation, "derived_from": 1, "policy": "block-start variant",
+                                    "slot": slot, "role": "variant"}))
+    for folder, cfg, proposal in nodes:
+        dump_config(cfg, folder / layout.CONFIG_FILE)
+        atomic_write_text(folder / layout.LOOP_FILE, code)
+        atomic_write_text(folder / layout.DIFF_FILE, "")
+        atomic_write_json(folder / layout.PROPOSAL_FILE, {**proposal, "dir": folder.name})
+    return [folder for folder, _, _ in nodes]

@@ -1,0 +1,46 @@
+"""The ucb-score stage: one node's record and its block's UCB scores (``python -m agent ucb``).
+
+node.json = proposal.json + metrics.json + the config + the code's hash; ucb_scores.txt = the
+scores of the node's block (:func:`agent.tree.score_block`, the formula in docs/agent.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from agent.decide import InputError, merge_nodes, read_text
+from agent.tree import NodeRecord, NodeScore, code_hash, load_node, score_block, write_node, write_scores
+from neuralgraph.config import ExperimentConfig, load_config
+from neuralgraph.io import read_json
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except ValueError as exc:
+        raise InputError(f"{exc} ({what})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def node_from_inputs(proposal: dict[str, Any], metrics: dict[str, Any], cfg: ExperimentConfig, code: str,
+                     folder: str, source: str) -> NodeRecord:
+    record = {**proposal, "dir": proposal.get("dir") or folder, "config": cfg.to_dict(), "code_hash": code_hash(code),
+              "metrics": metrics, "time_step": proposal.get("time_step", cfg.training.time_step)}
+    return NodeRecord.from_dict(record, source=source)
+
+
+def score_iteration(proposal: Path, metrics: Path, config: Path, code: Path, earlier: list[Path],
+                    ucb_c: Optional[float], out_node: Path, out_scores: Path) -> tuple[NodeRecord, list[NodeScore]]:
+    """Write node.json and ucb_scores.txt; ``ucb_c`` None = the config's claude.ucb_c."""
+    cfg = load_config(config)
+    node = node_from_inputs(read_json_object(proposal, "proposal.json"), read_json_object(metrics, "metrics.json"),
+                            cfg, read_text(code, "training module (--code)"), out_node.parent.name, str(proposal))
+    nodes = merge_nodes([load_node(p) for p in earlier], [node])
+    scores = score_block(nodes, node.block, cfg.claude.ucb_c if ucb_c is None else ucb_c)
+    write_node(node, out_node)
+    write_scores(scores, out_scores)
+    return node, scores

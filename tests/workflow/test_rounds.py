@@ -1,0 +1,127 @@
+"""Parallel rounds (slots: K) through the workflow, from a project folder.
+
+A K = 2 run writes every layout file of every node, the round's decision files in the folder
+of the round's last node, and the two trainings of a round run side by side (their recorded
+start and end times overlap). A round interrupted after one slot finished is completed by the
+same command without retraining that slot. A K = 4 plan dry-runs with 4 train jobs ready at
+once, and a block that is not a whole number of rounds is refused before any job runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from neuralgraph import layout
+from test_kill_resume import _assert_resumed, _long_tiny_workdir, _wait_for
+from wf_helpers import REPO, job_counts, mtimes, snakemake, start_snakemake, write_workflow_config
+
+pytestmark = pytest.mark.slow
+
+PROFILE = ("--profile", str(REPO / "profiles" / "local"))
+
+
+@pytest.fixture(scope="module")
+def two_slot_run(tmp_path_factory) -> Path:
+    """One block of 4 nodes in 2 rounds of 2 (a block start: root + variant; then exploit + explore)."""
+    workdir = tmp_path_factory.mktemp("k2")
+    write_workflow_config(workdir, schedule=[1], n_iter_block=4, slots=2)
+    snakemake(workdir, *PROFILE, cores=None, timeout=1200).check()
+    return workdir / "results" / "tiny"
+
+
+def _interval(folder: Path) -> tuple[datetime, datetime]:
+    record = json.loads((folder / layout.TRAINING_RECORD_FILE).read_text())
+    return datetime.fromisoformat(record["started_at"]), datetime.fromisoformat(record["finished_at"])
+
+
+def test_every_node_has_its_files_and_every_round_its_decision(two_slot_run):
+    for i in range(1, 5):
+        folder = two_slot_run / layout.iteration_dir_name(i)
+        missing = [n for n in layout.START_FILES + layout.NODE_RESULT_FILES if not (folder / n).is_file()]
+        assert not missing, f"{folder.name} lacks {missing}"
+        round_end = i % 2 == 0
+        for name in layout.DECISION_FILES:
+            assert (folder / name).is_file() == round_end, f"{folder.name}/{name}"
+    nodes = [json.loads((two_slot_run / layout.iteration_dir_name(i) / layout.NODE_FILE).read_text())
+             for i in range(1, 5)]
+    assert [(n["round"], n["slot"], n["role"]) for n in nodes] == [
+        (1, 1, "root"), (1, 2, "variant"), (2, 1, "exploit"), (2, 2, "explore")]
+    assert nodes[1]["parent"] == 1 and nodes[1]["mutation"]["parameter"]
+    record = json.loads((two_slot_run / "iter_002" / layout.DECISION_FILE).read_text())
+    assert [(s["slot"], s["node_id"], s["next"]["id"]) for s in record["slots"]] == [(1, 1, 3), (2, 2, 4)]
+    memory = (two_slot_run / "iter_004" / layout.MEMORY_FILE).read_text()
+    assert memory.index("## Iter 3:") < memory.index("## Iter 4:") < memory.index("### Emerging Observations")
+
+
+def test_the_two_trainings_of_a_round_ran_side_by_side(two_slot_run):
+    for first, second in ((1, 2), (3, 4)):
+        (s1, e1), (s2, e2) = (_interval(two_slot_run / layout.iteration_dir_name(i)) for i in (first, second))
+        assert s1 < e2 and s2 < e1, f"nodes {first} and {second} did not overlap: {s1}-{e1} vs {s2}-{e2}"
+
+
+def test_summary_shows_rounds_slots_and_wall_clock_progress(two_slot_run):
+    lines = (two_slot_run / "summary" / "summary.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    assert [(r["round"], r["slot"], r["role"]) for r in rows] == [
+        ("1", "1", "root"), ("1", "2", "variant"), ("2", "1", "exploit"), ("2", "2", "explore")]
+    assert (two_slot_run / "summary" / "best_r2_vs_wall_time.png").stat().st_size > 10_000
+    costs = (two_slot_run / "summary" / "costs.tsv").read_text()
+    assert costs.splitlines()[-1].startswith("total")
+
+
+def test_forcerun_of_a_node_redoes_it_and_what_follows_its_round_only(two_slot_run):
+    workdir = two_slot_run.parent.parent
+    forced = snakemake(workdir, "-n", "--forcerun", "results/tiny/iter_003/model.pt").check().output
+    trained = sorted(line.split("iter_")[1][:3] for line in forced.splitlines()
+                     if line.strip().startswith("output:") and "model.pt" in line)
+    assert trained == ["003"], trained  # its sibling 004 trained on its own and is kept
+    analysis_only = job_counts(snakemake(workdir, "-n", "results/tiny/iter_002/metrics.json", "-f").check().output)
+    assert analysis_only.get("analyze") == 1 and "train" not in analysis_only
+
+
+def test_interrupted_round_finishes_without_retraining_the_finished_slot(tmp_path):
+    """One core: the round's two trainings run one after the other; Ctrl-C while the second
+    trains, then the same command with two cores finishes the round from its checkpoint."""
+    run_dir = _long_tiny_workdir(tmp_path, schedule=[1], n_iter_block=2, slots=2)
+    results = run_dir.parent
+    folders = [results / "iter_001", results / "iter_002"]
+    proc = start_snakemake(tmp_path, *PROFILE, "--cores", "1", cores=None)
+    try:
+        def one_done_other_checkpointed():
+            done = [f for f in folders if (f / layout.TRAINING_RECORD_FILE).is_file()]
+            running = [f for f in folders if f not in done and (f / "checkpoint.pt").is_file()]
+            return (done[0], running[0]) if len(done) == 1 and running else None
+
+        finished, running = _wait_for(one_done_other_checkpointed, 400, "one finished slot and one checkpointed")
+        kept = mtimes(p for p in finished.rglob("*") if p.is_file())
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=300) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    result = snakemake(tmp_path, *PROFILE, cores=None, timeout=900).check()
+    assert mtimes(kept) == kept, f"the finished slot {finished.name} was redone"
+    _assert_resumed(running, running.name.split("_")[1])
+    assert "rule simulate" not in result.output
+
+
+def test_k4_plan_has_four_trainings_ready_at_once_and_bad_k_is_refused(tmp_path):
+    write_workflow_config(tmp_path, schedule=[1, 4], n_iter_block=8, slots=4)
+    output = snakemake(tmp_path, "-n").check().output
+    counts = job_counts(output)
+    assert counts["train"] == 16 and sorted(k for k in counts if k.startswith("decide_")) == [
+        "decide_004", "decide_008", "decide_012", "decide_016"]
+    init = next(block for block in output.split("\n\n") if "rule init:" in block)
+    assert all(f"iter_00{i}/config.yaml" in init for i in range(1, 5))  # the first round: 4 nodes at once
+    write_workflow_config(tmp_path, schedule=[1], n_iter_block=6, slots=4)
+    refused = snakemake(tmp_path, "-n")
+    assert refused.returncode != 0
+    assert "slots = 4: n_iter_block = 6 is not a multiple of it" in refused.output
+    assert "choose slots among 1, 2, 3, 6" in refused.output
