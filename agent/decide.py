@@ -38,7 +38,7 @@ from agent.policies.base import (Attempt, BackendMissingError, DecisionOutcome, 
                                  decide_with_fallback, get_policy)
 from agent.sandbox import code_modification_refusal
 from agent.smoke import SmokeHarnessError, validate_and_smoke
-from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, score_block
+from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
 from neuralgraph import layout
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text
@@ -185,10 +185,6 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
 
 # --------------------------------------------------------------------------- checking children
 
-
-def node_folder(results_dir: Path, node: NodeRecord) -> Path:
-    folder = Path(node.dir) if node.dir else Path(layout.iteration_dir_name(node.iteration))
-    return folder if folder.is_absolute() else results_dir / folder
 
 
 def resolve_next_time_step(ctx: DecisionContext, decision: Decision) -> tuple[Optional[int], str, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
+from neuralgraph.layout import iteration_dir_name
 
 
 class TreeError(ValueError):
@@ -104,6 +105,12 @@ def reward(node: NodeRecord) -> float:
     """R(u): connectivity_R2, with NaN/missing counted as 0 (a failed run earns nothing)."""
     value = node.r2
     return 0.0 if value is None else value
+
+
+def node_folder(results_dir: Path, node: NodeRecord) -> Path:
+    """A node's iteration folder: its recorded ``dir`` (relative to the results folder), else iter_NNN."""
+    folder = Path(node.dir) if node.dir else Path(iteration_dir_name(node.iteration))
+    return folder if folder.is_absolute() else Path(results_dir) / folder
 
 
 def load_node(path: str | Path) -> NodeRecord:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse
 from neuralgraph.dataset import check_dataset_matches, load_dataset
 from neuralgraph.device import DEVICE_CHOICES, choose_device, torch_threads
 from neuralgraph.io import atomic_write_json, read_json
+from neuralgraph.layout import iteration_of_dir
 from neuralgraph.simulate import euler_rollout
 
 log = logging.getLogger("neuralgraph.analyze")
@@ -181,8 +181,7 @@ def iteration_number(run_dir: Path) -> Optional[int]:
         value = read_json(proposal).get("iteration")
         if value is not None:
             return int(value)
-    m = re.search(r"iter_(\d+)$", run_dir.resolve().name)
-    return int(m.group(1)) if m else None
+    return iteration_of_dir(run_dir.resolve())
 
 
 # ---------------------------------------------------------------------- model probes

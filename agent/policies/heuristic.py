@@ -42,9 +42,9 @@ from typing import Any, Mapping, Optional
 from agent.context import DecisionContext
 from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, CodeModification, ConfigMutation,
                             ContradictedPrinciple, Decision, LogEntry, MemoryUpdate, ParameterRule)
-from agent.tree import fmt
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
-from agent.tree import NodeRecord, best_node, code_hash, reward
+from agent.tree import NodeRecord, best_node, code_hash, fmt, node_folder, reward
+from neuralgraph.layout import LOOP_FILE
 from neuralgraph.config import ALLOWED_TIME_STEPS
 from neuralgraph.metrics import CONVERGED_ABOVE, FAILED_BELOW, OUTCOMES, classify_outcome
 
@@ -261,8 +261,7 @@ class _CodeView:
             return packaged_module_source()
         if self.results_dir is None:
             return None
-        folder = Path(node.dir) if node.dir else Path(f"iter_{node.iteration:03d}")
-        path = (folder if folder.is_absolute() else self.results_dir / folder) / "train_loop.py"
+        path = node_folder(self.results_dir, node) / LOOP_FILE
         try:
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
