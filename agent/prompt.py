@@ -52,6 +52,17 @@ ROLE_PREAMBLE = (
 )
 
 
+ROLE_DUTIES = {
+    "exploit": "exploit: the highest-UCB parent once the children given to earlier slots of this round count as "
+               "visits of their parents and those parents' ancestors (virtual visits), a moderate step",
+    "explore": "explore: a parent outside the recent chain (the round's nodes and their ancestors); when every node "
+               "of the block converged, a node from the bottom half of the UCB ranking",
+    "principle-test": "principle-test: pick one Established Principle from memory.md, design a child that could "
+                      "contradict it and name the principle in tested_principle; with no principle yet, probe a "
+                      "parameter at its range boundary",
+}
+
+
 def budget(part: str, trim: int = 0) -> int:
     """Characters ``part`` may take in the prompt at trim level ``trim``."""
     return PART_BUDGETS[part] // (HARD_TRIM_DIVISOR if trim else 1)
@@ -160,6 +171,10 @@ def _task_text(ctx: Any) -> str:
     else:
         lines.append(f"Decide the node of iteration {ctx.next_iteration} (iteration {ctx.next_iter_in_block} "
                      f"of block {ctx.block}; time_step stays {ctx.time_step} within the block).")
+    if getattr(ctx, "slots", 1) > 1:
+        lines.append(f"This is slot {ctx.slot} of a round of {ctx.slots} (its log entry: node {ctx.current_node.id}); "
+                     f"role {ROLE_DUTIES.get(ctx.role, ctx.role)}. Children already given to earlier slots of this "
+                     f"round: {', '.join(f'slot {p.slot} -> parent {p.parent}' for p in ctx.planned) or 'none'}.")
     lines.append(f"Editable functions of the training code: {', '.join(ctx.editable_functions) or 'none'}.")
     if ctx.code_modification_refusal:
         lines.append(f"Code modifications are not possible this time ({ctx.code_modification_refusal}): "
@@ -203,15 +218,6 @@ def build_messages(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> l
 
 # --------------------------------------------------------------------------- a round in one call
 
-ROLE_DUTIES = {
-    "exploit": "exploit: the highest-UCB parent once the children given to earlier slots of this round count as "
-               "visits of their parents and those parents' ancestors (virtual visits), a moderate step",
-    "explore": "explore: a parent outside the recent chain (the round's nodes and their ancestors); when every node "
-               "of the block converged, a node from the bottom half of the UCB ranking",
-    "principle-test": "principle-test: pick one Established Principle from memory.md, design a child that could "
-                      "contradict it and name the principle in tested_principle; with no principle yet, probe a "
-                      "parameter at its range boundary",
-}
 
 
 def _round_task_text(contexts: list[Any]) -> str:
