@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def verify(path):
     """`python -m pipeline verify-archive PATH` -> (returncode, combined output)."""
-    proc = subprocess.run([sys.executable, "-m", "neuralgraph", "verify-archive", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "verify-archive", str(path)], capture_output=True,
                           text=True, env={**workflow_env(), "PYTHONPATH": str(REPO)}, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
