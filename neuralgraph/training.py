@@ -53,6 +53,9 @@ from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 
 log = logging.getLogger("neuralgraph.training")
+#: When this training process started (before the dataset is loaded): training.json's started_at,
+#: with finished_at the interval the job ran, e.g. to see which trainings of a round ran side by side.
+PROCESS_STARTED_AT = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 REQUIRED_LOOP_FUNCTIONS = ("training_mode", "build_optimizer", "build_scheduler", "sample_batch_starts", "train_step")
 LOSS_HISTORY_POINTS = 1000
@@ -250,8 +253,6 @@ class Trainer:
         self._sync_every = 1 if self.device.type == "cpu" else 50
         self._segment_start = self._last_checkpoint = time.monotonic()
         self._elapsed_before = 0.0
-        # Wall-clock start of this attempt: with finished_at it shows which trainings of a round ran side by side.
-        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -502,7 +503,7 @@ class Trainer:
             "n_train_frames": self.data.n_frames,
             "loop_file": str(self.loop_path),
             "loop_sha256": self.loop_sha,
-            "started_at": self.started_at,
+            "started_at": PROCESS_STARTED_AT,
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
         }
 

@@ -27,11 +27,12 @@ PROFILE = ("--profile", str(REPO / "profiles" / "local"))
 
 @pytest.fixture(scope="module")
 def two_slot_run(tmp_path_factory) -> Path:
-    """One block of 4 nodes in 2 rounds of 2 (a block start: root + variant; then exploit + explore)."""
+    """One block of 4 nodes in 2 rounds of 2 (a block start: root + variant; then exploit + explore),
+    trainings of about 10 s so that side by side is visible in their start and end times."""
     workdir = tmp_path_factory.mktemp("k2")
-    write_workflow_config(workdir, schedule=[1], n_iter_block=4, slots=2)
+    first = _long_tiny_workdir(workdir, schedule=[1], n_iter_block=4, slots=2)
     snakemake(workdir, *PROFILE, cores=None, timeout=1200).check()
-    return workdir / "results" / "tiny"
+    return first.parent
 
 
 def _interval(folder: Path) -> tuple[datetime, datetime]:
@@ -54,8 +55,13 @@ def test_every_node_has_its_files_and_every_round_its_decision(two_slot_run):
     assert nodes[1]["parent"] == 1 and nodes[1]["mutation"]["parameter"]
     record = json.loads((two_slot_run / "iter_002" / layout.DECISION_FILE).read_text())
     assert [(s["slot"], s["node_id"], s["next"]["id"]) for s in record["slots"]] == [(1, 1, 3), (2, 2, 4)]
-    memory = (two_slot_run / "iter_004" / layout.MEMORY_FILE).read_text()
-    assert memory.index("## Iter 3:") < memory.index("## Iter 4:") < memory.index("### Emerging Observations")
+    # the round's entries in node order, Emerging Observations last (iter_004 ends the block: its
+    # memory moved the block into the summary table, the full log keeps every entry)
+    memory = (two_slot_run / "iter_002" / layout.MEMORY_FILE).read_text()
+    assert memory.index("## Iter 1:") < memory.index("## Iter 2:") < memory.index("### Emerging Observations")
+    full_log = (two_slot_run / "iter_004" / layout.FULL_LOG_FILE).read_text()
+    assert full_log.index("## Iter 1:") < full_log.index("## Iter 2:") < full_log.index("## Iter 3:") \
+        < full_log.index("## Iter 4:")
 
 
 def test_the_two_trainings_of_a_round_ran_side_by_side(two_slot_run):
@@ -77,11 +83,11 @@ def test_summary_shows_rounds_slots_and_wall_clock_progress(two_slot_run):
 
 def test_forcerun_of_a_node_redoes_it_and_what_follows_its_round_only(two_slot_run):
     workdir = two_slot_run.parent.parent
-    forced = snakemake(workdir, "-n", "--forcerun", "results/tiny/iter_003/model.pt").check().output
+    forced = snakemake(workdir, "-n", "--forcerun", "results/long/iter_003/model.pt").check().output
     trained = sorted(line.split("iter_")[1][:3] for line in forced.splitlines()
                      if line.strip().startswith("output:") and "model.pt" in line)
     assert trained == ["003"], trained  # its sibling 004 trained on its own and is kept
-    analysis_only = job_counts(snakemake(workdir, "-n", "results/tiny/iter_002/metrics.json", "-f").check().output)
+    analysis_only = job_counts(snakemake(workdir, "-n", "results/long/iter_002/metrics.json", "-f").check().output)
     assert analysis_only.get("analyze") == 1 and "train" not in analysis_only
 
 
