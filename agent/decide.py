@@ -29,13 +29,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from agent.context import (ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild, block_of, slot_roles)
+from agent.codeedit import CodeEditError, check_code_modification, editable_functions
+from agent.context import ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild, block_of, slot_roles
+from agent.costs import CostRecordError, spent_usd
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
-from agent.records import round_record
 from agent.policies.base import (Attempt, BackendMissingError, DecisionOutcome, HarnessError, RetryableBackendError,
                                  decide_with_fallback, get_policy)
+from agent.policies.heuristic import HeuristicPolicy, safe_decision, variant_mutations
+from agent.policies.spend_cap import SpendCap, is_paid
+from agent.records import round_record
 from agent.sandbox import code_modification_refusal
 from agent.smoke import SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
@@ -108,8 +112,6 @@ class DecideRequest:
 
 def editable_functions_of(code: str) -> tuple[str, ...]:
     try:
-        from agent.codeedit import editable_functions
-
         return editable_functions(code)
     except (ImportError, SyntaxError, ValueError):
         return ()
@@ -219,8 +221,6 @@ class CodeChecker:
         mod = decision.code_modification
         if mod is None:
             return decision
-        from agent.codeedit import CodeEditError, check_code_modification
-
         parent_dir = node_folder(self.req.results_dir, source_node(decision, ctx))
         parent_code = read_text(parent_dir / layout.LOOP_FILE, "parent's train_loop.py")
         try:
@@ -280,9 +280,6 @@ def refuse_repeat(decision: Decision, ctx: DecisionContext) -> None:
 
 def capped(policy: Any, req: DecideRequest, ctx: DecisionContext) -> tuple[Any, Optional[Any]]:
     """``policy`` behind the spend cap when a cap is set and the policy is paid."""
-    from agent.costs import CostRecordError, spent_usd
-    from agent.policies.spend_cap import SpendCap, is_paid
-
     if req.max_cost_usd is not None and not (math.isfinite(req.max_cost_usd) and req.max_cost_usd >= 0):
         raise InputError(f"--max-cost-usd {req.max_cost_usd}: must be a number >= 0 (USD for the whole experiment)")
     if req.max_cost_usd is None or not is_paid(policy):
@@ -344,8 +341,6 @@ class Backends:
 
 
 def make_backends(req: DecideRequest, ctx: DecisionContext) -> Backends:
-    from agent.policies.heuristic import HeuristicPolicy
-
     options = {**req.backend_options, "seed": req.seed, "model": req.model, "replay_from": req.replay_from,
                "results_dir": str(req.results_dir)}
     try:
@@ -362,8 +357,6 @@ def make_backends(req: DecideRequest, ctx: DecisionContext) -> Backends:
 def run_policy(policy: Any, fallback: Any, ctx: DecisionContext, req: DecideRequest,
                checker: CodeChecker) -> DecisionOutcome:
     """The fallback chain of one slot: policy -> retry -> offline heuristic -> safe re-run."""
-    from agent.policies.heuristic import safe_decision
-
     try:
         return decide_with_fallback(policy, ctx, fallback=fallback, offline_on_unavailable=req.fallback == "offline",
                                     validate=checker)
@@ -440,8 +433,6 @@ def _annotate(plan: Optional[ChildPlan], ctx: DecisionContext, tested_principle:
 
 def decide_round(req: DecideRequest, base: ExperimentConfig) -> list[SlotResult]:
     """Decide every slot of the round in slot order (see the module docstring)."""
-    from agent.policies.heuristic import variant_mutations
-
     contexts = round_contexts(req, base)
     backends = make_backends(req, contexts[0])
     asked = ask_round(backends, [c for c in contexts if c.role != ROLE_VARIANT])

@@ -38,6 +38,8 @@ from neuralgraph.layout import TRAINING_RECORD_FILE
 from neuralgraph.plots import save_figure
 from neuralgraph.io import atomic_write_text, read_json
 
+# pandas and matplotlib are imported inside the functions that use them: the pipeline CLI and
+# the explorer import this module for its names and colours and should not pay ~1 s for them.
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 SUMMARY_NAME = "summary.tsv"

@@ -198,3 +198,27 @@ def test_anthropic_round_is_one_api_call_with_the_round_schema(first_round, monk
     assert len(calls) == 2 and all(c["cost_usd"] is not None for c in calls)  # each call billed once
     parents = [json.loads((iter_dir(results, i) / "proposal.json").read_text())["parent"] for i in range(4, 7)]
     assert parents == [1, 2, 3]
+
+
+def test_a_contradicted_principle_moves_to_open_questions_with_its_evidence():
+    """A principle-test node that beat the block's best before its round contradicts its principle."""
+    from agent.memory import parse_memory, update_memory
+    from agent.policies.heuristic import HeuristicPolicy
+
+    principle = "time_step=1: best R2=0.9 with lr_W=0.001, lr=0.0005 (block 1)"
+    nodes = [node(1, None, 0.90), node(2, 1, 0.85), node(3, 1, 0.97), node(4, 1, 0.80)]
+    nodes[2].tested_principle, nodes[2].slot, nodes[2].role = principle, 1, "principle-test"
+    nodes[3].slot = 2
+    memory = update_memory("", context(nodes[:2], iteration=2), [], [], None)
+    mem = parse_memory(memory)
+    mem.principles = [principle, "coeff_W_L1 above 1e-4 hurts"]
+    from agent.memory import render_memory
+
+    ctx = context(nodes, iteration=3)
+    ctx.working_memory, ctx.slots, ctx.slot, ctx.round_nodes = render_memory(mem), 2, 1, nodes[2:]
+    decision = HeuristicPolicy({"seed": 0}).decide(ctx)
+    assert [c.principle for c in decision.memory_update.contradicted_principles] == [principle]
+    assert "node 3 R2=0.97" in decision.memory_update.contradicted_principles[0].evidence
+    after = parse_memory(update_memory(ctx.working_memory, ctx, [decision], ["## Iter 3: converged"], None))
+    assert principle not in " ".join(after.principles) and "coeff_W_L1 above 1e-4 hurts" in " ".join(after.principles)
+    assert any(q.lstrip("- ").startswith("Contradicted: " + principle) and "node 3" in q for q in after.open_questions)
