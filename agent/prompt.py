@@ -188,7 +188,6 @@ def user_content(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> lis
     ``feedback`` is the reason a previous decision was refused; it is stated last so the
     model fixes exactly that on its one retry. ``trim``: see the module docstring.
     """
-    code = fit(ctx.code.rstrip(), budget("code", trim), "the code") if ctx.code else ""
     blocks = [
         {"type": "text", "text": _task_text(ctx)},
         _section("Working memory (memory.md)", ctx.working_memory, "(empty: this is the first iteration)",
@@ -196,9 +195,15 @@ def user_content(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> lis
         _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)", budget("analysis_log", trim)),
         _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)", budget("ucb_scores", trim)),
         _section("Current config (YAML)", ctx.config_yaml, "(no config)", budget("config", trim)),
-        _section("Editable training code (train_loop.py)", f"```python\n{code}\n```" if code else "", "(no code)",
-                 budget("code", trim) + 20),
     ]
+    return blocks + _code_pictures_feedback(ctx, "Editable training code (train_loop.py)", feedback, trim, "decision")
+
+
+def _code_pictures_feedback(ctx: Any, code_title: str, feedback: Optional[str], trim: int,
+                            what: str) -> list[dict[str, Any]]:
+    """The end of a request: the editable code, the dataset pictures (or a note when trimmed), the refusal reason."""
+    code = fit(ctx.code.rstrip(), budget("code", trim), "the code") if ctx.code else ""
+    blocks = [_section(code_title, f"```python\n{code}\n```" if code else "", "(no code)", budget("code", trim) + 20)]
     if trim and ctx.image_paths:
         blocks.append({"type": "text", "text": f"({len(ctx.image_paths)} picture(s) left out to fit the prompt)"})
     else:
@@ -206,8 +211,8 @@ def user_content(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> lis
             blocks.extend(image_blocks(Path(path)))
     if feedback:
         blocks.append({"type": "text", "text": (
-            "Your previous decision was REFUSED for this reason:\n"
-            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected decision.")})
+            f"Your previous {what} was REFUSED for this reason:\n"
+            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected {what}.")})
     return blocks
 
 
@@ -244,7 +249,6 @@ def _round_task_text(contexts: list[Any]) -> str:
 def round_user_content(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
     """The user message of a round: shared state once, then each finished node's analysis and config."""
     first, k = contexts[0], len(contexts)
-    code = fit(first.code.rstrip(), budget("code", trim), "the code") if first.code else ""
     blocks = [
         {"type": "text", "text": _round_task_text(contexts)},
         _section("Working memory (memory.md)", first.working_memory, "(empty: this is the first round)",
@@ -257,18 +261,8 @@ def round_user_content(contexts: list[Any], feedback: Optional[str] = None, trim
                                "(no analysis.log)", budget("analysis_log", trim) // k))
         blocks.append(_section(f"Slot {ctx.slot}: config of node {node.id} (YAML)", ctx.config_yaml, "(no config)",
                                budget("config", trim) // k))
-    blocks.append(_section(f"Editable training code (train_loop.py of node {first.current_node.id})",
-                           f"```python\n{code}\n```" if code else "", "(no code)", budget("code", trim) + 20))
-    if trim and first.image_paths:
-        blocks.append({"type": "text", "text": f"({len(first.image_paths)} picture(s) left out to fit the prompt)"})
-    else:
-        for path in first.image_paths:
-            blocks.extend(image_blocks(Path(path)))
-    if feedback:
-        blocks.append({"type": "text", "text": (
-            "Your previous answer was REFUSED for this reason:\n"
-            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected answer.")})
-    return blocks
+    return blocks + _code_pictures_feedback(
+        first, f"Editable training code (train_loop.py of node {first.current_node.id})", feedback, trim, "answer")
 
 
 def build_round_messages(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:

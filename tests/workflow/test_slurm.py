@@ -8,12 +8,14 @@ down to the node (2 CPUs).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,20 @@ def test_tiny_pipeline_through_the_slurm_profile(slurm_cluster, tmp_path):
     jobs = _completed_jobs()
     assert jobs.count("JobState=COMPLETED") >= 5, jobs[-3000:]
     assert "gpu" not in " ".join(line for line in jobs.splitlines() if "TRES" in line).lower()
+
+
+def test_a_round_as_one_grouped_slurm_job(slurm_cluster, tmp_path):
+    """The profile's option: a round's trainings as ONE SLURM job (Snakemake job group), side by side."""
+    write_workflow_config(tmp_path, name="grouped", schedule=[1], n_iter_block=2, slots=2)
+    result, _, _, queue = run_with_secret(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), *NODE_FIT,
+                                          "--groups", "train=round", "--group-components", "round=2")
+    result.check()
+    submitted = re.findall(r"submitted with SLURM jobid \d+ \(log: .*?/slurm_logs/(\w+)/", result.output)
+    assert "rule_train" not in submitted and len([s for s in submitted if "group" in s]) == 1, submitted
+    results = tmp_path / "results" / "grouped"
+    spans = []
+    for it in (1, 2):
+        record = json.loads((results / f"iter_{it:03d}" / "training.json").read_text())
+        spans.append((datetime.fromisoformat(record["started_at"]), datetime.fromisoformat(record["finished_at"])))
+    (s1, e1), (s2, e2) = spans
+    assert s1 < e2 and s2 < e1, f"the grouped trainings ran one after the other: {spans}"
