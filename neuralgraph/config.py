@@ -158,7 +158,14 @@ class TrainingConfig(_Section):
     learning_rate_start: float = Field(5e-4, gt=0.0, le=1.0, description="Adam learning rate of lin_edge and lin_phi.")
     learning_rate_embedding_start: float = Field(7.5e-4, ge=0.0, le=1.0, description="Adam learning rate of the embeddings.")
     coeff_W_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on W.")
-    coeff_edge_diff: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on a decreasing lin_edge (monotone messages).")
+    l1_start_epoch: int = Field(
+        0, ge=0, le=10_000, description="Two-phase training: epochs before this one (0-based) run without the L1 "
+        "penalty on W; 0 = L1 from the first step."
+    )
+    coeff_edge_diff: float = Field(
+        0.0, ge=0.0, le=1e6, description="Penalty on a decreasing lin_edge (monotone messages). One L2 norm over the "
+        "batch and delta = u_scale/100: about 1.9 x the reference's coefficient at batch 8 (docs/agent.md)."
+    )
     coeff_lin_phi_zero: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on lin_phi(0, a) != 0.")
     coeff_MLP_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on MLP weights.")
     coeff_MLP_L2: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on MLP weights.")
