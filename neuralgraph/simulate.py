@@ -185,10 +185,8 @@ def low_rank_weights(n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
     The reference's construction and scaling exactly (checked against its generator: Gaussian
     U, V, divided by sqrt(r N), diagonal zeroed afterwards). The nonzero eigenvalues are those
     of V U / sqrt(r N), an r x r matrix with entries of std about 1/sqrt(r): spectral radius
-    about 1, with a large spread between seeds at r = 20 (about 0.9 to 1.2). What makes the
-    reference's low-rank activity richer than ours with the demo's settings is the dynamics,
-    not W: its low-rank studies run one neuron type with gain 7 and no self term (see
-    config/experiments/bench_lowrank.yaml).
+    about 1, spread between seeds (r = 20, N = 100: 0.95 to 1.12 over seeds 0, 1, 2, 4;
+    docs/benchmarks.md).
     """
     left = rng.standard_normal((n, rank))
     right = rng.standard_normal((rank, n))

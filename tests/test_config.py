@@ -196,5 +196,5 @@ def test_lowrank_benchmark_is_the_references_hard_case_with_the_demos_training()
     demo = load_config(DEMO_CONFIG)
     sim = bench.simulation
     assert (sim.connectivity_type, sim.connectivity_rank, sim.n_neurons, sim.n_frames) == ("low_rank", 20, 100, 10_000)
-    assert sim.type_params() == [[7.0, 0.0, 1.0]]  # the reference's low-rank dynamics (one type, gain 7, no self term)
+    assert sim.type_params() == demo.simulation.type_params() and sim.n_neuron_types == demo.simulation.n_neuron_types
     assert bench.training == demo.training and bench.claude == demo.claude and bench.graph_model == demo.graph_model
