@@ -10,6 +10,9 @@ the dataset folder, computes the metrics of docs/architecture.md "metrics.json" 
   config values that produced them;
 * ``analysis.log``: the dataset's ``spectral radius:`` line and ``--- activity ---`` block,
   then one ``key: value`` line per metric (merged: lines other stages wrote are kept);
+  for a low-rank true W also ``W_column_subspace_R2`` / ``W_row_subspace_R2`` (mean squared
+  cosine of the principal angles between the learned and true W's leading r-dimensional
+  column / row subspaces, r = simulation.connectivity_rank; :func:`neuralgraph.metrics.W_subspace_r2`);
 * ``plots/``: connectivity.png, rollout.png, embeddings.png, lin_edge.png, lin_phi.png,
   loss.png.
 
@@ -58,6 +61,9 @@ LOG_KEYS = (
     "test_R2", "test_pearson", "connectivity_R2", "connectivity_R2_raw", "cluster_accuracy",
     "final_loss", "training_time_min", "status", "outcome", "outcome_reason",
 )
+#: The low-rank diagnostic (metrics.W_subspace_r2): in metrics.json and analysis.log only when
+#: the true W is low-rank (simulation.connectivity_type low_rank), with r = connectivity_rank.
+SUBSPACE_KEYS = ("W_column_subspace_R2", "W_row_subspace_R2")
 #: Points of the u grid on which the learned functions are evaluated (plateau and plots).
 PLATEAU_POINTS = 32
 CURVE_POINTS = 200
@@ -303,6 +309,12 @@ def rollout_start_frame(cfg: ExperimentConfig, dataset) -> int:
     return start
 
 
+def subspace_rank(cfg: ExperimentConfig) -> Optional[int]:
+    """r of the subspace diagnostic: the true W's rank when it is low-rank, else None (not computed)."""
+    sim = cfg.simulation
+    return int(sim.connectivity_rank) if sim.connectivity_type == "low_rank" else None
+
+
 def analyze_model(model, cfg: ExperimentConfig, dataset, u_max: float, device=None) -> ModelAnalysis:
     """Every model-based score of one run (connectivity, rollout, clustering).
 
@@ -322,6 +334,11 @@ def analyze_model(model, cfg: ExperimentConfig, dataset, u_max: float, device=No
         "connectivity_R2_raw": M.connectivity_r2(W, true_W),
         "cluster_accuracy": M.cluster_accuracy(embeddings, dataset.types, dataset.n_types),
     }
+    rank = subspace_rank(cfg)
+    if rank is not None:
+        scores.update(M.W_subspace_r2(W_corrected, true_W, rank))
+        log.info("rank-%d subspaces of W: column R2 %.4f, row R2 %.4f", rank, scores["W_column_subspace_R2"],
+                 scores["W_row_subspace_R2"])
     log.info("connectivity R2 %.4f (raw %.4f), cluster accuracy %.3f in %.1f s", scores["connectivity_R2"],
              scores["connectivity_R2_raw"], scores["cluster_accuracy"], time.perf_counter() - t0)
     start = rollout_start_frame(cfg, dataset)
@@ -347,11 +364,15 @@ def assemble_metrics(iteration: Optional[int], record: TrainingRecord, scores: d
     config = {key: getattr(cfg.training, key) for key in CONFIG_KEYS}
     if record.data_augmentation_loop is not None:  # the value training actually used (may be auto-chosen)
         config["data_augmentation_loop"] = int(record.data_augmentation_loop)
+    subspaces = {}
+    if subspace_rank(cfg) is not None:
+        subspaces = {key: scores.get(key, math.nan) for key in SUBSPACE_KEYS}
+        subspaces["W_subspace_rank"] = subspace_rank(cfg)
     return {
         "iteration": iteration, "status": record.status, "outcome": outcome, "outcome_reason": reason,
         "connectivity_R2": scores["connectivity_R2"], "connectivity_R2_raw": scores["connectivity_R2_raw"],
         "test_R2": scores["test_R2"], "test_pearson": scores["test_pearson"],
-        "cluster_accuracy": scores["cluster_accuracy"], "final_loss": record.final_loss,
+        "cluster_accuracy": scores["cluster_accuracy"], **subspaces, "final_loss": record.final_loss,
         "training_time_min": record.training_time_min, **dataset_numbers, "config": config,
     }
 
@@ -364,7 +385,8 @@ def write_analysis_log(path: Path, dataset_lines: dict[str, Any], metrics: dict[
     update_analysis_log(path, {"spectral radius": dataset_lines["spectral radius"]})
     if dataset_lines.get("activity"):
         update_analysis_log(path, dataset_lines["activity"], section="activity")
-    return update_analysis_log(path, {key: metrics[key] for key in LOG_KEYS})
+    keys = LOG_KEYS + tuple(key for key in SUBSPACE_KEYS if key in metrics)
+    return update_analysis_log(path, {key: metrics[key] for key in keys})
 
 
 def draw_figures(plots_dir: Path, record: TrainingRecord, analysis: Optional[ModelAnalysis], model, cfg,

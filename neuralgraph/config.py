@@ -86,6 +86,11 @@ class SimulationConfig(_Section):
     connectivity_filling_factor: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of non-zero off-diagonal entries of W.")
     Dale_law: bool = Field(False, description="Impose Dale's law: each presynaptic neuron (column) all + or all -.")
     Dale_law_factor: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of excitatory columns under Dale's law.")
+    Dale_law_excitatory: Literal["random", "first_columns"] = Field(
+        "random", description="Which columns are excitatory under Dale's law: random = a seeded draw independent of "
+        "the neuron types; first_columns = the first N * Dale_law_factor columns (the reference's rule, whose "
+        "column signs follow the contiguous type blocks)."
+    )
     noise_model_level: float = Field(0.0, ge=0.0, le=10.0, description="Process noise std added to u at every Euler step.")
     measurement_noise_level: float = Field(0.0, ge=0.0, le=10.0, description="Measurement noise std added to the saved u.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of W, types and initial state.")
@@ -153,7 +158,14 @@ class TrainingConfig(_Section):
     learning_rate_start: float = Field(5e-4, gt=0.0, le=1.0, description="Adam learning rate of lin_edge and lin_phi.")
     learning_rate_embedding_start: float = Field(7.5e-4, ge=0.0, le=1.0, description="Adam learning rate of the embeddings.")
     coeff_W_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on W.")
-    coeff_edge_diff: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on a decreasing lin_edge (monotone messages).")
+    l1_start_epoch: int = Field(
+        0, ge=0, le=10_000, description="Two-phase training: epochs before this one (0-based) run without the L1 "
+        "penalty on W; 0 = L1 from the first step."
+    )
+    coeff_edge_diff: float = Field(
+        0.0, ge=0.0, le=1e6, description="Penalty on a decreasing lin_edge (monotone messages). One L2 norm over the "
+        "batch and delta = u_scale/100: about 1.9 x the reference's coefficient at batch 8 (docs/agent.md)."
+    )
     coeff_lin_phi_zero: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on lin_phi(0, a) != 0.")
     coeff_MLP_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on MLP weights.")
     coeff_MLP_L2: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on MLP weights.")
@@ -251,8 +263,21 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json")
 
     def simulation_hash(self) -> str:
-        """Hash of the simulation section: identifies the dataset an experiment needs."""
-        return stable_hash(self.simulation.model_dump(mode="json"))
+        """Hash of the simulation section: identifies the dataset an experiment needs.
+
+        Fields that cannot change the data are left out (:func:`simulation_hash_fields`), so
+        adding such a field keeps the hashes, and the datasets, of existing experiments.
+        """
+        return stable_hash(simulation_hash_fields(self.simulation))
+
+
+def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:
+    """The simulation section as hashed: ``Dale_law_excitatory`` only when Dale's law is on
+    (without it the field changes nothing, and experiments made before it keep their hash)."""
+    fields = sim.model_dump(mode="json")
+    if not sim.Dale_law:
+        fields.pop("Dale_law_excitatory", None)
+    return fields
 
 
 #: Fields that may never differ between an iteration's config and its experiment's config.

@@ -118,6 +118,50 @@ def connectivity_r2(learned_W: np.ndarray, true_W: np.ndarray, plateau: Optional
     return linear_fit_r2(offdiagonal(true_W), offdiagonal(learned_W))
 
 
+# ------------------------------------------------------------------ low-rank subspaces
+
+def leading_subspaces(W: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Orthonormal bases (N x r) of the leading ``rank`` column and row subspaces of W
+    (left and right singular vectors of the largest singular values); the diagonal is zeroed
+    first, as everywhere in the scores (self-edges are never learned)."""
+    W = np.array(W, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {W.shape}")
+    if not 1 <= rank <= W.shape[0]:
+        raise ValueError(f"subspace rank = {rank}: must be in 1..{W.shape[0]}")
+    np.fill_diagonal(W, 0.0)
+    left, _, right_t = np.linalg.svd(W)
+    return left[:, :rank], right_t[:rank].T
+
+
+def subspace_overlap(basis_a: np.ndarray, basis_b: np.ndarray) -> float:
+    """Mean squared cosine of the principal angles between two r-dimensional subspaces
+    (orthonormal bases as columns): ``|| A^T B ||_F^2 / r``.
+
+    1 for the same subspace, 0 for orthogonal ones. It is also an R^2: the fraction of the
+    energy of A's basis vectors that B's subspace explains (regress each column of A on B,
+    average the R^2), hence the name ``*_subspace_R2`` in metrics.json.
+    """
+    if basis_a.shape != basis_b.shape:
+        raise ValueError(f"subspace bases have shapes {basis_a.shape} and {basis_b.shape}; they must match")
+    return float(np.sum((basis_a.T @ basis_b) ** 2) / basis_a.shape[1])
+
+
+def W_subspace_r2(learned_W: np.ndarray, true_W: np.ndarray, rank: int) -> dict[str, float]:
+    """The low-rank diagnostic of the reference's case study: how well the learned W's leading
+    ``rank``-dimensional column subspace (where W sends activity: its range) and row subspace
+    (which input directions it reads) match the true W's. NaN when the learned W is not finite
+    or is all zero (no subspace to compare)."""
+    learned_W = np.asarray(learned_W, dtype=np.float64)
+    nan = {"W_column_subspace_R2": math.nan, "W_row_subspace_R2": math.nan}
+    if not np.all(np.isfinite(learned_W)) or not np.any(offdiagonal(learned_W)):
+        return nan
+    true_cols, true_rows = leading_subspaces(true_W, rank)
+    cols, rows = leading_subspaces(learned_W, rank)
+    return {"W_column_subspace_R2": subspace_overlap(true_cols, cols),
+            "W_row_subspace_R2": subspace_overlap(true_rows, rows)}
+
+
 # --------------------------------------------------------------------------- rollout
 
 def frame_r2(true_frame: np.ndarray, pred_frame: np.ndarray, sigma_clip: float = SIGMA_CLIP) -> float:

@@ -14,7 +14,8 @@ still du/dt at the saved (noisy) state; measurement noise (``measurement_noise_l
 added to the saved u only, and du stays the clean du/dt of the underlying trajectory.
 
 Randomness comes from independent streams spawned from ``simulation.seed`` (types, W,
-initial state, process noise, measurement noise), so switching noise on does not change W.
+initial state, process noise, measurement noise, the excitatory columns under Dale's law), so
+switching noise on does not change W.
 Same config, same bytes (the BLAS is limited to one thread, see device.single_threaded_blas).
 
 The dataset folder layout is in docs/architecture.md; ``u.npy`` and ``du.npy`` are written
@@ -49,7 +50,10 @@ _PROGRESS_EVERY = 1000
 #: Process-noise samples drawn per call (drawing one vector per frame is slower).
 _NOISE_CHUNK = 1024
 
-_STREAMS = ("types", "connectivity", "initial_state", "process_noise", "measurement_noise")
+#: Independent random streams, one per source of randomness. New streams go at the END:
+#: stream i is SeedSequence(seed).spawn(...)[i] whatever the length, so appending one keeps
+#: every existing stream (and dataset) unchanged.
+_STREAMS = ("types", "connectivity", "initial_state", "process_noise", "measurement_noise", "dale_excitatory")
 
 
 # --------------------------------------------------------------------------- dynamics
@@ -176,7 +180,14 @@ def gaussian_weights(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def low_rank_weights(n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
-    """W = U V / sqrt(r N) with U (N x r), V (r x N) standard normal: rank r, entry std 1/sqrt(N)."""
+    """W = U V / sqrt(r N) with U (N x r), V (r x N) standard normal: rank r, entry std 1/sqrt(N).
+
+    The reference's construction and scaling exactly (checked against its generator: Gaussian
+    U, V, divided by sqrt(r N), diagonal zeroed afterwards). The nonzero eigenvalues are those
+    of V U / sqrt(r N), an r x r matrix with entries of std about 1/sqrt(r): spectral radius
+    about 1, spread between seeds (r = 20, N = 100: 0.95 to 1.12 over seeds 0, 1, 2, 4;
+    docs/benchmarks.md).
+    """
     left = rng.standard_normal((n, rank))
     right = rng.standard_normal((rank, n))
     return left @ right / np.sqrt(rank * n)
@@ -189,16 +200,50 @@ def apply_filling_factor(W: np.ndarray, filling_factor: float, rng: np.random.Ge
     return W * (rng.random(W.shape) < filling_factor)
 
 
-def apply_dale_law(W: np.ndarray, excitatory_fraction: float) -> np.ndarray:
-    """Dale's law: |W|, then columns j >= N * fraction negated (those presynaptic neurons inhibit)."""
+#: Values of simulation.Dale_law_excitatory (the config schema owns the default).
+DALE_EXCITATORY_RULES = ("random", "first_columns")
+
+
+def excitatory_columns(n: int, excitatory_fraction: float, rule: str = "random",
+                       rng: np.random.Generator | None = None) -> np.ndarray:
+    """Boolean mask of the excitatory columns (presynaptic neurons) under Dale's law.
+
+    round(N * fraction) columns are excitatory. ``first_columns``: the first ones (the
+    reference's rule; with contiguous type blocks the sign of a column is then a function of
+    its type, a confound for recovering W). ``random``: a uniformly drawn subset of that size
+    from ``rng``, independent of the neuron types.
+    """
+    n_excitatory = int(round(n * excitatory_fraction))
+    mask = np.zeros(n, dtype=bool)
+    if rule == "first_columns":
+        mask[:n_excitatory] = True
+    elif rule == "random":
+        if rng is None:
+            raise ValueError("excitatory_columns: rule 'random' needs a random generator")
+        mask[rng.choice(n, size=n_excitatory, replace=False)] = True
+    else:
+        raise ValueError(f"simulation.Dale_law_excitatory = {rule!r}: must be one of {', '.join(DALE_EXCITATORY_RULES)}")
+    return mask
+
+
+def apply_dale_law(W: np.ndarray, excitatory_fraction: float, rule: str = "first_columns",
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """Dale's law: |W|, then the inhibitory columns (see :func:`excitatory_columns`) negated."""
     W = np.abs(W)
-    first_inhibitory = int(round(W.shape[1] * excitatory_fraction))
-    W[:, first_inhibitory:] *= -1.0
+    W[:, ~excitatory_columns(W.shape[1], excitatory_fraction, rule, rng)] *= -1.0
     return W
 
 
-def make_connectivity(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """The true W (float32, N x N, zero diagonal) for the simulation section."""
+def make_connectivity(sim: SimulationConfig, rng: np.random.Generator,
+                      dale_rng: np.random.Generator | None = None) -> np.ndarray:
+    """The true W (float32, N x N, zero diagonal) for the simulation section.
+
+    ``dale_rng`` draws the excitatory columns under Dale's law with rule ``random`` (its own
+    stream, so the weights themselves are the same numbers whichever rule is chosen); None =
+    the ``dale_excitatory`` stream of ``simulation.seed``, as :func:`simulate` uses.
+    """
+    if dale_rng is None and sim.Dale_law and sim.Dale_law_excitatory == "random":
+        dale_rng = _rngs(sim.seed)["dale_excitatory"]
     n = sim.n_neurons
     if sim.connectivity_type == "Lorentz":
         W = lorentz_weights(n, rng)
@@ -210,7 +255,7 @@ def make_connectivity(sim: SimulationConfig, rng: np.random.Generator) -> np.nda
         raise ValueError(f"simulation.connectivity_type = {sim.connectivity_type!r}: must be one of Lorentz, Gaussian, low_rank")
     W = apply_filling_factor(W, sim.connectivity_filling_factor, rng)
     if sim.Dale_law:
-        W = apply_dale_law(W, sim.Dale_law_factor)
+        W = apply_dale_law(W, sim.Dale_law_factor, sim.Dale_law_excitatory, dale_rng)
     np.fill_diagonal(W, 0.0)
     return W.astype(np.float32)
 
@@ -380,7 +425,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     (out / "metadata.json").unlink(missing_ok=True)
     rngs = _rngs(sim.seed)
     types = make_types(sim, rngs["types"])
-    W = make_connectivity(sim, rngs["connectivity"])
+    W = make_connectivity(sim, rngs["connectivity"], rngs["dale_excitatory"])
     type_params = np.asarray(sim.type_params(), dtype=np.float32)
     u0 = (sim.initial_state_std * rngs["initial_state"].standard_normal(sim.n_neurons)).astype(np.float32)
     timer.lap("network")

@@ -160,10 +160,14 @@ def _edge_monotonicity_penalty(model, u, delta):
 
 
 def regularisation(model, data, starts, ctx):
-    """Weighted sum of the configured penalties (a zero tensor when all coefficients are 0)."""
+    """Weighted sum of the configured penalties (a zero tensor when all coefficients are 0).
+
+    Two-phase training: the L1 penalty on W starts at epoch ``l1_start_epoch`` (0-based; the
+    epochs before it fit W without it, the reference's n_epochs_init with first_coeff_L1 = 0).
+    """
     tr = ctx.cfg.training
     total = torch.zeros((), device=data.u.device)
-    if tr.coeff_W_L1 > 0:
+    if tr.coeff_W_L1 > 0 and ctx.epoch >= tr.l1_start_epoch:
         total = total + tr.coeff_W_L1 * model.dense_W().abs().sum()
     if tr.coeff_edge_diff > 0:
         total = total + tr.coeff_edge_diff * _edge_monotonicity_penalty(model, data.u[starts], data.u_scale / 100)

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from agent.cli import main
-from agent.decision import ALLOWED_PARAMETERS, validate_decision
+from agent.decision import ALLOWED_PARAMETERS, EPOCH_INDEX_PARAMETERS, validate_decision
 from agent.policies.base import get_policy
 from agent.policies.random_policy import BUDGET_PARAMETERS, RandomPolicy, searched_parameters
 from agent_helpers import context, iter_dir, node, run_exploration
@@ -62,7 +62,7 @@ def test_log_scale_parameters_are_log_uniform_and_integers_cover_their_range():
         if rule.integer:
             parent_value = ctx.node(1).config["training"][name]  # excluded: a repeat teaches nothing
             legal = {v for v in range(int(rule.low), int(rule.high) + 1) if v < 4} if \
-                name == "recurrent_training_start_epoch" else set(range(int(rule.low), int(rule.high) + 1))
+                name in EPOCH_INDEX_PARAMETERS else set(range(int(rule.low), int(rule.high) + 1))
             assert set(drawn) <= legal and parent_value not in drawn
             continue
         if rule.log_scale:  # half the draws below the geometric middle, a quarter in each log quarter

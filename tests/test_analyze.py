@@ -299,3 +299,22 @@ def test_model_breaking_the_contract_is_a_failed_run_not_a_crash(tiny_dataset, d
     analysis, problem = analyze.score_if_usable(broken, "", cfg, dataset, 10.0, "cpu", tmp_path)
     assert analysis is None
     assert problem == "model evaluation failed (RuntimeError: edited loop removed W)"
+
+
+def test_subspace_diagnostic_only_for_a_low_rank_true_W(tmp_path):
+    from neuralgraph.config import parse_config
+    from tiny_configs import tiny_config_dict
+
+    record = analyze.TrainingRecord(status="ok", final_loss=1.0, training_time_min=0.1)
+    scores = {**analyze.NAN_SCORES, "connectivity_R2": 0.5, "W_column_subspace_R2": 0.9, "W_row_subspace_R2": 0.4}
+    low = parse_config(tiny_config_dict(**{"simulation.connectivity_type": "low_rank",
+                                           "simulation.connectivity_rank": 3}))
+    metrics = analyze.assemble_metrics(1, record, scores, {}, low, "")
+    assert (metrics["W_column_subspace_R2"], metrics["W_row_subspace_R2"], metrics["W_subspace_rank"]) == (0.9, 0.4, 3)
+    log = analyze.write_analysis_log(tmp_path / "analysis.log", {"spectral radius": 1.0, "activity": {}}, metrics)
+    logged = parse_analysis_log(log)
+    assert logged["W_column_subspace_R2"] == pytest.approx(0.9) and logged["W_row_subspace_R2"] == pytest.approx(0.4)
+    failed = analyze.assemble_metrics(1, record, dict(analyze.NAN_SCORES), {}, low, "no model")
+    assert math.isnan(failed["W_column_subspace_R2"])  # a low-rank run without a model: the keys, as NaN
+    lorentz = analyze.assemble_metrics(1, record, scores, {}, parse_config(tiny_config_dict()), "")
+    assert not {"W_column_subspace_R2", "W_row_subspace_R2", "W_subspace_rank"} & set(lorentz)

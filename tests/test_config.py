@@ -189,3 +189,12 @@ def test_check_config_cli_exits_nonzero_with_the_message(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "neuralgraph", "check-config", str(DEMO_CONFIG)],
                         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "ok" in ok.stdout
+
+
+def test_lowrank_benchmark_is_the_references_hard_case_with_the_demos_training():
+    bench = load_config(REPO / "config" / "experiments" / "bench_lowrank.yaml")
+    demo = load_config(DEMO_CONFIG)
+    sim = bench.simulation
+    assert (sim.connectivity_type, sim.connectivity_rank, sim.n_neurons, sim.n_frames) == ("low_rank", 20, 100, 10_000)
+    assert sim.type_params() == demo.simulation.type_params() and sim.n_neuron_types == demo.simulation.n_neuron_types
+    assert bench.training == demo.training and bench.claude == demo.claude and bench.graph_model == demo.graph_model

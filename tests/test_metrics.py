@@ -179,3 +179,45 @@ def test_outcome_classes(r2, status, expected):
     assert outcome == expected
     if status != "ok":
         assert reason == "training diverged: loss exceeded 1e4 x first loss"
+
+
+# ------------------------------------------------------------------ low-rank subspaces
+
+def test_subspace_overlap_is_one_for_the_same_subspace_and_zero_for_orthogonal_ones():
+    n, r = 40, 5
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((n, 2 * r)))[0]
+    a, b = basis[:, :r], basis[:, r:]
+    assert metrics.subspace_overlap(a, a) == pytest.approx(1.0)
+    rotated = a @ np.linalg.qr(np.random.default_rng(1).standard_normal((r, r)))[0]  # another basis, same subspace
+    assert metrics.subspace_overlap(a, rotated) == pytest.approx(1.0)
+    assert metrics.subspace_overlap(a, b) == pytest.approx(0.0, abs=1e-12)
+    half = np.concatenate([a[:, :2], b[:, :3]], axis=1)  # shares 2 of the 5 directions
+    assert metrics.subspace_overlap(a, half) == pytest.approx(2 / 5)
+
+
+def test_W_subspace_r2_on_hand_made_low_rank_W():
+    n, r = 60, 4
+    rng = np.random.default_rng(2)
+    # exactly rank r with a zero diagonal: columns live on the first half of the neurons, rows
+    # on the second half (so no W_ii is touched and zeroing the diagonal changes nothing)
+    left = np.zeros((n, r))
+    right = np.zeros((n, r))
+    left[: n // 2] = np.linalg.qr(rng.standard_normal((n // 2, r)))[0]
+    right[n // 2:] = np.linalg.qr(rng.standard_normal((n // 2, r)))[0]
+    true_W = left @ np.diag([4.0, 3.0, 2.0, 1.0]) @ right.T  # diagonal is 0: rows and columns live apart
+    assert np.all(np.diag(true_W) == 0)
+    same = metrics.W_subspace_r2(-2.5 * true_W, true_W, r)  # scale and sign do not matter
+    assert same == pytest.approx({"W_column_subspace_R2": 1.0, "W_row_subspace_R2": 1.0})
+    # the transpose swaps the halves: its columns live where true_W's rows do, and vice versa
+    swapped = metrics.W_subspace_r2(true_W.T, true_W, r)
+    assert swapped == pytest.approx({"W_column_subspace_R2": 0.0, "W_row_subspace_R2": 0.0}, abs=1e-12)
+    # same column subspace, other rows: only the column score stays 1
+    other_right = np.zeros((n, r))
+    other_right[n // 2:] = np.linalg.qr(rng.standard_normal((n // 2, r)))[0]
+    mixed = metrics.W_subspace_r2(left @ other_right.T, true_W, r)
+    assert mixed["W_column_subspace_R2"] == pytest.approx(1.0)
+    assert mixed["W_row_subspace_R2"] < 0.5
+    nan = metrics.W_subspace_r2(np.full((n, n), np.nan), true_W, r)
+    assert all(math.isnan(v) for v in nan.values())
+    with pytest.raises(ValueError, match="subspace rank = 0"):
+        metrics.W_subspace_r2(true_W, true_W, 0)

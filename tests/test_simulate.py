@@ -220,9 +220,67 @@ def test_filling_factor_and_dale_law():
     sparse = _connectivity(n, **{"simulation.connectivity_filling_factor": 0.1,
                                  "simulation.connectivity_type": "Gaussian"})
     assert np.mean(sparse[~np.eye(n, dtype=bool)] != 0) == pytest.approx(0.1, abs=0.01)
-    dale = _connectivity(n, **{"simulation.Dale_law": True, "simulation.Dale_law_factor": 0.75})
+    dale = _connectivity(n, **{"simulation.Dale_law": True, "simulation.Dale_law_factor": 0.75,
+                               "simulation.Dale_law_excitatory": "first_columns"})
     assert np.all(dale[:, :150] >= 0) and np.all(dale[:, 150:] <= 0)
     assert np.all(np.diag(dale) == 0)
+
+
+def _dale(n=200, seed=42, rule="random", factor=0.75, **overrides):
+    cfg = _cfg(**{"simulation.n_neurons": n, "simulation.n_neuron_types": 4, "simulation.seed": seed,
+                  "simulation.Dale_law": True, "simulation.Dale_law_factor": factor,
+                  "simulation.Dale_law_excitatory": rule, **overrides})
+    from neuralgraph.simulate import _rngs
+
+    rngs = _rngs(seed)
+    return make_connectivity(cfg.simulation, rngs["connectivity"], rngs["dale_excitatory"])
+
+
+def _column_signs(W):
+    """+1 for an excitatory column, -1 for an inhibitory one (each column has one sign)."""
+    positive, negative = (W >= 0).all(axis=0), (W <= 0).all(axis=0)
+    assert np.all(positive | negative)  # Dale's law: no column mixes signs
+    return np.where(positive & ~negative, 1, np.where(negative & ~positive, -1, 0))
+
+
+def test_dale_law_random_excitatory_columns_are_seeded_and_independent_of_type():
+    n = 200
+    W = _dale(n)
+    signs = _column_signs(W)
+    excitatory = np.flatnonzero(signs > 0)
+    assert len(excitatory) == 150  # round(N * Dale_law_factor), as configured
+    assert excitatory.tolist() != list(range(150))  # not the first block
+    types = np.repeat(np.arange(4), n // 4)
+    per_type = [np.mean(signs[types == t] > 0) for t in range(4)]
+    assert all(0.5 < share < 0.95 for share in per_type), per_type  # every type mixes E and I
+    np.testing.assert_array_equal(_column_signs(_dale(n)), signs)  # reproducible for a seed
+    assert _column_signs(_dale(n, seed=43)).tolist() != signs.tolist()  # another seed, another draw
+    # the weights' magnitudes are the same numbers under both rules: only the signs move
+    np.testing.assert_array_equal(np.abs(W), np.abs(_dale(n, rule="first_columns")))
+
+
+def test_dale_law_first_columns_reproduces_the_reference_rule_exactly():
+    from neuralgraph.simulate import _rngs, lorentz_weights
+
+    n, seed = 100, 42
+    W = _dale(n, seed=seed, rule="first_columns", factor=0.5)
+    # the rule as it stood before the option existed: |W|, columns j >= N * factor negated
+    expected = np.abs(lorentz_weights(n, _rngs(seed)["connectivity"]))
+    expected[:, 50:] *= -1.0
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_array_equal(W, expected.astype(np.float32))
+
+
+def test_dale_law_excitatory_rule_is_validated_and_hashed_only_under_dale_law():
+    from neuralgraph.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"simulation.Dale_law_excitatory = 'types'.*random.*first_columns"):
+        _cfg(**{"simulation.Dale_law_excitatory": "types"})
+    plain = _cfg()
+    assert plain.simulation_hash() == _cfg(**{"simulation.Dale_law_excitatory": "first_columns"}).simulation_hash()
+    dale = _cfg(**{"simulation.Dale_law": True})
+    assert dale.simulation_hash() != _cfg(**{"simulation.Dale_law": True,
+                                             "simulation.Dale_law_excitatory": "first_columns"}).simulation_hash()
 
 
 # ----------------------------------------------------------------- CLI

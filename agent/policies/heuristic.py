@@ -8,6 +8,9 @@ Strategy, first matching rule (tree state = the current block's nodes in iterati
 2. robustness-test: the node just analysed is a new block best with R2 >= 0.9, was made by a
    mutation (not itself a re-run) and has no re-run yet -> re-run it with training.seed + 1;
 3. code-modification: the block has plateaued from its 5th node on (details below);
+3b. lever: the block has plateaued (as for rule 3) and no node of it reached R2 >= 0.9 -> the
+   best node tries the next lever the reference found decisive that the block has not tried
+   (details below);
 4. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
 5. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
 6. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
@@ -31,6 +34,15 @@ current node, else from ``options["results_dir"]/<node dir>``; without a readabl
 the code mutations of its ancestors). The edit is chosen with the same seeded generator.
 If its validation (static checks, smoke run) refuses it, the retry (with ``feedback``) gets a
 config mutation; as the fallback of another backend (no retry), a refusal ends in the safe re-run.
+
+Levers (rule 3b, :func:`_lever`): the training settings the reference's low-rank exploration
+found decisive are not among the stepped :data:`SEARCH_PARAMETERS`; they get their own rule,
+which draws no random number and fires only in a block stuck below R2 0.9, so runs that
+converge (the demo) make exactly the decisions they made before the levers existed. In order,
+the first one that applies and is new to the block: coeff_edge_diff 0 -> the reference's safe
+default on our scale (:data:`agent.decision.EDGE_DIFF_REFERENCE_DEFAULT`); n_epochs + 1, only
+with a time target (training_time_target_min keeps the training time; without it an epoch more
+is a bigger budget); l1_start_epoch 0 -> 1 (two-phase training) when L1 is on and n_epochs >= 2.
 """
 from __future__ import annotations
 
@@ -40,8 +52,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from agent.context import DecisionContext
-from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, CodeModification, ConfigMutation,
-                            ContradictedPrinciple, Decision, LogEntry, MemoryUpdate, ParameterRule)
+from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, EDGE_DIFF_REFERENCE_DEFAULT, CodeModification,
+                            ConfigMutation, ContradictedPrinciple, Decision, LogEntry, MemoryUpdate, ParameterRule)
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, fmt, node_folder, reward
 from neuralgraph.layout import LOOP_FILE
@@ -54,6 +66,9 @@ PARTIAL = FAILED_BELOW
 #: Parameters the heuristic steps (data_augmentation_loop stays: it sets the training time).
 SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_rate_embedding_start",
                      "coeff_W_L1", "noise_recurrent_level")
+#: Levers of rule 3b (not stepped; see the module docstring). Part of a node's signature, so a
+#: lever setting already tried in the block (or planned by an earlier slot) is not repeated.
+LEVER_PARAMETERS = ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
 #: A block has plateaued when its best R2 did not improve over this many last nodes ...
 PLATEAU_WINDOW = 3
 #: ... or when this many of those nodes failed (R2 < PARTIAL).
@@ -122,7 +137,7 @@ def _step(rule: ParameterRule, value: float, factor: float, up: bool) -> float:
 
 def _signature(training: dict[str, Any]) -> tuple:
     """What makes two nodes' training settings the same for the search (4 significant digits)."""
-    return tuple(float(f"{float(training.get(p) or 0.0):.4g}") for p in SEARCH_PARAMETERS)
+    return tuple(float(f"{float(training.get(p) or 0.0):.4g}") for p in SEARCH_PARAMETERS + LEVER_PARAMETERS)
 
 
 def _tried(ctx: DecisionContext) -> set[tuple]:
@@ -224,6 +239,8 @@ def _plan(ctx: DecisionContext, rng: random.Random, code: Optional["_CodeView"] 
     plan = _robustness(ctx, chain, scores, top, best, current, rng)
     if plan is None and code is not None:
         plan = _code_modification(ctx, chain, scores, best, rng, code)
+    if plan is None:
+        plan = _lever(ctx, chain, best)
     if plan is not None:
         return plan
     for rule in (_failure_probe, _switch_dimension, _boundary_skip, _recombine_rule, _forced_branch, _explore):
@@ -319,6 +336,41 @@ def _code_modification(ctx, chain, scores, best, rng, code: _CodeView) -> Option
             return _Plan("code-modification", node.id,
                          f"plateau ({why}): config changes insufficient, code change '{edit.name}' on {which} {node.id}",
                          code=edit)
+    return None
+
+
+def lever_mutations(training: dict[str, Any], time_target: bool) -> list[ConfigMutation]:
+    """The levers of rule 3b that apply to a node's training settings, in the rule's order."""
+    found = []
+    edge_diff = float(training.get("coeff_edge_diff") or 0.0)
+    if edge_diff == 0:
+        found.append(ConfigMutation(parameter="coeff_edge_diff", old=edge_diff, new=EDGE_DIFF_REFERENCE_DEFAULT))
+    n_epochs = int(training.get("n_epochs") or 1)
+    if time_target and n_epochs < ALLOWED_PARAMETERS["n_epochs"].high:
+        found.append(ConfigMutation(parameter="n_epochs", old=n_epochs, new=n_epochs + 1))
+    l1_start = int(training.get("l1_start_epoch") or 0)
+    if float(training.get("coeff_W_L1") or 0.0) > 0 and l1_start == 0 and n_epochs >= 2:
+        found.append(ConfigMutation(parameter="l1_start_epoch", old=l1_start, new=1))
+    return found
+
+
+def _lever(ctx: DecisionContext, chain: list[NodeRecord], best: Optional[NodeRecord]) -> Optional[_Plan]:
+    """Rule 3b: a block stuck below R2 0.9 tries the next untried lever on its best node (no random draw)."""
+    if best is None or reward(best) >= SUCCESS:
+        return None
+    why = _plateau(chain)
+    if why is None:
+        return None
+    training = _training(best)
+    time_target = bool(training.get("training_time_target_min"))
+    used = {(n.mutation or {}).get("parameter") for n in chain}
+    tried = _tried(ctx)
+    for mutation in lever_mutations(training, time_target):
+        if mutation.parameter in used or not _is_new(training, mutation.parameter, mutation.new, tried):
+            continue
+        return _Plan("switch-dimension", best.id,
+                     f"plateau below {SUCCESS} ({why}): lever {mutation.parameter} "
+                     f"{fmt(mutation.old)} -> {fmt(mutation.new)} on best node {best.id}", mutation)
     return None
 
 

@@ -6,7 +6,8 @@ This policy spends the same budget with no judgement at all:
 - parent: drawn uniformly from the nodes of the current block (no UCB, no metrics);
 - mutation: one parameter drawn uniformly from the mutable parameters of
   :data:`agent.decision.ALLOWED_PARAMETERS` (except the training-time knob, see
-  :data:`BUDGET_PARAMETERS`), its new value drawn inside that parameter's allowed range:
+  :data:`BUDGET_PARAMETERS`, and n_epochs unless the experiment has a time target, see
+  :data:`TIME_TARGET_PARAMETERS`), its new value drawn inside that parameter's allowed range:
   log-uniformly when the rule says ``log_scale`` (learning rates, penalty coefficients, noise),
   uniformly otherwise; integer parameters uniformly over their allowed integers other than the
   parent's value. The range and every cross-field rule (e.g. ``recurrent_training_start_epoch
@@ -36,13 +37,24 @@ from neuralgraph.config import ALLOWED_TIME_STEPS
 #: Not searched: data_augmentation_loop sets the training time of an iteration (the seed keeps
 #: it for holding the time budget constant), so drawing it would compare unequal budgets.
 BUDGET_PARAMETERS = frozenset({"data_augmentation_loop"})
+#: Searched only when the experiment has a time target (training.training_time_target_min): the
+#: trainer then chooses data_augmentation_loop for the whole run, so more epochs means shorter
+#: epochs in the same time. Without one, each extra epoch is a full epoch's time more.
+TIME_TARGET_PARAMETERS = frozenset({"n_epochs"})
 #: Significant digits of a drawn value (readable configs; far finer than any effect measured).
 DIGITS = 4
 
 
-def searched_parameters() -> list[ParameterRule]:
-    """The rules random search draws from, in the validator's order."""
-    return [rule for name, rule in ALLOWED_PARAMETERS.items() if name not in BUDGET_PARAMETERS]
+def has_time_target(config: Optional[Mapping[str, Any]]) -> bool:
+    """Whether an experiment config (dict) fixes the training time (training_time_target_min)."""
+    return bool(((config or {}).get("training") or {}).get("training_time_target_min"))
+
+
+def searched_parameters(config: Optional[Mapping[str, Any]] = None) -> list[ParameterRule]:
+    """The rules random search draws from, in the validator's order (``config``: the current
+    experiment config; n_epochs only when it has a time target, see TIME_TARGET_PARAMETERS)."""
+    skip = BUDGET_PARAMETERS | (frozenset() if has_time_target(config) else TIME_TARGET_PARAMETERS)
+    return [rule for name, rule in ALLOWED_PARAMETERS.items() if name not in skip]
 
 
 def draw_value(rule: ParameterRule, rng: random.Random) -> float:
@@ -90,7 +102,7 @@ class RandomPolicy:
         drawn among the allowed integers that pass, so the draw stays uniform over what is legal.
         """
         training = _training(parent)
-        rules = searched_parameters()
+        rules = searched_parameters(ctx.config)
         rng.shuffle(rules)
         for rule in rules:
             old = training.get(rule.name)
