@@ -134,7 +134,13 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agent", description="Exploration agent stages.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_init(sub)
+    _add_ucb(sub)
+    _add_decide(sub)
+    return parser
 
+
+def _add_init(sub) -> None:
     p = sub.add_parser("init", help="write iteration 1's config.yaml, train_loop.py, proposal.json")
     p.add_argument("--config", required=True, help="experiment config (YAML)")
     p.add_argument("--out-dir", required=True, help="iteration 1's folder, e.g. results/exp/iter_001")
@@ -146,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the variants' mutations")
     p.set_defaults(func=cmd_init)
 
+
+
+def _add_ucb(sub) -> None:
     p = sub.add_parser("ucb", help="write node.json and ucb_scores.txt for one iteration")
     p.add_argument("--proposal", required=True)
     p.add_argument("--metrics", required=True)
@@ -157,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-scores", required=True)
     p.set_defaults(func=cmd_ucb)
 
+
+
+def _add_decide(sub) -> None:
     p = sub.add_parser("decide", help="decide the next node; write memory, full log, instructions, next config/code")
     p.add_argument("--node", required=True, nargs="+",
                    help="node.json of the finished round's nodes, in slot order (one with --slots 1)")
@@ -200,7 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sandboxed: code edits run only inside bubblewrap (refused up front without it); "
                         "unsandboxed: run them without it (explicit opt-in); off: config mutations only")
     p.set_defaults(func=cmd_decide)
-    return parser
 
 
 def _check_numbers(args: argparse.Namespace) -> None:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -158,17 +157,20 @@ def test_tiny_pipeline_through_the_slurm_profile(slurm_cluster, tmp_path):
 
 
 def test_a_round_as_one_grouped_slurm_job(slurm_cluster, tmp_path):
-    """The profile's option: a round's trainings as ONE SLURM job (Snakemake job group), side by side."""
+    """The profile's option: a round's trainings submitted as ONE SLURM job (Snakemake job group).
+
+    Measured here: the plugin's job-step executor runs the group's jobs one after the other
+    inside that allocation (profiles/slurm/config.yaml says so), so the test checks the grouping
+    and the results, not an overlap.
+    """
     write_workflow_config(tmp_path, name="grouped", schedule=[1], n_iter_block=2, slots=2)
-    result, _, _, queue = run_with_secret(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), *NODE_FIT,
-                                          "--groups", "train=round", "--group-components", "round=2")
+    result, _, _, _ = run_with_secret(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), *NODE_FIT,
+                                      "--groups", "train=round", "--group-components", "round=2")
     result.check()
     submitted = re.findall(r"submitted with SLURM jobid \d+ \(log: .*?/slurm_logs/(\w+)/", result.output)
-    assert "rule_train" not in submitted and len([s for s in submitted if "group" in s]) == 1, submitted
+    assert "rule_train" not in submitted and submitted.count("group_round_train") == 1, submitted
+    group_log = next((tmp_path / ".snakemake" / "slurm_logs" / "group_round_train").rglob("*.log")).read_text()
+    assert "train iteration 001" in group_log and "train iteration 002" in group_log
     results = tmp_path / "results" / "grouped"
-    spans = []
     for it in (1, 2):
-        record = json.loads((results / f"iter_{it:03d}" / "training.json").read_text())
-        spans.append((datetime.fromisoformat(record["started_at"]), datetime.fromisoformat(record["finished_at"])))
-    (s1, e1), (s2, e2) = spans
-    assert s1 < e2 and s2 < e1, f"the grouped trainings ran one after the other: {spans}"
+        assert json.loads((results / f"iter_{it:03d}" / "training.json").read_text())["status"] == "ok"
