@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.tree import NodeRecord, NodeScore, block_nodes, score_block
-from neuralgraph.layout import block_of, iter_in_block_of, round_end, round_of
+from neuralgraph.layout import block_of, is_last_round, iter_in_block_of, round_end, round_of
 
 #: Slot roles (docs/agent.md): what each child of a round is for.
 ROLE_EXPLOIT, ROLE_EXPLORE, ROLE_PRINCIPLE = "exploit", "explore", "principle-test"
@@ -128,7 +128,7 @@ class DecisionContext:
     @property
     def is_last_iteration(self) -> bool:
         """True in the last round of the last block: there is no next node to make."""
-        return self.round_end >= self.n_iter_block * self.n_blocks
+        return is_last_round(self.iteration, self.slots, self.n_iter_block * self.n_blocks)
 
     @property
     def next_iteration(self) -> int:

@@ -137,7 +137,9 @@ def decide_inputs(i):
 
 def next_round(i):
     """Folders of the round after the one ending at iteration i (none after the last round)."""
-    return [] if i >= PLAN.n_iterations else [iter_dir(j) for j in PLAN.round_iterations(PLAN.round_of(i) + 1)]
+    if layout.is_last_round(i, PLAN.slots, PLAN.n_iterations):
+        return []
+    return [iter_dir(j) for j in PLAN.round_iterations(PLAN.round_of(i) + 1)]
 
 
 def decide_outputs(i):
