@@ -42,10 +42,10 @@ from tqdm import tqdm
 from neuralgraph import metrics as M
 from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
 from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_config
-from neuralgraph.dataset import check_dataset_matches, load_dataset
+from neuralgraph.dataset import STATS_FILE, check_dataset_matches, load_dataset
 from neuralgraph.device import DEVICE_CHOICES, choose_device, torch_threads
 from neuralgraph.io import atomic_write_json, read_json
-from neuralgraph.layout import iteration_of_dir
+from neuralgraph.layout import ANALYSIS_LOG_FILE, iteration_of_dir
 from neuralgraph.simulate import euler_rollout
 
 log = logging.getLogger("neuralgraph.analyze")
@@ -155,8 +155,8 @@ def dataset_statistics(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     The log lines are copied as the simulate stage wrote them (``spectral radius`` plus the
     whole ``--- activity ---`` block); stats.json fills in what the log lacks.
     """
-    stats = read_json(data_dir / "stats.json") if (data_dir / "stats.json").is_file() else {}
-    logged = parse_analysis_log(data_dir / "analysis.log") if (data_dir / "analysis.log").is_file() else {}
+    stats = read_json(data_dir / STATS_FILE) if (data_dir / STATS_FILE).is_file() else {}
+    logged = parse_analysis_log(data_dir / ANALYSIS_LOG_FILE) if (data_dir / ANALYSIS_LOG_FILE).is_file() else {}
     numbers = {
         "spectral_radius": _as_float(stats.get("spectral_radius", logged.get("spectral radius"))),
         "effective_rank_90": stats.get("effective_rank_90", logged.get("activity/effective rank (90% var)")),
@@ -172,7 +172,7 @@ def dataset_statistics(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def activity_max_abs(data_dir: Path, dataset) -> float:
     """max |u| over the recording (x_norm of the plateau range): from stats.json, else computed."""
-    stats_path = data_dir / "stats.json"
+    stats_path = data_dir / STATS_FILE
     if stats_path.is_file():
         act = read_json(stats_path).get("activity") or {}
         if "min" in act and "max" in act:
@@ -494,7 +494,7 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
     timings["metrics"], clock = time.perf_counter() - clock, time.perf_counter()
     result = assemble_metrics(iteration_number(run_dir), record, scores, dataset_numbers, cfg, problem)
     atomic_write_json(out_dir / "metrics.json", result)
-    write_analysis_log(out_dir / "analysis.log", dataset_lines, result)
+    write_analysis_log(out_dir / ANALYSIS_LOG_FILE, dataset_lines, result)
     timings["write"], clock = time.perf_counter() - clock, time.perf_counter()
     log.info("%s: outcome %s (%s); metrics written to %s", run_dir, result["outcome"], result["outcome_reason"], out_dir)
     figures = draw_figures(out_dir / "plots", record, analysis, model, cfg, dataset, u_max)

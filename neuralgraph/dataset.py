@@ -20,6 +20,11 @@ from neuralgraph.io import read_json
 
 #: The arrays of a dataset folder, next to its metadata.json.
 ARRAY_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")
+#: The rest of the dataset folder: metadata.json is written last and marks a complete dataset.
+METADATA_FILE = "metadata.json"
+STATS_FILE = "stats.json"
+ACTIVITY_PICTURE = "activity.png"
+CONNECTIVITY_PICTURE = "connectivity.png"
 
 
 class DatasetMismatchError(ConfigError):
@@ -55,7 +60,7 @@ class Dataset:
 def missing_files(path: str | os.PathLike) -> list[str]:
     """The files a complete dataset folder has that ``path`` lacks (empty: a complete folder)."""
     path = Path(path)
-    return [name for name in (*ARRAY_FILES, "metadata.json") if not (path / name).is_file()]
+    return [name for name in (*ARRAY_FILES, METADATA_FILE) if not (path / name).is_file()]
 
 
 def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
@@ -73,7 +78,7 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
         )
     mode = "r" if mmap else None
     arrays = {name[:-4]: np.load(path / name, mmap_mode=mode, allow_pickle=False) for name in ARRAY_FILES}
-    metadata = read_json(path / "metadata.json")
+    metadata = read_json(path / METADATA_FILE)
     return Dataset(
         u=arrays["u"], du=arrays["du"], W=arrays["W"], types=arrays["types"],
         type_params=arrays["type_params"], metadata=metadata,

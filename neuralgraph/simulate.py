@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from neuralgraph import __version__
 from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
+from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE, METADATA_FILE
 from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
 
@@ -422,7 +423,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     out.mkdir(parents=True, exist_ok=True)
     # metadata.json marks a complete dataset: drop an old one first, so a run that fails
     # half-way never leaves new arrays next to the old dataset's metadata
-    (out / "metadata.json").unlink(missing_ok=True)
+    (out / METADATA_FILE).unlink(missing_ok=True)
     rngs = _rngs(sim.seed)
     types = make_types(sim, rngs["types"])
     W = make_connectivity(sim, rngs["connectivity"], rngs["dale_excitatory"])
@@ -440,10 +441,10 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     _warn_if_activity_died(data_stats["tail_activity_ratio"], out)
     timer.lap("statistics")
     if pictures:
-        plots.plot_activity(u, types, sim.delta_t, out / "activity.png", type_params=type_params)
-        plots.plot_connectivity(W, types, out / "connectivity.png")
+        plots.plot_activity(u, types, sim.delta_t, out / ACTIVITY_PICTURE, type_params=type_params)
+        plots.plot_connectivity(W, types, out / CONNECTIVITY_PICTURE)
         timer.lap("pictures")
-    atomic_write_json(out / "metadata.json", _metadata(cfg, timer))
+    atomic_write_json(out / METADATA_FILE, _metadata(cfg, timer))
     return out
 
 
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FloatingPointError, NotADirectoryError) as exc:
         print(f"simulate error: {args.config}: {exc}", file=sys.stderr)
         return 1
-    meta = read_json(out / "metadata.json")
+    meta = read_json(out / METADATA_FILE)
     print(f"{out}: {meta['n_frames']} frames x {meta['n_neurons']} neurons in {meta['wall_seconds']:.1f} s")
     return 0
 

@@ -27,8 +27,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from neuralgraph.analysis_log import update_analysis_log
+from neuralgraph.dataset import STATS_FILE
 from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_write_json
+from neuralgraph.layout import ANALYSIS_LOG_FILE
 
 #: Default cap on the frames used for the effective rank (an even-stride subsample).
 DEFAULT_MAX_FRAMES = 20_000
@@ -152,8 +154,8 @@ def write_statistics(stats: Mapping[str, Any], data_dir: str | Path) -> None:
     ``shape``, ``range``, ``effective rank (90% var)`` and ``effective rank (99% var)``.
     """
     data_dir = Path(data_dir)
-    atomic_write_json(data_dir / "stats.json", dict(stats))
-    log = data_dir / "analysis.log"
+    atomic_write_json(data_dir / STATS_FILE, dict(stats))
+    log = data_dir / ANALYSIS_LOG_FILE
     update_analysis_log(log, {"spectral radius": round(float(stats["spectral_radius"]), 4)})
     act = stats["activity"]
     update_analysis_log(

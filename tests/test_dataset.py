@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import tiny_config_dict
+from tiny_configs import tiny_config_dict
 from neuralgraph.config import ConfigError, parse_config
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, dataset_mismatches
 

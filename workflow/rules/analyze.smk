@@ -6,11 +6,11 @@ rule analyze:
         record=f"{ITER}/training.json",
         config=f"{ITER}/config.yaml",
         dataset=DATA_METADATA,
-        stats=f"{DATA}/stats.json",
-        dataset_log=f"{DATA}/analysis.log",
+        stats=f"{DATA}/{dataset.STATS_FILE}",
+        dataset_log=f"{DATA}/{layout.ANALYSIS_LOG_FILE}",
     output:
-        metrics=f"{ITER}/metrics.json",
-        log=f"{ITER}/analysis.log",
+        metrics=f"{ITER}/{layout.METRICS_FILE}",
+        log=f"{ITER}/{layout.ANALYSIS_LOG_FILE}",
     log:
         f"{ITER}/logs/analyze.log",
     benchmark:

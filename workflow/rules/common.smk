@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from neuralgraph.secrets import hand_over_secrets
-from neuralgraph import layout
+from neuralgraph import dataset, layout
 from pipeline.plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
 # API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
@@ -58,9 +58,12 @@ LOGS = f"{RES}/logs"
 BENCH = f"{RES}/benchmarks"
 
 # The dataset folder (docs/architecture.md); metadata.json is written last and marks it complete.
-DATA_ARRAYS = [f"{DATA}/{name}" for name in ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")]
-DATA_EXTRAS = [f"{DATA}/{name}" for name in ("stats.json", "analysis.log", "activity.png", "connectivity.png")]
-DATA_METADATA = f"{DATA}/metadata.json"
+DATA_ARRAYS = [f"{DATA}/{name}" for name in dataset.ARRAY_FILES]
+DATA_EXTRAS = [
+    f"{DATA}/{name}"
+    for name in (dataset.STATS_FILE, layout.ANALYSIS_LOG_FILE, dataset.ACTIVITY_PICTURE, dataset.CONNECTIVITY_PICTURE)
+]
+DATA_METADATA = f"{DATA}/{dataset.METADATA_FILE}"
 
 # What each node leaves in results/<exp>/iter_NNN/, and what each round's decide adds to the
 # folder of the round's last node (neuralgraph/layout.py owns the names; docs/workflow.md
@@ -120,8 +123,8 @@ def decide_inputs(i):
         "metrics": [f"{m}/{layout.METRICS_FILE}" for m in members],
         "config": [f"{m}/{layout.CONFIG_FILE}" for m in members],
         "code": [f"{m}/{layout.LOOP_FILE}" for m in members],
-        "activity": f"{DATA}/activity.png",
-        "connectivity": f"{DATA}/connectivity.png",
+        "activity": f"{DATA}/{dataset.ACTIVITY_PICTURE}",
+        "connectivity": f"{DATA}/{dataset.CONNECTIVITY_PICTURE}",
         "base_config": PLAN.experiment_path,
         "nodes": [f"{iter_dir(j)}/{layout.NODE_FILE}" for j in range(1, first)],
     }
