@@ -65,12 +65,19 @@ def _describe_schema_error(err: Any, schema: dict[str, Any]) -> str:
     return f"{field} = {err.instance!r}: {err.message}"
 
 
-def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Accept the command-line spellings of the schedule: `--config schedule=1` (one block; YAML
-    reads it as the integer 1), `--config schedule=1,4,16` and `--config 'schedule=[1,4,16]'`
-    (Snakemake passes the list items as strings). A lone integer that is not an allowed
-    time_step is left as it is, so the schema refuses it naming `schedule` and every allowed
-    value, "agent" included."""
+def normalize_config(config: dict[str, Any], schema_path: Optional[str | Path] = None) -> dict[str, Any]:
+    """Accept the command-line spellings of the schedule and of the agent section.
+
+    Schedule: `--config schedule=1` (one block; YAML reads it as the integer 1),
+    `--config schedule=1,4,16` and `--config 'schedule=[1,4,16]'` (Snakemake passes the list
+    items as strings). A lone integer that is not an allowed time_step is left as it is, so the
+    schema refuses it naming `schedule` and every allowed value, "agent" included.
+
+    Agent: Snakemake passes the values of `--config 'agent={seed: 3, max_cost_usd: 5}'` as
+    strings ('3', '5', 'null'); with ``schema_path`` each is read back as the number, boolean or
+    null it spells when the schema's type for that key allows it and not "string" (a model id
+    stays a string). Anything else is left for the schema to refuse, naming the field.
+    """
     schedule = config.get("schedule")
     if isinstance(schedule, int) and not isinstance(schedule, bool) and schedule in ALLOWED_TIME_STEPS:
         config["schedule"] = [schedule]
@@ -78,7 +85,37 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
         config["schedule"] = [int(p) for p in schedule.split(",")]
     elif isinstance(schedule, list):
         config["schedule"] = [int(t) if isinstance(t, str) and t.strip().isdigit() else t for t in schedule]
+    if schema_path is not None and isinstance(config.get("agent"), dict):
+        agent_schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))["properties"]["agent"]["properties"]
+        for key, value in config["agent"].items():
+            if isinstance(value, str) and key in agent_schema:
+                config["agent"][key] = _typed_scalar(value, agent_schema[key].get("type", []))
     return config
+
+
+#: JSON-schema type name -> the Python types a command-line scalar may be read back as.
+_SCHEMA_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+
+
+def _typed_scalar(text: str, schema_type: str | list[str]) -> Any:
+    """``text`` as the number / boolean / null it spells, when the schema type allows that."""
+    types = [schema_type] if isinstance(schema_type, str) else list(schema_type)
+    if "string" in types:
+        return None if text.strip() == "null" and "null" in types else text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):  # '3e-3': YAML 1.1 floats need a dot
+        try:
+            value = float(value)
+        except ValueError:
+            return text
+    if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
+        value = int(value)
+    allowed = tuple(t for name in types for t in _SCHEMA_TYPES.get(name, ()))
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and "boolean" not in types)
+    return value if ok else text
 
 
 def check_against_schema(config: dict[str, Any], schema_path: str | Path, source: str) -> None:

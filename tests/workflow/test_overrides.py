@@ -102,6 +102,17 @@ def test_backend_switch_keeps_the_other_agent_settings(tmp_path):
         assert "--max-cost-usd" not in line and "--model" not in line, line
 
 
+def test_numbers_in_the_agent_mapping_reach_decide_as_numbers(tmp_path):
+    """README.md's `'agent={backend: anthropic, max_cost_usd: 5}'`: Snakemake passes 5 as the
+    string '5'; the workflow reads it back as the number the schema asks for."""
+    write_workflow_config(tmp_path)
+    done = snakemake(tmp_path, "-n", "-p", "--config", "agent={backend: random, max_cost_usd: 5, seed: 3}").check()
+    decide = [line for line in done.output.splitlines() if " -m agent decide " in line]
+    assert decide, done.output[-3000:]
+    for line in decide:
+        assert "--backend random --seed 3" in line and "--max-cost-usd 5" in line, line
+
+
 def test_dotted_agent_key_is_refused_by_snakemakes_parser(workdir):
     """Why README.md shows the mapping form: Snakemake's --config parser takes no dotted keys."""
     done = snakemake(workdir, "-n", "--config", "agent.backend=random")

@@ -24,7 +24,7 @@ if workflow.config_settings.overwrite_config:
     CONFIG_SOURCE += " (with --config overrides)"
 
 try:
-    normalize_config(config)
+    normalize_config(config, SCHEMA)
     check_against_schema(config, SCHEMA, source=CONFIG_SOURCE)
     validate(config, str(SCHEMA))  # fills the schema's defaults into config
     PLAN = make_plan(config, source=CONFIG_SOURCE)
