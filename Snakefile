@@ -26,6 +26,7 @@ include: "workflow/rules/ucb.smk"
 include: "workflow/rules/decide.smk"
 include: "workflow/rules/summarize.smk"
 include: "workflow/rules/archive.smk"
+include: "workflow/rules/study.smk"
 
 
 # Every iteration of every block, then the summary (the archive is its own target).

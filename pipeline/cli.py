@@ -3,9 +3,10 @@
 - ``train``: the train rule's job (:func:`pipeline.train_job.run_train_job`);
 - ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
 - ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
-- ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`).
+- ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`);
+- ``study``: run each policy on the benchmarks over seeds, tables and figure (:mod:`pipeline.study`).
 
-``summarize``, ``archive`` and ``verify-archive`` keep their options next to their stage
+``summarize``, ``archive``, ``verify-archive`` and ``study`` keep their options next to their stage
 function (``main(argv)`` in the module); this file only dispatches to them.
 """
 from __future__ import annotations
@@ -69,12 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _delegated() -> dict:
     """Commands whose options live in their stage module (imported only when called)."""
-    from pipeline import archive, summary
+    from pipeline import archive, study, summary
 
-    return {"summarize": summary.main, "archive": archive.main, "verify-archive": archive.main_verify}
+    return {"summarize": summary.main, "archive": archive.main, "verify-archive": archive.main_verify,
+            "study": study.main}
 
 
-DELEGATED_COMMANDS = ("summarize", "archive", "verify-archive")
+DELEGATED_COMMANDS = ("summarize", "archive", "verify-archive", "study")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

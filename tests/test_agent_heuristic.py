@@ -11,7 +11,7 @@ from agent.codeedit import check_code_modification, editable_functions
 from agent.smoke import validate_and_smoke
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
 from agent.policies.code_edits import LIBRARY, packaged_module_source
-from agent.policies.heuristic import LEVER_PARAMETERS, SEARCH_PARAMETERS, HeuristicPolicy
+from agent.policies.heuristic import LEVER_PARAMETERS, SEARCH_PARAMETERS, STEP_BUDGET_PARAMETER, HeuristicPolicy
 from agent_helpers import context, fake_r2, iter_dir, node, run_exploration
 
 LIBRARY_BY_NAME = {edit.name: edit for edit in LIBRARY}
@@ -129,7 +129,8 @@ def test_heuristic_improves_on_a_smooth_landscape():
     best = max(n.r2 for n in nodes)
     assert best > nodes[0].r2 + 0.1
     # no setting is tried twice, except the deliberate re-runs of robustness tests and code changes
-    settings = [tuple(n.config["training"][p] for p in SEARCH_PARAMETERS + LEVER_PARAMETERS) for n in nodes
+    names = SEARCH_PARAMETERS + LEVER_PARAMETERS + (STEP_BUDGET_PARAMETER,)
+    settings = [tuple(n.config["training"].get(p) for p in names) for n in nodes
                 if n.strategy not in ("robustness-test", "code-modification")]
     assert len(settings) == len(set(settings))
 

@@ -205,3 +205,55 @@ def test_heuristic_tries_a_lever_only_in_a_block_stuck_below_the_success_thresho
     for seed in range(20):
         mutation = HeuristicPolicy({"seed": seed}).decide(converged).config_mutation
         assert mutation is None or mutation.parameter not in ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
+
+
+# ----------------------------------------------------------------------------- step budget (rule 6b)
+
+def _budget_chain(*nodes_spec, **training):
+    """nodes_spec: (id, parent, r2, data_augmentation_loop, mutation) tuples."""
+    nodes = [node(i, parent, r2, training={**training, "data_augmentation_loop": dal}, mutation=mutation)
+             for i, parent, r2, dal, mutation in nodes_spec]
+    return dataclasses.replace(context(nodes, n_iter_block=8), code_modification_refusal="no sandbox in this test")
+
+
+def _dal(old, new):
+    return {"parameter": "data_augmentation_loop", "old": old, "new": new}
+
+
+def test_an_under_trained_block_doubles_the_steps_of_its_best_node():
+    lr = {"parameter": "learning_rate_W_start", "old": 1e-3, "new": 2e-3}
+    ctx = _budget_chain((1, None, 0.79, 2, None), (2, 1, 0.81, 2, lr))
+    for seed in range(5):  # no random draw
+        decision = HeuristicPolicy({"seed": seed}).decide(ctx)
+        assert (decision.parent, decision.config_mutation.parameter) == (2, "data_augmentation_loop")
+        assert (decision.config_mutation.old, decision.config_mutation.new) == (2, 4)
+        assert decision.log.parent_rule.startswith("step budget: best connectivity_R2 0.810 < 0.9: under-trained?")
+        validate_decision(decision, ctx)
+
+
+def test_the_doubling_goes_on_while_it_pays_and_stops_when_it_does_not():
+    rerun = {"parameter": "seed", "old": 0, "new": 1}
+    paying = _budget_chain((1, None, 0.79, 2, None), (2, 1, 0.95, 4, _dal(2, 4)), (3, 2, 0.949, 4, rerun))
+    decision = HeuristicPolicy({"seed": 0}).decide(paying)
+    assert decision.parent == 2 and decision.config_mutation.parameter == "data_augmentation_loop"
+    assert (decision.config_mutation.old, decision.config_mutation.new) == (4, 8)
+    assert "the last doubling gained +0.160" in decision.log.parent_rule
+    flat = _budget_chain((1, None, 0.94, 2, None), (2, 1, 0.945, 4, _dal(2, 4)), (3, 2, 0.944, 4, rerun))
+    for seed in range(20):
+        mutation = HeuristicPolicy({"seed": seed}).decide(flat).config_mutation
+        assert mutation is None or mutation.parameter != "data_augmentation_loop"
+    # one try per block below the threshold: a doubling that did not pay is not repeated
+    tried = _budget_chain((1, None, 0.7, 2, None), (2, 1, 0.69, 4, _dal(2, 4)))
+    for seed in range(20):
+        mutation = HeuristicPolicy({"seed": seed}).decide(tried).config_mutation
+        assert mutation is None or mutation.parameter != "data_augmentation_loop"
+
+
+def test_the_step_budget_stays_off_with_a_time_target_and_at_the_top_of_its_range():
+    lr = {"parameter": "learning_rate_W_start", "old": 1e-3, "new": 2e-3}
+    timed = _budget_chain((1, None, 0.79, 2, None), (2, 1, 0.81, 2, lr), training_time_target_min=1.0)
+    top = _budget_chain((1, None, 0.79, 25, None), (2, 1, 0.81, 25, lr))
+    for ctx in (timed, top):
+        for seed in range(20):
+            mutation = HeuristicPolicy({"seed": seed}).decide(ctx).config_mutation
+            assert mutation is None or mutation.parameter != "data_augmentation_loop"

@@ -14,6 +14,10 @@ Strategy, first matching rule (tree state = the current block's nodes in iterati
 4. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
 5. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
 6. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
+6b. step budget: no time target, and either the block's best node is below R2 0.9 and no node
+   of the block changed data_augmentation_loop yet, or the best node was made by a doubling of
+   it that gained >= 0.01 -> the best node doubles data_augmentation_loop (the optimizer
+   steps per epoch), up to its range (details below);
 7. recombine: 2+ nodes with R2 > 0.9 on different branches (neither an ancestor of the
    other) -> the best one takes one differing parameter value of the other;
 8. forced-branch: every node converged and branching < 10% -> a node from the bottom half of
@@ -34,6 +38,14 @@ current node, else from ``options["results_dir"]/<node dir>``; without a readabl
 the code mutations of its ancestors). The edit is chosen with the same seeded generator.
 If its validation (static checks, smoke run) refuses it, the retry (with ``feedback``) gets a
 config mutation; as the fallback of another backend (no retry), a refusal ends in the safe re-run.
+
+Step budget (rule 6b, :func:`_step_budget`): an under-trained W is the commonest reason a
+block sits below 0.9 (bench_hard, docs/benchmarks.md: 0.79 at data_augmentation_loop 2, 0.9985
+at 11, learning rates alone reach 0.94), and no stepped parameter adds optimizer steps. The rule
+tries one doubling per block and keeps doubling while a doubling pays, so it stops once more
+steps stop helping. It draws no
+random number and never fires in a block that converges without it (the demo). With
+training_time_target_min the time target sets data_augmentation_loop and the rule stays off.
 
 Levers (rule 3b, :func:`_lever`): the training settings the reference's low-rank exploration
 found decisive are not among the stepped :data:`SEARCH_PARAMETERS`; they get their own rule,
@@ -69,6 +81,10 @@ SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_r
 #: Levers of rule 3b (not stepped; see the module docstring). Part of a node's signature, so a
 #: lever setting already tried in the block (or planned by an earlier slot) is not repeated.
 LEVER_PARAMETERS = ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
+#: The step budget of rule 6b: optimizer steps per epoch are proportional to it.
+STEP_BUDGET_PARAMETER = "data_augmentation_loop"
+#: Rule 6b doubles the step budget again only while the last doubling gained at least this much R2.
+STEP_BUDGET_GAIN = 0.01
 #: A block has plateaued when its best R2 did not improve over this many last nodes ...
 PLATEAU_WINDOW = 3
 #: ... or when this many of those nodes failed (R2 < PARTIAL).
@@ -137,7 +153,8 @@ def _step(rule: ParameterRule, value: float, factor: float, up: bool) -> float:
 
 def _signature(training: dict[str, Any]) -> tuple:
     """What makes two nodes' training settings the same for the search (4 significant digits)."""
-    return tuple(float(f"{float(training.get(p) or 0.0):.4g}") for p in SEARCH_PARAMETERS + LEVER_PARAMETERS)
+    names = SEARCH_PARAMETERS + LEVER_PARAMETERS + (STEP_BUDGET_PARAMETER,)
+    return tuple(float(f"{float(training.get(p) or 0.0):.4g}") for p in names)
 
 
 def _tried(ctx: DecisionContext) -> set[tuple]:
@@ -243,7 +260,8 @@ def _plan(ctx: DecisionContext, rng: random.Random, code: Optional["_CodeView"] 
         plan = _lever(ctx, chain, best)
     if plan is not None:
         return plan
-    for rule in (_failure_probe, _switch_dimension, _boundary_skip, _recombine_rule, _forced_branch, _explore):
+    for rule in (_failure_probe, _switch_dimension, _boundary_skip, _step_budget, _recombine_rule, _forced_branch,
+                 _explore):
         plan = rule(ctx, chain, scores, top, best, current, rng)
         if plan is not None:
             return plan
@@ -337,6 +355,31 @@ def _code_modification(ctx, chain, scores, best, rng, code: _CodeView) -> Option
                          f"plateau ({why}): config changes insufficient, code change '{edit.name}' on {which} {node.id}",
                          code=edit)
     return None
+
+
+def _step_budget(ctx, chain, scores, top, best, current, rng) -> Optional[_Plan]:
+    """Rule 6b: double the best node's optimizer steps while it is under-trained (module docstring)."""
+    if best is None:
+        return None
+    training = _training(best)
+    if training.get("training_time_target_min"):
+        return None
+    mutation = best.mutation or {}
+    parent = ctx.node(best.parent) if best.parent is not None else None
+    gain = reward(best) - reward(parent) if parent is not None else 0.0
+    paying = mutation.get("parameter") == STEP_BUDGET_PARAMETER and gain >= STEP_BUDGET_GAIN
+    tried = any((n.mutation or {}).get("parameter") == STEP_BUDGET_PARAMETER for n in chain)
+    if not paying and (reward(best) >= SUCCESS or tried):
+        return None
+    rule = ALLOWED_PARAMETERS[STEP_BUDGET_PARAMETER]
+    old = int(training.get(STEP_BUDGET_PARAMETER) or 1)
+    new = min(int(rule.high), 2 * old)
+    if new == old or not _is_new(training, STEP_BUDGET_PARAMETER, new, _tried(ctx)):
+        return None
+    why = (f"the last doubling gained {gain:+.3f}" if paying
+           else f"best connectivity_R2 {reward(best):.3f} < {SUCCESS}: under-trained?")
+    return _Plan("exploit", best.id, f"step budget: {why} {STEP_BUDGET_PARAMETER} {old} -> {new} on best node {best.id}",
+                 ConfigMutation(parameter=STEP_BUDGET_PARAMETER, old=old, new=new))
 
 
 def lever_mutations(training: dict[str, Any], time_target: bool) -> list[ConfigMutation]:

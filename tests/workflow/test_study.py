@@ -1,0 +1,99 @@
+"""`snakemake study`: each policy over seeds, every run an ordinary workflow run (issue 12, part 5).
+
+The study runs the tiny experiment with two policies and two seeds (four runs of two trainings
+each) from a test working directory, as a user runs it: the `study` target with the spec named
+by config/config.yaml's `study` key.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from wf_helpers import TINY_EXPERIMENT, snakemake, write_workflow_config
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "tiny_study",
+    "policies": ["heuristic", "random", "anthropic"],
+    "benchmarks": [{"name": "tiny", "experiment": str(TINY_EXPERIMENT), "seeds": [0, 1], "seed_field": "training.seed",
+                    "time_step": 1, "n_iter": 2, "slots": 1, "ceiling": 0.99}],
+}
+
+
+def write_spec(workdir, **changes):
+    spec = {**SPEC, **changes}
+    path = workdir / "config" / "study.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    write_workflow_config(workdir, study=str(write_spec(workdir)))
+    result = snakemake(workdir, "study", timeout=1200).check()
+    return workdir, result
+
+
+def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
+    workdir, _ = study_dir
+    folder = workdir / "results" / "study" / "tiny_study"
+    table = pd.read_csv(folder / "study.tsv", sep="\t")
+    assert sorted(set(zip(table["policy"], table["seed"]))) == [("heuristic", 0), ("heuristic", 1),
+                                                                ("random", 0), ("random", 1)]
+    assert (table.groupby(["policy", "seed"])["iteration"].apply(list) == pd.Series([[1, 2]] * 4).values).all()
+    for (policy, seed), rows in table.groupby(["policy", "seed"]):
+        run = pd.read_csv(folder / "runs" / f"tiny_{policy}_s{seed}" / "summary" / "summary.tsv", sep="\t")
+        # The study's numbers are the run's own summary numbers, and best-so-far is their running max.
+        assert list(rows["connectivity_R2"]) == pytest.approx(list(run.sort_values("iteration")["connectivity_R2"]))
+        assert list(rows["best_so_far"]) == pytest.approx(list(rows["connectivity_R2"].cummax()))
+        assert (rows["wall_time_s"] > 0).all() and (rows["cost_usd"] == 0).all()
+        assert list(run.sort_values("iteration")["policy"]) == ["init", policy]  # the policy decided node 2
+    # The study seed reached the run: training.seed of the root is the seed.
+    root = yaml.safe_load((folder / "runs" / "tiny_random_s1" / "iter_001" / "config.yaml").read_text())
+    assert root["training"]["seed"] == 1
+    summary = pd.read_csv(folder / "study_summary.tsv", sep="\t")
+    last = summary[(summary["policy"] == "random") & (summary["iteration"] == 2)].iloc[0]
+    finals = table[(table["policy"] == "random") & (table["iteration"] == 2)]["best_so_far"]
+    assert last["median"] == pytest.approx(finals.median()) and last["seeds"] == 2
+    assert (folder / "best_so_far.png").stat().st_size > 10_000
+
+
+def test_llm_policy_without_credentials_is_left_out_and_said_so(study_dir):
+    workdir, _ = study_dir
+    folder = workdir / "results" / "study" / "tiny_study"
+    log = (folder / "study.log").read_text()
+    assert "policy anthropic left out of this study: no ANTHROPIC_API_KEY" in log
+    assert not list((folder / "runs").glob("tiny_anthropic_*"))
+
+
+def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_resumes(study_dir, tmp_path):
+    workdir, _ = study_dir
+    copy = tmp_path / "study"
+    shutil.copytree(workdir, copy, symlinks=True)
+    folder = copy / "results" / "study" / "tiny_study"
+    # As if stopped during the last run: its folder half there, no tables yet.
+    shutil.rmtree(folder / "runs" / "tiny_random_s1" / "summary")
+    (folder / "study.tsv").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (folder / "runs").glob("tiny_heuristic_s*/iter_*/model.pt")}
+    assert len(kept) == 4
+    result = snakemake(copy, "study", timeout=900).check()
+    assert "1 to run" in (folder / "study.log").read_text(), result.output[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished runs must not be retrained"
+    table = pd.read_csv(folder / "study.tsv", sep="\t")
+    assert len(table) == 8
+
+
+def test_a_bad_study_spec_is_refused_naming_the_field(tmp_path):
+    write_workflow_config(tmp_path, study=str(write_spec(tmp_path, policies=["heuristic", "greedy"])))
+    result = snakemake(tmp_path, "study", "-n")
+    assert result.returncode != 0
+    assert "policies" in result.output and "greedy" in result.output
+    assert "allowed policies are heuristic, random, anthropic, claude-code" in result.output
+    # The spec is read only for the study target: the exploration itself is unaffected.
+    assert snakemake(tmp_path, "-n").returncode == 0
