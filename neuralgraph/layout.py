@@ -42,6 +42,8 @@ DECISION_FILE = "decision.json"
 MEMORY_FILE = "memory.md"
 FULL_LOG_FILE = "analysis.md"  # the full log of every iteration so far (the seed's name for it)
 INSTRUCTIONS_FILE = "instructions.md"
+#: results/<exp>/summary/: the tables and figures of the whole exploration (pipeline.summary).
+SUMMARY_DIR = "summary"
 
 #: What the decide stage writes for the next round's nodes, and for its own round.
 START_FILES = (CONFIG_FILE, LOOP_FILE, PROPOSAL_FILE, DIFF_FILE)

@@ -40,7 +40,7 @@ import yaml
 
 from agent.records import slot_records
 from agent.tree import format_mutation
-from neuralgraph.layout import DECISION_FILE, MEMORY_FILE, iteration_dirs
+from neuralgraph.layout import DECISION_FILE, MEMORY_FILE, SUMMARY_DIR, iteration_dirs
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline.summary import (
     NO_VALUE_COLOR,
@@ -56,8 +56,6 @@ from pipeline.summary import (
 )
 
 EXPLORER_NAME = "explorer.html"
-#: Default folder of the page inside the experiment's results folder (beside summary.tsv).
-SUMMARY_FOLDER = "summary"
 #: Cap of multi-line texts (code.diff, memory.md): a runaway LLM reply must not make a 100 MB page.
 MAX_TEXT_CHARS = 40_000
 #: Cap of one-line texts (observation, parent rule, hypothesis, refusal reasons).
@@ -350,7 +348,7 @@ def render_page(data: dict[str, Any]) -> str:
 
 def default_out_path(results_dir: str | os.PathLike) -> Path:
     """results/<exp>/summary/explorer.html."""
-    return Path(results_dir) / SUMMARY_FOLDER / EXPLORER_NAME
+    return Path(results_dir) / SUMMARY_DIR / EXPLORER_NAME
 
 
 def write_explorer(results_dir: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:

@@ -58,8 +58,14 @@ STUDY_DIR = "study"
 STUDY_TABLE = "study.tsv"
 STUDY_SUMMARY = "study_summary.tsv"
 STUDY_FIGURE = "best_so_far.png"
+#: results/study/<name>/runs/<run>/: each run's ordinary results folder.
+RUNS_DIR = "runs"
+#: Per-node diagnostics copied from each node's metrics.json: the activity regime of the seed's
+#: network (a settled network is a different problem, docs/benchmarks.md) and, for low-rank W,
+#: the subspace diagnostic.
+DIAGNOSTIC_COLUMNS = ["spectral_radius", "effective_rank_99", "W_column_subspace_R2", "W_row_subspace_R2"]
 STUDY_COLUMNS = ["benchmark", "policy", "seed", "iteration", "round", "connectivity_R2", "best_so_far",
-                 "test_R2", "wall_time_s", "cost_usd", "run"]
+                 "test_R2", "wall_time_s", "cost_usd", *DIAGNOSTIC_COLUMNS, "run"]
 
 
 class StudyError(ValueError):
@@ -95,6 +101,9 @@ class StudySpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="results/study/<name>/")
     policies: list[str] = Field(min_length=1)
     benchmarks: list[Benchmark] = Field(min_length=1)
+    cores: int = Field(2, ge=1, le=1024, description="--cores of each run's snakemake (its slots train side by side)")
+    snakemake_args: list[str] = Field(
+        default_factory=list, description="extra arguments of each run's snakemake, e.g. [--profile, profiles/slurm]")
 
     @field_validator("policies")
     @classmethod
@@ -166,12 +175,12 @@ def run_command(bench: Benchmark, policy: str, seed: int, folder: Path, cores: i
     agent = json.dumps({"backend": policy, "seed": seed})  # JSON is YAML: Snakemake's --config parser reads it
     return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--cores", str(cores),
             "--rerun-incomplete", *extra, "--config", f"experiment={experiment}", f"name={run_name(bench, policy, seed)}",
-            f"results_dir={folder / 'runs'}", f"schedule=[{bench.time_step}]", f"n_iter_block={bench.n_iter}",
+            f"results_dir={folder / RUNS_DIR}", f"schedule=[{bench.time_step}]", f"n_iter_block={bench.n_iter}",
             f"slots={bench.slots}", f"agent={agent}"]
 
 
 def run_finished(folder: Path, bench: Benchmark, policy: str, seed: int) -> bool:
-    summary = folder / "runs" / run_name(bench, policy, seed) / "summary" / summary_names.SUMMARY_NAME
+    summary = folder / RUNS_DIR / run_name(bench, policy, seed) / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME
     return summary.exists()
 
 
@@ -206,7 +215,7 @@ def _wall_seconds(run_dir: Path, iterations: list[int]) -> dict[int, float]:
     """Seconds from the run's first training start to each iteration's training end."""
     stamps = {}
     for it in iterations:
-        record = read_json(run_dir / layout.iteration_dir_name(it) / "training.json")
+        record = read_json(run_dir / layout.iteration_dir_name(it) / layout.TRAINING_RECORD_FILE)
         stamps[it] = (pd.Timestamp(record["started_at"]), pd.Timestamp(record["finished_at"]))
     first = min(start for start, _ in stamps.values())
     return {it: (end - first).total_seconds() for it, (_, end) in stamps.items()}
@@ -216,7 +225,7 @@ def _cost_by_iteration(run_dir: Path, iterations: list[int]) -> dict[int, float]
     """LLM cost spent by the decisions made up to each iteration (0 for offline policies)."""
     from agent.costs import COSTS_NAME  # the costs file's owner (the agent records the calls)
 
-    path = run_dir / "summary" / COSTS_NAME
+    path = run_dir / layout.SUMMARY_DIR / COSTS_NAME
     table = pd.read_csv(path, sep="\t") if path.exists() else pd.DataFrame()
     if table.empty or "iteration" not in table or "cost_usd" not in table:
         return {it: 0.0 for it in iterations}
@@ -228,18 +237,20 @@ def _cost_by_iteration(run_dir: Path, iterations: list[int]) -> dict[int, float]
 def run_rows(folder: Path, bench: Benchmark, policy: str, seed: int) -> list[dict]:
     """study.tsv rows of one finished run, in iteration order."""
     name = run_name(bench, policy, seed)
-    run_dir = folder / "runs" / name
-    table = pd.read_csv(run_dir / "summary" / summary_names.SUMMARY_NAME, sep="\t").sort_values("iteration")
+    run_dir = folder / RUNS_DIR / name
+    table = pd.read_csv(run_dir / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME, sep="\t").sort_values("iteration")
     iterations = [int(i) for i in table["iteration"]]
     wall, cost = _wall_seconds(run_dir, iterations), _cost_by_iteration(run_dir, iterations)
     rows, best = [], -np.inf
     for _, row in table.iterrows():
         it, r2 = int(row["iteration"]), float(row["connectivity_R2"])
         best = max(best, r2) if np.isfinite(r2) else best
+        metrics = read_json(run_dir / layout.iteration_dir_name(it) / layout.METRICS_FILE)
+        diagnostics = {c: np.nan if metrics.get(c) is None else metrics[c] for c in DIAGNOSTIC_COLUMNS}
         rows.append({"benchmark": bench.name, "policy": policy, "seed": seed, "iteration": it,
                      "round": int(row["round"]) if "round" in row else it, "connectivity_R2": r2,
                      "best_so_far": best if np.isfinite(best) else np.nan, "test_R2": float(row["test_R2"]),
-                     "wall_time_s": round(wall[it], 1), "cost_usd": cost[it], "run": name})
+                     "wall_time_s": round(wall[it], 1), "cost_usd": cost[it], **diagnostics, "run": name})
     return rows
 
 
@@ -288,13 +299,13 @@ def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_study(spec_path: str | Path, results_dir: str | Path = "results", cores: int = 2,
-              snakefile: Optional[Path] = None, extra: Optional[list[str]] = None) -> tuple[Path, list[str]]:
+def run_study(spec_path: str | Path, results_dir: str | Path = "results",
+              snakefile: Optional[Path] = None) -> tuple[Path, list[str]]:
     """Run (or resume) a study and write its tables and figure; returns the folder and failed runs."""
     spec = load_spec(spec_path)
     folder = study_folder(results_dir, spec)
     folder.mkdir(parents=True, exist_ok=True)
-    failed = execute_runs(spec, folder, cores, snakefile or REPO / "Snakefile", list(extra or []))
+    failed = execute_runs(spec, folder, spec.cores, snakefile or REPO / "Snakefile", spec.snakemake_args)
     table = collect(spec, folder)
     atomic_write_text(folder / STUDY_TABLE, table.to_csv(sep="\t", index=False))
     summary = summarize_study(table)
@@ -307,13 +318,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline study", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="study spec YAML (config/study.yaml)")
     parser.add_argument("--results-dir", default="results", help="the workflow's results_dir")
-    parser.add_argument("--cores", type=int, default=2, help="cores of each run's snakemake")
-    parser.add_argument("--snakemake-arg", action="append", default=[], dest="extra",
-                        help="extra argument for every run's snakemake (repeat), e.g. --snakemake-arg=--profile=profiles/slurm")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s study: %(message)s", datefmt="%H:%M:%S")
     try:
-        folder, failed = run_study(args.spec, args.results_dir, args.cores, extra=args.extra)
+        folder, failed = run_study(args.spec, args.results_dir)
     except StudyError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return 2

@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: RESULTS/summary)")
     args = parser.parse_args(argv)
-    out_dir = args.out_dir or args.results / "summary"
+    out_dir = args.out_dir or args.results / layout.SUMMARY_DIR
     try:
         written = summarize(args.results, out_dir)
     except (SummaryError, FileNotFoundError, ValueError) as exc:

@@ -31,12 +31,12 @@ rule run_study:
     benchmark:
         f"{STUDY_ROOT}/{{study}}/study.benchmark.tsv"
     localrule: True
-    threads: workflow.cores
     conda:
         ENVS / "neuralgraph.yaml"
+    # the study process only waits on its runs; each run's snakemake gets the spec's `cores`
+    threads: 1
     params:
         py=PY,
         results=PLAN.results_dir,
     shell:
-        "{params.py} -m pipeline study --spec {input.spec:q} --results-dir {params.results:q}"
-        " --cores {threads} > {log:q} 2>&1"
+        "{params.py} -m pipeline study --spec {input.spec:q} --results-dir {params.results:q} > {log:q} 2>&1"

@@ -2,7 +2,7 @@ from agent.costs import COSTS_NAME
 from pipeline.explorer import EXPLORER_NAME
 from pipeline import summary as summary_names
 
-SUMMARY_DIR = f"{RES}/summary"
+SUMMARY_DIR = f"{RES}/{layout.SUMMARY_DIR}"
 # Every file of results/<exp>/summary/, by what it is (the names are owned by the modules that write them).
 SUMMARY = {
     key: f"{SUMMARY_DIR}/{name}"
