@@ -6,13 +6,15 @@ by config/config.yaml's `study` key.
 """
 from __future__ import annotations
 
-import shutil
+import os
+import signal
+import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from wf_helpers import TINY_EXPERIMENT, snakemake, write_workflow_config
+from wf_helpers import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
 
@@ -72,21 +74,35 @@ def test_llm_policy_without_credentials_is_left_out_and_said_so(study_dir):
     assert not list((folder / "runs").glob("tiny_anthropic_*"))
 
 
-def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_resumes(study_dir, tmp_path):
-    workdir, _ = study_dir
-    copy = tmp_path / "study"
-    shutil.copytree(workdir, copy, symlinks=True)
-    folder = copy / "results" / "study" / "tiny_study"
-    # As if stopped during the last run: its folder half there, no tables yet.
-    shutil.rmtree(folder / "runs" / "tiny_random_s1" / "summary")
-    (folder / "study.tsv").unlink()
-    kept = {p: p.stat().st_mtime_ns for p in (folder / "runs").glob("tiny_heuristic_s*/iter_*/model.pt")}
-    assert len(kept) == 4
-    result = snakemake(copy, "study", timeout=900).check()
-    assert "1 to run" in (folder / "study.log").read_text(), result.output[-2000:]
+def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_resumes(tmp_path):
+    """Ctrl-C (SIGINT to snakemake's process group) during the second run; the same command
+    then runs only what was not finished and writes the tables."""
+    write_workflow_config(tmp_path, study=str(write_spec(tmp_path, policies=["heuristic"])))
+    folder = tmp_path / "results" / "study" / "tiny_study"
+    first = folder / "runs" / "tiny_heuristic_s0"
+    proc = start_snakemake(tmp_path, "study")
+    try:
+        deadline = time.monotonic() + 600
+        while not (folder / "runs" / "tiny_heuristic_s1" / "iter_001").is_dir():
+            assert proc.poll() is None, (tmp_path / "snakemake.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the second run never started"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (folder / "study.tsv").exists(), "an interrupted study must not write its tables"
+    assert (first / "summary" / "summary.tsv").is_file(), "the finished run must be kept"
+    kept = {p: p.stat().st_mtime_ns for p in first.glob("iter_*/model.pt")}
+    assert len(kept) == 2
+
+    result = snakemake(tmp_path, "study", timeout=900).check()
+    log = (folder / "study.log").read_text()
+    assert "2 runs in the study, 1 finished before, 1 to run" in log, log + result.output[-2000:]
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished runs must not be retrained"
     table = pd.read_csv(folder / "study.tsv", sep="\t")
-    assert len(table) == 8
+    assert sorted(set(table["seed"])) == [0, 1] and len(table) == 4
 
 
 def test_a_bad_study_spec_is_refused_naming_the_field(tmp_path):
