@@ -300,12 +300,16 @@ def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
 
 
 def run_study(spec_path: str | Path, results_dir: str | Path = "results",
-              snakefile: Optional[Path] = None) -> tuple[Path, list[str]]:
-    """Run (or resume) a study and write its tables and figure; returns the folder and failed runs."""
+              snakefile: Optional[Path] = None, run: bool = True) -> tuple[Path, list[str]]:
+    """Run (or resume) a study and write its tables and figure; returns the folder and failed runs.
+
+    ``run=False`` starts nothing: the tables and figure of the runs finished so far (a look at a
+    study in progress, or at one stopped part-way).
+    """
     spec = load_spec(spec_path)
     folder = study_folder(results_dir, spec)
     folder.mkdir(parents=True, exist_ok=True)
-    failed = execute_runs(spec, folder, spec.cores, snakefile or REPO / "Snakefile", spec.snakemake_args)
+    failed = execute_runs(spec, folder, spec.cores, snakefile or REPO / "Snakefile", spec.snakemake_args) if run else []
     table = collect(spec, folder)
     atomic_write_text(folder / STUDY_TABLE, table.to_csv(sep="\t", index=False))
     summary = summarize_study(table)
@@ -318,10 +322,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline study", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="study spec YAML (config/study.yaml)")
     parser.add_argument("--results-dir", default="results", help="the workflow's results_dir")
+    parser.add_argument("--report-only", action="store_true",
+                        help="start no run: write the tables and figure of the runs finished so far")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s study: %(message)s", datefmt="%H:%M:%S")
     try:
-        folder, failed = run_study(args.spec, args.results_dir)
+        folder, failed = run_study(args.spec, args.results_dir, run=not args.report_only)
     except StudyError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return 2

@@ -7,14 +7,17 @@ by config/config.yaml's `study` key.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from wf_helpers import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
+from wf_helpers import REPO, TINY_EXPERIMENT, snakemake, start_snakemake, workflow_env, write_workflow_config
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +67,24 @@ def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
     finals = table[(table["policy"] == "random") & (table["iteration"] == 2)]["best_so_far"]
     assert last["median"] == pytest.approx(finals.median()) and last["seeds"] == 2
     assert (folder / "best_so_far.png").stat().st_size > 10_000
+
+
+def test_report_only_rewrites_the_tables_from_the_finished_runs_and_starts_none(study_dir, tmp_path):
+    workdir, _ = study_dir
+    folder = workdir / "results" / "study" / "tiny_study"
+    before = (folder / "study.tsv").read_text()
+    runs = sorted(p.name for p in (folder / "runs").iterdir())
+    out = tmp_path / "results"
+    shutil.copytree(folder, out / "study" / "tiny_study")
+    shutil.rmtree(out / "study" / "tiny_study" / "runs" / "tiny_random_s1")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "study", "--spec", str(workdir / "config" / "study.yaml"),
+                           "--results-dir", str(out), "--report-only"], capture_output=True, text=True, cwd=workdir,
+                          env={**workflow_env(), "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(out / "study" / "tiny_study" / "study.tsv", sep="\t")
+    assert set(table["run"]) == set(runs) - {"tiny_random_s1"}  # what was finished, nothing started
+    assert sorted(p.name for p in (out / "study" / "tiny_study" / "runs").iterdir()) == sorted(set(runs) - {"tiny_random_s1"})
+    assert (folder / "study.tsv").read_text() == before
 
 
 def test_llm_policy_without_credentials_is_left_out_and_said_so(study_dir):
