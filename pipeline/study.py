@@ -10,6 +10,8 @@ reads every run's summary table and writes
   best-so-far, test_R2, wall seconds since the run's first training started, LLM cost so far;
 - ``study_summary.tsv``: per (benchmark, policy) and round end, the median / min / max of the
   best-so-far over seeds;
+- ``study.md``: the same as tables to read (medians per round end; per seed, the network's
+  regime and each policy's best node);
 - ``best_so_far.png``: best-so-far against iteration, median and spread per policy, one panel
   per benchmark, the benchmark's ceiling (docs/benchmarks.md) as a dashed line.
 
@@ -58,6 +60,7 @@ STUDY_DIR = "study"
 STUDY_TABLE = "study.tsv"
 STUDY_SUMMARY = "study_summary.tsv"
 STUDY_FIGURE = "best_so_far.png"
+STUDY_REPORT = "study.md"
 #: results/study/<name>/runs/<run>/: each run's ordinary results folder.
 RUNS_DIR = "runs"
 #: Per-node diagnostics copied from each node's metrics.json: the activity regime of the seed's
@@ -268,6 +271,55 @@ def summarize_study(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _fmt(value: float) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
+def report_markdown(spec: StudySpec, table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """study.md: per benchmark, the median best-so-far per policy at every round end (with the
+    spread over seeds), and one row per seed with its network's regime and each policy's best."""
+    lines = [f"# Study `{spec.name}`", "",
+             "Best connectivity_R2 so far, median over seeds [min - max], at each round's end.", ""]
+    for bench in spec.benchmarks:
+        part = summary[summary["benchmark"] == bench.name]
+        rounds = list(range(bench.slots, bench.n_iter + 1, bench.slots))
+        ceiling = f"; grid ceiling {bench.ceiling:.4f}" if bench.ceiling is not None else ""
+        lines += [f"## {bench.name} (time_step {bench.time_step}, {bench.n_iter} iterations, "
+                  f"{bench.slots} per round{ceiling})", "",
+                  "| policy | seeds | " + " | ".join(f"iteration {i}" for i in rounds) + " |",
+                  "|---|---|" + "---|" * len(rounds)]
+        for policy in spec.policies:
+            rows = part[part["policy"] == policy].set_index("iteration")
+            if rows.empty:
+                continue
+            cells = [f"{_fmt(rows.at[i, 'median'])} [{_fmt(rows.at[i, 'min'])} - {_fmt(rows.at[i, 'max'])}]"
+                     if i in rows.index else "" for i in rounds]
+            lines.append(f"| {policy} | {int(rows['seeds'].max())} | " + " | ".join(cells) + " |")
+        lines += ["", "Per seed: the network's regime and each policy's best node (its test_R2 and row "
+                  "subspace R2 when W is low-rank).", "",
+                  "| seed | spectral radius | eff. rank 99% | " + " | ".join(
+                      f"{p} best R2 | {p} test_R2 | {p} row subspace R2" for p in spec.policies
+                      if (table["policy"] == p).any()) + " |"]
+        shown = [p for p in spec.policies if (table["policy"] == p).any()]
+        lines.append("|---|---|---|" + "---|---|---|" * len(shown))
+        bench_rows = table[table["benchmark"] == bench.name]
+        for seed in bench.seeds:
+            seed_rows = bench_rows[bench_rows["seed"] == seed]
+            if seed_rows.empty:
+                continue
+            cells = [_fmt(seed_rows["spectral_radius"].iloc[0]), str(seed_rows["effective_rank_99"].iloc[0])]
+            for policy in shown:
+                runs = seed_rows[seed_rows["policy"] == policy]
+                if runs.empty or runs["connectivity_R2"].isna().all():
+                    cells += ["", "", ""]
+                    continue
+                best = runs.loc[runs["connectivity_R2"].idxmax()]
+                cells += [_fmt(best["connectivity_R2"]), _fmt(best["test_R2"]), _fmt(best["W_row_subspace_R2"])]
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
     """Best-so-far connectivity_R2 against iteration: median line, min-max band, ceiling dashed."""
     import matplotlib
@@ -315,6 +367,7 @@ def run_study(spec_path: str | Path, results_dir: str | Path = "results",
     summary = summarize_study(table)
     atomic_write_text(folder / STUDY_SUMMARY, summary.to_csv(sep="\t", index=False))
     draw_figure(spec, summary, folder / STUDY_FIGURE)
+    atomic_write_text(folder / STUDY_REPORT, report_markdown(spec, table, summary))
     return folder, failed
 
 
@@ -331,7 +384,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except StudyError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return 2
-    log.info("wrote %s, %s and %s in %s", STUDY_TABLE, STUDY_SUMMARY, STUDY_FIGURE, folder)
+    log.info("wrote %s, %s, %s and %s in %s", STUDY_TABLE, STUDY_SUMMARY, STUDY_REPORT, STUDY_FIGURE, folder)
     if failed:
         print(f"study: {len(failed)} run(s) failed (their logs: {folder / 'logs'}): {', '.join(failed)}; "
               "the finished runs are in the tables; rerun the same command to retry", file=sys.stderr)

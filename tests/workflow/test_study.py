@@ -67,6 +67,9 @@ def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
     finals = table[(table["policy"] == "random") & (table["iteration"] == 2)]["best_so_far"]
     assert last["median"] == pytest.approx(finals.median()) and last["seeds"] == 2
     assert (folder / "best_so_far.png").stat().st_size > 10_000
+    report = (folder / "study.md").read_text()
+    median = f"{finals.median():.4f} [{finals.min():.4f} - {finals.max():.4f}]"
+    assert f"| random | 2 | " in report and median in report, report
 
 
 def test_report_only_rewrites_the_tables_from_the_finished_runs_and_starts_none(study_dir, tmp_path):

@@ -12,7 +12,7 @@ def study_outputs(wildcards):
 
 
 rule study:
-    """Target: results/study/<name>/study.tsv, study_summary.tsv and best_so_far.png."""
+    """Target: results/study/<name>/study.tsv, study_summary.tsv, study.md and best_so_far.png."""
     input:
         study_outputs,
     localrule: True
@@ -26,6 +26,7 @@ rule run_study:
         table=f"{STUDY_ROOT}/{{study}}/{study_names.STUDY_TABLE}",
         summary=f"{STUDY_ROOT}/{{study}}/{study_names.STUDY_SUMMARY}",
         figure=f"{STUDY_ROOT}/{{study}}/{study_names.STUDY_FIGURE}",
+        report=f"{STUDY_ROOT}/{{study}}/{study_names.STUDY_REPORT}",
     log:
         f"{STUDY_ROOT}/{{study}}/study.log",
     benchmark:
