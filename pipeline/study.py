@@ -338,12 +338,15 @@ def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
             line, = ax.plot(rows["iteration"], rows["median"], marker="o", label=f"{policy} (median of {rows['seeds'].max()})")
             ax.fill_between(rows["iteration"], rows["min"], rows["max"], color=line.get_color(), alpha=0.2)
         if bench.ceiling is not None:
-            ax.axhline(bench.ceiling, color="black", linestyle="--", linewidth=1, label=f"grid ceiling {bench.ceiling:.3f}")
+            ax.axhline(bench.ceiling, color="black", linestyle="--", linewidth=1, label=f"grid ceiling {bench.ceiling:.4f}")
         ax.set_title(f"{bench.name} (time_step {bench.time_step})")
         ax.set_xlabel("iteration")
         ax.set_ylabel("best connectivity_R2 so far")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "no finished run yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
