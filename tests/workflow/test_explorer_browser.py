@@ -22,7 +22,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from explorer_helpers import (  # noqa: E402
     browser_or_skip, console_errors, make_results, open_page, requested_urls, stop_browser)
-from pipeline.explorer import EXPLORER_NAME, SUMMARY_FOLDER, write_explorer  # noqa: E402
+from neuralgraph.layout import SUMMARY_DIR  # noqa: E402
+from pipeline.explorer import EXPLORER_NAME, write_explorer  # noqa: E402
 
 #: The issue's bound for opening a 200-node exploration.
 MAX_LOAD_SECONDS = 2.0
@@ -88,7 +89,7 @@ def _expected_diff(results, node_dir):
 @pytest.mark.slow
 def test_tiny_run_page_shows_every_node_with_its_metrics_and_config_diff(tiny_run, browser):
     results = tiny_run.results
-    page = results / SUMMARY_FOLDER / EXPLORER_NAME
+    page = results / SUMMARY_DIR / EXPLORER_NAME
     assert page.is_file(), "the workflow did not write explorer.html"
     open_page(browser, page)
     assert console_errors(browser) == []
