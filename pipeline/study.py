@@ -12,7 +12,7 @@ reads every run's summary table and writes
   best-so-far over seeds;
 - ``study.md``: the same as tables to read (medians per round end; per seed, the network's
   regime and each policy's best node);
-- ``best_so_far.png``: best-so-far against iteration, median and spread per policy, one panel
+- ``best_so_far.png``: best-so-far against iteration, median and quartiles per policy, one panel
   per benchmark, the benchmark's ceiling (docs/benchmarks.md) as a dashed line.
 
 Why one workflow run per seed rather than a study inside one DAG: each run is then exactly what
@@ -265,9 +265,11 @@ def collect(spec: StudySpec, folder: Path) -> pd.DataFrame:
 
 
 def summarize_study(table: pd.DataFrame) -> pd.DataFrame:
-    """Median, min and max over seeds of the best-so-far at every iteration, per benchmark and policy."""
+    """Median, min, max and quartiles over seeds of the best-so-far at every iteration, per benchmark and policy."""
     grouped = table.groupby(["benchmark", "policy", "iteration"])["best_so_far"]
     out = grouped.agg(median="median", min="min", max="max", seeds="count").reset_index()
+    quartiles = grouped.quantile([0.25, 0.75]).unstack()
+    out["q25"], out["q75"] = quartiles[0.25].to_numpy(), quartiles[0.75].to_numpy()
     return out
 
 
@@ -321,7 +323,8 @@ def report_markdown(spec: StudySpec, table: pd.DataFrame, summary: pd.DataFrame)
 
 
 def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
-    """Best-so-far connectivity_R2 against iteration: median line, min-max band, ceiling dashed."""
+    """Best-so-far connectivity_R2 against iteration: median line, interquartile band (min-max
+    would span the whole axis when a few seeds fail), ceiling dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,12 +338,13 @@ def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
             rows = part[part["policy"] == policy]
             if rows.empty:
                 continue
-            line, = ax.plot(rows["iteration"], rows["median"], marker="o", label=f"{policy} (median of {rows['seeds'].max()})")
-            ax.fill_between(rows["iteration"], rows["min"], rows["max"], color=line.get_color(), alpha=0.2)
+            line, = ax.plot(rows["iteration"], rows["median"], marker="o", label=f"{policy} (median, quartiles of {rows['seeds'].max()})")
+            ax.fill_between(rows["iteration"], rows["q25"], rows["q75"], color=line.get_color(), alpha=0.2)
         if bench.ceiling is not None:
             ax.axhline(bench.ceiling, color="black", linestyle="--", linewidth=1, label=f"grid ceiling {bench.ceiling:.4f}")
         ax.set_title(f"{bench.name} (time_step {bench.time_step})")
         ax.set_xlabel("iteration")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("best connectivity_R2 so far")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
