@@ -9,6 +9,7 @@ from snakemake.utils import min_version, validate
 
 from neuralgraph.secrets import hand_over_secrets
 from neuralgraph import dataset, layout
+from pipeline import study as study_names
 from pipeline.plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
 # API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
@@ -187,3 +188,13 @@ def decide_command(i):
     parts.append(f"--out-dir {q(iter_dir(i))}")
     parts.append(cli_list("--next-dir", next_round(i)))
     return " ".join(p for p in parts if p)
+
+
+# The policy study (workflow/rules/study.smk): its folder, and its table named by the spec's
+# `name`, read only when the `study` target is asked for (a bad spec spoils no other target).
+STUDY_ROOT = f"{PLAN.results_dir}/{study_names.STUDY_DIR}"
+
+
+def study_table(wildcards):
+    spec = study_names.load_spec(config["study"])
+    return f"{STUDY_ROOT}/{spec.name}/{study_names.STUDY_TABLE}"

@@ -1,20 +1,12 @@
 # The policy study (`snakemake study`): each policy on each benchmark over seeds, every run an
 # ordinary workflow run of its own; pipeline/study.py runs them and writes the tables and figure.
-from pipeline import study as study_names
-
-STUDY_ROOT = f"{PLAN.results_dir}/{study_names.STUDY_DIR}"
-
-
-def study_outputs(wildcards):
-    """The study's files, named by the spec's `name` (read only when `study` is asked for)."""
-    spec = study_names.load_spec(config["study"])
-    return f"{STUDY_ROOT}/{spec.name}/{study_names.STUDY_TABLE}"
+# STUDY_ROOT and study_table() live in common.smk (functions go there, as snakemake --lint asks).
 
 
 rule study:
     """Target: results/study/<name>/study.tsv, study_summary.tsv, study.md and best_so_far.png."""
     input:
-        study_outputs,
+        study_table,
     localrule: True
 
 
@@ -38,6 +30,7 @@ rule run_study:
     threads: 1
     params:
         py=PY,
-        results=PLAN.results_dir,
+        # results_dir from the output path: results/study/<name>/study.tsv
+        results=lambda wildcards, output: str(Path(output.table).parents[2]),
     shell:
         "{params.py} -m pipeline study --spec {input.spec:q} --results-dir {params.results:q} > {log:q} 2>&1"
