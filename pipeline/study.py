@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.costs import COSTS_NAME
 from neuralgraph import layout
 from neuralgraph.config import ALLOWED_TIME_STEPS
 from neuralgraph.io import atomic_write_text, read_json
@@ -187,15 +188,19 @@ def run_finished(folder: Path, bench: Benchmark, policy: str, seed: int) -> bool
     return summary.exists()
 
 
+def study_runs(spec: StudySpec) -> list[tuple[Benchmark, str, int]]:
+    """Every (benchmark, policy, seed) of the spec, in the order they run."""
+    return [(b, p, s) for b in spec.benchmarks for p in spec.policies for s in b.seeds]
+
+
 def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, extra: list[str]) -> list[str]:
     """Run every (benchmark, policy, seed) not finished yet; the names of the runs that failed."""
-    plan = [(b, p, s) for b in spec.benchmarks for p in spec.policies for s in b.seeds]
     skipped = {p: why for p in spec.policies if (why := policy_unavailable(p))}
     for policy, why in skipped.items():
         log.info("policy %s left out of this study: %s", policy, why)
-    todo = [(b, p, s) for b, p, s in plan if p not in skipped and not run_finished(folder, b, p, s)]
-    log.info("%d runs in the study, %d finished before, %d to run", len(plan) - sum(p in skipped for _, p, _ in plan),
-             len(plan) - len(todo) - sum(p in skipped for _, p, _ in plan), len(todo))
+    runnable = [(b, p, s) for b, p, s in study_runs(spec) if p not in skipped]
+    todo = [(b, p, s) for b, p, s in runnable if not run_finished(folder, b, p, s)]
+    log.info("%d runs in the study, %d finished before, %d to run", len(runnable), len(runnable) - len(todo), len(todo))
     failed: list[str] = []
     started = time.monotonic()
     for done, (bench, policy, seed) in enumerate(todo, 1):
@@ -226,8 +231,6 @@ def _wall_seconds(run_dir: Path, iterations: list[int]) -> dict[int, float]:
 
 def _cost_by_iteration(run_dir: Path, iterations: list[int]) -> dict[int, float]:
     """LLM cost spent by the decisions made up to each iteration (0 for offline policies)."""
-    from agent.costs import COSTS_NAME  # the costs file's owner (the agent records the calls)
-
     path = run_dir / layout.SUMMARY_DIR / COSTS_NAME
     table = pd.read_csv(path, sep="\t") if path.exists() else pd.DataFrame()
     if table.empty or "iteration" not in table or "cost_usd" not in table:
@@ -259,13 +262,15 @@ def run_rows(folder: Path, bench: Benchmark, policy: str, seed: int) -> list[dic
 
 def collect(spec: StudySpec, folder: Path) -> pd.DataFrame:
     """study.tsv's table from every finished run (unfinished ones are simply absent)."""
-    rows = [row for b in spec.benchmarks for p in spec.policies for s in b.seeds
-            if run_finished(folder, b, p, s) for row in run_rows(folder, b, p, s)]
+    rows = [row for b, p, s in study_runs(spec) if run_finished(folder, b, p, s) for row in run_rows(folder, b, p, s)]
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
 
 def summarize_study(table: pd.DataFrame) -> pd.DataFrame:
     """Median, min, max and quartiles over seeds of the best-so-far at every iteration, per benchmark and policy."""
+    columns = ["benchmark", "policy", "iteration", "median", "min", "max", "seeds", "q25", "q75"]
+    if table.empty:  # no run finished yet: the tables and figure say so rather than fail
+        return pd.DataFrame(columns=columns)
     grouped = table.groupby(["benchmark", "policy", "iteration"])["best_so_far"]
     out = grouped.agg(median="median", min="min", max="max", seeds="count").reset_index()
     quartiles = grouped.quantile([0.25, 0.75]).unstack()
