@@ -41,7 +41,7 @@ from agent.policies.heuristic import HeuristicPolicy, safe_decision, variant_mut
 from agent.policies.spend_cap import SpendCap, is_paid
 from agent.records import round_record
 from agent.sandbox import code_modification_refusal
-from agent.smoke import SmokeHarnessError, validate_and_smoke
+from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
 from neuralgraph import layout
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
@@ -103,7 +103,7 @@ class DecideRequest:
     replay_from: Optional[str] = None
     fallback: str = "fail"
     max_cost_usd: Optional[float] = None
-    smoke_timeout: float = 0.0
+    smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT_S
     code_modification: str = "sandboxed"
 
 

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-#: The per-slot fields of a record.
-SLOT_FIELDS = ("slot", "role", "node_id", "policy", "decision", "attempts", "next", "code_smoke_run")
-
-
 def round_record(round_fields: dict[str, Any], slots: list[dict[str, Any]]) -> dict[str, Any]:
     """decision.json's content: the round fields plus the slot records (see the module docstring)."""
     if len(slots) == 1:

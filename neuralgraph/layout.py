@@ -90,11 +90,6 @@ def round_of(iteration: int, slots: int) -> int:
     return (iteration - 1) // slots + 1
 
 
-def slot_of(iteration: int, slots: int) -> int:
-    """Slot (from 1) of an iteration inside its round."""
-    return (iteration - 1) % slots + 1
-
-
 def round_iterations(round_number: int, slots: int) -> list[int]:
     """The iterations (node ids) of one round."""
     first = (round_number - 1) * slots + 1

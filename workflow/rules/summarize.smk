@@ -72,7 +72,7 @@ rule summarize:
 
 rule costs:
     """Tokens and cost of every LLM call, one row each, and the total (agent.costs reads the
-    calls recorded in decision.json; pipeline.summary does not import the agent)."""
+    calls recorded in decision.json; summary.tsv has no cost column)."""
     input:
         decisions=expand(f"{ITER}/decision.json", it=PLAN.round_ends),
     output:
