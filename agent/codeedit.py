@@ -11,13 +11,20 @@ very same signature, and uses nothing outside what a training step needs:
   dtypes, torch.nn / torch.nn.functional / torch.nn.init, torch.optim and its schedulers,
   torch.nn.utils clipping, math, torchdiffeq's solvers); a ``from X import Y`` name is checked
   like the attribute ``X.Y``; a module may appear only at the start of an attribute path,
-  never as a value that could be passed around;
-- attributes of objects (``model.lin_edge``, ``ctx.horizon``, ``loss.backward``): any name
-  except those starting with an underscore, the frame / code / generator attributes
-  (:data:`FRAME_ATTRIBUTE_PREFIXES`) and :data:`DENIED_OBJECT_ATTRIBUTES` (files, storage,
-  format strings);
+  never as a value; a class reached through one may only be called or named in isinstance();
+- attributes of objects, per kind of object (:mod:`agent.step_kinds`): the model offers the
+  members the loop contract names, the optimizer step / zero_grad / param_groups, ctx / data /
+  cfg their fields (read-only), any other value torch.Tensor's numeric methods and properties
+  (minus memory, storage, hooks, numpy); underscores, frame / code / generator attributes
+  (:data:`FRAME_ATTRIBUTE_PREFIXES`) and :data:`DENIED_OBJECT_ATTRIBUTES` are refused on all;
+- calls: only of known callables (allowed module functions and classes, safe builtins, the
+  training module's functions, functions defined in the edit, modules, allowed methods);
 - no ``global``/``nonlocal``, no nested class, no generator, no assignment into a module's
-  attribute or into the engine's records (``ctx``, ``data``, ``cfg``).
+  attribute, a class, a function or the engine's records (``ctx``, ``data``, ``cfg``).
+
+The child's module is composed, never copied: the packaged module, the parent's editable
+functions that differ from it (each checked again) and the new function
+(:func:`check_code_modification`, :func:`rebuild_module`).
 
 The checker is the first line; the sandbox (:mod:`agent.sandbox`) is the wall. Each must hold
 on its own: the smoke run and the real training of an edited loop run contained whatever
@@ -591,11 +598,22 @@ class _AllowListChecker(ast.NodeVisitor):
         for link in chain:
             member = member_kind(kind, link.attr)
             if member is None:
-                self.refuse(node, "forbidden", _member_problem(where, kind, link.attr))
+                self.refuse(node, "forbidden", _member_problem(where, kind, link.attr) + self._rebound_hint(inner, kind))
                 return
             kind, where = member, f"{where}.{link.attr}"
         if isinstance(node.ctx, (ast.Store, ast.Del)):
             self._check_store(node, inner)
+
+    def _rebound_hint(self, root: ast.AST, kind: Kind) -> str:
+        """Why a parameter such as ``model`` counts as a generic value: it is bound again here."""
+        if not isinstance(root, ast.Name) or kind is not GENERIC:
+            return ""
+        declared = self.param_kinds.get(root.id)
+        if declared is None or declared is GENERIC:
+            return ""
+        return (f" ({root.id!r} is {declared.label} only while it is not bound again in the function: an "
+                f"assignment, a loop variable or a nested function's parameter of that name makes it a generic "
+                f"value; use another name there)")
 
     def _check_module_chain(self, node: ast.Attribute, module: str, chain: list[str]) -> None:
         path: Optional[str] = module

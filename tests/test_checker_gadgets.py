@@ -246,9 +246,26 @@ def test_every_attribute_two_hops_from_the_step_arguments_is_allowed_by_name_or_
         assert path not in accepted, path
 
 
+def _all_member_names() -> set[str]:
+    """Every attribute name some kind allows (an edited function may get another object under a
+    parameter's name when another edit calls it, so each name is tried on every object)."""
+    from agent.step_kinds import DEVICE, MLP, NN_MODULE, SCHEDULER
+
+    names, todo, seen = set(), [*parameter_kinds().values(), MLP, NN_MODULE, SCHEDULER, DEVICE], set()
+    while todo:
+        kind = todo.pop()
+        if id(kind) in seen or not kind.members:
+            continue
+        seen.add(id(kind))
+        names |= set(kind.members)
+        todo += list(kind.members.values())
+    return names
+
+
 def test_the_generic_value_list_is_harmless_on_every_object_the_step_reaches(step_arguments):
-    """Through a container any object is a 'generic value': the names that list allows must not
-    reach pydantic, numpy or torch_geometric members on ANY of the objects two hops away."""
+    """Through a container any object is a 'generic value', and under a parameter's name any
+    object may arrive: the names these allow must not reach pydantic, numpy or torch_geometric
+    members on ANY of the objects two hops away."""
     reached = dict(step_arguments)
     for arg, obj in step_arguments.items():
         for a in _public(obj):
@@ -257,7 +274,7 @@ def test_the_generic_value_list_is_harmless_on_every_object_the_step_reaches(ste
                 reached[f"{arg}.{a}"] = value
     leaks = []
     for name, obj in reached.items():
-        for attr in generic_attributes() & set(dir(obj)):
+        for attr in (generic_attributes() | _all_member_names()) & set(dir(obj)):
             try:
                 owner = _owner(obj, attr)
             except Exception:
@@ -398,3 +415,9 @@ def test_a_checked_edit_trains_for_real_on_the_views_and_the_view_stops_what_the
                            cache_dir=smoke_cache)
     assert info.value.kind == "smoke-crash"
     assert "AttributeError: 'tuple' object has no attribute 'pop'" in info.value.reason
+
+
+def test_a_rebound_parameter_is_explained():
+    error = refusal("def helper(model):\n    return model\nreturn model.dense_W()\n")
+    assert "attribute 'dense_W' of model (a tensor or plain value)" in error.reason
+    assert "'model' is the model only while it is not bound again in the function" in error.reason
