@@ -227,8 +227,24 @@ def _module_names(path: str) -> frozenset[str]:
         return _torch_names()
 
     module = importlib.import_module(path)
-    return frozenset(n for n in dir(module) if not n.startswith("_")
-                     and not isinstance(getattr(module, n), types.ModuleType))
+    return frozenset(n for n in dir(module) if not n.startswith("_") and _plain_module_value(getattr(module, n)))
+
+
+#: Top-level packages whose functions and classes a module path may reach.
+_OWN_CODE_PACKAGES = ("torch", "math", "torchdiffeq")
+
+
+def _plain_module_value(value: object) -> bool:
+    """A number, string, dtype, or a function / class of torch, math or torchdiffeq. Not: modules,
+    mutable module-level containers (``torch.nn.functional.GRID_SAMPLE_PADDING_MODES``: a ``.pop()``
+    would change torch for the whole trainer), or helpers imported from typing / functools / weakref."""
+    import torch
+
+    if isinstance(value, types.ModuleType):
+        return False
+    if isinstance(value, (bool, int, float, complex, str)) or isinstance(value, torch.dtype):
+        return True
+    return callable(value) and (getattr(value, "__module__", None) or "").split(".")[0] in _OWN_CODE_PACKAGES
 
 
 @lru_cache(maxsize=None)

@@ -421,3 +421,14 @@ def test_a_rebound_parameter_is_explained():
     error = refusal("def helper(model):\n    return model\nreturn model.dense_W()\n")
     assert "attribute 'dense_W' of model (a tensor or plain value)" in error.reason
     assert "'model' is the model only while it is not bound again in the function" in error.reason
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("d = torch.nn.functional.GRID_SAMPLE_PADDING_MODES\nd.pop('zeros')\n",
+     "'torch.nn.functional.GRID_SAMPLE_PADDING_MODES' is not on the allow-list"),
+    ("w = torch.optim.lr_scheduler.wraps(torch.relu)\n", "'torch.optim.lr_scheduler.wraps' is not on the allow-list"),
+    ("from torch.optim.lr_scheduler import partial\n", "'torch.optim.lr_scheduler.partial' is not on the allow-list"),
+])
+def test_module_state_and_imported_helpers_are_not_reachable_through_a_module_path(body, reason):
+    error = refusal(body)
+    assert reason in error.reason, error.reason
