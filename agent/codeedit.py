@@ -731,7 +731,7 @@ def _checked_function(base_tree: ast.Module, old: ast.AST, text: str, function_n
     return text
 
 
-def compose_module(base_source: str, edits: dict[str, str], editable: tuple[str, ...]) -> str:
+def compose_module(base_source: str, edits: dict[str, str]) -> str:
     """``base_source`` with each function named in ``edits`` replaced by its (already checked) text."""
     base_tree = _parse(base_source, "base module")
     nodes = [n for n in base_tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in edits]
@@ -771,7 +771,7 @@ def rebuild_module(parent_source: str, base_source: Optional[str] = None) -> str
     """The parent's loop as a child gets it: the base module + the parent's re-checked edits."""
     base = packaged_loop_source() if base_source is None else base_source
     editable = editable_functions(base)
-    return compose_module(base, branch_edits(parent_source, base, editable), editable)
+    return compose_module(base, branch_edits(parent_source, base, editable))
 
 
 @lru_cache(maxsize=1)
@@ -812,8 +812,9 @@ def check_code_modification(parent_source: str, function_name: str, new_source: 
     if old is None:
         raise CodeEditError("editable", f"the training module has no top-level function {function_name!r}")
     text = _checked_function(base_tree, old, new_source, function_name)
-    edits = branch_edits(parent_source, base, tuple(n for n in editable if n != function_name))
-    child_source = compose_module(base, {**edits, function_name: text}, editable)
+    # the branch's earlier edits: every editable function of the base (``editable`` limits the new edit only)
+    edits = branch_edits(parent_source, base, tuple(n for n in editable_functions(base) if n != function_name))
+    child_source = compose_module(base, {**edits, function_name: text})
     try:
         compile(child_source, "train_loop.py", "exec")
     except (SyntaxError, ValueError) as exc:
