@@ -11,13 +11,20 @@ very same signature, and uses nothing outside what a training step needs:
   dtypes, torch.nn / torch.nn.functional / torch.nn.init, torch.optim and its schedulers,
   torch.nn.utils clipping, math, torchdiffeq's solvers); a ``from X import Y`` name is checked
   like the attribute ``X.Y``; a module may appear only at the start of an attribute path,
-  never as a value that could be passed around;
-- attributes of objects (``model.lin_edge``, ``ctx.horizon``, ``loss.backward``): any name
-  except those starting with an underscore, the frame / code / generator attributes
-  (:data:`FRAME_ATTRIBUTE_PREFIXES`) and :data:`DENIED_OBJECT_ATTRIBUTES` (files, storage,
-  format strings);
+  never as a value; a class reached through one may only be called or named in isinstance();
+- attributes of objects, per kind of object (:mod:`agent.step_kinds`): the model offers the
+  members the loop contract names, the optimizer step / zero_grad / param_groups, ctx / data /
+  cfg their fields (read-only), any other value torch.Tensor's numeric methods and properties
+  (minus memory, storage, hooks, numpy); underscores, frame / code / generator attributes
+  (:data:`FRAME_ATTRIBUTE_PREFIXES`) and :data:`DENIED_OBJECT_ATTRIBUTES` are refused on all;
+- calls: only of known callables (allowed module functions and classes, safe builtins, the
+  training module's functions, functions defined in the edit, modules, allowed methods);
 - no ``global``/``nonlocal``, no nested class, no generator, no assignment into a module's
-  attribute or into the engine's records (``ctx``, ``data``, ``cfg``).
+  attribute, a class, a function or the engine's records (``ctx``, ``data``, ``cfg``).
+
+The child's module is composed, never copied: the packaged module, the parent's editable
+functions that differ from it (each checked again) and the new function
+(:func:`check_code_modification`, :func:`rebuild_module`).
 
 The checker is the first line; the sandbox (:mod:`agent.sandbox`) is the wall. Each must hold
 on its own: the smoke run and the real training of an edited loop run contained whatever
@@ -34,6 +41,9 @@ import textwrap
 import types
 from functools import lru_cache
 from typing import Optional
+
+from agent.step_kinds import (FUNCTION, GENERIC, TENSOR_DENIED_ATTRIBUTES, VALUE, Kind, describe_members, join,
+                              local_class_kind, member_kind, module_value_kind, parameter_kinds)
 
 #: Builtins a training step may use (anything reaching files, code objects, attributes by
 #: name or the interpreter - open, exec, getattr, type, vars, globals, __import__ - is absent).
@@ -217,8 +227,24 @@ def _module_names(path: str) -> frozenset[str]:
         return _torch_names()
 
     module = importlib.import_module(path)
-    return frozenset(n for n in dir(module) if not n.startswith("_")
-                     and not isinstance(getattr(module, n), types.ModuleType))
+    return frozenset(n for n in dir(module) if not n.startswith("_") and _plain_module_value(getattr(module, n)))
+
+
+#: Top-level packages whose functions and classes a module path may reach.
+_OWN_CODE_PACKAGES = ("torch", "math", "torchdiffeq")
+
+
+def _plain_module_value(value: object) -> bool:
+    """A number, string, dtype, or a function / class of torch, math or torchdiffeq. Not: modules,
+    mutable module-level containers (``torch.nn.functional.GRID_SAMPLE_PADDING_MODES``: a ``.pop()``
+    would change torch for the whole trainer), or helpers imported from typing / functools / weakref."""
+    import torch
+
+    if isinstance(value, types.ModuleType):
+        return False
+    if isinstance(value, (bool, int, float, complex, str)) or isinstance(value, torch.dtype):
+        return True
+    return callable(value) and (getattr(value, "__module__", None) or "").split(".")[0] in _OWN_CODE_PACKAGES
 
 
 @lru_cache(maxsize=None)
@@ -235,7 +261,7 @@ def _torch_names() -> frozenset[str]:
         if isinstance(value, torch.dtype) or (name in tensor_methods and callable(value)
                                                and not isinstance(value, types.ModuleType)):
             names.add(name)
-    return frozenset(names - TORCH_DENIED_NAMES)
+    return frozenset(names - TORCH_DENIED_NAMES - TENSOR_DENIED_ATTRIBUTES)
 
 
 def _resolve_module_attribute(module: str, attr: str) -> tuple[Optional[str], Optional[str]]:
@@ -260,30 +286,40 @@ def _object_attribute_problem(attr: str) -> Optional[str]:
     return None
 
 
-def _bound_names(func: ast.AST) -> set[str]:
-    """Every name the function binds itself: parameters, assignments, loop/with/except targets, nested defs."""
-    names: set[str] = set()
-    for node in ast.walk(func):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not func:
-            names.add(node.name)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            names.add(node.name)
-    return names
+def _member_problem(where: str, kind: Kind, attr: str) -> str:
+    """Why ``where.attr`` is refused, naming what ``where`` offers instead."""
+    if kind.is_class:
+        return (f"'{where}.{attr}': {kind.label} may only be called or named in isinstance(); its attributes are "
+                f"not on the allow-list")
+    if kind.members is None:
+        if attr in TENSOR_DENIED_ATTRIBUTES:
+            return (f"attribute '{attr}' of {where}: raw memory, storage, shared memory, hooks, per-element "
+                    f"callbacks and numpy are out of the training loop's reach")
+        return (f"attribute '{attr}' of {where} ({kind.label}) is not on the allow-list: a value offers "
+                f"torch.Tensor's numeric methods and properties and list/dict basics; the members of the model, "
+                f"the optimizer, ctx, data and cfg are reached directly from those parameters")
+    if not kind.members:
+        return f"{where} is {kind.label}: no attributes or methods ('{attr}' refused)"
+    return (f"attribute '{attr}' of {where} is not on the allow-list; {where} is {kind.label}, which offers only: "
+            f"{describe_members(kind)}")
 
 
-def _module_level_names(parent_tree: ast.Module) -> tuple[set[str], dict[str, str]]:
-    """(plain names the training module defines, {alias: module path} of its allowed imports)."""
-    names: set[str] = set()
+def _describe(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _module_level_names(parent_tree: ast.Module) -> tuple[dict[str, Kind], dict[str, str]]:
+    """({name: Kind} of what the training module defines, {alias: module path} of its allowed imports)."""
+    names: dict[str, Kind] = {}
     modules: dict[str, str] = {}
     for node in parent_tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names[node.name] = FUNCTION
+        elif isinstance(node, ast.ClassDef):
+            names[node.name] = local_class_kind(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            names |= _assigned_names(node)
+            names.update({n: VALUE for n in _assigned_names(node)})
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 root = alias.name.split(".")[0]
@@ -293,17 +329,173 @@ def _module_level_names(parent_tree: ast.Module) -> tuple[set[str], dict[str, st
     return names, modules
 
 
-class _AllowListChecker(ast.NodeVisitor):
-    """Walks one function and records every construct outside the allow-list, with its line."""
+class _Bindings(ast.NodeVisitor):
+    """Every name the function binds, with the expression bound when that is known (``x = e``)."""
 
-    def __init__(self, bound: set[str], module_names: set[str], modules: dict[str, str]):
-        self.bound = bound
-        self.module_names = module_names
-        self.modules = dict(modules)  # alias -> module path (local imports are added as met)
+    def __init__(self, func: ast.AST):
+        self.func = func
+        self.assigned: dict[str, list[Optional[ast.AST]]] = {}
+        self.fixed: dict[str, list[Kind]] = {}
+        for node in ast.walk(func):
+            self._collect(node)
+
+    def bind(self, name: str, value: Optional[ast.AST]) -> None:
+        self.assigned.setdefault(name, []).append(value)
+
+    def _targets(self, target: ast.AST, value: Optional[ast.AST]) -> None:
+        if isinstance(target, ast.Name):
+            self.bind(target.id, value)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            pairs = isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts)
+            for k, elt in enumerate(target.elts):
+                self._targets(elt.value if isinstance(elt, ast.Starred) else elt, value.elts[k] if pairs else None)
+        elif isinstance(target, ast.Starred):
+            self._targets(target.value, None)
+
+    def _collect(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                self._targets(target, node.value)
+        elif isinstance(node, ast.AnnAssign):
+            self._targets(node.target, node.value)
+        elif isinstance(node, ast.NamedExpr):
+            self._targets(node.target, node.value)
+        elif isinstance(node, (ast.AugAssign, ast.For, ast.AsyncFor, ast.comprehension)):
+            self._targets(node.target, None)
+        elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+            self._targets(node.optional_vars, None)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            self.bind(node.name, None)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node is not self.func:
+            self.fixed.setdefault(node.name, []).append(FUNCTION)
+        elif isinstance(node, ast.arg) and not self._is_own_parameter(node):
+            self.bind(node.arg, None)  # a parameter of a nested function or lambda: any value
+
+    def _is_own_parameter(self, node: ast.arg) -> bool:
+        args = self.func.args
+        return any(node is a for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg])
+
+
+class _AllowListChecker(ast.NodeVisitor):
+    """Walks one function and records every construct outside the allow-list, with its line.
+
+    Values have kinds (agent.step_kinds): the function's parameters by name, module values,
+    and local names from what they are bound to (flow-insensitive: a name bound to different
+    kinds gets the generic one, the narrowest).
+    """
+
+    def __init__(self, func: ast.FunctionDef | ast.AsyncFunctionDef, module_names: dict[str, Kind],
+                 modules: dict[str, str]):
+        self.func = func
+        self.module_names = dict(module_names)
+        self.modules = dict(modules)  # alias -> module path (local imports are added below)
         self.problems: list[tuple[int, int, str, str]] = []
+        self.class_ok: set[int] = set()  # ids of class expressions that are called or named in isinstance
+        self.bindings = _Bindings(func)
+        self._prepare_imports()
+        params = [*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs]
+        for extra in (func.args.vararg, func.args.kwarg):
+            if extra is not None:
+                params.append(extra)
+        self.param_kinds = {a.arg: parameter_kinds().get(a.arg, GENERIC) for a in params}
+        self.kinds: dict[str, Kind] = {}
+        self._infer_local_kinds()
 
     def refuse(self, node: ast.AST, kind: str, message: str) -> None:
         self.problems.append((getattr(node, "lineno", 0), getattr(node, "col_offset", 0), kind, message))
+
+    # -- kinds
+    def _prepare_imports(self) -> None:
+        """Local ``import``/``from ... import`` bindings: module aliases and module-value kinds."""
+        for node in ast.walk(self.func):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    if parts[0] in ALLOWED_MODULE_ATTRIBUTES and all(
+                            f"{'.'.join(parts[:k])}" in ALLOWED_MODULE_ATTRIBUTES for k in range(1, len(parts) + 1)):
+                        self.modules[alias.asname or parts[0]] = alias.name if alias.asname else parts[0]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                module = node.module or ""
+                if module not in ALLOWED_MODULE_ATTRIBUTES:
+                    continue
+                for alias in node.names:
+                    if alias.name == "*" or alias.name.startswith("_") or alias.name not in _module_names(module):
+                        continue
+                    child = f"{module}.{alias.name}"
+                    if child in ALLOWED_MODULE_ATTRIBUTES:
+                        self.modules[alias.asname or alias.name] = child
+                    else:
+                        self.bindings.fixed.setdefault(alias.asname or alias.name, []).append(
+                            module_value_kind(module, alias.name))
+
+    def _infer_local_kinds(self) -> None:
+        names = set(self.bindings.assigned) | set(self.bindings.fixed) | set(self.param_kinds)
+        for _ in range(6):  # to a fixpoint: x = cfg.training; y = x.lr
+            new: dict[str, Kind] = {}
+            for name in names:
+                if name in self.modules:
+                    continue
+                found = list(self.bindings.fixed.get(name, []))
+                if name in self.param_kinds:
+                    found.append(self.param_kinds[name])
+                found += [GENERIC if value is None else self.kind_of(value) for value in self.bindings.assigned.get(name, [])]
+                new[name] = join(found)
+            if all(new[n] is self.kinds.get(n) for n in new):
+                break
+            self.kinds = new
+
+    def kind_of_name(self, name: str) -> Kind:
+        if name in self.kinds:
+            return self.kinds[name]
+        if name in self.module_names:
+            return self.module_names[name]
+        if name in SAFE_BUILTINS:
+            return VALUE if name in ("True", "False", "None") else FUNCTION
+        return GENERIC
+
+    def kind_of(self, node: ast.AST) -> Kind:
+        """What ``node`` evaluates to, as far as the checker can tell (no refusals here)."""
+        if isinstance(node, ast.Name):
+            return GENERIC if node.id in self.modules else self.kind_of_name(node.id)
+        if isinstance(node, ast.Attribute):
+            module_value = self._module_value(node)
+            if module_value is not None:
+                return module_value
+            return member_kind(self.kind_of(node.value), node.attr) or GENERIC
+        if isinstance(node, ast.Call):
+            return self.kind_of(node.func).result or GENERIC
+        if isinstance(node, ast.IfExp):
+            return join([self.kind_of(node.body), self.kind_of(node.orelse)])
+        if isinstance(node, ast.NamedExpr):
+            return self.kind_of(node.value)
+        if isinstance(node, ast.Lambda):
+            return FUNCTION
+        return GENERIC
+
+    def _module_chain(self, node: ast.Attribute) -> Optional[tuple[str, list[str]]]:
+        chain: list[str] = []
+        inner: ast.AST = node
+        while isinstance(inner, ast.Attribute):
+            chain.append(inner.attr)
+            inner = inner.value
+        if isinstance(inner, ast.Name) and inner.id in self.modules:
+            return self.modules[inner.id], chain[::-1]
+        return None
+
+    def _module_value(self, node: ast.Attribute) -> Optional[Kind]:
+        """Kind of ``module.path.value`` when node is exactly that (an allowed module value)."""
+        found = self._module_chain(node)
+        if found is None:
+            return None
+        path: Optional[str] = found[0]
+        for attr in found[1][:-1]:
+            problem, path = _resolve_module_attribute(path, attr)
+            if problem or path is None:
+                return GENERIC
+        problem, child = _resolve_module_attribute(path, found[1][-1])
+        if problem or child is not None:
+            return GENERIC
+        return module_value_kind(path, found[1][-1])
 
     # -- imports: every imported name is an attribute path
     def visit_Import(self, node: ast.Import) -> None:
@@ -313,9 +505,7 @@ class _AllowListChecker(ast.NodeVisitor):
                 self.refuse(node, "import", f"import of {alias.name!r} is not allowed; allowed modules: "
                                             f"{', '.join(sorted(ALLOWED_MODULE_ATTRIBUTES))}")
                 continue
-            path = self._walk_path(node, parts[0], parts[1:])
-            if path is not None:
-                self.modules[alias.asname or parts[0]] = path if alias.asname else parts[0]
+            self._walk_path(node, parts[0], parts[1:])
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
@@ -333,13 +523,9 @@ class _AllowListChecker(ast.NodeVisitor):
             if alias.name == "*":
                 self.refuse(node, "import", "'from ... import *' is not allowed")
                 continue
-            problem, child = _resolve_module_attribute(module, alias.name)
+            problem, _ = _resolve_module_attribute(module, alias.name)
             if problem:
                 self.refuse(node, "forbidden", problem)
-            elif child:
-                self.modules[alias.asname or alias.name] = child
-            else:
-                self.bound.add(alias.asname or alias.name)
 
     def _walk_path(self, node: ast.AST, root: str, attrs: list[str]) -> Optional[str]:
         """The module path root.attrs... if every step is allowed and is a module, else None (refused)."""
@@ -352,6 +538,33 @@ class _AllowListChecker(ast.NodeVisitor):
             path = child
         return path
 
+    # -- calls: every call is to a known callable
+    def visit_Call(self, node: ast.Call) -> None:
+        self.class_ok.add(id(node.func))
+        if isinstance(node.func, ast.Name) and node.func.id == "isinstance" and len(node.args) == 2:
+            kinds = node.args[1]
+            self.class_ok.add(id(kinds))
+            if isinstance(kinds, ast.Tuple):
+                self.class_ok.update(id(e) for e in kinds.elts)
+        self.generic_visit(node)
+        func = node.func
+        if isinstance(func, ast.Name) and (func.id in self.modules or func.id.startswith("__")):
+            return  # refused by visit_Name
+        if isinstance(func, ast.Attribute) and self._module_chain(func) is not None:
+            return  # a module path: checked by visit_Attribute (a module itself is refused there)
+        kind = self.kind_of(func)
+        if kind.callable:
+            return
+        if isinstance(func, ast.Attribute) and member_kind(self.kind_of(func.value), func.attr) is None:
+            return  # the attribute itself is refused
+        if isinstance(func, ast.Name) and func.id not in self.bindings.assigned and func.id not in self.kinds \
+                and func.id not in self.module_names and func.id not in SAFE_BUILTINS:
+            return  # an unknown name: refused by visit_Name
+        self.refuse(node, "forbidden", f"calling '{_describe(func)}' is not allowed: it is {kind.label}, not a known "
+                                       f"callable (allowed: the listed torch / math / torchdiffeq functions and "
+                                       f"classes, safe builtins, the training module's functions, functions "
+                                       f"defined here, the model and torch.nn modules, and the allowed methods)")
+
     # -- names
     def visit_Name(self, node: ast.Name) -> None:
         name = node.id
@@ -360,56 +573,101 @@ class _AllowListChecker(ast.NodeVisitor):
         elif name in self.modules and isinstance(node.ctx, ast.Load):
             self.refuse(node, "forbidden", f"the module {name!r} may only start an attribute path "
                                            f"({name}.something), not be used as a value")
-        elif isinstance(node.ctx, ast.Load) and name not in self.bound | self.module_names | SAFE_BUILTINS:
+        elif isinstance(node.ctx, ast.Load) and name not in self.kinds and name not in self.module_names \
+                and name not in SAFE_BUILTINS:
             hint = " (not among the allowed builtins)" if hasattr(builtins, name) else ""
             self.refuse(node, "forbidden", f"use of {name!r}{hint} is not allowed: a step may use its parameters, "
                                            f"its own local names, the training module's names and safe builtins")
+        elif isinstance(node.ctx, ast.Load) and self.kind_of_name(name).is_class and id(node) not in self.class_ok:
+            self._refuse_class_value(node, self.kind_of_name(name))
+
+    def _refuse_class_value(self, node: ast.AST, kind: Kind) -> None:
+        self.refuse(node, "forbidden", f"{kind.label} may only be called or named in isinstance(), not bound to a "
+                                       f"name or passed as a value (its attributes could then be assigned, "
+                                       f"patching the code of the whole trainer)")
 
     # -- attributes
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        chain: list[str] = []
+        module_chain = self._module_chain(node)
+        if module_chain is not None:
+            if isinstance(node.ctx, (ast.Store, ast.Del)):
+                root = node
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                self.refuse(node, "forbidden", f"assigning into the module {root.id!r} is not allowed (it would "
+                                               f"patch code outside this function)")
+            self._check_module_chain(node, *module_chain)
+            return
+        chain: list[ast.Attribute] = []
         inner: ast.AST = node
         while isinstance(inner, ast.Attribute):
-            chain.append(inner.attr)
+            chain.append(inner)
             inner = inner.value
         chain.reverse()
-        if isinstance(inner, ast.Name) and inner.id in self.modules:
-            self._check_module_chain(node, self.modules[inner.id], chain)
-            self._check_store(node, inner.id, is_module=True)
-            return
         self.visit(inner)  # first: an unknown root name is the clearer reason
-        for attr in chain:
-            problem = _object_attribute_problem(attr)
+        for link in chain:
+            problem = _object_attribute_problem(link.attr)
             if problem:
                 self.refuse(node, "forbidden", problem)
-                break
-        self._check_store(node, inner.id if isinstance(inner, ast.Name) else "", is_module=False)
+                return
+        kind, where = self.kind_of(inner), _describe(inner)
+        for link in chain:
+            member = member_kind(kind, link.attr)
+            if member is None:
+                self.refuse(node, "forbidden", _member_problem(where, kind, link.attr) + self._rebound_hint(inner, kind))
+                return
+            kind, where = member, f"{where}.{link.attr}"
+        if isinstance(node.ctx, (ast.Store, ast.Del)):
+            self._check_store(node, inner)
+
+    def _rebound_hint(self, root: ast.AST, kind: Kind) -> str:
+        """Why a parameter such as ``model`` counts as a generic value: it is bound again here."""
+        if not isinstance(root, ast.Name) or kind is not GENERIC:
+            return ""
+        declared = self.param_kinds.get(root.id)
+        if declared is None or declared is GENERIC:
+            return ""
+        return (f" ({root.id!r} is {declared.label} only while it is not bound again in the function: an "
+                f"assignment, a loop variable or a nested function's parameter of that name makes it a generic "
+                f"value; use another name there)")
 
     def _check_module_chain(self, node: ast.Attribute, module: str, chain: list[str]) -> None:
         path: Optional[str] = module
-        for attr in chain:
-            if path is None:  # past the module part: an object's attribute
-                problem = _object_attribute_problem(attr)
-            else:
-                problem, path = _resolve_module_attribute(path, attr)
+        for k, attr in enumerate(chain):
+            if path is None:  # past the module part: the attribute of a class, function or constant
+                value = f"{module}.{'.'.join(chain[:k])}"
+                self.refuse(node, "forbidden", f"'{value}.{attr}': attributes of what a module path reaches (a class, "
+                                               f"a function, a constant) are not on the allow-list; call it or use "
+                                               f"it as a value")
+                return
+            problem, path = _resolve_module_attribute(path, attr)
             if problem:
                 self.refuse(node, "forbidden", problem)
                 return
         if path is not None:  # node is the whole chain (inner links are not visited): a module as a value
             self.refuse(node, "forbidden", f"the module '{path}' may only start an attribute path, not be used as a value")
-
-    def _check_store(self, node: ast.Attribute, root: str, is_module: bool) -> None:
-        if not isinstance(node.ctx, (ast.Store, ast.Del)):
             return
-        if not is_module and root not in ENGINE_RECORDS and node.attr not in ASSIGNABLE_ATTRIBUTES:
+        kind = self.kind_of(node)
+        if kind.is_class and id(node) not in self.class_ok:
+            self._refuse_class_value(node, kind)
+
+    def _check_store(self, node: ast.Attribute, root: ast.AST) -> None:
+        """``x.attr = ...`` / ``del x.attr``: only a tensor's grad and data, never through an engine
+        record, a name of the training module, a class, a function or a record kind."""
+        name = root.id if isinstance(root, ast.Name) else ""
+        target = self.kind_of(node.value)
+        if name not in ENGINE_RECORDS and node.attr not in ASSIGNABLE_ATTRIBUTES:
             self.refuse(node, "forbidden", f"assigning the attribute {node.attr!r} is not allowed (only "
                                            f"{', '.join(sorted(ASSIGNABLE_ATTRIBUTES))} of a tensor may be set)")
-            return
-        if is_module:
-            self.refuse(node, "forbidden", f"assigning into the module {root!r} is not allowed (it would patch "
-                                           f"code outside this function)")
-        elif root in ENGINE_RECORDS:
-            self.refuse(node, "forbidden", f"assigning into {root!r} is not allowed: it belongs to the training engine")
+        elif name in ENGINE_RECORDS:
+            self.refuse(node, "forbidden", f"assigning into {name!r} is not allowed: it belongs to the training engine")
+        elif name in self.module_names and name not in self.kinds:
+            self.refuse(node, "forbidden", f"assigning into the training module's {name!r} is not allowed (it would "
+                                           f"patch code outside this function)")
+        elif target.is_class or target.members is not None:
+            self.refuse(node, "forbidden", f"assigning '{_describe(node)}' is not allowed: {_describe(node.value)} is "
+                                           f"{target.label}; only {', '.join(sorted(ASSIGNABLE_ATTRIBUTES))} of a "
+                                           f"tensor may be set")
 
     def generic_visit(self, node: ast.AST) -> None:
         for statement_type, what in REFUSED_STATEMENTS.items():
@@ -421,8 +679,11 @@ class _AllowListChecker(ast.NodeVisitor):
         root: ast.AST = node
         while isinstance(root, (ast.Subscript, ast.Attribute)):
             root = root.value
-        if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(root, ast.Name) and root.id in ENGINE_RECORDS:
-            self.refuse(node, "forbidden", f"assigning into {root.id!r} is not allowed: it belongs to the training engine")
+        if isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(root, ast.Name):
+            if root.id in ENGINE_RECORDS:
+                self.refuse(node, "forbidden", f"assigning into {root.id!r} is not allowed: it belongs to the training engine")
+            elif root.id in self.module_names and root.id not in self.kinds:
+                self.refuse(node, "forbidden", f"assigning into the training module's {root.id!r} is not allowed")
         self.generic_visit(node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
@@ -431,10 +692,12 @@ class _AllowListChecker(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def check_function_body(func: ast.AST, parent_tree: ast.Module) -> None:
+def check_function_body(func: ast.FunctionDef | ast.AsyncFunctionDef, parent_tree: ast.Module) -> None:
     """Raise CodeEditError at the first construct outside the allow-list (reading order), naming its line."""
     module_names, modules = _module_level_names(parent_tree)
-    checker = _AllowListChecker(_bound_names(func), module_names - set(modules), modules)
+    for alias in modules:
+        module_names.pop(alias, None)
+    checker = _AllowListChecker(func, module_names, modules)
     for statement in func.body:  # the signature and decorators were compared with the parent's
         checker.visit(statement)
     for default in [*func.args.defaults, *[d for d in func.args.kw_defaults if d is not None]]:
@@ -442,6 +705,81 @@ def check_function_body(func: ast.AST, parent_tree: ast.Module) -> None:
     if checker.problems:
         line, _, kind, problem = min(checker.problems, key=lambda p: (p[0], p[1]))
         raise CodeEditError(kind, f"line {line} of the new function: {problem}")
+
+
+# --------------------------------------------------------------------------- composing the child's module
+
+
+def _function_text(source: str, node: ast.AST) -> str:
+    """The lines of a top-level function, decorators included."""
+    lines = source.splitlines(keepends=True)
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    return "".join(lines[start:node.end_lineno])
+
+
+def _same_function(a: ast.AST, b: ast.AST) -> bool:
+    """Same code (comments and formatting ignored)."""
+    return ast.dump(a, include_attributes=False) == ast.dump(b, include_attributes=False)
+
+
+def _checked_function(base_tree: ast.Module, old: ast.AST, text: str, function_name: str) -> str:
+    """``text`` normalized and checked as the new version of ``old`` (one function, same signature, allow-list)."""
+    text = normalize_function_source(text)
+    new = _single_function(_parse(text, "new function source"), function_name)
+    _check_signature(old, new)
+    check_function_body(new, base_tree)
+    return text
+
+
+def compose_module(base_source: str, edits: dict[str, str]) -> str:
+    """``base_source`` with each function named in ``edits`` replaced by its (already checked) text."""
+    base_tree = _parse(base_source, "base module")
+    nodes = [n for n in base_tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in edits]
+    text = base_source
+    for node in sorted(nodes, key=lambda n: n.lineno, reverse=True):  # bottom-up: line numbers stay valid
+        text = _replace_function(text, node, edits[node.name])
+    return text
+
+
+def branch_edits(parent_source: str, base_source: str, editable: tuple[str, ...]) -> dict[str, str]:
+    """The parent's versions of the editable functions that differ from the base's, each re-checked.
+
+    Only these flow into a child: the rest of the parent's file on disk (module-level code,
+    other functions, its own EDITABLE_FUNCTIONS) is never copied.
+    """
+    base_tree = _parse(base_source, "base module")
+    parent_tree = _parse(parent_source, "parent's train_loop.py")
+    edits: dict[str, str] = {}
+    for name in editable:
+        base = _top_level_function(base_tree, name)
+        mine = _top_level_function(parent_tree, name)
+        if base is None:
+            raise CodeEditError("editable", f"the training module has no top-level function {name!r}")
+        if mine is None:
+            raise CodeEditError("module", f"the parent's train_loop.py lacks the function {name!r}")
+        if _same_function(base, mine):
+            continue
+        try:
+            edits[name] = _checked_function(base_tree, base, _function_text(parent_source, mine), name)
+        except CodeEditError as exc:
+            raise CodeEditError(exc.kind, f"the parent's {name} (an earlier edit on this branch) no longer passes "
+                                          f"the checks: {exc.reason}") from None
+    return edits
+
+
+def rebuild_module(parent_source: str, base_source: Optional[str] = None) -> str:
+    """The parent's loop as a child gets it: the base module + the parent's re-checked edits."""
+    base = packaged_loop_source() if base_source is None else base_source
+    editable = editable_functions(base)
+    return compose_module(base, branch_edits(parent_source, base, editable))
+
+
+@lru_cache(maxsize=1)
+def packaged_loop_source() -> str:
+    """The packaged neuralgraph/train_loop.py: what every child's module is rebuilt from."""
+    from neuralgraph import PACKAGED_LOOP
+
+    return PACKAGED_LOOP.read_text(encoding="utf-8")
 
 
 def _replace_function(parent_source: str, old: ast.AST, new_function_source: str) -> str:
@@ -453,27 +791,30 @@ def _replace_function(parent_source: str, old: ast.AST, new_function_source: str
 
 
 def check_code_modification(parent_source: str, function_name: str, new_source: str,
-                            editable: tuple[str, ...] | None = None) -> str:
-    """Return the parent module with ``function_name`` replaced by ``new_source``.
+                            editable: tuple[str, ...] | None = None, *, base_source: Optional[str] = None) -> str:
+    """Return the child module: the base module (default: the packaged neuralgraph/train_loop.py)
+    with the parent's earlier edits and ``function_name`` replaced by ``new_source``.
 
-    Raises CodeEditError (with ``kind`` and a reason meant for the agent) when the function
-    is not editable, the new source does not parse, defines anything else, changes the
-    signature, imports a module outside the allow-list, uses a forbidden construct, or the
+    The child is composed, never copied from the parent's file: only the parent's editable
+    functions that differ from the base's are taken over, and each is checked again. Raises
+    CodeEditError (with ``kind`` and a reason meant for the agent) when the function is not
+    editable, the new source does not parse, defines anything else, changes the signature,
+    imports a module outside the allow-list, uses a forbidden construct or attribute, or the
     resulting module does not compile.
     """
-    parent_tree = _parse(parent_source, "parent module")
-    editable = editable_functions(parent_source) if editable is None else tuple(editable)
+    base = packaged_loop_source() if base_source is None else base_source
+    base_tree = _parse(base, "base module")
+    editable = editable_functions(base) if editable is None else tuple(editable)
     if function_name not in editable:
         raise CodeEditError(
             "editable", f"{function_name!r} is not editable; editable functions: {', '.join(editable) or 'none'}")
-    old = _top_level_function(parent_tree, function_name)
+    old = _top_level_function(base_tree, function_name)
     if old is None:
         raise CodeEditError("editable", f"the training module has no top-level function {function_name!r}")
-    text = normalize_function_source(new_source)
-    new = _single_function(_parse(text, "new function source"), function_name)
-    _check_signature(old, new)
-    check_function_body(new, parent_tree)
-    child_source = _replace_function(parent_source, old, text)
+    text = _checked_function(base_tree, old, new_source, function_name)
+    # the branch's earlier edits: every editable function of the base (``editable`` limits the new edit only)
+    edits = branch_edits(parent_source, base, tuple(n for n in editable_functions(base) if n != function_name))
+    child_source = compose_module(base, {**edits, function_name: text})
     try:
         compile(child_source, "train_loop.py", "exec")
     except (SyntaxError, ValueError) as exc:

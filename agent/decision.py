@@ -563,7 +563,8 @@ def config_updates(decision: Decision, parent_training: dict[str, Any],
 def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, parent_code: str,
                 base_cfg: Any, next_time_step: Optional[int], child_id: int, child_dir: str,
                 policy_label: str, child_code: Optional[str] = None) -> ChildPlan:
-    """Child config = the source node's config + the mutation; child code = its code + the edit.
+    """Child config = the source node's config + the mutation; child code = the packaged module
+    with the source node's checked function edits + the new edit (never the parent's file as is).
 
     ``parent_cfg`` / ``parent_code`` are the source node's (see :func:`source_node`) config and
     train_loop.py, read from its iteration folder. ``child_code``: the already checked module
@@ -578,9 +579,10 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
     source = f"decision for iteration {ctx.next_iteration}"
     config = with_updates(parent_cfg, updates, source=source) if updates else parent_cfg
     check_fixed_fields(base_cfg, config, source=source)
-    code = parent_code
     if decision.code_modification is not None:
         code = child_code if child_code is not None else apply_code_modification(parent_code, decision.code_modification)
+    else:
+        code = rebuild_parent_code(parent_code, "the parent's train_loop.py")
     diff = code_diff(parent_code, code)
     src = source_node(decision, ctx)
     proposal = {
@@ -598,6 +600,18 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
         "policy": policy_label,
     }
     return ChildPlan(config=config, code=code, diff=diff, proposal=proposal)
+
+
+def rebuild_parent_code(parent_code: str, what: str) -> str:
+    """The parent's loop as a child gets it without a new edit: the packaged module plus the
+    parent's re-checked function edits (agent.codeedit.rebuild_module), never the file on disk
+    (its module-level code would reach the child unchecked); a refusal becomes DecisionInvalid."""
+    from agent.codeedit import CodeEditError, rebuild_module
+
+    try:
+        return rebuild_module(parent_code)
+    except CodeEditError as exc:
+        raise DecisionInvalid([f"{what}: {exc}"]) from None
 
 
 def apply_code_modification(parent_code: str, mod: CodeModification) -> str:

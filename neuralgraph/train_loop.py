@@ -17,15 +17,23 @@ Objects the engine passes in:
   ``model.mlp_parameters()`` (lin_edge, lin_phi), ``model.embedding_parameters()`` (a; frozen,
   requires_grad False, with one neuron type). ``model.dense_W()`` is the masked (N, N) W;
   ``model.lin_edge`` / ``model.lin_phi`` the MLPs, ``model.edge_features(u)`` their input.
-- ``cfg``: the validated :class:`neuralgraph.config.ExperimentConfig` (read ``cfg.training``).
+- ``cfg``: a read-only view of the validated :class:`neuralgraph.config.ExperimentConfig`
+  (:func:`neuralgraph.step_views.config_view`: its sections and fields only, lists as tuples;
+  read ``cfg.training``).
 - ``data``: training frames only (the held-out test segment is never passed):
   ``data.u``, ``data.du`` float32 tensors (n_train_frames, N) on the training device, with
   ``u[k+1] = u[k] + delta_t * du[k]``; ``data.delta_t``; ``data.n_frames`` (= n_train_frames);
   ``data.u_scale`` (max |u| over the training frames).
-- ``ctx``: the step context: ``ctx.cfg``, ``ctx.epoch`` (0-based), ``ctx.step`` (global
+- ``ctx``: the step context (frozen): ``ctx.cfg`` (the view), ``ctx.epoch`` (0-based), ``ctx.step`` (global
   optimizer step, 0-based), ``ctx.step_in_epoch``, ``ctx.iterations_per_epoch``,
   ``ctx.n_epochs``, ``ctx.mode`` ("single", "recurrent" or "ode"), ``ctx.horizon`` (T of this
   epoch), ``ctx.scheduler`` (what :func:`build_scheduler` returned, or None), ``ctx.device``.
+
+An edited function may use only what the checker of agent-written code allows
+(``agent/codeedit.py``, ``agent/step_kinds.py``): of the model the members named above plus
+``parameters``, ``named_parameters``, ``forward``, ``train``, ``eval``, ``zero_grad``; of the
+optimizer ``step``, ``zero_grad``, ``param_groups``; of ``ctx``, ``data`` and ``cfg`` their fields
+(read-only); of tensors their numeric methods and properties.
 
 Functions (engine call order): :func:`build_optimizer` and :func:`build_scheduler` once per
 run (their states are checkpointed and restored on resume); per epoch :func:`training_mode`;

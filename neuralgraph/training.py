@@ -51,6 +51,7 @@ from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torc
 from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, read_json
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
+from neuralgraph.step_views import config_view
 
 log = logging.getLogger("neuralgraph.training")
 #: When this training process started (before the dataset is loaded): training.json's started_at,
@@ -93,9 +94,9 @@ class TrainingTerminated(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- data classes
-@dataclass
+@dataclass(frozen=True)
 class TrainingData:
-    """The training frames on the training device (the loop's ``data``)."""
+    """The training frames on the training device (the loop's ``data``; frozen: the loop reads it)."""
 
     u: torch.Tensor
     du: torch.Tensor
@@ -104,11 +105,12 @@ class TrainingData:
     u_scale: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepContext:
-    """What the loop's train_step knows about where it is (the loop's ``ctx``)."""
+    """What the loop's train_step knows about where it is (the loop's ``ctx``; frozen, and its
+    ``cfg`` is the read-only view of :func:`neuralgraph.step_views.config_view`)."""
 
-    cfg: ExperimentConfig
+    cfg: Any
     epoch: int
     step: int
     step_in_epoch: int
@@ -238,6 +240,7 @@ class Trainer:
         self.loop = load_loop_module(self.loop_path)
         self.loop_sha = file_sha256(self.loop_path)
         self.max_steps = max_steps
+        self.cfg_view = config_view(cfg)  # what the loop's functions get as cfg / ctx.cfg: read-only
         try:
             self.device = choose_device(self.tr.device)
         except DeviceUnavailableError as exc:
@@ -265,10 +268,10 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(self.tr.seed)
         self.model: SignalPropagation = build_model(self.cfg, self.dataset).to(self.device)
         self.model.train()
-        self.optimizer = self.loop.build_optimizer(self.model, self.cfg)
+        self.optimizer = self.loop.build_optimizer(self.model, self.cfg_view)
         dal = self.tr.data_augmentation_loop
         ipe = iterations_per_epoch(self.cfg.simulation.n_frames, dal, self.tr.batch_size)
-        self.scheduler = self.loop.build_scheduler(self.optimizer, self.cfg, ipe * self.tr.n_epochs)
+        self.scheduler = self.loop.build_scheduler(self.optimizer, self.cfg_view, ipe * self.tr.n_epochs)
         self.state = RunState(data_augmentation_loop=dal, iterations_per_epoch=ipe)
         self.use_cuda_graph = wants_cuda_graph(self.tr.cuda_graph, self.device, self.loop_sha, self.scheduler)
         if self.use_cuda_graph:
@@ -361,7 +364,7 @@ class Trainer:
     # --------------------------------------------------------------- time target
     def _epoch_costs(self, probe_horizon: int) -> list[float]:
         """Relative cost of a step in each epoch (an unrolled step costs ~ its horizon)."""
-        return [self.loop.training_mode(self.cfg, e)[1] / probe_horizon for e in range(self.tr.n_epochs)]
+        return [self.loop.training_mode(self.cfg_view, e)[1] / probe_horizon for e in range(self.tr.n_epochs)]
 
     def choose_data_augmentation_loop(self, sec_per_step: float, probe_horizon: int) -> int:
         """data_augmentation_loop whose planned run time is closest to training_time_target_min."""
@@ -384,7 +387,7 @@ class Trainer:
     # --------------------------------------------------------------- main loop
     def _context(self, mode: str, horizon: int) -> StepContext:
         s = self.state
-        return StepContext(cfg=self.cfg, epoch=s.epoch, step=s.global_step, step_in_epoch=s.step_in_epoch,
+        return StepContext(cfg=self.cfg_view, epoch=s.epoch, step=s.global_step, step_in_epoch=s.step_in_epoch,
                            iterations_per_epoch=s.iterations_per_epoch, n_epochs=self.tr.n_epochs,
                            mode=mode, horizon=horizon, scheduler=self.scheduler, device=self.device)
 
@@ -409,7 +412,7 @@ class Trainer:
         return self.max_steps is not None and self.state.global_step >= self.max_steps
 
     def _run_epoch(self, progress: "_Progress") -> None:
-        mode, horizon = self.loop.training_mode(self.cfg, self.state.epoch)
+        mode, horizon = self.loop.training_mode(self.cfg_view, self.state.epoch)
         probe = _ThroughputProbe(self.device) if self._needs_time_target() else None
         graphed = GraphedStep(self) if self.use_cuda_graph else None  # mode may change per epoch: new capture
         while self.state.status == "running":
@@ -446,7 +449,7 @@ class Trainer:
                 break  # diverged or --max-steps: the epoch is not complete
             self.state.epoch += 1
             self.state.step_in_epoch = 0
-            progress.log_line(self, *self.loop.training_mode(self.cfg, self.state.epoch - 1), tag="epoch end")
+            progress.log_line(self, *self.loop.training_mode(self.cfg_view, self.state.epoch - 1), tag="epoch end")
             self.save_checkpoint()
         return self._finish()
 
@@ -476,7 +479,7 @@ class Trainer:
         history, history_steps = subsample_history(s.losses, LOSS_HISTORY_POINTS)
         tail = s.losses[-FINAL_LOSS_WINDOW:]
         final = float(np.mean(tail)) if tail else float("nan")
-        mode, horizon = self.loop.training_mode(self.cfg, max(0, self.tr.n_epochs - 1))
+        mode, horizon = self.loop.training_mode(self.cfg_view, max(0, self.tr.n_epochs - 1))
         return {
             "status": s.status,
             "reason": s.reason,

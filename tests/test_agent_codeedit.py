@@ -50,12 +50,12 @@ def build_scheduler(optimizer, cfg, total_steps):
 
 def refused(new_source: str, function: str = "build_scheduler", parent: str = PARENT) -> CodeEditError:
     with pytest.raises(CodeEditError) as info:
-        check_code_modification(parent, function, new_source)
+        check_code_modification(parent, function, new_source, base_source=parent)
     return info.value
 
 
 def test_accepted_edit_replaces_only_that_function():
-    child = check_code_modification(PARENT, "build_scheduler", GOOD_SCHEDULER)
+    child = check_code_modification(PARENT, "build_scheduler", GOOD_SCHEDULER, base_source=PARENT)
     tree = ast.parse(child)
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "CosineAnnealingLR" in ast.unparse(functions["build_scheduler"])
@@ -68,7 +68,7 @@ def test_accepted_edit_replaces_only_that_function():
 
 def test_llm_style_fenced_and_indented_source_is_accepted():
     fenced = "```python\n" + textwrap.indent(GOOD_SCHEDULER, "    ") + "```"
-    child = check_code_modification(PARENT, "build_scheduler", fenced)
+    child = check_code_modification(PARENT, "build_scheduler", fenced, base_source=PARENT)
     assert "CosineAnnealingLR" in child
     compile(child, "x", "exec")
 
@@ -130,10 +130,17 @@ def test_ordinary_names_that_resemble_modules_are_accepted():
     # 'signal', 'code', 'io' are common variable names; only real module access is refused
     new = ("def build_scheduler(optimizer, cfg, total_steps):\n"
            "    signal, code, io = 1, 2, 3\n"
-           "    state = optimizer.state_dict()\n"
-           "    optimizer.load_state_dict(state)\n"
+           "    for group in optimizer.param_groups:\n"
+           "        group['lr'] = group['lr'] * (signal + code + io) / 6\n"
            "    return None\n")
-    assert "load_state_dict(state)" in check_code_modification(PARENT, "build_scheduler", new)
+    assert "(signal + code + io) / 6" in check_code_modification(PARENT, "build_scheduler", new, base_source=PARENT)
+
+
+@pytest.mark.parametrize("call", ["optimizer.state_dict()", "optimizer.load_state_dict({})"])
+def test_optimizer_offers_only_step_zero_grad_and_param_groups(call):
+    err = refused(f"def build_scheduler(optimizer, cfg, total_steps):\n    {call}\n    return None\n")
+    assert err.kind == "forbidden"
+    assert "optimizer is the optimizer, which offers only: param_groups, step, zero_grad" in err.reason
 
 
 def test_changed_keyword_only_default_is_refused():
@@ -178,15 +185,16 @@ def test_parent_without_editable_functions_is_refused():
 
 
 def test_explicit_editable_list_overrides_the_module():
-    child = check_code_modification(PARENT, "build_scheduler", GOOD_SCHEDULER, editable=("build_scheduler",))
+    child = check_code_modification(PARENT, "build_scheduler", GOOD_SCHEDULER, editable=("build_scheduler",),
+                                    base_source=PARENT)
     assert "CosineAnnealingLR" in child
     err = pytest.raises(CodeEditError, check_code_modification, PARENT, "build_scheduler", GOOD_SCHEDULER,
-                        editable=("prediction_loss",)).value
+                        editable=("prediction_loss",), base_source=PARENT).value
     assert err.kind == "editable"
 
 
 def test_code_diff_is_a_unified_diff_of_the_change():
-    child = check_code_modification(PARENT, "build_scheduler", GOOD_SCHEDULER)
+    child = check_code_modification(PARENT, "build_scheduler", GOOD_SCHEDULER, base_source=PARENT)
     diff = code_diff(PARENT, child, "iter_004/train_loop.py")
     assert diff.startswith("--- a/iter_004/train_loop.py\n+++ b/iter_004/train_loop.py\n@@")
     assert "-    return None\n" in diff

@@ -296,7 +296,7 @@ BYPASSES = {
     "f_back": ("return ctx.f_back\n", "forbidden", "attribute 'f_back': frame, code"),
     "__traceback__": ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    return e.__traceback__.tb_frame\n",
                       "forbidden", "attribute '__traceback__': attributes starting with an underscore"),
-    "tb_frame": ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    t = e.with_traceback(None)\n    return t.tb_frame\n",
+    "tb_frame": ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    t = e\n    return t.tb_frame\n",
                  "forbidden", "attribute 'tb_frame': frame, code, generator and traceback attributes are refused"),
     "torch.serialization.pickle": ("return torch.serialization.pickle.loads(b'')\n", "forbidden",
                                    "'torch.serialization' is not on the allow-list"),
