@@ -231,6 +231,7 @@ def test_smoke_dataset_is_simulated_once_and_reused(smoke_cache):
     assert [p.name for p in smoke_cache.iterdir() if p.name.startswith(".smoke_building_")] == []
 
 
+@pytest.mark.slow
 def test_accepted_edit_runs_and_an_endless_loop_is_refused_by_timeout(tmp_path, smoke_cache):
     new = GOOD_SCHEDULER.replace('"""Cosine decay of every learning rate."""', '"""Cosine decay (smoke test)."""')
     edit = validate_and_smoke(loop_source(), "build_scheduler", new, tmp_path / "good",
@@ -259,6 +260,7 @@ def test_accepted_edit_runs_and_an_endless_loop_is_refused_by_timeout(tmp_path, 
     assert json.loads((tmp_path / "endless" / "smoke.json").read_text())["kind"] == "smoke-timeout"
 
 
+@pytest.mark.slow
 def test_crashing_edit_is_refused_with_the_end_of_its_traceback(tmp_path, smoke_cache):
     crash = train_step_with("""\
         raise RuntimeError("edited step exploded on purpose")
@@ -270,6 +272,7 @@ def test_crashing_edit_is_refused_with_the_end_of_its_traceback(tmp_path, smoke_
     assert "RuntimeError: edited step exploded on purpose" in info.value.reason
 
 
+@pytest.mark.slow
 def test_non_finite_loss_is_refused(tmp_path, smoke_cache):
     nan_loss = train_step_with("""\
         optimizer.zero_grad(set_to_none=True)
@@ -299,6 +302,7 @@ def test_smoke_network_stays_active(tmp_path, capsys):
     assert "decayed" not in capsys.readouterr().out + capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_smoke_run_uses_the_childs_depth(tmp_path, smoke_cache, tiny_config_dict_factory):
     """An edit that only breaks at depth 64 is caught when the child trains at 64, not at 1."""
     from neuralgraph.config import parse_config

@@ -270,6 +270,7 @@ def test_every_library_edit_passes_the_static_checks_and_leaves_cuda_graph_auto_
     assert not wants_cuda_graph("auto", torch.device("cuda"), file_sha256(path), None)
 
 
+@pytest.mark.slow
 def test_a_library_edit_passes_the_real_smoke_run(tmp_path):
     edit = LIBRARY_BY_NAME["grad-clip"]
     result = validate_and_smoke(packaged_module_source(), edit.function, edit.new_source(), tmp_path / "smoke",

@@ -230,6 +230,7 @@ def _save_real_model(run, cfg, dataset, poison=False):
     save_trained_model(model, cfg, run / "model.pt")
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_writes_all_files(tmp_path, tiny_dataset, dataset):
     cfg, data_dir = tiny_dataset
     run = _run_folder(tmp_path, cfg)

@@ -244,6 +244,7 @@ def test_max_steps_caps_the_optimizer_steps(tiny_dataset, tmp_path):
     assert record["status"] == "ok" and record["iterations"] == 7 and record["epochs"] == 0
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint_and_finishes(tiny_dataset, tmp_path):
     """Kill -9 after the first periodic checkpoint (preemption), rerun the same command."""
     _, data_dir = tiny_dataset
@@ -274,6 +275,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_finishes(tiny_dataset, 
     torch.testing.assert_close(resumed.dense_W(), straight.dense_W(), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(tiny_dataset, tmp_path):
     _, data_dir = tiny_dataset
     cfg = _cfg(**{"training.data_augmentation_loop": 200, "training.log_every_s": 0.2})

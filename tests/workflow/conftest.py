@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from wf_helpers import REPO, TinyRun, snakemake, write_workflow_config
+
+
+def pytest_collection_modifyitems(items):
+    """Every test in this folder starts Snakemake (or reads a run it started): the slow tier.
+
+    ``pytest -m "not slow"`` (README: the inner loop) leaves them out; the README's full command
+    runs them.
+    """
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
