@@ -16,6 +16,7 @@ from agent.cli import main
 from agent.costs import COLUMNS, call_rows, costs_tsv, main as costs_main, spent_usd
 from agent.policies.base import SpendCapReached
 from agent.policies.spend_cap import SpendCap
+from agent.prompt import PROMPT_PARTS
 from agent.pricing import TokenUsage, call_cost_usd, load_price_table, max_call_cost_usd
 from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from test_agent_anthropic import MODEL, FakeAPI, api_key, make_policy, reply  # noqa: F401 (fixture)
@@ -142,6 +143,10 @@ def test_costs_tsv_lists_every_call_and_the_total(tmp_path, monkeypatch, api_key
         assert (int(cells["input_tokens"]), int(cells["output_tokens"]), int(cells["cache_creation_input_tokens"]),
                 int(cells["cache_read_input_tokens"])) == (1200, 300, 2000, 5000)
         assert float(cells["cost_usd"]) == pytest.approx(call_cost())
+        estimates = {part: int(cells[f"est_tokens_{part}"]) for part in PROMPT_PARTS}
+        assert all(estimates[p] > 0 for p in PROMPT_PARTS if p != "images"), estimates
+        assert estimates["images"] == 0  # these decide runs are given no pictures
+        assert estimates["code"] > estimates["memory"] and estimates["system"] > estimates["analyses"]
     assert [int(c[0]) for c in calls] == sorted(int(c[0]) for c in calls)
     assert total["iteration"] == "total" and int(total["attempt"]) == len(calls)
     assert int(total["input_tokens"]) == 1200 * len(calls)
@@ -149,7 +154,7 @@ def test_costs_tsv_lists_every_call_and_the_total(tmp_path, monkeypatch, api_key
 
 
 def test_costs_tsv_of_an_offline_experiment_is_an_empty_table_with_a_zero_total(tmp_path):
-    assert costs_tsv([]).splitlines() == ["\t".join(COLUMNS), "total\t0\t\t\t\t0\t0\t0\t0\t0.000000"]
+    assert costs_tsv([]).splitlines() == ["\t".join(COLUMNS), "total\t0\t\t\t\t0\t0\t0\t0\t0.000000\t0\t0\t0\t0\t0\t0"]
     assert costs_main(["--results", str(tmp_path / "absent"), "--out", str(tmp_path / "c.tsv")]) == 2
 
 
