@@ -539,9 +539,13 @@ def decide_round(req: DecideRequest, base: ExperimentConfig) -> tuple[list[SlotR
         results.append(SlotResult(ctx, outcome, plan, checker.smoke))
     if backends.cap is not None:
         results[0].outcome.spend = backends.cap.record()
+    events = round_events(asked, backends.cap)
     for result in results:
         result.events = slot_events(result, asked, backends.primary.name)
-    return results, round_events(asked, backends.cap)
+        if result.plan is not None:  # the child's record says how it was decided (summary.tsv decide_events)
+            asked_here = events if result.outcome.attempts else []  # a block-start variant asks nobody
+            result.plan.proposal["decide_events"] = [e["text"] for e in asked_here + result.events]
+    return results, events
 
 
 def _slot_record(result: SlotResult) -> dict[str, Any]:

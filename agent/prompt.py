@@ -207,7 +207,7 @@ def node_table(ctx: Any) -> str:
         source = best_node(ctx.nodes, ctx.block) or ctx.current_node
         lines += ["", f"NEXT ROOT: parent 'root' copies node {source.id}, the block's best "
                       f"(connectivity_R2={_metric((source.metrics or {}).get('connectivity_R2'))}); a "
-                      f"config_mutation.old must equal node {source.id}'s value: {node_training_values(source)}."]
+                      f"config_mutation.old must equal node {source.id}'s value: {node_training_values(source)}"]
     else:
         lines += ["", "config_mutation.old must equal the chosen parent's value as listed here."]
     return "\n".join(lines)
@@ -282,11 +282,11 @@ def _code_pictures_feedback(ctx: Any, code_title: str, feedback: Optional[str], 
         blocks = [("code", _section(code_title, f"```python\n{code}\n```" if code else "", "(no code)",
                                     budget("code", trim) + 20))]
     if ctx.image_paths and not getattr(ctx, "prompt_images", True):
-        blocks.append(("images", {"type": "text", "text": f"({len(ctx.image_paths)} picture(s) left out: "
-                                                          "agent.prompt_images is false)"}))
+        blocks.append(("other", {"type": "text", "text": f"({len(ctx.image_paths)} picture(s) left out: "
+                                                         "agent.prompt_images is false)"}))
     elif trim and ctx.image_paths:
-        blocks.append(("images", {"type": "text",
-                                  "text": f"({len(ctx.image_paths)} picture(s) left out to fit the prompt)"}))
+        blocks.append(("other", {"type": "text",
+                                 "text": f"({len(ctx.image_paths)} picture(s) left out to fit the prompt)"}))
     else:
         for path in ctx.image_paths:
             blocks.extend(("images", block) for block in image_blocks(Path(path)))

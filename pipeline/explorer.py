@@ -192,7 +192,8 @@ def _next_fields(decision: dict[str, Any], record: dict[str, Any], log: dict[str
         "next change": _change_text(decision, child if isinstance(child, dict) else None),
     }
     if isinstance(child, dict) and child.get("id") is not None:
-        fields = {"next node": f"{child.get('id')} (parent {child.get('parent', 'root')})", **fields}
+        parent = child.get("parent")
+        fields = {"next node": f"{child.get('id')} (parent {'root' if parent is None else parent})", **fields}
     return fields
 
 
