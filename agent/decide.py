@@ -402,7 +402,7 @@ def _retry_events(call: Optional[dict[str, Any]], who: str, slot: Optional[int])
             continue
         status = entry.get("status")
         failure = f"HTTP {status}" if status is not None else f"connection failure ({entry.get('error')})"
-        events.append({"event": "http_retry", "slot": slot, "attempt": entry.get("attempt"), "status": status,
+        events.append({"event": "http_retry", "slot": slot, "http_attempt": entry.get("attempt"), "status": status,
                        "text": f"{who}: {failure} on HTTP attempt {entry.get('attempt')}; tried again "
                                f"(attempt {int(entry.get('attempt') or 0) + 1})"})
     return events
