@@ -24,7 +24,10 @@ What can go wrong, and what the caller gets (classes from :mod:`agent.policies.b
 
 Every call that reached the API leaves ``last_call`` (model requested and returned, request
 id, stop reason, token counts incl. cache fields, cost from :mod:`agent.pricing`, HTTP
-attempts, latency), also when the reply is then refused. The API key is read from the
+attempts and ``http_retried`` -- each attempt the SDK retried: its number, status or connection
+error, request id --, ``prompt_tokens_estimate`` -- each prompt part's input tokens estimated
+before the call (:func:`agent.prompt.part_token_estimates`) --, latency), also when the reply is
+then refused. The API key is read from the
 environment only, passed to the SDK and never stored: no record, log or message holds it.
 """
 from __future__ import annotations

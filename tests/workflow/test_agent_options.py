@@ -22,9 +22,9 @@ def test_spend_cap_off_by_default_and_negative_cap_refused(tmp_path):
     result = snakemake(tmp_path, "--dry-run", "--printshellcmds").check()
     assert "--max-cost-usd" not in result.output
     assert "--no-prompt-images" not in result.output and "--no-prompt-code" not in result.output  # shown by default
-    write_workflow_config(tmp_path, agent={"backend": "anthropic", "prompt_images": "no"})
+    write_workflow_config(tmp_path, agent={"backend": "anthropic", "prompt_images": "maybe"})
     refused = snakemake(tmp_path, "--dry-run")
-    assert refused.returncode != 0 and "agent.prompt_images" in refused.output, refused.output[-2000:]
+    assert refused.returncode != 0 and "agent.prompt_images = 'maybe'" in refused.output, refused.output[-2000:]
     write_workflow_config(tmp_path, agent={"backend": "claude-code", "max_cost_usd": -1})
     refused = snakemake(tmp_path, "--dry-run")
     assert refused.returncode != 0 and "agent.max_cost_usd = -1" in refused.output, refused.output[-2000:]
