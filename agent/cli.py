@@ -112,6 +112,7 @@ def decide_request(args: argparse.Namespace) -> DecideRequest:
         backend_options=parse_backend_options(args.backend_option), seed=args.seed, model=args.model,
         replay_from=args.replay_from, fallback=args.fallback, max_cost_usd=args.max_cost_usd,
         smoke_timeout=args.smoke_timeout, code_modification=args.code_modification,
+        prompt_images=args.prompt_images, prompt_code=args.prompt_code,
     )
 
 
@@ -211,6 +212,10 @@ def _add_decide(sub) -> None:
     p.add_argument("--code-modification", default=DEFAULT_CODE_MODIFICATION, choices=CODE_MODIFICATION_MODES,
                    help="sandboxed: code edits run only inside bubblewrap (refused up front without it); "
                         "unsandboxed: run them without it (explicit opt-in); off: config mutations only")
+    p.add_argument("--no-prompt-images", dest="prompt_images", action="store_false",
+                   help="leave the dataset pictures out of an LLM's prompt (agent.prompt_images: false)")
+    p.add_argument("--no-prompt-code", dest="prompt_code", action="store_false",
+                   help="leave the training code out of an LLM's prompt (agent.prompt_code: false)")
     p.set_defaults(func=cmd_decide)
 
 

@@ -76,6 +76,8 @@ class DecisionContext:
       code_modification_refusal: why code modifications cannot be made at all this time (no
         working sandbox, or agent.code_modification: off), else None; policies then mutate
         the config only, and validation refuses any code modification with this message.
+      prompt_images / prompt_code: whether an LLM's prompt shows the dataset pictures / the
+        training code (agent.prompt_images / agent.prompt_code; the prompt says when left out).
     """
 
     iteration: int
@@ -102,6 +104,8 @@ class DecisionContext:
     role: str = ROLE_EXPLOIT
     round_nodes: list[NodeRecord] = field(default_factory=list)
     planned: list[PlannedChild] = field(default_factory=list)
+    prompt_images: bool = True
+    prompt_code: bool = True
 
     @property
     def round(self) -> int:

@@ -19,12 +19,17 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from agent.prompt import PROMPT_PARTS
 from agent.records import all_attempts, slot_records
 from neuralgraph.io import atomic_write_text, read_json
 from neuralgraph.layout import DECISION_FILE, iteration_dirs, iteration_of_dir
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-COLUMNS = ("iteration", "attempt", "policy", "accepted", "model", *TOKEN_FIELDS, "cost_usd")
+#: Input tokens of each prompt part, estimated before the call (agent.prompt.part_token_estimates,
+#: the call record's ``prompt_tokens_estimate``): what to trim when costs matter. Empty cells for
+#: calls recorded without an estimate (the claude-code backend, older results).
+ESTIMATE_FIELDS = tuple(f"est_tokens_{part}" for part in PROMPT_PARTS)
+COLUMNS = ("iteration", "attempt", "policy", "accepted", "model", *TOKEN_FIELDS, "cost_usd", *ESTIMATE_FIELDS)
 
 
 #: The summary file this module writes (results/<exp>/summary/costs.tsv).
@@ -52,6 +57,10 @@ def _call_row(iteration: int, index: int, attempt: dict[str, Any]) -> Optional[d
         row[name] = int(call.get(name) or 0)
     cost = call.get("cost_usd")
     row["cost_usd"] = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
+    estimate = call.get("prompt_tokens_estimate") if isinstance(call.get("prompt_tokens_estimate"), dict) else {}
+    for part, name in zip(PROMPT_PARTS, ESTIMATE_FIELDS):
+        value = estimate.get(part)
+        row[name] = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     return row
 
 
@@ -102,6 +111,7 @@ def costs_tsv(rows: list[dict[str, Any]]) -> str:
     total = {c: "" for c in COLUMNS}
     total.update({"iteration": "total", "attempt": str(len(rows))})
     total.update({name: str(sum(row[name] for row in rows)) for name in TOKEN_FIELDS})
+    total.update({name: str(sum(row[name] or 0 for row in rows)) for name in ESTIMATE_FIELDS})
     total["cost_usd"] = f"{total_usd(rows):.6f}"
     lines.append("\t".join(total[c] for c in COLUMNS))
     return "\n".join(lines) + "\n"

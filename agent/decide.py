@@ -35,8 +35,8 @@ from agent.costs import CostRecordError, spent_usd
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
-from agent.policies.base import (Attempt, BackendMissingError, DecisionOutcome, HarnessError, RetryableBackendError,
-                                 decide_with_fallback, get_policy)
+from agent.policies.base import (SPEND_CAP_REASON, Attempt, BackendMissingError, DecisionOutcome, HarnessError,
+                                 RetryableBackendError, SpendCapReached, decide_with_fallback, get_policy)
 from agent.policies.heuristic import HeuristicPolicy, safe_decision, variant_mutations
 from agent.policies.spend_cap import SpendCap, is_paid
 from agent.records import round_record
@@ -105,6 +105,8 @@ class DecideRequest:
     max_cost_usd: Optional[float] = None
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT_S
     code_modification: str = "sandboxed"
+    prompt_images: bool = True
+    prompt_code: bool = True
 
 
 # --------------------------------------------------------------------------- contexts
@@ -165,7 +167,7 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
         instructions=read_text(req.instructions or SHIPPED_INSTRUCTIONS, "instructions"),
         schedule=req.schedule, seed=req.seed, base_config=base.to_dict(),
         code_modification_refusal=code_modification_refusal(req.code_modification),
-        slots=req.slots, round_nodes=round_nodes,
+        slots=req.slots, round_nodes=round_nodes, prompt_images=req.prompt_images, prompt_code=req.prompt_code,
     )
     contexts = []
     block_start = None
@@ -317,8 +319,9 @@ class RoundAnswer:
     """
 
     def __init__(self, policy: Any, children: Optional[list[Decision]], error: Optional[Exception],
-                 call: Optional[dict[str, Any]]):
+                 call: Optional[dict[str, Any]], slots: tuple[int, ...] = ()):
         self.policy, self.children, self.error, self.call = policy, children, error, call
+        self.slots = slots  # the slots the round call answered
         self.name = policy.name
         self.last_call: Optional[dict[str, Any]] = None
 
@@ -376,7 +379,79 @@ def ask_round(backends: Backends, contexts: list[DecisionContext]) -> Any:
         children, error = answer_round(contexts), None
     except Exception as exc:  # replayed to every slot's fallback chain (see RoundAnswer)
         children, error = None, exc
-    return RoundAnswer(primary, children, error, getattr(primary, "last_call", None))
+    return RoundAnswer(primary, children, error, getattr(primary, "last_call", None),
+                       tuple(c.slot for c in contexts))
+
+
+# --------------------------------------------------------------------------- what happened on the way
+
+#: Characters of a refusal reason in an event line (the whole reason is in the slot's attempts).
+EVENT_REASON_CHARS = 400
+
+
+def _short(reason: Optional[str]) -> str:
+    text = " | ".join(line.strip() for line in str(reason or "").splitlines() if line.strip())
+    return text if len(text) <= EVENT_REASON_CHARS else text[:EVENT_REASON_CHARS] + " ..."
+
+
+def _retry_events(call: Optional[dict[str, Any]], who: str, slot: Optional[int]) -> list[dict[str, Any]]:
+    """One event per HTTP attempt that failed and was tried again (the backend's ``http_retried``)."""
+    events = []
+    for entry in (call or {}).get("http_retried") or []:
+        if not isinstance(entry, dict):
+            continue
+        status = entry.get("status")
+        failure = f"HTTP {status}" if status is not None else f"connection failure ({entry.get('error')})"
+        events.append({"event": "http_retry", "slot": slot, "http_attempt": entry.get("attempt"), "status": status,
+                       "text": f"{who}: {failure} on HTTP attempt {entry.get('attempt')}; tried again "
+                               f"(attempt {int(entry.get('attempt') or 0) + 1})"})
+    return events
+
+
+def round_events(asked: Any, cap: Any) -> list[dict[str, Any]]:
+    """What happened to the whole-round call (HTTP retries, a refused reply) and every spend-cap refusal."""
+    events: list[dict[str, Any]] = []
+    if isinstance(asked, RoundAnswer):
+        who = f"whole-round call (slots {', '.join(map(str, asked.slots))})"
+        events += _retry_events(asked.call, who, None)
+        if asked.error is not None and not isinstance(asked.error, SpendCapReached):
+            events.append({"event": "refused", "slot": None, "reason": _short(str(asked.error)),
+                           "text": f"{who}: no usable answer ({_short(str(asked.error))}); each slot's fallback "
+                                   f"chain goes on from there"})
+    for refusal in (cap.refusals if cap is not None else []):
+        events.append({"event": "spend_cap", "slot": None, **{k: v for k, v in refusal.items() if k != "reason"},
+                       "text": f"spend cap: {refusal['reason']} (call: {refusal['call']})"})
+    return events
+
+
+def slot_events(result: "SlotResult", asked: Any, primary_name: str) -> list[dict[str, Any]]:
+    """What happened in one slot's fallback chain: HTTP retries, each refused attempt and what
+    came next (asked again, or not), and the fallback that decided."""
+    slot, attempts = result.ctx.slot, result.outcome.attempts
+    from_round = isinstance(asked, RoundAnswer) and slot in asked.slots
+    events: list[dict[str, Any]] = []
+    for index, attempt in enumerate(attempts):
+        first_of_round = from_round and index == 0
+        if not first_of_round:
+            events += _retry_events(attempt.call, f"slot {slot}: {attempt.policy} call", slot)
+        if attempt.accepted or (attempt.reason or "").startswith(SPEND_CAP_REASON):
+            continue  # a spend-cap refusal is a round event (with its bound); the fallback event follows
+        following = attempts[index + 1] if index + 1 < len(attempts) else None
+        again = following is not None and following.policy == attempt.policy
+        then = (f"slot {slot} asked again with the reason" if again else
+                f"not asked again; {following.policy} decides" if following is not None else "no attempt left")
+        if first_of_round and asked.error is not None:
+            text = f"slot {slot}: the whole-round call gave no child for it; {then}"
+        else:
+            what = "the whole-round reply's child" if first_of_round else f"attempt {index + 1} ({attempt.policy})"
+            text = f"slot {slot}: {what} was refused: {_short(attempt.reason)}; {then}"
+        events.append({"event": "refused", "slot": slot, "attempt": index + 1, "reason": _short(attempt.reason),
+                       "asked_again": again, "text": text})
+    label = result.outcome.policy
+    if attempts and label != primary_name:
+        events.append({"event": "fallback", "slot": slot, "policy": label,
+                       "text": f"slot {slot}: fallback: {_short(label)}"})
+    return events
 
 
 # --------------------------------------------------------------------------- the round
@@ -388,6 +463,7 @@ class SlotResult:
     outcome: DecisionOutcome
     plan: Optional[ChildPlan]
     smoke: Optional[dict[str, Any]] = None
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _variant_decision(ctx: DecisionContext, mutation: Any, root_id: int) -> Decision:
@@ -431,8 +507,9 @@ def _annotate(plan: Optional[ChildPlan], ctx: DecisionContext, tested_principle:
         plan.proposal["tested_principle"] = tested_principle
 
 
-def decide_round(req: DecideRequest, base: ExperimentConfig) -> list[SlotResult]:
-    """Decide every slot of the round in slot order (see the module docstring)."""
+def decide_round(req: DecideRequest, base: ExperimentConfig) -> tuple[list[SlotResult], list[dict[str, Any]]]:
+    """Decide every slot of the round in slot order (see the module docstring); also the round's
+    events (the whole-round call's retries and refusal, every spend-cap refusal)."""
     contexts = round_contexts(req, base)
     backends = make_backends(req, contexts[0])
     asked = ask_round(backends, [c for c in contexts if c.role != ROLE_VARIANT])
@@ -462,19 +539,25 @@ def decide_round(req: DecideRequest, base: ExperimentConfig) -> list[SlotResult]
         results.append(SlotResult(ctx, outcome, plan, checker.smoke))
     if backends.cap is not None:
         results[0].outcome.spend = backends.cap.record()
-        if backends.cap.stopped:
-            print(f"agent decide: round ending at iteration {req.iteration}: spend cap: {backends.cap.stopped}")
-    return results
+    events = round_events(asked, backends.cap)
+    for result in results:
+        result.events = slot_events(result, asked, backends.primary.name)
+        if result.plan is not None:  # the child's record says how it was decided (summary.tsv decide_events)
+            asked_here = events if result.outcome.attempts else []  # a block-start variant asks nobody
+            result.plan.proposal["decide_events"] = [e["text"] for e in asked_here + result.events]
+    return results, events
 
 
 def _slot_record(result: SlotResult) -> dict[str, Any]:
     return {"slot": result.ctx.slot, "role": result.ctx.role, "node_id": result.ctx.current_node.id,
             "policy": result.outcome.policy, "decision": result.outcome.decision.model_dump(mode="json"),
             "attempts": [a.to_dict() for a in result.outcome.attempts],
-            "next": result.plan.proposal if result.plan else None, "code_smoke_run": result.smoke}
+            "next": result.plan.proposal if result.plan else None, "code_smoke_run": result.smoke,
+            "events": result.events}
 
 
-def decision_record(req: DecideRequest, results: list[SlotResult], next_ts: Optional[int], ts_source: str) -> dict:
+def decision_record(req: DecideRequest, results: list[SlotResult], next_ts: Optional[int], ts_source: str,
+                    events: Optional[list[dict[str, Any]]] = None) -> dict:
     """decision.json (format: agent.records)."""
     first, last = results[0], results[-1].ctx
     round_fields = {
@@ -483,7 +566,7 @@ def decision_record(req: DecideRequest, results: list[SlotResult], next_ts: Opti
         "next_time_step": next_ts, "time_step_source": ts_source or None,
         "code_modification_mode": req.code_modification,
         "code_modification_refused_up_front": last.code_modification_refusal, "spend_cap": first.outcome.spend,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "round_events": events or [], "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return round_record(round_fields, [_slot_record(r) for r in results])
 
@@ -491,7 +574,7 @@ def decision_record(req: DecideRequest, results: list[SlotResult], next_ts: Opti
 def decide(req: DecideRequest) -> list[SlotResult]:
     """The stage function: decide the round, then write its files and the next round's."""
     base = load_config(req.base_config)
-    results = decide_round(req, base)
+    results, events = decide_round(req, base)
     first, last = results[0], results[-1]
     next_ts, ts_source, ts_reason = resolve_next_time_step(first.ctx, first.outcome.decision)
     entries = [log_entry(r.ctx.current_node, r.outcome.decision, r.ctx.analysis_log) for r in results]
@@ -512,7 +595,9 @@ def decide(req: DecideRequest) -> list[SlotResult]:
     edits = first.outcome.decision.selection_rule_edits if last.ctx.is_block_end else None
     atomic_write_text(out / layout.INSTRUCTIONS_FILE, revise_instructions(last.ctx.instructions, last.ctx.block,
                                                                           edits or []))
-    atomic_write_json(out / layout.DECISION_FILE, decision_record(req, results, next_ts, ts_source))
+    atomic_write_json(out / layout.DECISION_FILE, decision_record(req, results, next_ts, ts_source, events))
+    for event in events + [e for r in results for e in r.events]:
+        print(f"agent decide: round ending at iteration {req.iteration}: {event['text']}")
     for result in results:
         target = (f"node {result.plan.proposal['id']} (parent={result.plan.proposal['parent']})" if result.plan
                   else "no next iteration")

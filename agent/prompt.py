@@ -2,7 +2,13 @@
 
 The model sees what the seed's agent saw (docs/agent.md, "Decisions"): the instructions, block and
 iteration info (BLOCK END marked), the working memory, analysis.log, ucb_scores.txt, the
-current config, the editable training code and the dataset pictures.
+current config, the editable training code and the dataset pictures -- plus a table of every
+node of the block it may choose from (its metrics and mutable training values at full
+precision) and, at a block end, the node the next root is copied from with the values that
+``config_mutation.old`` must match (:func:`node_table`).
+
+``agent.prompt_images: false`` / ``agent.prompt_code: false`` (DecisionContext.prompt_images /
+prompt_code) leave the pictures / the training code out, with a note saying so.
 
 The request is split for prompt caching: the instruction text changes only at block ends, so
 it is the system prompt and carries ``cache_control`` (the API then bills repeats at the cache
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,12 +31,14 @@ from agent.codeedit import ALLOWED_MODULE_ATTRIBUTES, SAFE_BUILTINS
 from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, MAX_LIST_ITEMS, MAX_RULE_EDITS, STRATEGIES,
                             TEXT_CAPS)
 from agent.memory import MAX_MEMORY_CHARS
+from agent.tree import best_node, block_nodes
 from neuralgraph.config import ALLOWED_TIME_STEPS
 
 #: Characters per prompt part at the normal trim level. memory.md is capped when written
 #: (agent.memory.MAX_MEMORY_CHARS); these budgets also hold for inputs we did not write.
 PART_BUDGETS: dict[str, int] = {"instructions": 60_000, "memory": MAX_MEMORY_CHARS, "analysis_log": 20_000,
-                                "ucb_scores": 20_000, "config": 20_000, "code": 60_000, "feedback": 8_000}
+                                "ucb_scores": 20_000, "config": 20_000, "code": 60_000, "feedback": 8_000,
+                                "nodes": 20_000}
 #: The harder trim (``trim=1``): budgets divided by this, pictures left out.
 HARD_TRIM_DIVISOR = 4
 #: Trim levels a backend may ask for: normal, then harder.
@@ -156,6 +165,54 @@ def image_blocks(path: Path) -> list[dict[str, Any]]:
     ]
 
 
+#: Metrics of each node in the node table (the rest is in that node's analysis.log).
+NODE_METRICS = ("connectivity_R2", "test_R2", "cluster_accuracy", "final_loss", "training_time_min", "outcome")
+#: Training values of each node in the node table: what a config_mutation may change, and time_step.
+NODE_TRAINING_KEYS = ("time_step", *ALLOWED_PARAMETERS)
+
+#: Prompt parts whose input tokens are estimated before each call (costs.tsv): everything that
+#: is not one of the named parts (task, ucb_scores, configs, node table, feedback) is "other".
+PROMPT_PARTS = ("system", "memory", "analyses", "code", "images", "other")
+
+
+def _metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "nan" if value is None else str(value)
+
+
+def node_training_values(node: Any) -> str:
+    """``name=value`` of the node's mutable training values, exactly as in its config.yaml."""
+    training = (node.config or {}).get("training", {}) if isinstance(node.config, dict) else {}
+    return ", ".join(f"{key}={training[key]!r}" for key in NODE_TRAINING_KEYS if key in training)
+
+
+def node_table(ctx: Any) -> str:
+    """Every node of the block the model may choose from, and the source of the next root.
+
+    WHY: ucb_scores.txt rounds R2 to 3 decimals and the prompt's config is one node's; a model
+    that must pick a parent (or, at a block end, mutate the node the next root is copied from)
+    needs each node's metrics and values at the precision ``config_mutation.old`` is checked at.
+    """
+    nodes = sorted(block_nodes(ctx.nodes, ctx.block), key=lambda n: n.id)
+    lines = []
+    for node in nodes:
+        parent = "root" if node.parent is None else f"parent {node.parent}"
+        slot = f", slot {node.slot}" if getattr(ctx, "slots", 1) > 1 else ""
+        metrics = ", ".join(f"{key}={_metric((node.metrics or {}).get(key))}" for key in NODE_METRICS
+                            if key in (node.metrics or {}))
+        lines.append(f"- node {node.id} ({parent}, iteration {node.iteration}{slot}): {metrics or 'no metrics'}; "
+                     f"training: {node_training_values(node) or '(no config)'}")
+    if ctx.is_block_end and not ctx.is_last_iteration:
+        source = best_node(ctx.nodes, ctx.block) or ctx.current_node
+        lines += ["", f"NEXT ROOT: parent 'root' copies node {source.id}, the block's best "
+                      f"(connectivity_R2={_metric((source.metrics or {}).get('connectivity_R2'))}); a "
+                      f"config_mutation.old must equal node {source.id}'s value: {node_training_values(source)}"]
+    else:
+        lines += ["", "config_mutation.old must equal the chosen parent's value as listed here."]
+    return "\n".join(lines)
+
+
 def _task_text(ctx: Any) -> str:
     """What is asked this time: the next node, and at a block end the block-end duties."""
     lines = [ctx.block_info(), ""]
@@ -182,37 +239,61 @@ def _task_text(ctx: Any) -> str:
     return "\n".join(lines)
 
 
+def _nodes_section(ctx: Any, trim: int) -> dict[str, Any]:
+    return _section(f"Nodes of block {ctx.block} you may choose from (full precision)", node_table(ctx),
+                    "(no node yet)", budget("nodes", trim))
+
+
+def user_parts(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """The user message's blocks, each with its part name (:data:`PROMPT_PARTS`)."""
+    parts = [
+        ("other", {"type": "text", "text": _task_text(ctx)}),
+        ("memory", _section("Working memory (memory.md)", ctx.working_memory, "(empty: this is the first iteration)",
+                            budget("memory", trim))),
+        ("analyses", _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)",
+                              budget("analysis_log", trim))),
+        ("other", _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)",
+                           budget("ucb_scores", trim))),
+        ("other", _nodes_section(ctx, trim)),
+        ("other", _section("Current config (YAML)", ctx.config_yaml, "(no config)", budget("config", trim))),
+    ]
+    return parts + _code_pictures_feedback(ctx, "Editable training code (train_loop.py)", feedback, trim, "decision")
+
+
 def user_content(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
     """The user message: this iteration's state as text blocks, then the pictures.
 
     ``feedback`` is the reason a previous decision was refused; it is stated last so the
     model fixes exactly that on its one retry. ``trim``: see the module docstring.
     """
-    blocks = [
-        {"type": "text", "text": _task_text(ctx)},
-        _section("Working memory (memory.md)", ctx.working_memory, "(empty: this is the first iteration)",
-                 budget("memory", trim)),
-        _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)", budget("analysis_log", trim)),
-        _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)", budget("ucb_scores", trim)),
-        _section("Current config (YAML)", ctx.config_yaml, "(no config)", budget("config", trim)),
-    ]
-    return blocks + _code_pictures_feedback(ctx, "Editable training code (train_loop.py)", feedback, trim, "decision")
+    return [block for _, block in user_parts(ctx, feedback, trim)]
 
 
 def _code_pictures_feedback(ctx: Any, code_title: str, feedback: Optional[str], trim: int,
-                            what: str) -> list[dict[str, Any]]:
-    """The end of a request: the editable code, the dataset pictures (or a note when trimmed), the refusal reason."""
-    code = fit(ctx.code.rstrip(), budget("code", trim), "the code") if ctx.code else ""
-    blocks = [_section(code_title, f"```python\n{code}\n```" if code else "", "(no code)", budget("code", trim) + 20)]
-    if trim and ctx.image_paths:
-        blocks.append({"type": "text", "text": f"({len(ctx.image_paths)} picture(s) left out to fit the prompt)"})
+                            what: str) -> list[tuple[str, dict[str, Any]]]:
+    """The end of a request: the editable code, the dataset pictures (or a note when trimmed or
+    switched off), the refusal reason; each block with its part name."""
+    if not getattr(ctx, "prompt_code", True):
+        blocks = [("code", {"type": "text", "text": f"## {code_title}\n\n(left out of the prompt: agent.prompt_code is "
+                                                    "false; the editable functions are named above, mutate the "
+                                                    "config rather than the code)\n"})]
+    else:
+        code = fit(ctx.code.rstrip(), budget("code", trim), "the code") if ctx.code else ""
+        blocks = [("code", _section(code_title, f"```python\n{code}\n```" if code else "", "(no code)",
+                                    budget("code", trim) + 20))]
+    if ctx.image_paths and not getattr(ctx, "prompt_images", True):
+        blocks.append(("other", {"type": "text", "text": f"({len(ctx.image_paths)} picture(s) left out: "
+                                                         "agent.prompt_images is false)"}))
+    elif trim and ctx.image_paths:
+        blocks.append(("other", {"type": "text",
+                                 "text": f"({len(ctx.image_paths)} picture(s) left out to fit the prompt)"}))
     else:
         for path in ctx.image_paths:
-            blocks.extend(image_blocks(Path(path)))
+            blocks.extend(("images", block) for block in image_blocks(Path(path)))
     if feedback:
-        blocks.append({"type": "text", "text": (
+        blocks.append(("other", {"type": "text", "text": (
             f"Your previous {what} was REFUSED for this reason:\n"
-            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected {what}.")})
+            f"{fit(feedback.strip(), budget('feedback', trim), 'the reason')}\nReturn a corrected {what}.")}))
     return blocks
 
 
@@ -246,23 +327,31 @@ def _round_task_text(contexts: list[Any]) -> str:
     return "\n".join(lines)
 
 
-def round_user_content(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
-    """The user message of a round: shared state once, then each finished node's analysis and config."""
+def round_user_parts(contexts: list[Any], feedback: Optional[str] = None,
+                     trim: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """The round's user message blocks, each with its part name (:data:`PROMPT_PARTS`)."""
     first, k = contexts[0], len(contexts)
-    blocks = [
-        {"type": "text", "text": _round_task_text(contexts)},
-        _section("Working memory (memory.md)", first.working_memory, "(empty: this is the first round)",
-                 budget("memory", trim)),
-        _section("ucb_scores.txt (without virtual visits)", first.ucb_scores, "(empty)", budget("ucb_scores", trim)),
+    parts = [
+        ("other", {"type": "text", "text": _round_task_text(contexts)}),
+        ("memory", _section("Working memory (memory.md)", first.working_memory, "(empty: this is the first round)",
+                            budget("memory", trim))),
+        ("other", _section("ucb_scores.txt (without virtual visits)", first.ucb_scores, "(empty)",
+                           budget("ucb_scores", trim))),
+        ("other", _nodes_section(contexts[-1], trim)),
     ]
     for ctx in contexts:
         node = ctx.current_node
-        blocks.append(_section(f"Slot {ctx.slot}: analysis.log of node {node.id}", ctx.analysis_log,
-                               "(no analysis.log)", budget("analysis_log", trim) // k))
-        blocks.append(_section(f"Slot {ctx.slot}: config of node {node.id} (YAML)", ctx.config_yaml, "(no config)",
-                               budget("config", trim) // k))
-    return blocks + _code_pictures_feedback(
+        parts.append(("analyses", _section(f"Slot {ctx.slot}: analysis.log of node {node.id}", ctx.analysis_log,
+                                           "(no analysis.log)", budget("analysis_log", trim) // k)))
+        parts.append(("other", _section(f"Slot {ctx.slot}: config of node {node.id} (YAML)", ctx.config_yaml,
+                                        "(no config)", budget("config", trim) // k)))
+    return parts + _code_pictures_feedback(
         first, f"Editable training code (train_loop.py of node {first.current_node.id})", feedback, trim, "answer")
+
+
+def round_user_content(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
+    """The user message of a round: shared state once, then each finished node's analysis and config."""
+    return [block for _, block in round_user_parts(contexts, feedback, trim)]
 
 
 def build_round_messages(contexts: list[Any], feedback: Optional[str] = None, trim: int = 0) -> list[dict[str, Any]]:
@@ -304,3 +393,57 @@ def input_token_bound(system: Any, messages: list[dict[str, Any]], schema: Optio
     if schema is not None:
         total += len(json.dumps(schema).encode("utf-8"))
     return total
+
+
+# --------------------------------------------------------------------------- tokens per part (costs.tsv)
+
+#: Bytes of text per token in the per-part estimate (Anthropic's rule of thumb for English is
+#: about 3.5 characters per token; code and numbers run denser, so this errs slightly high).
+BYTES_PER_TOKEN = 3.5
+#: The API scales a picture so its long edge is at most this many pixels ...
+IMAGE_MAX_EDGE = 1568
+#: ... and bills about width x height / this many tokens.
+IMAGE_PIXELS_PER_TOKEN = 750
+#: Estimate of a picture whose size cannot be read (not a PNG): the API's usual maximum.
+IMAGE_TOKENS_UNKNOWN = 1_600
+
+
+def _png_size(data: bytes) -> Optional[tuple[int, int]]:
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def image_token_estimate(block: dict[str, Any]) -> int:
+    """Tokens the API bills for an image block: width x height / 750 after scaling to 1568 px."""
+    try:
+        head = base64.b64decode(str(block["source"]["data"])[:32])
+    except (KeyError, TypeError, ValueError):
+        return IMAGE_TOKENS_UNKNOWN
+    size = _png_size(head)
+    if size is None or min(size) <= 0:
+        return IMAGE_TOKENS_UNKNOWN
+    width, height = size
+    scale = min(1.0, IMAGE_MAX_EDGE / max(width, height))
+    return max(1, math.ceil(width * scale * height * scale / IMAGE_PIXELS_PER_TOKEN))
+
+
+def _text_tokens(text: str) -> int:
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN)
+
+
+def part_token_estimates(system: list[dict[str, Any]],
+                         parts: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+    """Input tokens of each prompt part (:data:`PROMPT_PARTS`), estimated before the call.
+
+    An estimate for the user to see what to trim (costs.tsv), never for billing or the spend
+    cap: text at :data:`BYTES_PER_TOKEN`, pictures by the API's size rule.
+    """
+    tokens = dict.fromkeys(PROMPT_PARTS, 0)
+    tokens["system"] = sum(_text_tokens(str(b.get("text", ""))) for b in system)
+    for part, block in parts:
+        if block.get("type") == "image":
+            tokens[part] += image_token_estimate(block)
+        else:
+            tokens[part] += _text_tokens(str(block.get("text", "")))
+    return tokens

@@ -159,8 +159,19 @@ def llm_usage(decision: dict[str, Any]) -> dict[str, Any]:
     return {"calls": len(calls), "cost_usd": sum(costs) if costs else None, "models": models, **tokens}
 
 
-def _change_text(decision: dict[str, Any]) -> str:
-    """What the decision changes for the next node: the config mutation or the code change."""
+#: What the explorer shows as a decision's next node when the decision created none.
+NO_NEXT_NODE = "none: the last round creates no node"
+
+
+def _change_text(decision: dict[str, Any], child: Optional[dict[str, Any]] = None) -> str:
+    """What the decision changes for the next node.
+
+    From the child's own record (its proposal.json, decision.json's ``next``) when there is one:
+    its ``mutation`` holds the value the child really started from (the source node's, which a
+    decision may leave empty or state differently); else the decision's own mutation or code change.
+    """
+    if isinstance(child, dict) and isinstance(child.get("mutation"), dict):
+        return format_mutation(child["mutation"], root="")
     mutation = decision.get("config_mutation")
     if isinstance(mutation, dict):
         return format_mutation(mutation, root="")
@@ -168,6 +179,22 @@ def _change_text(decision: dict[str, Any]) -> str:
     if isinstance(code, dict):
         return f"code: {code.get('function', '')}: {code.get('change_summary', '')}"
     return ""
+
+
+def _next_fields(decision: dict[str, Any], record: dict[str, Any], log: dict[str, Any]) -> dict[str, Any]:
+    """The "next ..." lines of an agent entry: the child made (id, parent, change), or that none was."""
+    child = record.get("next")
+    if "next" in record and not isinstance(child, dict):
+        return {"next node": NO_NEXT_NODE}
+    fields = {
+        "next parent": log.get("next_parent", decision.get("parent", "")),
+        "next strategy": decision.get("strategy", ""),
+        "next change": _change_text(decision, child if isinstance(child, dict) else None),
+    }
+    if isinstance(child, dict) and child.get("id") is not None:
+        parent = child.get("parent")
+        fields = {"next node": f"{child.get('id')} (parent {'root' if parent is None else parent})", **fields}
+    return fields
 
 
 def agent_entry(node: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
@@ -190,17 +217,18 @@ def agent_entry(node: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         "parent rule": log.get("parent_rule", ""),
         "observation": log.get("observation", ""),
         "hypothesis": memory.get("current_hypothesis") or memory.get("next_block_hypothesis") or "",
-        "next parent": log.get("next_parent", decision.get("parent", "")),
-        "next strategy": decision.get("strategy", ""),
-        "next change": _change_text(decision),
+        **_next_fields(decision, record, log),
     }
     attempts = [{"policy": cap(a.get("policy"), MAX_LINE_CHARS), "accepted": bool(a.get("accepted")),
                  "reason": cap(a.get("reason"), MAX_LINE_CHARS)}
                 for a in record.get("attempts") or [] if isinstance(a, dict)]
+    events = [cap(e.get("text"), MAX_LINE_CHARS) for key in ("round_events", "events")
+              for e in record.get(key) or [] if isinstance(e, dict) and e.get("text")]
     return {
         "log": {k: cap(v, MAX_LINE_CHARS) for k, v in fields.items() if v not in ("", None)},
         "policy": cap(record.get("policy", ""), MAX_LINE_CHARS),
         "attempts": attempts,
+        "events": events,
         "usage": llm_usage(record),
     }
 

@@ -141,6 +141,8 @@ class AgentOptions:
     smoke_timeout: Optional[float] = None
     code_modification: str = "sandboxed"
     max_cost_usd: Optional[float] = None
+    prompt_images: bool = True
+    prompt_code: bool = True
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,8 @@ def _agent_options(agent: dict[str, Any], source: str) -> AgentOptions:
         smoke_timeout=agent.get("smoke_timeout"),
         code_modification=agent.get("code_modification", "sandboxed"),
         max_cost_usd=agent.get("max_cost_usd"),
+        prompt_images=bool(agent.get("prompt_images", True)),
+        prompt_code=bool(agent.get("prompt_code", True)),
     )
 
 

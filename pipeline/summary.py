@@ -49,7 +49,9 @@ METRICS_FIGURE_NAME = "metrics_vs_time_step.png"
 PROGRESS_FIGURE_NAME = "best_r2_vs_wall_time.png"
 
 NODE_COLUMNS = ("iteration", "block", "round", "slot", "role", "node", "parent", "time_step", "strategy", "mutation", "code_modified", "policy",
-                "fallback_reason")
+                "fallback_reason", "decide_events")
+#: Characters of the decide_events cell (the whole lines are in decision.json and decide.log).
+MAX_EVENTS_CHARS = 2_000
 #: How the agent labels a decision its primary policy did not make (agent.policies.base
 #: decide_with_fallback, agent.cli run_policy): "<name> (fallback after: <reason>)" or
 #: "<name> (after: <reason>)". summary.tsv splits it into policy and fallback_reason.
@@ -123,6 +125,16 @@ def policy_and_fallback_reason(node: dict[str, Any]) -> tuple[str, str]:
     return label, reason
 
 
+def decide_events_text(proposal: dict[str, Any]) -> str:
+    """What happened in the decision that made a node (proposal.json ``decide_events``: HTTP retries,
+    refused replies, spend-cap refusals, the fallback), one cell, lines joined by " | "."""
+    events = proposal.get("decide_events")
+    if not isinstance(events, list):
+        return ""
+    text = " | ".join(" ".join(str(e).split()) for e in events if e)
+    return text if len(text) <= MAX_EVENTS_CHARS else text[:MAX_EVENTS_CHARS] + " ..."
+
+
 def iteration_row(folder: Path) -> dict[str, Any]:
     """The summary row of one iteration folder (node info, metrics, config values)."""
     metrics = read_json(folder / "metrics.json")
@@ -145,6 +157,7 @@ def iteration_row(folder: Path) -> dict[str, Any]:
         "code_modified": node.get("code_modified"),
         "policy": policy,
         "fallback_reason": fallback_reason,
+        "decide_events": decide_events_text(_read_optional_json(folder / "proposal.json")),
     }
     for key, value in metrics.items():
         if key not in row and key != "config" and not isinstance(value, (dict, list)):

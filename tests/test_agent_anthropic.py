@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -225,6 +226,69 @@ def test_529_then_success_is_retried_by_the_sdk(tmp_path, api_key):
     assert decision.parent == 3
     assert len(api.requests) == 2
     assert policy.last_call["http_attempts"] == 2
+    # each retried attempt is kept (decide.log and decision.json state it): its status and number
+    assert policy.last_call["http_retried"] == [{"attempt": 1, "status": 529, "request_id": "req_err_529"}]
+
+
+def test_a_connection_failure_that_was_retried_is_recorded(tmp_path, api_key):
+    def flaky(request):
+        if len(api.requests) == 1:
+            raise httpx2.ConnectError("connection reset", request=request)
+        return reply(json.dumps(decision_dict()))
+
+    api = FakeAPI(flaky)
+    policy = make_policy(api, max_retries=2, timeout_s=5)
+    assert policy.decide(make_context(tmp_path)).parent == 3
+    assert policy.last_call["http_retried"] == [{"attempt": 1, "status": None, "error": "APIConnectionError"}]
+    assert policy.last_call["http_attempts"] == 2
+
+
+def test_the_call_record_estimates_the_input_tokens_of_each_prompt_part(tmp_path, api_key):
+    from agent.prompt import PROMPT_PARTS
+
+    api = FakeAPI(reply(json.dumps(decision_dict())))
+    ctx = make_context(tmp_path)
+    ctx.code = "x = 1\n" * 700  # 4,200 bytes of code: 1,200 tokens at 3.5 bytes per token
+    policy = make_policy(api)
+    policy.decide(ctx)
+    estimate = policy.last_call["prompt_tokens_estimate"]
+    assert set(estimate) == set(PROMPT_PARTS)
+    assert 1200 <= estimate["code"] <= 1230  # the code plus its heading and fence
+    # two 2x2 pictures (4 pixels / 750 per token: at least 1 each) and their captions "Picture: NAME"
+    assert estimate["images"] == 1 + 1 + math.ceil(len("Picture: activity.png") / 3.5) + \
+        math.ceil(len("Picture: connectivity.png") / 3.5)
+    assert estimate["system"] > estimate["memory"] > 0 and estimate["analyses"] > 0
+
+
+def test_block_end_prompt_lists_every_node_and_names_the_root_source_with_its_values(tmp_path, api_key):
+    ctx = make_context(tmp_path, iteration=4, n_iter_block=4)  # block end; node 4 is the current node
+    best = ctx.nodes[1]  # node 2, not the current node, is the block's best
+    best.metrics = {"connectivity_R2": 0.998571, "outcome": "converged"}
+    ctx.nodes[3].metrics = {"connectivity_R2": 0.998523}
+    best.config = {**best.config, "training": {**best.config["training"], "learning_rate_W_start": 0.0022}}
+    api = FakeAPI(reply(json.dumps(decision_dict())))
+    make_policy(api).decide(ctx)
+    texts = "\n".join(b["text"] for b in api.body()["messages"][0]["content"] if b["type"] == "text")
+    for node in ctx.nodes:
+        assert f"- node {node.id} (" in texts
+    assert "- node 2 (parent 1, iteration 2): connectivity_R2=0.998571, outcome=converged;" in texts
+    assert "connectivity_R2=0.998523" in texts  # full precision, where ucb_scores.txt shows 0.999 twice
+    assert ("NEXT ROOT: parent 'root' copies node 2, the block's best (connectivity_R2=0.998571); a "
+            "config_mutation.old must equal node 2's value: time_step=1, learning_rate_W_start=0.0022,") in texts
+
+
+def test_pictures_and_code_can_be_left_out_of_the_prompt(tmp_path, api_key):
+    ctx = make_context(tmp_path)
+    ctx.prompt_images, ctx.prompt_code = False, False
+    api = FakeAPI(reply(json.dumps(decision_dict())))
+    policy = make_policy(api)
+    policy.decide(ctx)
+    content = api.body()["messages"][0]["content"]
+    texts = "\n".join(b["text"] for b in content if b["type"] == "text")
+    assert not [b for b in content if b["type"] == "image"] and "CODE-MARKER" not in texts
+    assert "(2 picture(s) left out: agent.prompt_images is false)" in texts
+    assert "left out of the prompt: agent.prompt_code is false" in texts
+    assert policy.last_call["prompt_tokens_estimate"]["images"] == 0
 
 
 @pytest.mark.parametrize("status, kind", [(529, "overloaded_error"), (429, "rate_limit_error"), (500, "api_error")])

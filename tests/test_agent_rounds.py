@@ -222,3 +222,34 @@ def test_a_contradicted_principle_moves_to_open_questions_with_its_evidence():
     after = parse_memory(update_memory(ctx.working_memory, ctx, [decision], ["## Iter 3: converged"], None))
     assert principle not in " ".join(after.principles) and "coeff_W_L1 above 1e-4 hurts" in " ".join(after.principles)
     assert any(q.lstrip("- ").startswith("Contradicted: " + principle) and "node 3" in q for q in after.open_questions)
+
+
+def test_a_refused_round_reply_and_each_slots_new_ask_are_stated(first_round, monkeypatch, capsys):
+    """A whole-round reply that is no JSON: one round event, then each slot asked again on its own,
+    one decide-log line each, the same lines in decision.json (round_events, slot events)."""
+    from test_agent_anthropic import FakeAPI, api_error, make_policy, reply
+
+    results, exp = first_round
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-rounds")
+    slot_children = [_child(1, "learning_rate_W_start", 0.004), _child(2, "learning_rate_start", 0.0004),
+                     _child(3, "coeff_W_L1", 1e-5)]
+    api = FakeAPI(api_error(529, "overloaded_error", "Overloaded"), reply("no json at all"),
+                  *[reply(json.dumps(child)) for child in slot_children])
+    monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: make_policy(api))
+    capsys.readouterr()
+    assert main(_round_args(results, exp, ["--smoke-timeout", "0"])) == 0
+    assert len(api.requests) == 2 + K
+    log = capsys.readouterr().out
+    record = json.loads((iter_dir(results, K) / "decision.json").read_text())
+    [retry, refused] = record["round_events"]
+    assert (retry["event"], retry["status"], retry["http_attempt"]) == ("http_retry", 529, 1)
+    assert retry["text"] == "whole-round call (slots 1, 2, 3): HTTP 529 on HTTP attempt 1; tried again (attempt 2)"
+    assert refused["event"] == "refused" and "not a valid decision JSON" in refused["reason"]
+    for event in (retry, refused):
+        assert f"agent decide: round ending at iteration {K}: {event['text']}" in log
+    for slot in record["slots"]:
+        [event] = slot["events"]
+        assert event["text"] == (f"slot {slot['slot']}: the whole-round call gave no child for it; "
+                                 f"slot {slot['slot']} asked again with the reason")
+        assert event["asked_again"] is True and f"{event['text']}\n" in log
+        assert slot["policy"] == "anthropic"

@@ -16,6 +16,7 @@ from agent.cli import main
 from agent.costs import COLUMNS, call_rows, costs_tsv, main as costs_main, spent_usd
 from agent.policies.base import SpendCapReached
 from agent.policies.spend_cap import SpendCap
+from agent.prompt import PROMPT_PARTS
 from agent.pricing import TokenUsage, call_cost_usd, load_price_table, max_call_cost_usd
 from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from test_agent_anthropic import MODEL, FakeAPI, api_key, make_policy, reply  # noqa: F401 (fixture)
@@ -142,6 +143,10 @@ def test_costs_tsv_lists_every_call_and_the_total(tmp_path, monkeypatch, api_key
         assert (int(cells["input_tokens"]), int(cells["output_tokens"]), int(cells["cache_creation_input_tokens"]),
                 int(cells["cache_read_input_tokens"])) == (1200, 300, 2000, 5000)
         assert float(cells["cost_usd"]) == pytest.approx(call_cost())
+        estimates = {part: int(cells[f"est_tokens_{part}"]) for part in PROMPT_PARTS}
+        assert all(estimates[p] > 0 for p in PROMPT_PARTS if p != "images"), estimates
+        assert estimates["images"] == 0  # these decide runs are given no pictures
+        assert estimates["code"] > estimates["memory"] and estimates["system"] > estimates["analyses"]
     assert [int(c[0]) for c in calls] == sorted(int(c[0]) for c in calls)
     assert total["iteration"] == "total" and int(total["attempt"]) == len(calls)
     assert int(total["input_tokens"]) == 1200 * len(calls)
@@ -149,7 +154,7 @@ def test_costs_tsv_lists_every_call_and_the_total(tmp_path, monkeypatch, api_key
 
 
 def test_costs_tsv_of_an_offline_experiment_is_an_empty_table_with_a_zero_total(tmp_path):
-    assert costs_tsv([]).splitlines() == ["\t".join(COLUMNS), "total\t0\t\t\t\t0\t0\t0\t0\t0.000000"]
+    assert costs_tsv([]).splitlines() == ["\t".join(COLUMNS), "total\t0\t\t\t\t0\t0\t0\t0\t0.000000\t0\t0\t0\t0\t0\t0"]
     assert costs_main(["--results", str(tmp_path / "absent"), "--out", str(tmp_path / "c.tsv")]) == 2
 
 
@@ -161,3 +166,42 @@ def test_cost_bound_prices_every_input_token_at_the_dearest_input_rate():
     assert max_call_cost_usd(None, 0, 1_000_000, table) == pytest.approx(dearest)  # no model named: dearest
     assert max_call_cost_usd("claude-future-7", 10, 10, table) is None
     assert math.isclose(max_call_cost_usd(MODEL, 1, 0, table), 4e-6)  # 3.75 micro-USD rounded up, never down
+
+
+class _RoundPolicy:
+    """A paid policy that answers a whole round; each call may cost up to ``bound`` USD."""
+
+    name, model, last_call = "anthropic", MODEL, None
+
+    def __init__(self, bound):
+        self.bound, self.rounds = bound, 0
+
+    def estimate_cost_usd(self, ctx, feedback=None):
+        return self.bound
+
+    def estimate_round_cost_usd(self, contexts):
+        return self.bound
+
+    def decide_round(self, contexts):
+        self.rounds += 1
+        return []
+
+
+def test_a_refused_whole_round_call_says_what_happens_and_sets_stopped():
+    from types import SimpleNamespace
+
+    policy = _RoundPolicy(bound=0.75)
+    cap = SpendCap(policy, max_cost_usd=1.0, spent_before_usd=0.5)
+    with pytest.raises(SpendCapReached) as info:
+        cap.decide_round([SimpleNamespace(slot=1), SimpleNamespace(slot=2)])
+    assert policy.rounds == 0
+    assert str(info.value) == ("spent 0.500000 USD of agent.max_cost_usd = 1 USD; the whole-round anthropic call may "
+                               "cost up to 0.750000 USD, so it was not made and the offline heuristic decides every "
+                               "slot of this round")
+    record = cap.record()
+    assert record["stopped"] == str(info.value) and record["calls_made"] == 0
+    assert record["refusals"] == [{"call": "whole round (slots 1, 2)", "bound_usd": 0.75, "spent_usd": 0.5,
+                                   "max_cost_usd": 1.0, "reason": str(info.value)}]
+    with pytest.raises(SpendCapReached, match="the offline heuristic decides this slot"):
+        cap.decide(SimpleNamespace(slot=2))
+    assert [r["call"] for r in cap.record()["refusals"]] == ["whole round (slots 1, 2)", "slot 2"]

@@ -187,6 +187,25 @@ def test_llm_usage_sums_the_calls_and_keeps_unknown_cost_unknown():
     assert llm_usage({"attempts": [{"call": None}]})["cost_usd"] is None
 
 
+def test_next_change_is_the_childs_real_start_and_the_last_round_makes_no_node():
+    from pipeline.explorer import NO_NEXT_NODE, agent_entry
+
+    decision = {"parent": "root", "strategy": "exploit", "log": {"next_parent": "root"},
+                "config_mutation": {"parameter": "learning_rate_W_start", "old": None, "new": 0.0025}}
+    child = {"id": 7, "parent": None, "mutation": {"parameter": "learning_rate_W_start", "old": 0.0022, "new": 0.0025}}
+    events = [{"event": "http_retry", "text": "slot 1: anthropic call: HTTP 529 on HTTP attempt 1; tried again"}]
+    entry = agent_entry({}, {"decision": decision, "next": child, "events": events,
+                             "round_events": [{"event": "spend_cap", "text": "spend cap: spent 1 USD"}]})
+    assert entry["log"]["next change"] == "learning_rate_W_start: 0.0022 -> 0.0025"  # not "nan -> 0.0025"
+    assert entry["log"]["next node"] == "7 (parent root)"
+    assert entry["events"] == ["spend cap: spent 1 USD", events[0]["text"]]
+    last = agent_entry({}, {"decision": decision, "next": None})["log"]
+    assert last["next node"] == NO_NEXT_NODE
+    assert not {"next parent", "next strategy", "next change"} & set(last)
+    older = agent_entry({}, {"decision": decision})["log"]  # a record without "next": the decision's own text
+    assert older["next change"] == "learning_rate_W_start: nan -> 0.0025"
+
+
 def test_render_page_escapes_the_title():
     page = render_page({"experiment": "<b>x</b>", "nodes": [], "blocks": [], "scale": {}})
     assert "<title>&lt;b&gt;x&lt;/b&gt;: exploration explorer</title>" in page

@@ -24,7 +24,10 @@ What can go wrong, and what the caller gets (classes from :mod:`agent.policies.b
 
 Every call that reached the API leaves ``last_call`` (model requested and returned, request
 id, stop reason, token counts incl. cache fields, cost from :mod:`agent.pricing`, HTTP
-attempts, latency), also when the reply is then refused. The API key is read from the
+attempts and ``http_retried`` -- each attempt the SDK retried: its number, status or connection
+error, request id --, ``prompt_tokens_estimate`` -- each prompt part's input tokens estimated
+before the call (:func:`agent.prompt.part_token_estimates`) --, latency), also when the reply is
+then refused. The API key is read from the
 environment only, passed to the SDK and never stored: no record, log or message holds it.
 """
 from __future__ import annotations
@@ -41,7 +44,8 @@ from agent.policies.base import (BackendConfigError, InvalidOutputError, PromptT
                                  backend_option)
 from agent.pricing import PriceTableError, TokenUsage, call_cost_usd, default_model_id, load_price_table
 from agent.pricing import max_call_cost_usd
-from agent.prompt import TRIM_LEVELS, build_messages, build_round_messages, input_token_bound, system_blocks
+from agent.prompt import (TRIM_LEVELS, input_token_bound, part_token_estimates, round_user_parts, system_blocks,
+                          user_parts)
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 MODEL_ENV = "NEURALGRAPH_CLAUDE_MODEL"
@@ -60,18 +64,35 @@ class _ResponseRecorder(anthropic.Middleware):
     ``messages.parse`` validates the reply inside the SDK; when that validation fails the
     parsed message is lost, but the stop reason, usage and request id are still needed to
     explain the failure and to account for the tokens. This middleware keeps them.
+
+    The SDK calls it once per HTTP attempt inside its own retry loop (``retries_taken``
+    counts the attempts before), so it also sees every retried failure -- an error status or
+    a connection failure -- that the SDK otherwise hides: :attr:`log`, one entry per attempt.
     """
 
     def __init__(self) -> None:
         self.responses: list[Any] = []
+        self.log: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         self.responses = []
+        self.log = []
 
     def handle(self, request, call_next):
-        response = call_next(request)
+        attempt = int(getattr(request, "retries_taken", len(self.log)) or 0) + 1
+        try:
+            response = call_next(request)
+        except Exception as exc:  # a connection failure or timeout; the SDK decides whether to retry
+            self.log.append({"attempt": attempt, "status": None, "error": type(exc).__name__})
+            raise
         self.responses.append(response)
+        self.log.append({"attempt": attempt, "status": response.http_response.status_code,
+                         "request_id": response.request_id})
         return response
+
+    def retried(self) -> list[dict[str, Any]]:
+        """The attempts that failed and were tried again (every attempt but the last)."""
+        return [dict(entry) for entry in self.log[:-1]]
 
     @property
     def attempts(self) -> int:
@@ -166,6 +187,7 @@ class AnthropicPolicy:
         self.thinking = options.get("thinking")
         self.last_call: Optional[dict[str, Any]] = None
         self._trim = TRIM_LEVELS[0]
+        self._part_tokens: dict[str, int] = {}
         self._recorder = _ResponseRecorder()
         client_args: dict[str, Any] = {"api_key": api_key, "max_retries": self.max_retries,
                                        "timeout": self.timeout_s, "middleware": [self._recorder]}
@@ -182,22 +204,26 @@ class AnthropicPolicy:
     # ------------------------------------------------------------------ the call
 
     def _request(self, ctx: Any, feedback: Optional[str], trim: int = 0) -> dict[str, Any]:
-        return self._request_for(ctx.instructions, build_messages(ctx, feedback, trim), Decision, trim)
+        return self._request_for(ctx.instructions, user_parts(ctx, feedback, trim), Decision, trim)
 
     def _round_request(self, contexts: list[Any], trim: int = 0) -> dict[str, Any]:
-        return self._request_for(contexts[0].instructions, build_round_messages(contexts, None, trim), RoundDecision,
+        return self._request_for(contexts[0].instructions, round_user_parts(contexts, None, trim), RoundDecision,
                                  trim)
 
-    def _request_for(self, instructions: str, messages: list[dict[str, Any]], output: Any, trim: int) -> dict:
+    def _request_for(self, instructions: str, parts: list[tuple[str, dict[str, Any]]], output: Any,
+                     trim: int) -> dict:
+        """The API call's arguments; the per-part token estimate is kept aside for the call record."""
+        system = system_blocks(instructions, trim)
         request: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "system": system_blocks(instructions, trim),
-            "messages": messages,
+            "system": system,
+            "messages": [{"role": "user", "content": [block for _, block in parts]}],
             "output_format": output,
         }
         if self.thinking:
             request["thinking"] = dict(self.thinking)
+        self._part_tokens = part_token_estimates(system, parts)
         return request
 
     def decide(self, ctx: Any, feedback: Optional[str] = None) -> Decision:
@@ -315,7 +341,8 @@ class AnthropicPolicy:
 
     def _base_record(self, started: float) -> dict[str, Any]:
         return {"backend": self.name, "model_requested": self.model, "max_tokens": self.max_tokens,
-                "prompt_trim": self._trim, "http_attempts": self._recorder.attempts,
+                "prompt_trim": self._trim, "http_attempts": len(self._recorder.log) or self._recorder.attempts,
+                "http_retried": self._recorder.retried(), "prompt_tokens_estimate": dict(self._part_tokens),
                 "latency_s": round(time.perf_counter() - started, 3)}
 
     def _usage_record(self, model: Optional[str], usage: Any) -> dict[str, Any]:

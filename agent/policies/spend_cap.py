@@ -20,6 +20,10 @@ The rule (one inequality, checked before every call, the retry included)::
 Because ``bound`` is an upper bound, the recorded total never exceeds the cap. Comparison at
 micro-dollar precision (costs are recorded to 1e-6 USD).
 
+Every refusal -- of a slot's call or of a whole-round call -- sets ``stopped`` to its message
+(which says what happens instead) and is kept in ``refusals`` (which call, the bound, what was
+spent), so decision.json and the decide log state each one.
+
 Wrapped policies are those that have ``estimate_cost_usd`` (the paid ones); the offline
 policies cost nothing and are never capped.
 """
@@ -50,6 +54,7 @@ class SpendCap:
         self.spent_here_usd = 0.0
         self.calls = 0
         self.stopped: Optional[str] = None
+        self.refusals: list[dict[str, Any]] = []
         self.last_call: Optional[dict[str, Any]] = None
 
     @property
@@ -59,15 +64,22 @@ class SpendCap:
     def check(self, ctx: Any, feedback: Optional[str] = None) -> None:
         """Raise :class:`SpendCapReached` unless the next call fits under the cap."""
         bound = self.policy.estimate_cost_usd(ctx, feedback)
+        what = f"slot {getattr(ctx, 'slot', 1)}" + (" (retry)" if feedback else "")
+        instead = "the offline heuristic decides this slot"
         if bound is None:
-            self._stop(f"the call's cost cannot be bounded (model {getattr(self.policy, 'model', None)!r} has no "
-                       f"price in the price table), so agent.max_cost_usd = {self.max_cost_usd:g} cannot be enforced")
+            self._stop(what, None, f"the call's cost cannot be bounded (model {getattr(self.policy, 'model', None)!r} "
+                                   f"has no price in the price table), so agent.max_cost_usd = {self.max_cost_usd:g} "
+                                   f"cannot be enforced; the call was not made and {instead}")
         if self.spent_usd + bound > self.max_cost_usd + TOLERANCE_USD:
-            self._stop(f"spent {self.spent_usd:.6f} USD of agent.max_cost_usd = {self.max_cost_usd:g} USD; the next "
-                       f"{self.name} call may cost up to {bound:.6f} USD, so it was not made")
+            self._stop(what, bound, f"spent {self.spent_usd:.6f} USD of agent.max_cost_usd = {self.max_cost_usd:g} "
+                                    f"USD; the next {self.name} call may cost up to {bound:.6f} USD, so it was not "
+                                    f"made and {instead}")
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, call: str, bound: Optional[float], reason: str) -> None:
         self.stopped = reason
+        self.refusals.append({"call": call, "bound_usd": None if bound is None else round(bound, 6),
+                              "spent_usd": round(self.spent_usd, 6), "max_cost_usd": self.max_cost_usd,
+                              "reason": reason})
         raise SpendCapReached(reason)
 
     def decide(self, ctx: Any, feedback: Optional[str] = None) -> Decision:
@@ -90,10 +102,17 @@ class SpendCap:
     def _decide_round(self, contexts: list[Any]) -> list[Decision]:
         self.last_call = None
         bound = self.policy.estimate_round_cost_usd(contexts)
-        if bound is None or self.spent_usd + bound > self.max_cost_usd + TOLERANCE_USD:
-            raise SpendCapReached(f"a whole-round call may cost up to {bound} USD, more than agent.max_cost_usd = "
-                                  f"{self.max_cost_usd:g} leaves after {self.spent_usd:.6f} spent; the slots ask "
-                                  "one by one")
+        what = f"whole round (slots {', '.join(str(c.slot) for c in contexts)})"
+        instead = "the offline heuristic decides every slot of this round"
+        if bound is None:
+            self._stop(what, None, f"the whole-round call's cost cannot be bounded (model "
+                                   f"{getattr(self.policy, 'model', None)!r} has no price in the price table), so "
+                                   f"agent.max_cost_usd = {self.max_cost_usd:g} cannot be enforced; the call was not "
+                                   f"made and {instead}")
+        if self.spent_usd + bound > self.max_cost_usd + TOLERANCE_USD:
+            self._stop(what, bound, f"spent {self.spent_usd:.6f} USD of agent.max_cost_usd = {self.max_cost_usd:g} "
+                                    f"USD; the whole-round {self.name} call may cost up to {bound:.6f} USD, so it was "
+                                    f"not made and {instead}")
         self.calls += 1
         try:
             return self.policy.decide_round(contexts)
@@ -106,4 +125,4 @@ class SpendCap:
         """What decision.json keeps about the cap for this decision."""
         return {"max_cost_usd": self.max_cost_usd, "spent_before_usd": round(self.spent_before_usd, 6),
                 "spent_this_decision_usd": round(self.spent_here_usd, 6), "calls_made": self.calls,
-                "stopped": self.stopped}
+                "stopped": self.stopped, "refusals": [dict(r) for r in self.refusals]}

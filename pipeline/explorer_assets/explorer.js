@@ -247,8 +247,9 @@
     var attempts = el("ul", { id: "attempts" }, a.attempts.map(function (t) {
       return el("li", { text: t.policy + ": " + (t.accepted ? "accepted" : "refused") + (t.reason ? " \u2013 " + t.reason : "") });
     }));
+    var events = el("ul", { id: "decide-events" }, (a.events || []).map(function (t) { return el("li", { text: t }); }));
     return el("div", {}, [log, el("p", { id: "decision-policy" }, [el("b", { text: "policy: " }), a.policy]),
-      el("p", { id: "llm-cost" }, [el("b", { text: "LLM: " }), cost]), attempts]);
+      el("p", { id: "llm-cost" }, [el("b", { text: "LLM: " }), cost]), attempts, events]);
   }
 
   function plots(n) {

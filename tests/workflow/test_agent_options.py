@@ -6,13 +6,14 @@ from wf_helpers import job_counts, snakemake, write_workflow_config
 
 def test_random_backend_and_spend_cap_reach_every_decide_job(tmp_path):
     write_workflow_config(tmp_path, agent={"backend": "random", "seed": 3, "fallback": "offline",
-                                           "max_cost_usd": 2.5})
+                                           "max_cost_usd": 2.5, "prompt_images": False, "prompt_code": False})
     result = snakemake(tmp_path, "--dry-run", "--printshellcmds").check()
     counts = job_counts(result.output)
     assert counts["costs"] == 1 and counts["summarize"] == 1
     decides = [line for line in result.output.splitlines() if " -m agent decide " in line]
     assert len(decides) == 4, result.output[-3000:]
     assert all("--backend random --seed 3" in line and "--max-cost-usd 2.5" in line for line in decides)
+    assert all("--no-prompt-images --no-prompt-code" in line for line in decides)
     assert "-m agent.costs --results results/tiny --out results/tiny/summary/costs.tsv" in result.output
 
 
@@ -20,6 +21,10 @@ def test_spend_cap_off_by_default_and_negative_cap_refused(tmp_path):
     write_workflow_config(tmp_path)
     result = snakemake(tmp_path, "--dry-run", "--printshellcmds").check()
     assert "--max-cost-usd" not in result.output
+    assert "--no-prompt-images" not in result.output and "--no-prompt-code" not in result.output  # shown by default
+    write_workflow_config(tmp_path, agent={"backend": "anthropic", "prompt_images": "maybe"})
+    refused = snakemake(tmp_path, "--dry-run")
+    assert refused.returncode != 0 and "agent.prompt_images = 'maybe'" in refused.output, refused.output[-2000:]
     write_workflow_config(tmp_path, agent={"backend": "claude-code", "max_cost_usd": -1})
     refused = snakemake(tmp_path, "--dry-run")
     assert refused.returncode != 0 and "agent.max_cost_usd = -1" in refused.output, refused.output[-2000:]

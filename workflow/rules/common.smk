@@ -170,6 +170,8 @@ def decide_command(i):
         f"--smoke-timeout {agent.smoke_timeout}" if agent.smoke_timeout is not None else "",
         f"--code-modification {agent.code_modification}",
         f"--max-cost-usd {agent.max_cost_usd!r}" if agent.max_cost_usd is not None else "",
+        "" if agent.prompt_images else "--no-prompt-images",
+        "" if agent.prompt_code else "--no-prompt-code",
         f"--ucb-c {PLAN.ucb_c!r}",
         cli_list("--node", inputs["node"]),
         cli_list("--nodes", inputs["nodes"]),
