@@ -560,16 +560,15 @@ def config_updates(decision: Decision, parent_training: dict[str, Any],
     return updates, record
 
 
-#: The fields that set a training's optimizer steps x horizon (batch_size is fixed anyway). With
-#: a time target the trainer chooses data_augmentation_loop for the whole run, so n_epochs and
-#: the warm-up then only spread the same time: they stay levers (see :func:`locked_step_budget`).
-STEP_BUDGET_FIELDS = ("data_augmentation_loop", "n_epochs", "recurrent_training_start_epoch")
-
-
-def locked_step_budget(base_config: dict[str, Any]) -> dict[str, Any]:
+def locked_step_budget(base_config: dict[str, Any], time_step: Optional[int] = None) -> dict[str, Any]:
     """The step-budget fields an experiment in fixed-budget mode (``claude.fixed_step_budget``)
     holds, with the block root's values (agent.start copies claude's n_epochs and
-    data_augmentation_loop into it); empty when the mode is off.
+    data_augmentation_loop into it); empty when the mode is off. These fields set a training's
+    optimizer steps x horizon (batch_size is fixed anyway). With a time target the trainer
+    chooses data_augmentation_loop for the whole run, so n_epochs and the warm-up only spread the
+    same time: they stay levers. The single-step warm-up (recurrent_training_start_epoch)
+    changes steps x horizon only when ``time_step`` > 1 (at 1 every step's horizon is 1): it
+    stays a lever there too.
 
     The fixed-budget mode of the policy study (pipeline/study.py) compares policies on the other
     levers: none may buy more optimizer steps per iteration.
@@ -580,7 +579,8 @@ def locked_step_budget(base_config: dict[str, Any]) -> dict[str, Any]:
     held = {"data_augmentation_loop": int(claude.get("data_augmentation_loop") or 1)}
     if not training.get("training_time_target_min"):
         held["n_epochs"] = int(claude.get("n_epochs") or 1)
-        held["recurrent_training_start_epoch"] = int(training.get("recurrent_training_start_epoch") or 0)
+        if time_step is None or time_step > 1:
+            held["recurrent_training_start_epoch"] = int(training.get("recurrent_training_start_epoch") or 0)
     return held
 
 
@@ -590,8 +590,8 @@ def lock_step_budget(config: Any, base_cfg: Any, source: str) -> tuple[Any, dict
     (:func:`build_child`), so every policy (heuristic, random, LLM) is held to it."""
     from neuralgraph.config import with_updates
 
-    held = locked_step_budget(base_cfg.to_dict())
     training = config.to_dict()["training"]
+    held = locked_step_budget(base_cfg.to_dict(), int(training["time_step"]))
     changed = {name: {"asked": training[name], "kept": value} for name, value in held.items() if training[name] != value}
     if not changed:
         return config, {}

@@ -332,3 +332,18 @@ def test_the_heuristic_does_not_double_the_step_budget_in_fixed_budget_mode():
     for seed in range(10):
         mutation = HeuristicPolicy({"seed": seed}).decide(fixed).config_mutation
         assert mutation is None or mutation.parameter not in ("data_augmentation_loop", "n_epochs")
+
+
+def test_the_warm_up_is_held_only_where_it_changes_steps_x_horizon():
+    ctx = mid_block_ctx()
+    base = parse_config(tiny_config_dict(**{"claude.fixed_step_budget": True, "claude.n_epochs": 2, "training.n_epochs": 2}))
+    decision = validate_decision(make(2, mutation={"parameter": "recurrent_training_start_epoch", "old": 0, "new": 1}),
+                                 dataclasses.replace(ctx, nodes=[dataclasses.replace(n, config={
+                                     **n.config, "training": {**n.config["training"], "n_epochs": 2}}) for n in ctx.nodes]))
+    at_1 = build_child(decision, ctx, parent_cfg=_cfg(n_epochs=2), parent_code=TRAIN_LOOP, base_cfg=base,
+                       next_time_step=None, child_id=6, child_dir="iter_006", policy_label="random")
+    assert at_1.config.training.recurrent_training_start_epoch == 1 and "step_budget_neutralised" not in at_1.proposal
+    at_4 = build_child(decision, ctx, parent_cfg=_cfg(n_epochs=2, time_step=4), parent_code=TRAIN_LOOP, base_cfg=base,
+                       next_time_step=None, child_id=6, child_dir="iter_006", policy_label="random")
+    assert at_4.config.training.recurrent_training_start_epoch == 0
+    assert at_4.proposal["step_budget_neutralised"] == {"recurrent_training_start_epoch": {"asked": 1, "kept": 0}}
