@@ -560,6 +560,45 @@ def config_updates(decision: Decision, parent_training: dict[str, Any],
     return updates, record
 
 
+def locked_step_budget(base_config: dict[str, Any], time_step: Optional[int] = None) -> dict[str, Any]:
+    """The step-budget fields an experiment in fixed-budget mode (``claude.fixed_step_budget``)
+    holds, with the block root's values (agent.start copies claude's n_epochs and
+    data_augmentation_loop into it); empty when the mode is off. These fields set a training's
+    optimizer steps x horizon (batch_size is fixed anyway). With a time target the trainer
+    chooses data_augmentation_loop for the whole run, so n_epochs and the warm-up only spread the
+    same time: they stay levers. The single-step warm-up (recurrent_training_start_epoch)
+    changes steps x horizon only when ``time_step`` > 1 (at 1 every step's horizon is 1): it
+    stays a lever there too.
+
+    The fixed-budget mode of the policy study (pipeline/study.py) compares policies on the other
+    levers: none may buy more optimizer steps per iteration.
+    """
+    claude, training = base_config.get("claude") or {}, base_config.get("training") or {}
+    if not claude.get("fixed_step_budget"):
+        return {}
+    held = {"data_augmentation_loop": int(claude.get("data_augmentation_loop") or 1)}
+    if not training.get("training_time_target_min"):
+        held["n_epochs"] = int(claude.get("n_epochs") or 1)
+        if time_step is None or time_step > 1:
+            held["recurrent_training_start_epoch"] = int(training.get("recurrent_training_start_epoch") or 0)
+    return held
+
+
+def lock_step_budget(config: Any, base_cfg: Any, source: str) -> tuple[Any, dict[str, Any]]:
+    """``config`` with the locked step budget put back, and what was neutralised
+    ({field: {"asked": value, "kept": value}}); the single point every child config passes
+    (:func:`build_child`), so every policy (heuristic, random, LLM) is held to it."""
+    from neuralgraph.config import with_updates
+
+    training = config.to_dict()["training"]
+    held = locked_step_budget(base_cfg.to_dict(), int(training["time_step"]))
+    changed = {name: {"asked": training[name], "kept": value} for name, value in held.items() if training[name] != value}
+    if not changed:
+        return config, {}
+    updates = {f"training.{name}": v["kept"] for name, v in changed.items()}
+    return with_updates(config, updates, source=f"{source} (fixed step budget)"), changed
+
+
 def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, parent_code: str,
                 base_cfg: Any, next_time_step: Optional[int], child_id: int, child_dir: str,
                 policy_label: str, child_code: Optional[str] = None) -> ChildPlan:
@@ -578,6 +617,7 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
     updates, record = config_updates(decision, parent_training, next_time_step)
     source = f"decision for iteration {ctx.next_iteration}"
     config = with_updates(parent_cfg, updates, source=source) if updates else parent_cfg
+    config, neutralised = lock_step_budget(config, base_cfg, source)
     check_fixed_fields(base_cfg, config, source=source)
     if decision.code_modification is not None:
         code = child_code if child_code is not None else apply_code_modification(parent_code, decision.code_modification)
@@ -599,6 +639,8 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
         "derived_from": src.id,
         "policy": policy_label,
     }
+    if neutralised:  # fixed-budget mode: the decision asked for another step budget; it was not given
+        proposal["step_budget_neutralised"] = neutralised
     return ChildPlan(config=config, code=code, diff=diff, proposal=proposal)
 
 

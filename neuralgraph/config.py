@@ -214,6 +214,9 @@ class ClaudeConfig(_Section):
     data_augmentation_loop: int = Field(15, ge=1, le=25, description="Starting data_augmentation_loop (copied into training).")
     n_iter_block: int = Field(8, ge=1, le=1000, description="Iterations per block (one time_step per block).")
     ucb_c: float = Field(1.414, ge=0.5, le=3.0, description="Exploration constant of the UCB score.")
+    fixed_step_budget: bool = Field(
+        False, description="Fixed-budget mode (the policy study): every child keeps the block root's step budget; "
+                           "a decision's change of it is neutralised (agent.decision.lock_step_budget).")
 
 
 class AnalysisConfig(_Section):

@@ -131,6 +131,9 @@ class RunState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    #: Sum over the optimizer steps run of each step's horizon (unrolled frames): the training's
+    #: compute in steps x horizon, exact when warm-up epochs are single-step (the study's cost axis).
+    horizon_steps: int = 0
     losses: list[float] = field(default_factory=list)
     first_loss: Optional[float] = None
     elapsed_s: float = 0.0
@@ -406,6 +409,7 @@ class Trainer:
             loss = self.loop.train_step(self.model, self.optimizer, self.data, starts.to(self.device), ctx)
         self.state.step_in_epoch += 1
         self.state.global_step += 1
+        self.state.horizon_steps += horizon
         self._record_loss(loss)
 
     def _max_steps_reached(self) -> bool:
@@ -490,6 +494,7 @@ class Trainer:
             "loss_history_steps": history_steps,
             "training_time_min": s.elapsed_s / 60.0,
             "iterations": s.global_step,
+            "horizon_steps": s.horizon_steps,
             "iterations_per_epoch": s.iterations_per_epoch,
             "epochs": s.epoch,
             "n_epochs": self.tr.n_epochs,
@@ -627,12 +632,13 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
     dataset = load_dataset(data_dir, mmap=True)
     model = build_model(cfg, dataset)
     losses: list[float] = []
-    steps, elapsed = 0, 0.0
+    steps, elapsed, horizon_steps = 0, 0.0, 0
     try:
         payload = load_checkpoint(run_dir / "checkpoint.pt")
         model.load_state_dict(payload["model"])
         losses = [float(x) for x in payload["state"]["losses"].tolist()]
         steps, elapsed = int(payload["state"]["global_step"]), float(payload["state"]["elapsed_s"])
+        horizon_steps = int(payload["state"].get("horizon_steps", 0))
     except Exception as exc:  # no or unreadable checkpoint: the untrained model stands in
         log.warning("no usable checkpoint in %s (%s): model.pt holds the untrained model", run_dir, exc)
     save_trained_model(model, cfg, run_dir / "model.pt")
@@ -640,7 +646,7 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
     tail = losses[-FINAL_LOSS_WINDOW:]
     record = {"status": status, "reason": reason, "final_loss": float(np.mean(tail)) if tail else None,
               "loss_history": history, "loss_history_steps": history_steps, "training_time_min": elapsed / 60.0,
-              "iterations": steps, "n_epochs": cfg.training.n_epochs, "time_step": cfg.training.time_step,
+              "iterations": steps, "horizon_steps": horizon_steps, "n_epochs": cfg.training.n_epochs, "time_step": cfg.training.time_step,
               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(run_dir / "training.json", record)
     return record

@@ -1,19 +1,27 @@
-"""The policy study: does a search policy beat random search at an equal budget? (issue 12, part 5)
+"""The policy study: does a search policy beat random search at an equal budget? (issues 12 and 19)
 
 A study spec (config/study.yaml) names benchmarks, policies and seeds. For every
-(benchmark, policy, seed) this module runs the ordinary workflow once, as its own
-``snakemake`` process with ``--config`` overrides, into ``results/study/<name>/runs/<run>/``:
-one block of ``n_iter`` iterations at the benchmark's ``time_step``, ``slots`` per round. Then it
-reads every run's summary table and writes
+(benchmark, mode, policy, seed) this module runs the ordinary workflow once, as its own
+``snakemake`` process with ``--config`` overrides, into
+``results/study/<name>/runs/<benchmark>[-fixed]_<policy>_s<seed>/``: one block of ``n_iter``
+iterations at the benchmark's ``time_step``, ``slots`` per round. Then it reads every run's
+summary table and each node's training.json and writes
 
-- ``study.tsv``: one row per (benchmark, policy, seed, iteration): connectivity_R2, its
-  best-so-far, test_R2, wall seconds since the run's first training started, LLM cost so far;
-- ``study_summary.tsv``: per (benchmark, policy) and round end, the median / min / max of the
-  best-so-far over seeds;
-- ``study.md``: the same as tables to read (medians per round end; per seed, the network's
-  regime and each policy's best node);
-- ``best_so_far.png``: best-so-far against iteration, median and quartiles per policy, one panel
-  per benchmark, the benchmark's ceiling (docs/benchmarks.md) as a dashed line.
+- ``study.tsv``: one row per (benchmark, mode, policy, seed, iteration): connectivity_R2, its
+  best-so-far, test_R2, the compute spent (the node's optimizer steps and steps x horizon, the
+  run's cumulative steps x horizon and training minutes), wall seconds since the run's first
+  training started, LLM cost so far;
+- ``study_summary.tsv``: per (benchmark, mode, policy), the best over seeds at every iteration
+  and within common compute budgets (:func:`equal_compute`), paired by seed with random;
+- ``study.md``: the same as tables to read (per benchmark and mode, equal iterations, equal
+  compute, per seed the network's regime and each policy's best; both modes side by side);
+- ``best_so_far.png``: best-so-far against iteration and against compute, median and quartiles
+  per policy, one column per benchmark and mode, the benchmark's ceiling dashed.
+
+Why compute: an iteration's cost is a policy's choice (rule 6b of the heuristic doubles the step
+budget), so winning at equal iterations may be "trained longer"; the equal-compute comparison
+and the fixed-budget mode (a benchmark's ``budget``, every node held to it by
+claude.fixed_step_budget, see agent.decision.lock_step_budget) tell that from "searched better".
 
 Why one workflow run per seed rather than a study inside one DAG: each run is then exactly what
 a user gets from ``snakemake`` with that config (same files, same summary), and resuming is
@@ -35,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -44,6 +53,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.costs import COSTS_NAME
+from agent.decision import ALLOWED_PARAMETERS
 from neuralgraph import layout
 from neuralgraph.config import ALLOWED_TIME_STEPS
 from neuralgraph.io import atomic_write_text, read_json
@@ -68,12 +78,41 @@ RUNS_DIR = "runs"
 #: network (a settled network is a different problem, docs/benchmarks.md) and, for low-rank W,
 #: the subspace diagnostic.
 DIAGNOSTIC_COLUMNS = ["spectral_radius", "effective_rank_99", "W_column_subspace_R2", "W_row_subspace_R2"]
-STUDY_COLUMNS = ["benchmark", "policy", "seed", "iteration", "round", "connectivity_R2", "best_so_far",
-                 "test_R2", "wall_time_s", "cost_usd", *DIAGNOSTIC_COLUMNS, "run"]
+#: Compute columns of study.tsv, from each node's training.json: ``steps`` (optimizer steps of the
+#: node), ``step_horizon`` (its steps x horizon, the trainer's ``horizon_steps``), ``compute`` (the
+#: run's step_horizon summed over its nodes so far, in node order) and ``training_min`` (the run's
+#: training minutes so far). An iteration's cost is a policy's choice (rule 6b doubles the step
+#: budget), so policies are also compared at equal ``compute`` (:func:`equal_compute`).
+COMPUTE_COLUMNS = ["steps", "step_horizon", "compute", "training_min"]
+STUDY_COLUMNS = ["benchmark", "mode", "policy", "seed", "iteration", "round", "connectivity_R2", "best_so_far",
+                 "test_R2", *COMPUTE_COLUMNS, "wall_time_s", "cost_usd", *DIAGNOSTIC_COLUMNS, "run"]
+#: The equal-compute budgets, as fractions of the common budget: the smallest total compute of
+#: the runs compared (every run spent at least that much, so each has a best within it).
+EQUAL_COMPUTE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+#: The policy the others are paired with, seed by seed, when it is in the study.
+BASELINE_POLICY = "random"
+#: Paired differences of best connectivity_R2 smaller than this are ties.
+TIE_R2 = 0.001
 
 
 class StudyError(ValueError):
     """A study spec that cannot run; the message names the field and the allowed values."""
+
+
+#: A study mode: "free" lets every policy choose its step budget per iteration (rule 6b doubles
+#: it); "fixed" holds every node of a run at the benchmark's budget (claude.fixed_step_budget).
+MODES = ("free", "fixed")
+
+
+class Budget(BaseModel):
+    """A benchmark's budget per iteration: optimizer steps, or training minutes (the trainer then
+    chooses data_augmentation_loop from its measured step rate). Neither: the experiment's own
+    step budget (claude.n_epochs x its data_augmentation_loop)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: Optional[int] = Field(None, ge=1, description="optimizer steps per iteration (the nearest data_augmentation_loop)")
+    training_time_target_min: Optional[float] = Field(None, gt=0.0, le=10_000.0,
+                                                      description="training minutes per iteration")
 
 
 class Benchmark(BaseModel):
@@ -89,6 +128,15 @@ class Benchmark(BaseModel):
     n_iter: int = Field(ge=1, le=200, description="iterations (trainings) per run: the equal budget")
     slots: int = Field(1, ge=1, le=16, description="nodes per round; n_iter must be a multiple")
     ceiling: Optional[float] = Field(None, description="best connectivity_R2 of the benchmark's grid (docs/benchmarks.md)")
+    budget: Optional[Budget] = Field(None, description="the budget per iteration of both modes (the root's step budget)")
+    modes: Optional[list[Literal["free", "fixed"]]] = Field(
+        None, min_length=1, description="free and/or fixed; default both with a budget, free without")
+
+    @property
+    def run_modes(self) -> list[str]:
+        if self.modes is not None:
+            return list(dict.fromkeys(self.modes))
+        return list(MODES) if self.budget is not None else ["free"]
 
     @field_validator("time_step")
     @classmethod
@@ -130,7 +178,18 @@ def load_spec(path: str | Path) -> StudySpec:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise StudyError(f"{path}: {problems}") from None
+    labels = [case_label(b, m) for b in spec.benchmarks for m in b.run_modes]
+    if len(set(labels)) != len(labels):
+        raise StudyError(f"{path}: benchmarks: names must differ, also from another's '<name>-fixed' "
+                         f"(runs named {', '.join(labels)})")
     for bench in spec.benchmarks:
+        if "fixed" in bench.run_modes and bench.budget is None:
+            raise StudyError(f"{path}: benchmarks[{bench.name}].modes = fixed needs a budget "
+                             "(budget: {steps: N}, {training_time_target_min: M}, or {} for the experiment's own)")
+        if bench.budget is not None and bench.budget.steps is not None and bench.budget.training_time_target_min is not None:
+            raise StudyError(f"{path}: benchmarks[{bench.name}].budget: set steps or training_time_target_min, not both")
+        if bench.budget is not None and bench.budget.steps is not None:
+            step_budget(bench)  # refuses a step count no data_augmentation_loop reaches
         if bench.n_iter % bench.slots:
             raise StudyError(f"{path}: benchmarks[{bench.name}].n_iter = {bench.n_iter} must be a multiple of "
                              f"slots = {bench.slots} (a run is whole rounds)")
@@ -141,8 +200,32 @@ def study_folder(results_dir: str | Path, spec: StudySpec) -> Path:
     return Path(results_dir) / STUDY_DIR / spec.name
 
 
-def run_name(bench: Benchmark, policy: str, seed: int) -> str:
-    return f"{bench.name}_{policy}_s{seed}"
+def case_label(bench: Benchmark, mode: str) -> str:
+    """The benchmark's name in run and file names: <name> (free mode) or <name>-fixed."""
+    return bench.name if mode == "free" else f"{bench.name}-{mode}"
+
+
+def run_name(bench: Benchmark, mode: str, policy: str, seed: int) -> str:
+    return f"{case_label(bench, mode)}_{policy}_s{seed}"
+
+
+def step_budget(bench: Benchmark) -> tuple[int, int]:
+    """(data_augmentation_loop, optimizer steps per iteration) for the benchmark's budget in steps:
+    the data_augmentation_loop whose steps (the trainer's formula, claude.n_epochs epochs) come
+    nearest; a step count outside what data_augmentation_loop 1-25 gives is refused."""
+    from neuralgraph.config import load_config
+    from neuralgraph.training import iterations_per_epoch  # the trainer's own formula (one owner)
+
+    cfg = load_config(bench.experiment)
+    high = int(ALLOWED_PARAMETERS["data_augmentation_loop"].high)
+    steps = {dal: cfg.claude.n_epochs * iterations_per_epoch(cfg.simulation.n_frames, dal, cfg.training.batch_size)
+             for dal in range(1, high + 1)}
+    target = bench.budget.steps
+    if not steps[1] <= target <= steps[high]:
+        raise StudyError(f"benchmarks[{bench.name}].budget.steps = {target}: {bench.experiment} gives "
+                         f"{steps[1]} to {steps[high]} steps per iteration (data_augmentation_loop 1 to {high})")
+    dal = min(steps, key=lambda d: (abs(steps[d] - target), d))
+    return dal, steps[dal]
 
 
 def policy_unavailable(policy: str, environ: Optional[dict] = None) -> Optional[str]:
@@ -159,38 +242,69 @@ def policy_unavailable(policy: str, environ: Optional[dict] = None) -> Optional[
     return None
 
 
-def seeded_experiment(bench: Benchmark, seed: int, folder: Path) -> Path:
-    """The benchmark's experiment with the study seed in its seed field (written once)."""
+def budgeted(config: dict, bench: Benchmark, mode: str) -> tuple[dict, str]:
+    """The experiment (a dict) at the benchmark's budget per iteration, locked in fixed mode; and
+    a note of what changed. Both modes start from the same root, so they differ only by the lock."""
+    budget, notes = bench.budget, []
+    if budget is None:
+        return config, ""
+    if budget.steps is not None:
+        dal, steps = step_budget(bench)
+        config.setdefault("training", {})["data_augmentation_loop"] = dal
+        config.setdefault("claude", {})["data_augmentation_loop"] = dal
+        notes.append(f"data_augmentation_loop {dal} ({steps} steps per iteration)")
+    if budget.training_time_target_min is not None:
+        config.setdefault("training", {})["training_time_target_min"] = budget.training_time_target_min
+        notes.append(f"training_time_target_min {budget.training_time_target_min}")
+    if mode == "fixed":
+        config.setdefault("claude", {})["fixed_step_budget"] = True
+        notes.append("claude.fixed_step_budget true")
+    return config, ", ".join(notes)
+
+
+def seeded_experiment(bench: Benchmark, mode: str, seed: int, folder: Path) -> Path:
+    """The benchmark's experiment with the study seed in its seed field and the mode's budget (written once)."""
     config = yaml.safe_load(Path(bench.experiment).read_text(encoding="utf-8"))
     section, key = bench.seed_field.split(".")
     config.setdefault(section, {})[key] = seed
-    path = folder / "experiments" / f"{bench.name}_s{seed}.yaml"
-    text = f"# {bench.experiment} with {bench.seed_field} = {seed} (study seed)\n" + yaml.safe_dump(config, sort_keys=False)
+    config, budget = budgeted(config, bench, mode)
+    path = folder / "experiments" / f"{case_label(bench, mode)}_s{seed}.yaml"
+    text = (f"# {bench.experiment} with {bench.seed_field} = {seed} (study seed)" + (f", {budget}" if budget else "")
+            + "\n" + yaml.safe_dump(config, sort_keys=False))
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     return path
 
 
-def run_command(bench: Benchmark, policy: str, seed: int, folder: Path, cores: int,
+def run_command(bench: Benchmark, mode: str, policy: str, seed: int, folder: Path, cores: int,
                 snakefile: Path, extra: list[str]) -> list[str]:
     """The `snakemake` command of one study run (targets first, then --config, as the README says)."""
-    experiment = seeded_experiment(bench, seed, folder)
+    experiment = seeded_experiment(bench, mode, seed, folder)
     agent = json.dumps({"backend": policy, "seed": seed})  # JSON is YAML: Snakemake's --config parser reads it
     return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--cores", str(cores),
-            "--rerun-incomplete", *extra, "--config", f"experiment={experiment}", f"name={run_name(bench, policy, seed)}",
+            "--rerun-incomplete", *extra, "--config", f"experiment={experiment}", f"name={run_name(bench, mode, policy, seed)}",
             f"results_dir={folder / RUNS_DIR}", f"schedule=[{bench.time_step}]", f"n_iter_block={bench.n_iter}",
             f"slots={bench.slots}", f"agent={agent}"]
 
 
-def run_finished(folder: Path, bench: Benchmark, policy: str, seed: int) -> bool:
-    summary = folder / RUNS_DIR / run_name(bench, policy, seed) / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME
+def run_finished(folder: Path, bench: Benchmark, mode: str, policy: str, seed: int) -> bool:
+    summary = folder / RUNS_DIR / run_name(bench, mode, policy, seed) / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME
     return summary.exists()
 
 
-def study_runs(spec: StudySpec) -> list[tuple[Benchmark, str, int]]:
-    """Every (benchmark, policy, seed) of the spec, in the order they run."""
-    return [(b, p, s) for b in spec.benchmarks for p in spec.policies for s in b.seeds]
+def study_cases(spec: StudySpec) -> list[tuple[Benchmark, str]]:
+    """Every (benchmark, mode) of the spec: the sections of study.md and panels of the figure."""
+    return [(b, m) for b in spec.benchmarks for m in b.run_modes]
+
+
+def case_title(bench: Benchmark, mode: str) -> str:
+    return bench.name if mode == "free" else f"{bench.name}, {mode} budget"
+
+
+def study_runs(spec: StudySpec) -> list[tuple[Benchmark, str, str, int]]:
+    """Every (benchmark, mode, policy, seed) of the spec, in the order they run."""
+    return [(b, m, p, s) for b, m in study_cases(spec) for p in spec.policies for s in b.seeds]
 
 
 def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, extra: list[str]) -> list[str]:
@@ -198,17 +312,17 @@ def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, ext
     skipped = {p: why for p in spec.policies if (why := policy_unavailable(p))}
     for policy, why in skipped.items():
         log.info("policy %s left out of this study: %s", policy, why)
-    runnable = [(b, p, s) for b, p, s in study_runs(spec) if p not in skipped]
-    todo = [(b, p, s) for b, p, s in runnable if not run_finished(folder, b, p, s)]
+    runnable = [(b, m, p, s) for b, m, p, s in study_runs(spec) if p not in skipped]
+    todo = [run for run in runnable if not run_finished(folder, *run)]
     log.info("%d runs in the study, %d finished before, %d to run", len(runnable), len(runnable) - len(todo), len(todo))
     failed: list[str] = []
     started = time.monotonic()
-    for done, (bench, policy, seed) in enumerate(todo, 1):
-        name = run_name(bench, policy, seed)
+    for done, (bench, mode, policy, seed) in enumerate(todo, 1):
+        name = run_name(bench, mode, policy, seed)
         log_path = folder / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as out:
-            code = subprocess.run(run_command(bench, policy, seed, folder, cores, snakefile, extra),
+            code = subprocess.run(run_command(bench, mode, policy, seed, folder, cores, snakefile, extra),
                                   stdout=out, stderr=subprocess.STDOUT).returncode
         if code != 0:
             failed.append(name)
@@ -219,14 +333,40 @@ def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, ext
     return failed
 
 
-def _wall_seconds(run_dir: Path, iterations: list[int]) -> dict[int, float]:
+def _training_records(run_dir: Path, iterations: list[int]) -> dict[int, dict]:
+    return {it: read_json(run_dir / layout.iteration_dir_name(it) / layout.TRAINING_RECORD_FILE) for it in iterations}
+
+
+def _wall_seconds(records: dict[int, dict]) -> dict[int, float]:
     """Seconds from the run's first training start to each iteration's training end."""
-    stamps = {}
-    for it in iterations:
-        record = read_json(run_dir / layout.iteration_dir_name(it) / layout.TRAINING_RECORD_FILE)
-        stamps[it] = (pd.Timestamp(record["started_at"]), pd.Timestamp(record["finished_at"]))
+    stamps = {it: (pd.Timestamp(r["started_at"]), pd.Timestamp(r["finished_at"])) for it, r in records.items()}
     first = min(start for start, _ in stamps.values())
     return {it: (end - first).total_seconds() for it, (_, end) in stamps.items()}
+
+
+def step_horizon(record: dict) -> int:
+    """A training's compute in optimizer steps x horizon, as its training.json records it.
+
+    ``horizon_steps`` is exact (warm-up epochs are single-step); records written before it
+    existed give steps x the last epoch's horizon.
+    """
+    if record.get("horizon_steps") is not None:
+        return int(record["horizon_steps"])
+    return int(record.get("iterations") or 0) * int(record.get("horizon") or record.get("time_step") or 1)
+
+
+def compute_so_far(records: dict[int, dict]) -> dict[int, dict]:
+    """Per iteration: the node's steps and steps x horizon, and the run's cumulative compute and
+    training minutes up to and including it (node order = iteration order)."""
+    out, compute, minutes = {}, 0, 0.0
+    for it in sorted(records):
+        record = records[it]
+        node = step_horizon(record)
+        compute += node
+        minutes += float(record.get("training_time_min") or 0.0)
+        out[it] = {"steps": int(record.get("iterations") or 0), "step_horizon": node, "compute": compute,
+                   "training_min": round(minutes, 4)}
+    return out
 
 
 def _cost_by_iteration(run_dir: Path, iterations: list[int]) -> dict[int, float]:
@@ -240,122 +380,320 @@ def _cost_by_iteration(run_dir: Path, iterations: list[int]) -> dict[int, float]
     return {it: float(costs[costs.index <= it].sum()) for it in iterations}
 
 
-def run_rows(folder: Path, bench: Benchmark, policy: str, seed: int) -> list[dict]:
+def run_rows(folder: Path, bench: Benchmark, mode: str, policy: str, seed: int) -> list[dict]:
     """study.tsv rows of one finished run, in iteration order."""
-    name = run_name(bench, policy, seed)
+    name = run_name(bench, mode, policy, seed)
     run_dir = folder / RUNS_DIR / name
     table = pd.read_csv(run_dir / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME, sep="\t").sort_values("iteration")
     iterations = [int(i) for i in table["iteration"]]
-    wall, cost = _wall_seconds(run_dir, iterations), _cost_by_iteration(run_dir, iterations)
+    records = _training_records(run_dir, iterations)
+    wall, cost, spent = _wall_seconds(records), _cost_by_iteration(run_dir, iterations), compute_so_far(records)
     rows, best = [], -np.inf
     for _, row in table.iterrows():
         it, r2 = int(row["iteration"]), float(row["connectivity_R2"])
         best = max(best, r2) if np.isfinite(r2) else best
         metrics = read_json(run_dir / layout.iteration_dir_name(it) / layout.METRICS_FILE)
         diagnostics = {c: np.nan if metrics.get(c) is None else metrics[c] for c in DIAGNOSTIC_COLUMNS}
-        rows.append({"benchmark": bench.name, "policy": policy, "seed": seed, "iteration": it,
+        rows.append({"benchmark": bench.name, "mode": mode, "policy": policy, "seed": seed, "iteration": it,
                      "round": int(row["round"]) if "round" in row else it, "connectivity_R2": r2,
                      "best_so_far": best if np.isfinite(best) else np.nan, "test_R2": float(row["test_R2"]),
-                     "wall_time_s": round(wall[it], 1), "cost_usd": cost[it], **diagnostics, "run": name})
+                     **spent[it], "wall_time_s": round(wall[it], 1), "cost_usd": cost[it], **diagnostics, "run": name})
     return rows
 
 
 def collect(spec: StudySpec, folder: Path) -> pd.DataFrame:
     """study.tsv's table from every finished run (unfinished ones are simply absent)."""
-    rows = [row for b, p, s in study_runs(spec) if run_finished(folder, b, p, s) for row in run_rows(folder, b, p, s)]
+    rows = [row for run in study_runs(spec) if run_finished(folder, *run) for row in run_rows(folder, *run)]
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
 
+#: study_summary.tsv: one row per (benchmark, mode, axis, x, policy). ``axis`` "iteration": x is
+#: the iteration and the statistics are of the best-so-far there; ``axis`` "compute": x is a
+#: compute budget (steps x horizon; ``fraction`` of the common budget) and the statistics are of
+#: the best each run reached within it. ``vs`` ... ``losses``: paired by seed with ``vs``.
+SUMMARY_COLUMNS = ["benchmark", "mode", "axis", "x", "fraction", "policy", "seeds", "median", "min", "max", "q25",
+                   "q75", "compute_median", "vs", "median_diff", "wins", "ties", "losses"]
+
+
+def best_within(run: pd.DataFrame, budgets) -> np.ndarray:
+    """The best connectivity_R2 one run reached within each compute budget (NaN before its
+    first node fits): its best-so-far at the last node whose cumulative compute <= the budget."""
+    run = run.sort_values("iteration")
+    compute = run["compute"].to_numpy(dtype=float)
+    best = run["connectivity_R2"].astype(float).cummax().to_numpy()  # NaN (failed) nodes do not count
+    best = pd.Series(best).ffill().to_numpy()
+    index = np.searchsorted(compute, np.asarray(budgets, dtype=float), side="right") - 1
+    return np.where(index >= 0, best[np.clip(index, 0, None)], np.nan)
+
+
+def paired_rows(values: pd.DataFrame, baseline: str = BASELINE_POLICY) -> list[dict]:
+    """Per policy: the spread over seeds of ``values`` (columns policy, seed, value) and, when
+    ``baseline`` is among the policies, the paired comparison with it: the median over shared
+    seeds of (policy - baseline) and the wins / ties / losses (|difference| < TIE_R2 is a tie)."""
+    rows = []
+    base = values[values["policy"] == baseline].set_index("seed")["value"]
+    for policy in pd.unique(values["policy"]):
+        mine = values[values["policy"] == policy].set_index("seed")["value"]
+        finite = mine.dropna()
+        row = {"policy": policy, "seeds": int(finite.size), "median": finite.median() if finite.size else np.nan,
+               "min": finite.min() if finite.size else np.nan, "max": finite.max() if finite.size else np.nan,
+               "q25": finite.quantile(0.25) if finite.size else np.nan,
+               "q75": finite.quantile(0.75) if finite.size else np.nan,
+               "vs": "", "median_diff": np.nan, "wins": np.nan, "ties": np.nan, "losses": np.nan}
+        if policy != baseline and not base.empty:
+            diff = (mine - base).dropna()  # aligned on seed: the same network and start for both
+            if diff.size:
+                row.update(vs=baseline, median_diff=float(diff.median()), wins=int((diff >= TIE_R2).sum()),
+                           ties=int((diff.abs() < TIE_R2).sum()), losses=int((diff <= -TIE_R2).sum()))
+        rows.append(row)
+    return rows
+
+
+def common_budget(part: pd.DataFrame) -> float:
+    """The smallest total compute of the runs in ``part``: a budget every one of them spent."""
+    return float(part.groupby("run")["compute"].max().min())
+
+
+def equal_compute(table: pd.DataFrame, fractions=EQUAL_COMPUTE_FRACTIONS,
+                  baseline: str = BASELINE_POLICY) -> pd.DataFrame:
+    """The policies compared at equal compute, per benchmark and mode: at each fraction of the
+    common budget (:func:`common_budget`), the best each run reached within it (:func:`best_within`),
+    median and spread over seeds per policy, paired by seed with ``baseline``.
+
+    Equal iterations are not equal cost when a policy chooses its step budget (rule 6b doubles
+    it); this is the comparison that separates "searched better" from "trained longer".
+    """
+    rows = []
+    for (bench, mode), part in table.groupby(["benchmark", "mode"], sort=False):
+        common = common_budget(part)
+        for fraction in fractions:
+            budget = round(common * fraction)
+            values = [{"policy": policy, "seed": seed, "value": float(best_within(run, [budget])[0])}
+                      for (policy, seed), run in part.groupby(["policy", "seed"], sort=False)]
+            for row in paired_rows(pd.DataFrame(values), baseline):
+                rows.append({"benchmark": bench, "mode": mode, "axis": "compute", "x": budget, "fraction": fraction,
+                             **row, "compute_median": budget})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def by_iteration(table: pd.DataFrame, baseline: str = BASELINE_POLICY) -> pd.DataFrame:
+    """Best-so-far at every iteration per benchmark, mode and policy (median, spread, paired by
+    seed), with the median compute the runs had spent by then."""
+    rows = []
+    for (bench, mode, it), part in table.groupby(["benchmark", "mode", "iteration"], sort=False):
+        values = part.rename(columns={"best_so_far": "value"})[["policy", "seed", "value"]]
+        spent = part.groupby("policy")["compute"].median()
+        for row in paired_rows(values, baseline):
+            rows.append({"benchmark": bench, "mode": mode, "axis": "iteration", "x": int(it), "fraction": np.nan,
+                         **row, "compute_median": float(spent[row["policy"]])})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
 def summarize_study(table: pd.DataFrame) -> pd.DataFrame:
-    """Median, min, max and quartiles over seeds of the best-so-far at every iteration, per benchmark and policy."""
-    columns = ["benchmark", "policy", "iteration", "median", "min", "max", "seeds", "q25", "q75"]
+    """study_summary.tsv: best-so-far against iteration and the comparison at equal compute."""
     if table.empty:  # no run finished yet: the tables and figure say so rather than fail
-        return pd.DataFrame(columns=columns)
-    grouped = table.groupby(["benchmark", "policy", "iteration"])["best_so_far"]
-    out = grouped.agg(median="median", min="min", max="max", seeds="count").reset_index()
-    quartiles = grouped.quantile([0.25, 0.75]).unstack()
-    out["q25"], out["q75"] = quartiles[0.25].to_numpy(), quartiles[0.75].to_numpy()
-    return out
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    out = pd.concat([by_iteration(table), equal_compute(table)], ignore_index=True)
+    return out.sort_values(["benchmark", "mode", "axis", "x"], kind="stable", ignore_index=True)
 
 
 def _fmt(value: float) -> str:
     return "" if value is None or not np.isfinite(value) else f"{value:.4f}"
 
 
+def _cell(row: pd.Series) -> str:
+    if not np.isfinite(row["median"]):
+        return "no node yet"
+    return f"{_fmt(row['median'])} [{_fmt(row['min'])} - {_fmt(row['max'])}]"
+
+
+def _paired_cell(row: pd.Series) -> str:
+    if not row["vs"] or not np.isfinite(row["median_diff"]):
+        return ""
+    return f"{row['median_diff']:+.4f} ({int(row['wins'])}/{int(row['ties'])}/{int(row['losses'])})"
+
+
+def _shown(spec: StudySpec, part: pd.DataFrame) -> list[str]:
+    return [p for p in spec.policies if (part["policy"] == p).any()]
+
+
+def _iteration_lines(spec: StudySpec, bench: Benchmark, part: pd.DataFrame) -> list[str]:
+    rounds = list(range(bench.slots, bench.n_iter + 1, bench.slots))
+    rows = part[part["axis"] == "iteration"]
+    lines = ["At equal iterations: best connectivity_R2 so far, median over seeds [min - max], at each "
+             "round's end; below it the median compute spent by then (steps x horizon).", "",
+             "| policy | seeds | " + " | ".join(f"iteration {i}" for i in rounds) + " |",
+             "|---|---|" + "---|" * len(rounds)]
+    spent = []
+    for policy in _shown(spec, rows):
+        mine = rows[rows["policy"] == policy].set_index("x")
+        cells = [_cell(mine.loc[i]) if i in mine.index else "" for i in rounds]
+        lines.append(f"| {policy} | {int(mine['seeds'].max())} | " + " | ".join(cells) + " |")
+        spent.append(f"| {policy} compute | | " + " | ".join(
+            f"{mine.at[i, 'compute_median']:.0f}" if i in mine.index else "" for i in rounds) + " |")
+    return lines + spent + [""]
+
+
+def _compute_lines(spec: StudySpec, part: pd.DataFrame) -> list[str]:
+    rows = part[part["axis"] == "compute"]
+    if rows.empty:
+        return []
+    budgets = sorted(set(zip(rows["fraction"], rows["x"])))
+    lines = ["At equal compute: the best connectivity_R2 each run reached within the same spent "
+             "budget (steps x horizon; 100% = the smallest total of the runs), median over seeds "
+             "[min - max]; paired by seed with " + f"{BASELINE_POLICY}: median difference (wins/ties/losses, "
+             f"|difference| < {TIE_R2} a tie).", "",
+             "| policy | seeds | " + " | ".join(f"{f:.0%} ({int(b)})" for f, b in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    paired = []
+    for policy in _shown(spec, rows):
+        mine = rows[rows["policy"] == policy].set_index("fraction")
+        lines.append(f"| {policy} | {int(mine['seeds'].max())} | " + " | ".join(
+            _cell(mine.loc[f]) if f in mine.index else "" for f, _ in budgets) + " |")
+        if (mine["vs"] != "").any():
+            paired.append(f"| {policy} - {BASELINE_POLICY} | | " + " | ".join(
+                _paired_cell(mine.loc[f]) if f in mine.index else "" for f, _ in budgets) + " |")
+    return lines + paired + [""]
+
+
+def _seed_lines(spec: StudySpec, bench: Benchmark, rows: pd.DataFrame) -> list[str]:
+    shown = _shown(spec, rows)
+    common = common_budget(rows) if not rows.empty else np.nan
+    budget = f"{common:.0f}" if np.isfinite(common) else "-"
+    lines = ["Per seed: the network's regime and each policy's best node (its test_R2 and row "
+             f"subspace R2 when W is low-rank), and its best within the common budget ({budget} steps x horizon).", "",
+             "| seed | spectral radius | eff. rank 99% | " + " | ".join(
+                 f"{p} best R2 | {p} test_R2 | {p} row subspace R2 | {p} at common budget" for p in shown) + " |",
+             "|---|---|---|" + "---|---|---|---|" * len(shown)]
+    for seed in bench.seeds:
+        seed_rows = rows[rows["seed"] == seed]
+        if seed_rows.empty:
+            continue
+        cells = [_fmt(seed_rows["spectral_radius"].iloc[0]), str(seed_rows["effective_rank_99"].iloc[0])]
+        for policy in shown:
+            runs = seed_rows[seed_rows["policy"] == policy]
+            if runs.empty or runs["connectivity_R2"].isna().all():
+                cells += ["", "", "", ""]
+                continue
+            best = runs.loc[runs["connectivity_R2"].idxmax()]
+            cells += [_fmt(best["connectivity_R2"]), _fmt(best["test_R2"]), _fmt(best["W_row_subspace_R2"]),
+                      _fmt(best_within(runs, [common])[0])]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _budget_note(bench: Benchmark, mode: str) -> str:
+    if bench.budget is None:
+        return ""
+    if bench.budget.steps is not None:
+        dal, steps = step_budget(bench)
+        what = f"{steps} optimizer steps per iteration (data_augmentation_loop {dal})"
+    elif bench.budget.training_time_target_min is not None:
+        what = f"{bench.budget.training_time_target_min} training minutes per iteration"
+    else:
+        what = "the experiment's own step budget per iteration"
+    held = ("every node is held to it: a decision's change of the step budget is neutralised "
+            "(proposal.json: step_budget_neutralised)" if mode == "fixed"
+            else "the root starts at it; policies may change the step budget")
+    return f"Budget: {what}; {held}."
+
+
+def _last(part: pd.DataFrame, axis: str, policy: str) -> Optional[pd.Series]:
+    rows = part[(part["axis"] == axis) & (part["policy"] == policy)]
+    return None if rows.empty else rows.loc[rows["x"].idxmax()]
+
+
+def _modes_lines(spec: StudySpec, bench: Benchmark, summary: pd.DataFrame) -> list[str]:
+    """Both modes of one benchmark side by side: the last iteration and the common budget."""
+    modes = bench.run_modes
+    if len(modes) < 2:
+        return []
+    parts = {m: summary[(summary["benchmark"] == bench.name) & (summary["mode"] == m)] for m in modes}
+    head = " | ".join(f"{m}: iteration {bench.n_iter} | {m}: at its common budget" for m in modes)
+    lines = [f"## {bench.name}: the modes side by side", "",
+             "Best connectivity_R2, median over seeds (paired with " + f"{BASELINE_POLICY}: median difference, "
+             "wins/ties/losses).", "", f"| policy | {head} |", "|---|" + "---|---|" * len(modes)]
+    for policy in spec.policies:
+        cells = []
+        for m in modes:
+            for axis in ("iteration", "compute"):
+                row = _last(parts[m], axis, policy)
+                paired = _paired_cell(row) if row is not None else ""
+                cells.append("" if row is None else f"{_fmt(row['median'])}" + (f" ({paired})" if paired else ""))
+        if any(cells):
+            lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def report_markdown(spec: StudySpec, table: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """study.md: per benchmark, the median best-so-far per policy at every round end (with the
-    spread over seeds), and one row per seed with its network's regime and each policy's best."""
-    lines = [f"# Study `{spec.name}`", "",
-             "Best connectivity_R2 so far, median over seeds [min - max], at each round's end.", ""]
-    for bench in spec.benchmarks:
-        part = summary[summary["benchmark"] == bench.name]
-        rounds = list(range(bench.slots, bench.n_iter + 1, bench.slots))
+    """study.md: per benchmark and mode, the policies at equal iterations and at equal compute,
+    one row per seed with its network's regime and each policy's best; the modes side by side."""
+    lines = [f"# Study `{spec.name}`", ""]
+    for bench, mode in study_cases(spec):
+        part = summary[(summary["benchmark"] == bench.name) & (summary["mode"] == mode)]
+        rows = table[(table["benchmark"] == bench.name) & (table["mode"] == mode)]
         ceiling = f"; grid ceiling {bench.ceiling:.4f}" if bench.ceiling is not None else ""
-        lines += [f"## {bench.name} (time_step {bench.time_step}, {bench.n_iter} iterations, "
-                  f"{bench.slots} per round{ceiling})", "",
-                  "| policy | seeds | " + " | ".join(f"iteration {i}" for i in rounds) + " |",
-                  "|---|---|" + "---|" * len(rounds)]
-        for policy in spec.policies:
-            rows = part[part["policy"] == policy].set_index("iteration")
-            if rows.empty:
-                continue
-            cells = [f"{_fmt(rows.at[i, 'median'])} [{_fmt(rows.at[i, 'min'])} - {_fmt(rows.at[i, 'max'])}]"
-                     if i in rows.index else "" for i in rounds]
-            lines.append(f"| {policy} | {int(rows['seeds'].max())} | " + " | ".join(cells) + " |")
-        lines += ["", "Per seed: the network's regime and each policy's best node (its test_R2 and row "
-                  "subspace R2 when W is low-rank).", "",
-                  "| seed | spectral radius | eff. rank 99% | " + " | ".join(
-                      f"{p} best R2 | {p} test_R2 | {p} row subspace R2" for p in spec.policies
-                      if (table["policy"] == p).any()) + " |"]
-        shown = [p for p in spec.policies if (table["policy"] == p).any()]
-        lines.append("|---|---|---|" + "---|---|---|" * len(shown))
-        bench_rows = table[table["benchmark"] == bench.name]
-        for seed in bench.seeds:
-            seed_rows = bench_rows[bench_rows["seed"] == seed]
-            if seed_rows.empty:
-                continue
-            cells = [_fmt(seed_rows["spectral_radius"].iloc[0]), str(seed_rows["effective_rank_99"].iloc[0])]
-            for policy in shown:
-                runs = seed_rows[seed_rows["policy"] == policy]
-                if runs.empty or runs["connectivity_R2"].isna().all():
-                    cells += ["", "", ""]
-                    continue
-                best = runs.loc[runs["connectivity_R2"].idxmax()]
-                cells += [_fmt(best["connectivity_R2"]), _fmt(best["test_R2"]), _fmt(best["W_row_subspace_R2"])]
-            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"## {case_title(bench, mode)} (time_step {bench.time_step}, {bench.n_iter} iterations, "
+                  f"{bench.slots} per round{ceiling})", ""]
+        note = _budget_note(bench, mode)
+        lines += [note, ""] if note else []
+        lines += _iteration_lines(spec, bench, part) + _compute_lines(spec, part) + _seed_lines(spec, bench, rows)
+    for bench in spec.benchmarks:
+        lines += _modes_lines(spec, bench, summary)
     return "\n".join(lines)
 
 
-def draw_figure(spec: StudySpec, summary: pd.DataFrame, path: Path) -> None:
-    """Best-so-far connectivity_R2 against iteration: median line, interquartile band (min-max
-    would span the whole axis when a few seeds fail), ceiling dashed."""
+def _compute_curve(rows: pd.DataFrame, n_levels: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Budget levels up to the smallest total of ``rows``' runs, and the median / quartiles over
+    runs of the best within each."""
+    top = common_budget(rows)
+    levels = np.linspace(0, top, n_levels + 1)[1:]
+    best = np.array([best_within(run, levels) for _, run in rows.groupby("run")])
+    with warnings.catch_warnings():  # levels below every run's first node: NaN, said by the gap
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (levels, np.nanmedian(best, axis=0), np.nanquantile(best, 0.25, axis=0),
+                np.nanquantile(best, 0.75, axis=0))
+
+
+def draw_figure(spec: StudySpec, table: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+    """Best-so-far connectivity_R2 against iteration (top row) and against compute spent (steps x
+    horizon, bottom row): median line, interquartile band (min-max would span the whole axis when
+    a few seeds fail), the common budget of the equal-compute table dotted, ceiling dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    benches = spec.benchmarks
-    fig, axes = plt.subplots(1, len(benches), figsize=(5.2 * len(benches), 4), squeeze=False)
-    for ax, bench in zip(axes[0], benches):
-        part = summary[summary["benchmark"] == bench.name]
+    cases = study_cases(spec)
+    fig, axes = plt.subplots(2, len(cases), figsize=(5.2 * len(cases), 8), squeeze=False)
+    for column, (bench, mode) in enumerate(cases):
+        top, bottom = axes[0][column], axes[1][column]
+        part = summary[(summary["benchmark"] == bench.name) & (summary["mode"] == mode) & (summary["axis"] == "iteration")]
+        rows = table[(table["benchmark"] == bench.name) & (table["mode"] == mode)]
         for policy in spec.policies:
-            rows = part[part["policy"] == policy]
-            if rows.empty:
+            mine = part[part["policy"] == policy]
+            if mine.empty:
                 continue
-            line, = ax.plot(rows["iteration"], rows["median"], marker="o", label=f"{policy} (median, quartiles of {rows['seeds'].max()})")
-            ax.fill_between(rows["iteration"], rows["q25"], rows["q75"], color=line.get_color(), alpha=0.2)
-        if bench.ceiling is not None:
-            ax.axhline(bench.ceiling, color="black", linestyle="--", linewidth=1, label=f"grid ceiling {bench.ceiling:.4f}")
-        ax.set_title(f"{bench.name} (time_step {bench.time_step})")
-        ax.set_xlabel("iteration")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("best connectivity_R2 so far")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower right")
-        else:
-            ax.text(0.5, 0.5, "no finished run yet", ha="center", va="center", transform=ax.transAxes)
+            line, = top.plot(mine["x"], mine["median"], marker="o", label=f"{policy} (median, quartiles of {mine['seeds'].max()})")
+            top.fill_between(mine["x"], mine["q25"], mine["q75"], color=line.get_color(), alpha=0.2)
+            levels, median, q25, q75 = _compute_curve(rows[rows["policy"] == policy])
+            bottom.plot(levels, median, color=line.get_color(), label=policy, drawstyle="steps-post")
+            bottom.fill_between(levels, q25, q75, color=line.get_color(), alpha=0.2, step="post")
+        if not rows.empty:
+            bottom.axvline(common_budget(rows), color="grey", linestyle=":", linewidth=1, label="common budget")
+        for ax in (top, bottom):
+            if bench.ceiling is not None:
+                ax.axhline(bench.ceiling, color="black", linestyle="--", linewidth=1, label=f"grid ceiling {bench.ceiling:.4f}")
+            ax.set_ylabel("best connectivity_R2 so far")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8, loc="lower right")
+            else:
+                ax.text(0.5, 0.5, "no finished run yet", ha="center", va="center", transform=ax.transAxes)
+        top.set_title(f"{case_title(bench, mode)} (time_step {bench.time_step})")
+        top.set_xlabel("iteration")
+        top.xaxis.get_major_locator().set_params(integer=True)
+        bottom.set_xlabel("compute spent (optimizer steps x horizon)")
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -378,7 +716,7 @@ def run_study(spec_path: str | Path, results_dir: str | Path = "results",
     atomic_write_text(folder / STUDY_TABLE, table.to_csv(sep="\t", index=False))
     summary = summarize_study(table)
     atomic_write_text(folder / STUDY_SUMMARY, summary.to_csv(sep="\t", index=False))
-    draw_figure(spec, summary, folder / STUDY_FIGURE)
+    draw_figure(spec, table, summary, folder / STUDY_FIGURE)
     atomic_write_text(folder / STUDY_REPORT, report_markdown(spec, table, summary))
     return folder, failed
 

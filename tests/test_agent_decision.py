@@ -1,6 +1,7 @@
 """Decision validation (every refusal names its field), the fallback chain, child config/code."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import pytest
@@ -276,3 +277,73 @@ def test_parameter_table_matches_the_seed_ranges():
     assert (ALLOWED_PARAMETERS["coeff_W_L1"].low, ALLOWED_PARAMETERS["coeff_W_L1"].high) == (1e-6, 1e-4)
     assert ALLOWED_PARAMETERS["noise_recurrent_level"].high == 0.1
     assert (ALLOWED_PARAMETERS["data_augmentation_loop"].low, ALLOWED_PARAMETERS["data_augmentation_loop"].high) == (1, 25)
+
+
+# ----------------------------------------------------------------------------- fixed step budget (study)
+
+def _fixed_base(**training):
+    data = tiny_config_dict(**{"claude.fixed_step_budget": True, "claude.data_augmentation_loop": 2,
+                               "claude.n_epochs": 1})
+    data["training"].update(training)
+    return parse_config(data)
+
+
+@pytest.mark.parametrize("mutation", [
+    {"parameter": "data_augmentation_loop", "old": 2, "new": 4},
+    {"parameter": "n_epochs", "old": 1, "new": 3},
+    {"parameter": "lr", "old": 1e-3, "new": 1e-4, "data_augmentation_loop": 8},  # the ride-along too
+])
+def test_fixed_budget_mode_neutralises_a_change_of_the_step_budget_and_records_it(mutation):
+    ctx = mid_block_ctx()
+    decision = validate_decision(make(2, mutation=mutation), ctx)
+    plan = build_child(decision, ctx, parent_cfg=_cfg(), parent_code=TRAIN_LOOP, base_cfg=_fixed_base(),
+                       next_time_step=None, child_id=6, child_dir="iter_006", policy_label="anthropic")
+    assert (plan.config.training.data_augmentation_loop, plan.config.training.n_epochs) == (2, 1)
+    asked = {k: v for k, v in plan.proposal["step_budget_neutralised"].items()}
+    name = "data_augmentation_loop" if mutation["parameter"] in ("data_augmentation_loop", "lr") else "n_epochs"
+    assert asked == {name: {"asked": mutation.get("data_augmentation_loop", mutation["new"]), "kept": 2 if name != "n_epochs" else 1}}
+    assert plan.proposal["mutation"]["parameter"] == ("learning_rate_start" if mutation["parameter"] == "lr"
+                                                      else mutation["parameter"])  # what was asked stays on record
+    if mutation["parameter"] == "lr":
+        assert plan.config.training.learning_rate_start == 1e-4  # the other lever is kept
+    # the same decision outside the fixed-budget mode changes the step budget
+    free = build_child(decision, ctx, parent_cfg=_cfg(), parent_code=TRAIN_LOOP, base_cfg=_cfg(),
+                       next_time_step=None, child_id=6, child_dir="iter_006", policy_label="anthropic")
+    assert "step_budget_neutralised" not in free.proposal
+    assert (free.config.training.data_augmentation_loop, free.config.training.n_epochs) != (2, 1)
+
+
+def test_with_a_time_target_the_fixed_mode_holds_data_augmentation_loop_only():
+    ctx = mid_block_ctx()
+    base = _fixed_base(training_time_target_min=0.5)
+    epochs = build_child(validate_decision(make(2, mutation={"parameter": "n_epochs", "old": 1, "new": 2}), ctx), ctx,
+                         parent_cfg=_cfg(training_time_target_min=0.5), parent_code=TRAIN_LOOP, base_cfg=base,
+                         next_time_step=None, child_id=6, child_dir="iter_006", policy_label="heuristic")
+    assert epochs.config.training.n_epochs == 2 and "step_budget_neutralised" not in epochs.proposal
+
+
+def test_the_heuristic_does_not_double_the_step_budget_in_fixed_budget_mode():
+    lr = {"parameter": "learning_rate_W_start", "old": 1e-3, "new": 2e-3}
+    nodes = [node(1, None, 0.79, training={"data_augmentation_loop": 2}),
+             node(2, 1, 0.81, training={"data_augmentation_loop": 2}, mutation=lr)]
+    free = context(nodes, n_iter_block=8)
+    assert HeuristicPolicy({"seed": 0}).decide(free).config_mutation.parameter == "data_augmentation_loop"
+    fixed = dataclasses.replace(free, base_config=_fixed_base().to_dict())
+    for seed in range(10):
+        mutation = HeuristicPolicy({"seed": seed}).decide(fixed).config_mutation
+        assert mutation is None or mutation.parameter not in ("data_augmentation_loop", "n_epochs")
+
+
+def test_the_warm_up_is_held_only_where_it_changes_steps_x_horizon():
+    ctx = mid_block_ctx()
+    base = parse_config(tiny_config_dict(**{"claude.fixed_step_budget": True, "claude.n_epochs": 2, "training.n_epochs": 2}))
+    decision = validate_decision(make(2, mutation={"parameter": "recurrent_training_start_epoch", "old": 0, "new": 1}),
+                                 dataclasses.replace(ctx, nodes=[dataclasses.replace(n, config={
+                                     **n.config, "training": {**n.config["training"], "n_epochs": 2}}) for n in ctx.nodes]))
+    at_1 = build_child(decision, ctx, parent_cfg=_cfg(n_epochs=2), parent_code=TRAIN_LOOP, base_cfg=base,
+                       next_time_step=None, child_id=6, child_dir="iter_006", policy_label="random")
+    assert at_1.config.training.recurrent_training_start_epoch == 1 and "step_budget_neutralised" not in at_1.proposal
+    at_4 = build_child(decision, ctx, parent_cfg=_cfg(n_epochs=2, time_step=4), parent_code=TRAIN_LOOP, base_cfg=base,
+                       next_time_step=None, child_id=6, child_dir="iter_006", policy_label="random")
+    assert at_4.config.training.recurrent_training_start_epoch == 0
+    assert at_4.proposal["step_budget_neutralised"] == {"recurrent_training_start_epoch": {"asked": 1, "kept": 0}}

@@ -52,7 +52,8 @@ def test_seed_config_is_the_full_scale_recurrent_experiment():
     assert tr.recurrent_training and tr.time_step in ALLOWED_TIME_STEPS
     assert 0 <= tr.coeff_W_L1 <= 1e-5
     assert (cfg.graph_model.embedding_dim, cfg.graph_model.hidden_dim, cfg.graph_model.n_layers) == (2, 64, 3)
-    assert cfg.claude.model_dump() == {"n_epochs": 1, "data_augmentation_loop": 15, "n_iter_block": 8, "ucb_c": 1.414}
+    assert cfg.claude.model_dump() == {"n_epochs": 1, "data_augmentation_loop": 15, "n_iter_block": 8, "ucb_c": 1.414,
+                                      "fixed_step_budget": False}
 
 
 def test_demo_config_is_a_small_network_that_trains_in_minutes():
@@ -105,12 +106,12 @@ def test_unknown_key_is_refused_with_the_allowed_keys(tmp_path):
     assert "allowed keys:" in message and "learning_rate_W_start" in message and "time_step" in message
 
 
-def test_unknown_section_and_keys_outside_the_claude_four_are_refused(tmp_path):
+def test_unknown_section_and_keys_outside_the_claude_section_are_refused(tmp_path):
     data = {**tiny_config_dict(), "trainer": {}}
     with pytest.raises(ConfigError, match=r"trainer: unknown key in top level; allowed keys: analysis, claude"):
         load_config(_write(tmp_path / "section.yaml", data))
     message = _refused(tmp_path, **{"claude.time_step": 4})
-    assert "claude.time_step: unknown key in claude; allowed keys: data_augmentation_loop, n_epochs, n_iter_block, ucb_c" in message
+    assert "claude.time_step: unknown key in claude; allowed keys: data_augmentation_loop, fixed_step_budget, n_epochs, n_iter_block, ucb_c" in message
 
 
 @pytest.mark.parametrize("field, value, expected", [

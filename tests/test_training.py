@@ -238,6 +238,18 @@ def test_cli_writes_the_run_folder_and_a_rerun_is_a_no_op(tiny_dataset, tmp_path
     assert _record(run)["iterations"] == 5 and "max-steps 5" in _record(run)["reason"]
 
 
+def test_the_record_counts_steps_x_horizon_with_a_single_step_warm_up(tiny_dataset, tmp_path):
+    """horizon_steps (the policy study's compute) sums each step's horizon: 1 in the warm-up
+    epoch, time_step after it."""
+    _, data_dir = tiny_dataset
+    cfg = _cfg(**{"training.n_epochs": 2, "training.recurrent_training_start_epoch": 1, "training.time_step": 4,
+                  "training.data_augmentation_loop": 1})
+    record = Trainer(cfg, data_dir, tmp_path / "run").run()
+    per_epoch = iterations_per_epoch(cfg.simulation.n_frames, 1, 8)
+    assert record["iterations"] == 2 * per_epoch and record["horizon"] == 4
+    assert record["horizon_steps"] == per_epoch * 1 + per_epoch * 4
+
+
 def test_max_steps_caps_the_optimizer_steps(tiny_dataset, tmp_path):
     cfg, data_dir = tiny_dataset
     record = Trainer(cfg, data_dir, tmp_path / "run", max_steps=7).run()

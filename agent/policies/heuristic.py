@@ -14,10 +14,13 @@ Strategy, first matching rule (tree state = the current block's nodes in iterati
 4. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
 5. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
 6. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
-6b. step budget: no time target, and either the block's best node is below R2 0.9 and no node
-   of the block changed data_augmentation_loop yet, or the best node was made by a doubling of
-   it that gained >= 0.01 -> the best node doubles data_augmentation_loop (the optimizer
-   steps per epoch), up to its range (details below);
+6b. step budget: no time target and no fixed-budget mode, and either the block's best node is
+   below R2 0.9, no node of the block changed data_augmentation_loop yet, its W row-subspace R2
+   (low-rank W) is not stuck below 0.45 and no Established Principle says more steps did not
+   pay, or the best node (or the node it re-ran) was made by a doubling that gained >= 0.01
+   through its re-run -> the best node doubles data_augmentation_loop (the optimizer steps per
+   epoch), up to its range; a doubling that gained and has no re-run yet is re-run first
+   (robustness-test). The continuation (a doubling that pays) goes before rule 6 (details below);
 7. recombine: 2+ nodes with R2 > 0.9 on different branches (neither an ancestor of the
    other) -> the best one takes one differing parameter value of the other;
 8. forced-branch: every node converged and branching < 10% -> a node from the bottom half of
@@ -43,9 +46,13 @@ Step budget (rule 6b, :func:`_step_budget`): an under-trained W is the commonest
 block sits below 0.9 (bench_hard, docs/benchmarks.md: 0.79 at data_augmentation_loop 2, 0.9985
 at 11, learning rates alone reach 0.94), and no stepped parameter adds optimizer steps. The rule
 tries one doubling per block and keeps doubling while a doubling pays, so it stops once more
-steps stop helping. It draws no
+steps stop helping. A doubling's gain is read through a re-run of the doubled node with another
+seed (the smaller R2 of the two), so a lucky seed does not buy the next doubling, and a re-run
+that became the best node no longer hides the doubling it repeats. It draws no
 random number and never fires in a block that converges without it (the demo). With
-training_time_target_min the time target sets data_augmentation_loop and the rule stays off.
+training_time_target_min the time target sets data_augmentation_loop and the rule stays off;
+so does the fixed-budget mode of the policy study (claude.fixed_step_budget). Each doubling
+doubles an iteration's cost: docs/study.md compares the policies at equal compute too.
 
 Levers (rule 3b, :func:`_lever`): the training settings the reference's low-rank exploration
 found decisive are not among the stepped :data:`SEARCH_PARAMETERS`; they get their own rule,
@@ -65,7 +72,8 @@ from typing import Any, Mapping, Optional
 
 from agent.context import DecisionContext
 from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, EDGE_DIFF_REFERENCE_DEFAULT, CodeModification,
-                            ConfigMutation, ContradictedPrinciple, Decision, LogEntry, MemoryUpdate, ParameterRule)
+                            ConfigMutation, ContradictedPrinciple, Decision, LogEntry, MemoryUpdate, ParameterRule,
+                            locked_step_budget)
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, fmt, node_folder, reward
 from neuralgraph.layout import LOOP_FILE
@@ -83,8 +91,17 @@ SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_r
 LEVER_PARAMETERS = ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
 #: The step budget of rule 6b: optimizer steps per epoch are proportional to it.
 STEP_BUDGET_PARAMETER = "data_augmentation_loop"
-#: Rule 6b doubles the step budget again only while the last doubling gained at least this much R2.
+#: Rule 6b doubles the step budget again only while the last doubling gained at least this much R2,
+#: read through a re-run of the doubled node with another seed (the smaller of the two R2).
 STEP_BUDGET_GAIN = 0.01
+#: The subspace diagnostic (metrics.json, low-rank W only): a best node whose learned W's row
+#: subspace R2 is below this is the reference's "irredeemable" signature (stuck near 0.42 while
+#: connectivity_R2 stays ~0.33; science.md section 8); in our bench_lowrank study the seeds that
+#: stayed low had 0.22-0.42, the ones that recovered W 0.65-0.98. Rule 6b buys no first doubling there.
+SUBSPACE_STUCK = 0.45
+#: Words that, in an Established Principle naming the step budget, say more steps did not pay:
+#: rule 6b then buys no first doubling (the memory's principles outlive a block).
+NO_GAIN_WORDS = ("no gain", "did not help", "does not help", "no improvement", "not pay", "hurt", "worse")
 #: A block has plateaued when its best R2 did not improve over this many last nodes ...
 PLATEAU_WINDOW = 3
 #: ... or when this many of those nodes failed (R2 < PARTIAL).
@@ -260,8 +277,8 @@ def _plan(ctx: DecisionContext, rng: random.Random, code: Optional["_CodeView"] 
         plan = _lever(ctx, chain, best)
     if plan is not None:
         return plan
-    for rule in (_failure_probe, _switch_dimension, _boundary_skip, _step_budget, _recombine_rule, _forced_branch,
-                 _explore):
+    for rule in (_failure_probe, _switch_dimension, _step_budget_paying, _boundary_skip, _step_budget, _recombine_rule,
+                 _forced_branch, _explore):
         plan = rule(ctx, chain, scores, top, best, current, rng)
         if plan is not None:
             return plan
@@ -357,29 +374,93 @@ def _code_modification(ctx, chain, scores, best, rng, code: _CodeView) -> Option
     return None
 
 
-def _step_budget(ctx, chain, scores, top, best, current, rng) -> Optional[_Plan]:
-    """Rule 6b: double the best node's optimizer steps while it is under-trained (module docstring)."""
+def _reruns(node: NodeRecord, ctx: DecisionContext) -> list[NodeRecord]:
+    """The robustness re-runs of ``node`` (same config, training.seed + 1) in its block."""
+    return [n for n in ctx.block_nodes if n.parent == node.id and (n.mutation or {}).get("parameter") == "seed"]
+
+
+def _rerun_source(node: NodeRecord, ctx: DecisionContext) -> NodeRecord:
+    """The node a re-run repeats (``node`` itself when it is not a re-run)."""
+    if (node.mutation or {}).get("parameter") == "seed" and node.parent is not None:
+        return ctx.node(node.parent) or node
+    return node
+
+
+def _doubling_gain(made: NodeRecord, ctx: DecisionContext) -> tuple[Optional[float], Optional[NodeRecord]]:
+    """(gain, re-run) of a node made by a step-budget mutation: its R2 over its parent's, read
+    through its re-run when there is one (the smaller R2 of the two: a lucky seed is not a
+    gain); (None, None) when ``made`` was not made by one."""
+    if (made.mutation or {}).get("parameter") != STEP_BUDGET_PARAMETER or made.parent is None:
+        return None, None
+    parent = ctx.node(made.parent)
+    if parent is None:
+        return None, None
+    reruns = _reruns(made, ctx)
+    worst = min([reward(made)] + [reward(n) for n in reruns])
+    return worst - reward(parent), (reruns[0] if reruns else None)
+
+
+def _subspace_stuck(node: NodeRecord) -> Optional[float]:
+    """The node's W row-subspace R2 when it is below SUBSPACE_STUCK (else None)."""
+    value = node.metrics.get("W_row_subspace_R2")
+    if isinstance(value, (int, float)) and math.isfinite(value) and value < SUBSPACE_STUCK:
+        return float(value)
+    return None
+
+
+def _steps_refuted(ctx: DecisionContext) -> Optional[str]:
+    """An Established Principle of the memory saying more steps did not pay (LLM text is data:
+    only matched against fixed words, never executed or echoed beyond 80 characters)."""
+    if not ctx.working_memory.strip():
+        return None
+    from agent.memory import parse_memory
+
+    for principle in parse_memory(ctx.working_memory).principles:
+        text = principle.lower()
+        if (STEP_BUDGET_PARAMETER in text or "step budget" in text) and any(w in text for w in NO_GAIN_WORDS):
+            return principle.lstrip("- ").strip()[:80]
+    return None
+
+
+def _step_budget(ctx, chain, scores, top, best, current, rng, paying_only: bool = False) -> Optional[_Plan]:
+    """Rule 6b: double the best node's optimizer steps while it is under-trained (module docstring).
+
+    A doubling's gain is believed only through a re-run with another seed: a doubling that
+    gained is re-run first, then doubled again while the smaller of the two R2 keeps the gain.
+    ``paying_only``: only that continuation (it goes before rule 6's boundary-skip, so three
+    partial results do not end a doubling that pays).
+    """
     if best is None:
         return None
     training = _training(best)
-    if training.get("training_time_target_min"):
+    if training.get("training_time_target_min") or STEP_BUDGET_PARAMETER in locked_step_budget(ctx.base_config):
+        return None  # the time target or the fixed-budget mode sets the step budget
+    made = _rerun_source(best, ctx)
+    gain, rerun = _doubling_gain(made, ctx)
+    if gain is not None and gain >= STEP_BUDGET_GAIN and rerun is None:
+        return _Plan("robustness-test", made.id, f"step budget: the doubling that made node {made.id} gained "
+                     f"{gain:+.3f}; re-run it with another seed before believing the gain")
+    paying = gain is not None and gain >= STEP_BUDGET_GAIN
+    if paying_only and not paying:
         return None
-    mutation = best.mutation or {}
-    parent = ctx.node(best.parent) if best.parent is not None else None
-    gain = reward(best) - reward(parent) if parent is not None else 0.0
-    paying = mutation.get("parameter") == STEP_BUDGET_PARAMETER and gain >= STEP_BUDGET_GAIN
     tried = any((n.mutation or {}).get("parameter") == STEP_BUDGET_PARAMETER for n in chain)
     if not paying and (reward(best) >= SUCCESS or tried):
         return None
+    if not paying and (_subspace_stuck(best) is not None or _steps_refuted(ctx)):
+        return None  # the diagnostic or the memory says more steps will not lift this block
     rule = ALLOWED_PARAMETERS[STEP_BUDGET_PARAMETER]
     old = int(training.get(STEP_BUDGET_PARAMETER) or 1)
     new = min(int(rule.high), 2 * old)
     if new == old or not _is_new(training, STEP_BUDGET_PARAMETER, new, _tried(ctx)):
         return None
-    why = (f"the last doubling gained {gain:+.3f}" if paying
+    why = (f"the last doubling gained {gain:+.3f} through its re-run (node {rerun.id})" if paying
            else f"best connectivity_R2 {reward(best):.3f} < {SUCCESS}: under-trained?")
     return _Plan("exploit", best.id, f"step budget: {why} {STEP_BUDGET_PARAMETER} {old} -> {new} on best node {best.id}",
                  ConfigMutation(parameter=STEP_BUDGET_PARAMETER, old=old, new=new))
+
+
+def _step_budget_paying(ctx, chain, scores, top, best, current, rng) -> Optional[_Plan]:
+    return _step_budget(ctx, chain, scores, top, best, current, rng, paying_only=True)
 
 
 def lever_mutations(training: dict[str, Any], time_target: bool) -> list[ConfigMutation]:
@@ -406,7 +487,8 @@ def _lever(ctx: DecisionContext, chain: list[NodeRecord], best: Optional[NodeRec
         return None
     training = _training(best)
     time_target = bool(training.get("training_time_target_min"))
-    used = {(n.mutation or {}).get("parameter") for n in chain}
+    locked = locked_step_budget(ctx.base_config)
+    used = {(n.mutation or {}).get("parameter") for n in chain} | set(locked)
     tried = _tried(ctx)
     for mutation in lever_mutations(training, time_target):
         if mutation.parameter in used or not _is_new(training, mutation.parameter, mutation.new, tried):

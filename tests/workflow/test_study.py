@@ -6,6 +6,7 @@ by config/config.yaml's `study` key.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from neuralgraph import layout
 from wf_helpers import REPO, TINY_EXPERIMENT, snakemake, start_snakemake, workflow_env, write_workflow_config
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,10 @@ SPEC = {
     "name": "tiny_study",
     "policies": ["heuristic", "random", "anthropic"],
     "benchmarks": [{"name": "tiny", "experiment": str(TINY_EXPERIMENT), "seeds": [0, 1], "seed_field": "training.seed",
-                    "time_step": 1, "n_iter": 2, "slots": 1, "ceiling": 0.99}],
+                    "time_step": 1, "n_iter": 2, "slots": 1, "ceiling": 0.99},
+                   # fixed-budget mode only: 80 steps asked, data_augmentation_loop 2 gives the nearest (75)
+                   {"name": "tinyfix", "experiment": str(TINY_EXPERIMENT), "seeds": [0], "n_iter": 2, "slots": 1,
+                    "budget": {"steps": 80}, "modes": ["fixed"]}],
 }
 
 
@@ -41,14 +46,16 @@ def write_spec(workdir, **changes):
 def study_dir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("study")
     write_workflow_config(workdir, study=str(write_spec(workdir)))
-    result = snakemake(workdir, "study", timeout=1200).check()
+    result = snakemake(workdir, "study", timeout=2400).check()  # 6 runs: ~6 min alone, 20+ min on a loaded 2-core CPU
     return workdir, result
 
 
 def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
     workdir, _ = study_dir
     folder = workdir / "results" / "study" / "tiny_study"
-    table = pd.read_csv(folder / "study.tsv", sep="\t")
+    everything = pd.read_csv(folder / "study.tsv", sep="\t")
+    table = everything[everything["benchmark"] == "tiny"]
+    assert set(table["mode"]) == {"free"}
     assert sorted(set(zip(table["policy"], table["seed"]))) == [("heuristic", 0), ("heuristic", 1),
                                                                 ("random", 0), ("random", 1)]
     assert (table.groupby(["policy", "seed"])["iteration"].apply(list) == pd.Series([[1, 2]] * 4).values).all()
@@ -59,17 +66,64 @@ def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
         assert list(rows["best_so_far"]) == pytest.approx(list(rows["connectivity_R2"].cummax()))
         assert (rows["wall_time_s"] > 0).all() and (rows["cost_usd"] == 0).all()
         assert list(run.sort_values("iteration")["policy"]) == ["init", policy]  # the policy decided node 2
+    # Compute columns: the trainer's recorded steps x horizon (training.json), summed over the
+    # run's nodes in node order, and its training minutes likewise.
+    for run, rows in table.groupby("run"):
+        records = [json.loads((folder / "runs" / run / layout.iteration_dir_name(it) / "training.json").read_text())
+                   for it in rows["iteration"]]
+        assert list(rows["steps"]) == [r["iterations"] for r in records]
+        assert all(r["horizon_steps"] == r["iterations"] * r["horizon"] for r in records)  # time_step 1: no warm-up
+        assert list(rows["step_horizon"]) == [r["iterations"] * r["horizon"] for r in records]
+        assert list(rows["compute"]) == list(pd.Series([r["iterations"] * r["horizon"] for r in records]).cumsum())
+        assert list(rows["training_min"]) == pytest.approx(
+            list(pd.Series([r["training_time_min"] for r in records]).cumsum()), abs=1e-3)
+        assert rows["compute"].iloc[0] > 0
     # The study seed reached the run: training.seed of the root is the seed.
     root = yaml.safe_load((folder / "runs" / "tiny_random_s1" / "iter_001" / "config.yaml").read_text())
     assert root["training"]["seed"] == 1
     summary = pd.read_csv(folder / "study_summary.tsv", sep="\t")
-    last = summary[(summary["policy"] == "random") & (summary["iteration"] == 2)].iloc[0]
+    summary = summary[summary["benchmark"] == "tiny"]
+    last = summary[(summary["policy"] == "random") & (summary["axis"] == "iteration") & (summary["x"] == 2)].iloc[0]
     finals = table[(table["policy"] == "random") & (table["iteration"] == 2)]["best_so_far"]
     assert last["median"] == pytest.approx(finals.median()) and last["seeds"] == 2
+    # The equal-compute rows: at the common budget (the smallest run total), each run's best
+    # within it, median over seeds.
+    equal = summary[(summary["axis"] == "compute") & (summary["fraction"] == 1.0)].set_index("policy")
+    common = table.groupby("run")["compute"].max().min()
+    assert (equal["x"] == common).all()
+    for policy in ("heuristic", "random"):
+        within = [rows[rows["compute"] <= common]["connectivity_R2"].max()
+                  for _, rows in table[table["policy"] == policy].groupby("seed")]
+        assert equal.at[policy, "median"] == pytest.approx(pd.Series(within).median())
+    assert equal.at["heuristic", "vs"] == "random"
     assert (folder / "best_so_far.png").stat().st_size > 10_000
     report = (folder / "study.md").read_text()
     median = f"{finals.median():.4f} [{finals.min():.4f} - {finals.max():.4f}]"
     assert f"| random | 2 | " in report and median in report, report
+    assert "At equal compute" in report and f"100% ({int(common)})" in report, report
+
+
+def test_fixed_budget_mode_holds_every_node_at_the_same_steps_x_horizon(study_dir):
+    workdir, _ = study_dir
+    folder = workdir / "results" / "study" / "tiny_study"
+    table = pd.read_csv(folder / "study.tsv", sep="\t")
+    fixed = table[table["benchmark"] == "tinyfix"]
+    assert set(fixed["mode"]) == {"fixed"} and set(fixed["run"]) == {"tinyfix-fixed_heuristic_s0", "tinyfix-fixed_random_s0"}
+    for run, rows in fixed.groupby("run"):
+        assert len(rows) == 2
+        records = [json.loads((folder / "runs" / run / layout.iteration_dir_name(it) / "training.json").read_text())
+                   for it in rows["iteration"]]
+        # 80 steps asked: data_augmentation_loop 2 gives 75, the nearest; every node trains exactly that
+        assert [r["iterations"] * r["horizon"] for r in records] == [75, 75], run
+        assert [r["horizon_steps"] for r in records] == [75, 75] and list(rows["compute"]) == [75, 150]
+        for it in rows["iteration"]:
+            config = yaml.safe_load((folder / "runs" / run / layout.iteration_dir_name(it) / "config.yaml").read_text())
+            assert config["claude"]["fixed_step_budget"] is True and config["training"]["data_augmentation_loop"] == 2
+    experiment = (folder / "experiments" / "tinyfix-fixed_s0.yaml").read_text()
+    assert "data_augmentation_loop 2 (75 steps per iteration)" in experiment.splitlines()[0]
+    report = (folder / "study.md").read_text()
+    assert "## tinyfix, fixed budget" in report
+    assert "Budget: 75 optimizer steps per iteration (data_augmentation_loop 2); every node is held to it" in report
 
 
 def test_report_only_rewrites_the_tables_from_the_finished_runs_and_starts_none(study_dir, tmp_path):
@@ -101,7 +155,8 @@ def test_llm_policy_without_credentials_is_left_out_and_said_so(study_dir):
 def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_resumes(tmp_path):
     """Ctrl-C (SIGINT to snakemake's process group) during the second run; the same command
     then runs only what was not finished and writes the tables."""
-    write_workflow_config(tmp_path, study=str(write_spec(tmp_path, policies=["heuristic"])))
+    write_workflow_config(tmp_path, study=str(write_spec(tmp_path, policies=["heuristic"],
+                                                         benchmarks=SPEC["benchmarks"][:1])))
     folder = tmp_path / "results" / "study" / "tiny_study"
     first = folder / "runs" / "tiny_heuristic_s0"
     proc = start_snakemake(tmp_path, "study")
