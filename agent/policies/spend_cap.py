@@ -63,16 +63,20 @@ class SpendCap:
 
     def check(self, ctx: Any, feedback: Optional[str] = None) -> None:
         """Raise :class:`SpendCapReached` unless the next call fits under the cap."""
-        bound = self.policy.estimate_cost_usd(ctx, feedback)
-        what = f"slot {getattr(ctx, 'slot', 1)}" + (" (retry)" if feedback else "")
-        instead = "the offline heuristic decides this slot"
+        self._enforce(self.policy.estimate_cost_usd(ctx, feedback),
+                      what=f"slot {getattr(ctx, 'slot', 1)}" + (" (retry)" if feedback else ""),
+                      call="call", next_call=f"next {self.name} call",
+                      instead="the offline heuristic decides this slot")
+
+    def _enforce(self, bound: Optional[float], *, what: str, call: str, next_call: str, instead: str) -> None:
+        """Stop (recording the refusal) when a call of cost up to ``bound`` would pass the cap or cannot be bounded."""
         if bound is None:
-            self._stop(what, None, f"the call's cost cannot be bounded (model {getattr(self.policy, 'model', None)!r} "
+            self._stop(what, None, f"the {call}'s cost cannot be bounded (model {getattr(self.policy, 'model', None)!r} "
                                    f"has no price in the price table), so agent.max_cost_usd = {self.max_cost_usd:g} "
                                    f"cannot be enforced; the call was not made and {instead}")
         if self.spent_usd + bound > self.max_cost_usd + TOLERANCE_USD:
             self._stop(what, bound, f"spent {self.spent_usd:.6f} USD of agent.max_cost_usd = {self.max_cost_usd:g} "
-                                    f"USD; the next {self.name} call may cost up to {bound:.6f} USD, so it was not "
+                                    f"USD; the {next_call} may cost up to {bound:.6f} USD, so it was not "
                                     f"made and {instead}")
 
     def _stop(self, call: str, bound: Optional[float], reason: str) -> None:
@@ -101,18 +105,10 @@ class SpendCap:
 
     def _decide_round(self, contexts: list[Any]) -> list[Decision]:
         self.last_call = None
-        bound = self.policy.estimate_round_cost_usd(contexts)
-        what = f"whole round (slots {', '.join(str(c.slot) for c in contexts)})"
-        instead = "the offline heuristic decides every slot of this round"
-        if bound is None:
-            self._stop(what, None, f"the whole-round call's cost cannot be bounded (model "
-                                   f"{getattr(self.policy, 'model', None)!r} has no price in the price table), so "
-                                   f"agent.max_cost_usd = {self.max_cost_usd:g} cannot be enforced; the call was not "
-                                   f"made and {instead}")
-        if self.spent_usd + bound > self.max_cost_usd + TOLERANCE_USD:
-            self._stop(what, bound, f"spent {self.spent_usd:.6f} USD of agent.max_cost_usd = {self.max_cost_usd:g} "
-                                    f"USD; the whole-round {self.name} call may cost up to {bound:.6f} USD, so it was "
-                                    f"not made and {instead}")
+        self._enforce(self.policy.estimate_round_cost_usd(contexts),
+                      what=f"whole round (slots {', '.join(str(c.slot) for c in contexts)})",
+                      call="whole-round call", next_call=f"whole-round {self.name} call",
+                      instead="the offline heuristic decides every slot of this round")
         self.calls += 1
         try:
             return self.policy.decide_round(contexts)
