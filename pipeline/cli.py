@@ -1,6 +1,8 @@
 """``python -m pipeline <command>``: workflow-side commands (argument parsing only; the work is in the modules).
 
 - ``train``: the train rule's job (:func:`pipeline.train_job.run_train_job`);
+- ``append-log``: the train rule's ``tee -a``: copies stdin to stdout and appends it to a file,
+  refusing a link (:func:`neuralgraph.io.open_nofollow`);
 - ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
 - ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
 - ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`);
@@ -12,6 +14,7 @@ function (``main(argv)`` in the module); this file only dispatches to them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -25,10 +28,34 @@ def _train(args: argparse.Namespace) -> int:
     try:
         return train_job.run_train_job(args.config, args.data, args.out, args.loop,
                                        code_modification=args.code_modification, threads=args.threads,
-                                       stall_floor_s=args.stall_floor_s, startup_grace_s=args.startup_grace_s)
+                                       stall_floor_s=args.stall_floor_s, startup_grace_s=args.startup_grace_s,
+                                       default_wall_cap_s=args.default_wall_cap_s)
     except train_job.TrainJobError as exc:
         print(f"pipeline train: error: {exc}", file=sys.stderr)
         return train_job.EXIT_REFUSED
+
+
+def _append_log(args: argparse.Namespace) -> int:
+    """stdin to stdout and appended to ``args.file`` (which must not be, or lie under, a link)."""
+    from neuralgraph.io import LinkRefusedError, open_nofollow
+
+    try:
+        args.file.parent.mkdir(parents=True, exist_ok=True)
+        log = open_nofollow(args.file, "ab")
+    except (LinkRefusedError, OSError) as exc:
+        print(f"pipeline append-log: {exc}", file=sys.stderr)
+        log = None
+    out = sys.stdout.buffer
+    with log if log is not None else open(os.devnull, "wb") as sink:
+        while True:
+            chunk = sys.stdin.buffer.read1(65536)
+            if not chunk:
+                break
+            out.write(chunk)
+            out.flush()
+            sink.write(chunk)
+            sink.flush()
+    return 0 if log is not None else 1
 
 
 def _explorer(args: argparse.Namespace) -> int:
@@ -58,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shortest time without progress that counts as a stall (edited loops only)")
     p.add_argument("--startup-grace-s", type=float, default=train_job.STARTUP_GRACE_S,
                    help="time allowed before the first progress report (edited loops only)")
+    p.add_argument("--default-wall-cap-s", type=float, default=train_job.DEFAULT_WALL_CAP_S,
+                   help="wall-clock cap of an edited loop without a time target or a parent's training time")
     p.set_defaults(run=_train)
+    tee = commands.add_parser("append-log", help="copy stdin to stdout and append it to FILE (never through a link)")
+    tee.add_argument("file", type=Path, help="the log to append to")
+    tee.set_defaults(run=_append_log)
     explorer = commands.add_parser(
         "explorer", help="write the experiment's self-contained HTML explorer (tree, table, node details)")
     explorer.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
