@@ -1,8 +1,8 @@
 """``python -m pipeline <command>``: workflow-side commands (argument parsing only; the work is in the modules).
 
 - ``train``: the train rule's job (:func:`pipeline.train_job.run_train_job`);
-- ``append-log``: the train rule's ``tee -a``: copies stdin to stdout and appends it to a file,
-  refusing a link (:func:`neuralgraph.io.open_nofollow`);
+- ``append-log``: the train rule's ``tee -a`` that refuses links (:mod:`pipeline.append_log`,
+  dispatched by ``__main__`` before this module is imported);
 - ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
 - ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
 - ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`);
@@ -14,7 +14,6 @@ function (``main(argv)`` in the module); this file only dispatches to them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,6 +21,7 @@ from typing import Optional
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
 from pipeline.summary import SummaryError
 from pipeline import train_job
+from pipeline.append_log import main as _append_log_main
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -33,29 +33,6 @@ def _train(args: argparse.Namespace) -> int:
     except train_job.TrainJobError as exc:
         print(f"pipeline train: error: {exc}", file=sys.stderr)
         return train_job.EXIT_REFUSED
-
-
-def _append_log(args: argparse.Namespace) -> int:
-    """stdin to stdout and appended to ``args.file`` (which must not be, or lie under, a link)."""
-    from neuralgraph.io import LinkRefusedError, open_nofollow
-
-    try:
-        args.file.parent.mkdir(parents=True, exist_ok=True)
-        log = open_nofollow(args.file, "ab")
-    except (LinkRefusedError, OSError) as exc:
-        print(f"pipeline append-log: {exc}", file=sys.stderr)
-        log = None
-    out = sys.stdout.buffer
-    with log if log is not None else open(os.devnull, "wb") as sink:
-        while True:
-            chunk = sys.stdin.buffer.read1(65536)
-            if not chunk:
-                break
-            out.write(chunk)
-            out.flush()
-            sink.write(chunk)
-            sink.flush()
-    return 0 if log is not None else 1
 
 
 def _explorer(args: argparse.Namespace) -> int:
@@ -89,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-clock cap of an edited loop without a time target or a parent's training time")
     p.set_defaults(run=_train)
     tee = commands.add_parser("append-log", help="copy stdin to stdout and append it to FILE (never through a link)")
-    tee.add_argument("file", type=Path, help="the log to append to")
-    tee.set_defaults(run=_append_log)
+    tee.add_argument("file", help="the log to append to")
+    tee.set_defaults(run=lambda args: _append_log_main([args.file]))
     explorer = commands.add_parser(
         "explorer", help="write the experiment's self-contained HTML explorer (tree, table, node details)")
     explorer.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
