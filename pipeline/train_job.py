@@ -48,7 +48,7 @@ from neuralgraph import PACKAGED_LOOP, layout
 from neuralgraph.config import ExperimentConfig, load_config
 from neuralgraph.dataset import load_dataset, write_training_view
 from neuralgraph.device import cuda_wanted
-from neuralgraph.io import LinkRefusedError, atomic_write_json, check_no_links, read_json
+from neuralgraph.io import LinkRefusedError, atomic_write_json, check_no_links, open_nofollow, read_json
 from neuralgraph.training import (FINISHED_STATUSES, HEARTBEAT_FILE, STATUS_STALLED, STATUS_TAMPERED, finished_record,
                                   record_stopped_run)
 
@@ -73,6 +73,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 DECLARED_OUTPUTS = (layout.MODEL_FILE, layout.TRAINING_RECORD_FILE, CHECKPOINT_FILE)
 #: training.json of a contained run may not be larger.
 RECORD_CAP_BYTES = 16 * 1024 ** 2
+#: A heartbeat larger than this is ignored (it is a few numbers).
+HEARTBEAT_CAP_BYTES = 64 * 1024
 #: Room beyond the tensors: pickle framing of model.pt, loss history and bookkeeping of a checkpoint.
 MODEL_SLACK_BYTES = 1024 ** 2
 CHECKPOINT_SLACK_BYTES = 256 * 1024 ** 2
@@ -107,6 +109,8 @@ class StallWatchdog:
 
     def _read(self) -> None:
         try:
+            if os.lstat(self.heartbeat).st_size > HEARTBEAT_CAP_BYTES:  # written inside: never read a huge one
+                return
             beat = read_json(self.heartbeat)
             step, rate = int(beat["step"]), beat.get("seconds_per_step")
         except (OSError, ValueError, KeyError, TypeError):
@@ -227,7 +231,7 @@ def validated_model(path: Path, cfg: ExperimentConfig, dataset: Any, cap: int):
     from neuralgraph.model import build_model
 
     _regular_file(path, cap)
-    with open(path, "rb") as fh:
+    with open_nofollow(path, "rb") as fh:
         try:
             payload = torch.load(fh, map_location="cpu", weights_only=True)
         except Exception as exc:
