@@ -692,6 +692,7 @@ if ctx.step == 3:
 """ + NORMAL_STEP
 
 
+@pytest.mark.slow
 @needs_bwrap
 def test_a_hung_loop_faking_its_heartbeat_is_stopped_by_the_wall_cap(tmp_path, tiny_dataset):
     """No time target and no parent: the default wall cap applies anyway, and a heartbeat the
