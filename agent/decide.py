@@ -45,7 +45,7 @@ from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and
 from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
 from neuralgraph import layout
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
-from neuralgraph.io import atomic_write_json, atomic_write_text
+from neuralgraph.io import LinkRefusedError, atomic_write_json, atomic_write_text, read_text_nofollow
 
 SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / "instructions.md"
 
@@ -60,7 +60,9 @@ def read_text(path: Optional[str | Path], what: str, required: bool = True) -> s
             raise InputError(f"{what}: path is required")
         return ""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return read_text_nofollow(path)  # a link in a run folder is refused, not followed
+    except LinkRefusedError as exc:
+        raise InputError(f"{what}: {exc}") from None
     except FileNotFoundError:
         raise InputError(f"{path}: {what} not found") from None
     except UnicodeDecodeError:

@@ -33,6 +33,7 @@ from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, MAX_LIST_I
 from agent.memory import MAX_MEMORY_CHARS
 from agent.tree import best_node, block_nodes
 from neuralgraph.config import ALLOWED_TIME_STEPS
+from neuralgraph.io import read_bytes_nofollow
 
 #: Characters per prompt part at the normal trim level. memory.md is capped when written
 #: (agent.memory.MAX_MEMORY_CHARS); these budgets also hold for inputs we did not write.
@@ -150,7 +151,7 @@ def image_blocks(path: Path) -> list[dict[str, Any]]:
     """
     label = Path(path).name
     try:
-        data = Path(path).read_bytes()
+        data = read_bytes_nofollow(path)  # a link in the run folder is refused, not followed
     except OSError as exc:
         return [{"type": "text", "text": f"(picture {label} is not available: {exc.strerror or exc})"}]
     media_type = _media_type(data)

@@ -11,8 +11,14 @@ own for code the checker wrongly accepts:
 - the environment is cleared *before* bwrap starts (bwrap's own process is PID 1 inside and
   keeps the environment it was started with) and rebuilt from :data:`ENV_ALLOW`, with HOME on
   a private tmpfs: no API key, no cluster token reaches any process inside;
-- the whole file system read-only, the user's home hidden, a private ``/tmp``; writable only
-  the folders the caller names (the iteration's own run folder);
+- a minimal root, not the host's ``/``: the system's ``/usr`` (and ``/bin``, ``/lib*`` links),
+  the few ``/etc`` files the dynamic loader needs, the Python installation and venv, the
+  ``neuralgraph`` package folder, and exactly the files the caller names, all read-only; no
+  home, no shared ``/tmp``, no ``/run`` (no UNIX socket is reachable by path), no ``.git``;
+- writable only the scratch folder the caller names; every read-only input lies outside it
+  (refused otherwise), so nothing written can shadow an input; HOME and TMPDIR are inside it;
+- no privileges even when started by root: all capabilities dropped, uid/gid 65534 inside, and
+  the seccomp filter of :mod:`agent.seccomp` (no mount, umount, unshare, setns, ptrace, ...);
 - GPU device nodes (``/dev/nvidia*``) passed through when training on a GPU;
 - killed with its whole tree when the timeout or a watchdog fires or when the parent dies
   (``--die-with-parent``: PID 1 of the namespace dies, the kernel kills the rest);
@@ -25,14 +31,17 @@ namespaces (an explicit opt-in, recorded in every decision.json); ``off`` refuse
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import pwd
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from glob import glob
@@ -58,10 +67,18 @@ ENV_ALLOW = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "MPLBACKEND",
 )
-#: HOME and the private temp folder inside the sandbox (both on tmpfs).
-SANDBOX_TMP = "/tmp"
-SANDBOX_HOME = "/tmp/home"
+#: HOME and TMPDIR of a contained run: folders inside its scratch folder (the only writable one).
+SCRATCH_HOME = ".home"
+SCRATCH_TMP = ".tmp"
+#: The unprivileged user and group a sandboxed run has inside (nobody / nogroup).
+SANDBOX_UID = SANDBOX_GID = 65534
+#: The few /etc entries a Python with torch needs (the dynamic loader's cache and configuration, the time zone).
+ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives")
+#: Top-level system folders bound read-only (or re-created as the links they are on merged-/usr systems).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The package folders contained Python may import (the trainer needs neuralgraph only).
+PACKAGE_DIRS = (REPO_ROOT / "neuralgraph",)
 KILL_POLL_S = 0.2
 GiB = 1024 ** 3
 
@@ -119,10 +136,13 @@ def _probe(bwrap: Optional[str]) -> Optional[str]:
     if bwrap is None:
         return ("bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap; "
                 f"or point ${BWRAP_ENV} at it)")
-    argv = [bwrap, *_namespace_flags(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
+    true = shutil.which("true") or "/bin/true"
     try:
-        proc = subprocess.run(argv, env={"PATH": os.defpath}, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        with seccomp_fd() as fd:
+            argv = bwrap_argv([true], writable=[], bwrap=bwrap, seccomp=fd)
+            proc = subprocess.run(argv, env={"PATH": os.defpath}, capture_output=True, text=True, timeout=20,
+                                  pass_fds=(fd,))
+    except (OSError, subprocess.TimeoutExpired, RuntimeError) as exc:
         return f"bwrap could not be started ({exc})"
     if proc.returncode != 0:
         detail = " ".join(proc.stderr.split())[:300] or f"exit code {proc.returncode}"
@@ -154,8 +174,12 @@ def code_modification_refusal(mode: str) -> Optional[str]:
 
 
 def contained_environment(threads: Optional[int] = None, cuda: bool = False,
-                          environ: Optional[dict[str, str]] = None) -> dict[str, str]:
-    """The whole environment of a contained run, built from an allow-list (never a secret)."""
+                          environ: Optional[dict[str, str]] = None, scratch: Optional[Path] = None) -> dict[str, str]:
+    """The whole environment of a contained run, built from an allow-list (never a secret).
+
+    ``scratch``: HOME and TMPDIR lie inside it (a contained run writes nowhere else); without
+    one (the packaged loop, trusted code) they keep the caller's temp folder and a fresh HOME.
+    """
     source = os.environ if environ is None else environ
     env = {k: v for k, v in source.items()
            if (k in ENV_ALLOW or k.startswith(PROJECT_ENV_PREFIX)) and not is_secret_name(k) and k != VAULT_ENV}
@@ -163,7 +187,9 @@ def contained_environment(threads: Optional[int] = None, cuda: bool = False,
     python_dir = str(Path(sys.executable).parent)
     if python_dir not in env["PATH"].split(os.pathsep):
         env["PATH"] = python_dir + os.pathsep + env["PATH"]
-    env.update({"HOME": SANDBOX_HOME, "TMPDIR": SANDBOX_TMP, "PYTHONPATH": str(REPO_ROOT),
+    home, tmp = ((str(Path(scratch) / SCRATCH_HOME), str(Path(scratch) / SCRATCH_TMP)) if scratch is not None
+                 else (tempfile.gettempdir(), tempfile.gettempdir()))
+    env.update({"HOME": home, "TMPDIR": tmp, "PYTHONPATH": str(REPO_ROOT),
                 "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"})
     if threads is not None:
         env.update(thread_environment(threads))
@@ -174,40 +200,96 @@ def contained_environment(threads: Optional[int] = None, cuda: bool = False,
 
 def _namespace_flags() -> list[str]:
     return ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--cap-drop", "ALL"]
 
 
-def _real_home() -> Optional[Path]:
+@contextmanager
+def seccomp_fd():
+    """A file descriptor holding the seccomp program (``bwrap --seccomp FD`` reads it), closed after."""
+    from agent.seccomp import seccomp_program
+
+    fd = os.memfd_create("neuralgraph-seccomp", 0) if hasattr(os, "memfd_create") else None
+    if fd is None:
+        handle = tempfile.TemporaryFile()
+        fd = os.dup(handle.fileno())
+        handle.close()
     try:
-        home = Path(pwd.getpwuid(os.getuid()).pw_dir)
-    except (ImportError, KeyError):
-        home = Path(os.path.expanduser("~"))
-    return home if home.is_dir() and home != Path("/") else None
+        os.write(fd, seccomp_program())
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _needed_read_only() -> list[Path]:
-    """What every contained Python needs to see even when it lies in the hidden home."""
-    paths = {REPO_ROOT, Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent}
-    return sorted(p.resolve() for p in paths if p.exists())
+    """What every contained Python needs: its installation, the venv and the package folders."""
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent, *PACKAGE_DIRS}
+    for name in ("LD_LIBRARY_PATH", "CUDA_HOME"):
+        paths |= {Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p}
+    return sorted({p.resolve() for p in paths if p.exists()})
+
+
+def _system_binds() -> list[str]:
+    """The minimal root: system folders (links kept as links), the loader's /etc entries."""
+    argv: list[str] = []
+    for folder in SYSTEM_DIRS:
+        if os.path.islink(folder):
+            argv += ["--symlink", os.readlink(folder), folder]
+        elif os.path.isdir(folder):
+            argv += ["--ro-bind", folder, folder]
+    for entry in ETC_ENTRIES:
+        if os.path.exists(f"/etc/{entry}"):
+            argv += ["--ro-bind", f"/etc/{entry}", f"/etc/{entry}"]
+    return argv
+
+
+def _inside(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+def _read_only_binds(readable: Iterable[Path]) -> list[str]:
+    """Read-only binds of each named path, at its own path; a link in a named folder (a staged
+    dataset view's arrays) also gets its target bound, so it resolves inside too."""
+    argv: list[str] = []
+    for path in readable:
+        path = Path(os.path.abspath(path))
+        argv += ["--ro-bind", str(path.resolve()), str(path)]
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                if entry.is_symlink():
+                    target = entry.resolve()
+                    argv += ["--ro-bind", str(target), str(target)]
+    return argv
 
 
 def bwrap_argv(command: Sequence[str], writable: Iterable[Path], readable: Iterable[Path] = (),
-               gpu: bool = False, bwrap: Optional[str] = None) -> list[str]:
-    """The bwrap command line around ``command`` (later mounts lie on top of earlier ones)."""
-    argv = [bwrap or bwrap_executable() or "bwrap", *_namespace_flags(), "--ro-bind", "/", "/",
-            "--dev", "/dev", "--proc", "/proc", "--tmpfs", SANDBOX_TMP, "--dir", SANDBOX_HOME]
+               gpu: bool = False, bwrap: Optional[str] = None, seccomp: Optional[int] = None) -> list[str]:
+    """The bwrap command line around ``command``: minimal root, read-only inputs, one writable folder.
+
+    Raises ValueError when a read-only path lies inside a writable one (it could be shadowed).
+    ``seccomp``: the file descriptor of :func:`seccomp_fd` (passed to bwrap with ``pass_fds``).
+    """
+    writable = [Path(os.path.abspath(p)) for p in writable]
+    readable = [Path(os.path.abspath(p)) for p in readable]
+    shadowed = [str(p) for p in readable if _inside(p, writable)]
+    if shadowed:
+        raise ValueError(f"read-only inputs inside the writable folder could be replaced from inside: {', '.join(shadowed)}")
+    argv = [bwrap or bwrap_executable() or "bwrap", *_namespace_flags(), *_system_binds(),
+            "--dev", "/dev", "--proc", "/proc"]
     if gpu:
         for node in sorted(glob("/dev/nvidia*")):
             argv += ["--dev-bind", node, node]
-    home = _real_home()
-    if home is not None:
-        argv += ["--tmpfs", str(home)]
-    for path in [*_needed_read_only(), *(Path(p).resolve() for p in readable)]:
+        argv += ["--ro-bind", "/sys", "/sys"]  # the CUDA runtime reads the PCI topology
+    for path in _needed_read_only():
         argv += ["--ro-bind", str(path), str(path)]
-    writable = [Path(p).resolve() for p in writable]
+    argv += _read_only_binds(readable)
     for path in writable:
-        argv += ["--bind", str(path), str(path)]
-    argv += ["--chdir", str(writable[0]) if writable else SANDBOX_TMP, "--", *command]
+        argv += ["--bind", str(path.resolve()), str(path)]
+    argv += ["--remount-ro", "/"]
+    if seccomp is not None:
+        argv += ["--seccomp", str(seccomp)]
+    argv += ["--chdir", str(writable[0]) if writable else "/", "--", *command]
     return argv
 
 
@@ -291,15 +373,75 @@ def _catch_signals(received: list[int]) -> dict[int, object]:
     return previous
 
 
+#: What a contained run may print (stdout and stderr together) before the rest is dropped.
+OUTPUT_CAP_BYTES = 10 * 1024 ** 2
+#: The note that replaces what a contained run printed beyond its cap.
+OUTPUT_CAP_NOTE = "\n[output truncated: the contained run printed more than {cap} bytes; the rest was dropped]\n"
+#: The most files and folders a scratch folder may hold (a walk of it stays cheap).
+SCRATCH_MAX_ENTRIES = 10_000
+
+
+def folder_usage(folder: Path) -> tuple[int, int]:
+    """(bytes, entries) under ``folder``, links not followed (allocated blocks: sparse files count as stored)."""
+    total, entries, todo = 0, 0, [str(folder)]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += max(info.st_size, getattr(info, "st_blocks", 0) * 512) if not entry.is_symlink() else 0
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+        except OSError:
+            continue
+    return total, entries
+
+
+def _relay(source, sink_fd: int, cap: int) -> threading.Thread:
+    """Copy ``source`` (the run's stdout pipe) to ``sink_fd`` up to ``cap`` bytes, then a note;
+    the rest is read and dropped so the run never blocks on a full pipe."""
+    def pump() -> None:
+        written, noted = 0, False
+        while True:
+            chunk = source.read1(65536) if hasattr(source, "read1") else source.read(65536)
+            if not chunk:
+                break
+            if written < cap:
+                part = chunk[:cap - written]
+                os.write(sink_fd, part)
+                written += len(part)
+                if len(part) < len(chunk) and not noted:
+                    os.write(sink_fd, OUTPUT_CAP_NOTE.format(cap=cap).encode())
+                    noted = True
+            elif not noted:
+                os.write(sink_fd, OUTPUT_CAP_NOTE.format(cap=cap).encode())
+                noted = True
+        source.close()
+
+    thread = threading.Thread(target=pump, name="contained-output", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_contained(command: Sequence[str], *, sandboxed: bool, writable: Sequence[Path], readable: Sequence[Path] = (),
                   limits: Limits = Limits(), timeout_s: Optional[float] = None, threads: Optional[int] = None,
                   gpu: bool = False, stdout=None, watchdog: Optional[Callable[[], Optional[str]]] = None,
-                  poll_s: float = 1.0, forward_signals: bool = False, term_grace_s: float = 60.0) -> ContainedResult:
+                  poll_s: float = 1.0, forward_signals: bool = False, term_grace_s: float = 60.0,
+                  output_cap_bytes: int = OUTPUT_CAP_BYTES, scratch_cap_bytes: Optional[int] = None) -> ContainedResult:
     """Run ``command`` contained; kill its whole tree at the timeout or when ``watchdog`` says why.
 
-    ``sandboxed=False`` is the explicit ``unsandboxed`` mode: clean environment, own session,
-    limits and timeout, but no namespaces. Raises :class:`SandboxUnavailable` when a sandbox is
-    asked for and none works. ``stdout``: a file object for stdout+stderr (None: inherit).
+    ``writable[0]`` is the scratch folder (HOME and TMPDIR inside it); ``readable`` the inputs,
+    which must lie outside every writable folder. ``sandboxed=False`` is the explicit
+    ``unsandboxed`` mode: clean environment, own session, limits, caps and timeout, but no
+    namespaces. Raises :class:`SandboxUnavailable` when a sandbox is asked for and none works.
+    ``stdout``: a file object for stdout+stderr (None: the caller's stdout); what the run prints
+    goes through this process and is cut at ``output_cap_bytes``. ``scratch_cap_bytes``: the
+    run is killed when its writable folders hold more (checked every ``poll_s``; the per-file
+    size limit of ``limits`` bounds what one poll interval can add to a single file).
     ``forward_signals``: a SIGTERM/SIGINT of the caller (SLURM preemption, Ctrl-C) reaches the
     contained processes as SIGTERM (a trainer checkpoints and exits), then the tree is killed
     after ``term_grace_s``; the run's own exit code is returned.
@@ -308,16 +450,31 @@ def run_contained(command: Sequence[str], *, sandboxed: bool, writable: Sequence
         reason = sandbox_unavailable_reason()
         if reason:
             raise SandboxUnavailable(reason)
-        argv = bwrap_argv(command, writable, readable, gpu=gpu)
-    else:
-        argv = list(command)
+    writable = [Path(os.path.abspath(p)) for p in writable]
     for path in writable:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    env = contained_environment(threads=threads, cuda=gpu)
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
-                            cwd=str(writable[0]) if writable else None, start_new_session=True,
-                            preexec_fn=_limit_setter(limits))
+        path.mkdir(parents=True, exist_ok=True)
+    scratch = writable[0] if writable else None
+    if scratch is not None:
+        for name in (SCRATCH_HOME, SCRATCH_TMP):
+            (scratch / name).mkdir(exist_ok=True)
+    env = contained_environment(threads=threads, cuda=gpu, scratch=scratch)
+    with contextlib.ExitStack() as stack:
+        pass_fds: tuple[int, ...] = ()
+        if sandboxed:
+            fd = stack.enter_context(seccomp_fd())
+            pass_fds = (fd,)
+            argv = bwrap_argv(command, writable, readable, gpu=gpu, seccomp=fd)
+        else:
+            argv = list(command)
+        sink = stdout.fileno() if stdout is not None else sys.stdout.fileno()
+        if stdout is not None:
+            stdout.flush()
+        sys.stdout.flush()
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(scratch) if scratch else None, start_new_session=True,
+                                preexec_fn=_limit_setter(limits), pass_fds=pass_fds)
+    relay = _relay(proc.stdout, sink, output_cap_bytes)
     killed_because = None
     last_watch = started
     received: list[int] = []
@@ -330,9 +487,9 @@ def run_contained(command: Sequence[str], *, sandboxed: bool, writable: Sequence
             now = time.monotonic()
             if timeout_s is not None and now - started > timeout_s:
                 killed_because = f"timeout after {timeout_s:g} s"
-            elif watchdog is not None and now - last_watch >= poll_s:
+            elif now - last_watch >= poll_s:
                 last_watch = now
-                killed_because = watchdog()
+                killed_because = _scratch_over_cap(writable, scratch_cap_bytes) or (watchdog() if watchdog else None)
             if killed_because:
                 _kill_tree(proc)
                 break
@@ -343,5 +500,19 @@ def run_contained(command: Sequence[str], *, sandboxed: bool, writable: Sequence
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        relay.join(timeout=10)
     rc = None if killed_because else proc.returncode
     return ContainedResult(rc, killed_because, time.monotonic() - started, sandboxed)
+
+
+def _scratch_over_cap(writable: Sequence[Path], cap: Optional[int]) -> Optional[str]:
+    """Why the run must stop for what it stored (over ``cap`` bytes, or too many files), or None."""
+    if cap is None:
+        return None
+    used = [folder_usage(p) for p in writable]
+    size, entries = sum(u[0] for u in used), sum(u[1] for u in used)
+    if size > cap:
+        return f"wrote {size} bytes into its scratch folder, over the cap of {cap} bytes"
+    if entries > SCRATCH_MAX_ENTRIES:
+        return f"made {entries} files in its scratch folder, over the cap of {SCRATCH_MAX_ENTRIES}"
+    return None

@@ -30,7 +30,7 @@ from typing import Any, Optional
 from agent.codeedit import CodeEditError, check_code_modification
 from agent.sandbox import SandboxUnavailable, run_contained, smoke_limits
 from neuralgraph.config import ExperimentConfig, dump_config, parse_config
-from neuralgraph.dataset import missing_files
+from neuralgraph.dataset import missing_files, write_training_view
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
 from neuralgraph.simulate import simulate
 from neuralgraph.training import EXIT_BAD_INPUT
@@ -190,20 +190,25 @@ def smoke_run(module_source: str, smoke_dir: str | os.PathLike, *, child_config:
     smoke.mkdir(parents=True, exist_ok=True)
     data_dir = ensure_smoke_dataset(Path(cache_dir) if cache_dir else smoke / "dataset")
     try:
-        config_path = dump_config(smoke_config(child_config), smoke / "config.yaml").resolve()
+        smoke_cfg = smoke_config(child_config)
+        config_path = dump_config(smoke_cfg, smoke / "config.yaml").resolve()
     except ValueError as exc:
         raise SmokeHarnessError(f"the smoke config could not be made from the child's: {exc}") from None
     loop_path = atomic_write_text(smoke / "train_loop.py", module_source).resolve()
-    run_dir = smoke / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)  # a previous attempt's checkpoint must not be resumed
+    run_dir, view = smoke / "run", smoke / "view"
+    for folder in (run_dir, view):
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a previous attempt's checkpoint must not be resumed
     run_dir.mkdir()
-    cmd = [sys.executable, "-m", "neuralgraph", "train", "--config", str(config_path), "--data", str(data_dir),
+    # the edited code sees a training view of the data (no W, no types), like the real training
+    true_support = smoke_cfg.graph_model.connectivity_mask == "true_support"
+    view = write_training_view(data_dir, view, with_support=true_support).resolve()
+    cmd = [sys.executable, "-m", "neuralgraph", "train", "--config", str(config_path), "--data", str(view),
            "--out", str(run_dir), "--loop", str(loop_path), "--max-steps", str(max_steps)]
     log_path = smoke / "smoke.log"
     try:
         with open(log_path, "w", encoding="utf-8") as log:
-            ended = run_contained(cmd, sandboxed=sandboxed, writable=[run_dir], readable=[data_dir, config_path, loop_path],
+            ended = run_contained(cmd, sandboxed=sandboxed, writable=[run_dir], readable=[view, config_path, loop_path],
                                   limits=smoke_limits(timeout_s), timeout_s=timeout_s, threads=1, stdout=log)
     except SandboxUnavailable as exc:
         raise SmokeHarnessError(f"no sandbox for the smoke run: {exc}") from None

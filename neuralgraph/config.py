@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from neuralgraph.io import atomic_write_text
+from neuralgraph.io import LinkRefusedError, atomic_write_text, read_text_nofollow
 
 ALLOWED_TIME_STEPS: tuple[int, ...] = (1, 4, 16, 32, 64)
 
@@ -395,9 +395,11 @@ def load_config(path: str | Path, base: Optional[ExperimentConfig] = None) -> Ex
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_nofollow(path)  # a link in a run folder is refused, not followed
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except LinkRefusedError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

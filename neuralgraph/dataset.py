@@ -4,6 +4,13 @@ A dataset folder is what ``python -m neuralgraph simulate`` writes: the arrays o
 :data:`ARRAY_FILES` plus ``metadata.json``. Training, analysis and the smoke run (through
 ``neuralgraph train``) all read it with :func:`load_dataset` and refuse one that another config
 made with :func:`check_dataset_matches`.
+
+A *training view* (:func:`write_training_view`) is what agent-written code is shown of a
+dataset: the training arrays (u, du) and the metadata the trainer needs, never the true W,
+the types or the statistics (a loop that could read W.npy would copy it into the model and
+score R^2 = 1). When ``connectivity_mask: true_support`` asks for it, the view adds the
+support mask (W != 0), which the model receives as a buffer anyway. :func:`load_dataset`
+reads either kind of folder; a view's ``W``, ``types`` and ``type_params`` are None.
 """
 from __future__ import annotations
 
@@ -23,6 +30,12 @@ ARRAY_FILES = ("u.npy", "du.npy", "W.npy", "types.npy", "type_params.npy")
 #: The rest of the dataset folder: metadata.json is written last and marks a complete dataset.
 METADATA_FILE = "metadata.json"
 STATS_FILE = "stats.json"
+#: Marks a training view and lists what it holds; the arrays a view may hold besides metadata.json.
+TRAINING_VIEW_FILE = "training_view.json"
+TRAINING_VIEW_ARRAYS = ("u.npy", "du.npy")
+SUPPORT_FILE = "support.npy"
+#: The metadata fields a training view keeps (the trainer's checks and checkpoint key need no more).
+TRAINING_VIEW_METADATA = ("simulation_hash", "delta_t", "n_frames", "n_neurons", "n_types")
 ACTIVITY_PICTURE = "activity.png"
 CONNECTIVITY_PICTURE = "connectivity.png"
 
@@ -37,12 +50,14 @@ class Dataset:
 
     u: np.ndarray
     du: np.ndarray
-    W: np.ndarray
-    types: np.ndarray
-    type_params: np.ndarray
+    W: Optional[np.ndarray]
+    types: Optional[np.ndarray]
+    type_params: Optional[np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
     delta_t: float = 0.01
     path: Path | None = None
+    #: W != 0, in a training view of a config with connectivity_mask true_support (else None).
+    support: Optional[np.ndarray] = None
 
     @property
     def n_frames(self) -> int:
@@ -54,6 +69,8 @@ class Dataset:
 
     @property
     def n_types(self) -> int:
+        if self.type_params is None:
+            return int(self.metadata.get("n_types", 1))
         return int(self.type_params.shape[0])
 
 
@@ -70,6 +87,8 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
     it samples without loading 800 MB. Raises FileNotFoundError naming the missing file.
     """
     path = Path(path)
+    if (path / TRAINING_VIEW_FILE).is_file():
+        return _load_training_view(path, mmap)
     missing = missing_files(path)
     if missing:
         raise FileNotFoundError(
@@ -84,6 +103,49 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True) -> Dataset:
         type_params=arrays["type_params"], metadata=metadata,
         delta_t=float(metadata["delta_t"]), path=path,
     )
+
+
+def write_training_view(source: str | os.PathLike, view: str | os.PathLike, with_support: bool,
+                        link: bool = True) -> Path:
+    """Make ``view`` a training view of the dataset folder ``source`` (see the module docstring).
+
+    The big arrays are symbolic links to the source's (``link``; the sandbox binds their
+    targets read-only) or copies; metadata.json keeps only :data:`TRAINING_VIEW_METADATA`.
+    """
+    from neuralgraph.io import atomic_save_npy, atomic_write_json  # io imports nothing from here
+
+    source, view = Path(source).resolve(), Path(view)
+    view.mkdir(parents=True, exist_ok=True)
+    for name in TRAINING_VIEW_ARRAYS:
+        target = view / name
+        target.unlink(missing_ok=True)
+        if link:
+            target.symlink_to(source / name)
+        else:
+            import shutil
+            shutil.copyfile(source / name, target)
+    files = [*TRAINING_VIEW_ARRAYS, METADATA_FILE]
+    if with_support:
+        W = np.load(source / "W.npy", allow_pickle=False)
+        atomic_save_npy(view / SUPPORT_FILE, W != 0)
+        files.append(SUPPORT_FILE)
+    metadata = read_json(source / METADATA_FILE)
+    atomic_write_json(view / METADATA_FILE, {k: metadata[k] for k in TRAINING_VIEW_METADATA if k in metadata})
+    atomic_write_json(view / TRAINING_VIEW_FILE, {"files": files})
+    return view
+
+
+def _load_training_view(path: Path, mmap: bool) -> Dataset:
+    """A training view: u, du, metadata (and the support mask when it holds one)."""
+    missing = [name for name in (*TRAINING_VIEW_ARRAYS, METADATA_FILE) if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path}: not a complete training view, missing {', '.join(missing)}")
+    mode = "r" if mmap else None
+    u, du = (np.load(path / name, mmap_mode=mode, allow_pickle=False) for name in TRAINING_VIEW_ARRAYS)
+    support = np.load(path / SUPPORT_FILE, allow_pickle=False) if (path / SUPPORT_FILE).is_file() else None
+    metadata = read_json(path / METADATA_FILE)
+    return Dataset(u=u, du=du, W=None, types=None, type_params=None, metadata=metadata,
+                   delta_t=float(metadata["delta_t"]), path=path, support=support)
 
 
 def dataset_mismatches(dataset: Any, cfg: ExperimentConfig) -> list[str]:

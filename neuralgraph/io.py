@@ -7,6 +7,11 @@ an API error message or a log line can never carry a key into a file.
 Every output of the pipeline is written to a temporary file in the destination folder and
 then renamed over the target, so a killed job (SLURM preemption, Ctrl-C) never leaves a
 half-written file that a later rule or a resumed run would mistake for a finished one.
+
+Links are refused, never followed (:func:`check_no_links`, :func:`open_nofollow`): every
+stage after a training reads and writes the run folder through these helpers, so a link left
+there (by agent-written code, or anyone else who could write there) cannot redirect a read
+or a write of an unsandboxed stage to a file outside the results folder.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,9 +28,77 @@ from typing import Any, Iterator
 from neuralgraph.secrets import redact
 
 
+#: Components checked above a path that lies outside the working directory (the file, its
+#: folder and the iteration folder: what a run folder's writer could have replaced by a link).
+OUTSIDE_CWD_DEPTH = 3
+
+
+class LinkRefusedError(OSError):
+    """A path to read or write is, or runs through, a symbolic link (or is not a regular file)."""
+
+
+def _checked_components(path: Path) -> list[Path]:
+    """The components of ``path`` that must not be links: those below the working directory,
+    or the last :data:`OUTSIDE_CWD_DEPTH` of a path elsewhere (the system's own links above,
+    e.g. a /home that is a link on a cluster, are not ours to judge)."""
+    absolute = Path(os.path.abspath(path))
+    cwd = Path(os.getcwd())
+    if absolute != cwd and cwd in absolute.parents:
+        depth = len(absolute.relative_to(cwd).parts)
+    else:
+        depth = OUTSIDE_CWD_DEPTH
+    chain = [absolute, *absolute.parents][:depth]
+    return [p for p in chain if p != Path(p.anchor)]
+
+
+def check_no_links(path: str | os.PathLike) -> Path:
+    """Raise :class:`LinkRefusedError` when ``path`` or a folder above it (see
+    :func:`_checked_components`) is a symbolic link; missing components are fine."""
+    for component in _checked_components(Path(path)):
+        try:
+            mode = os.lstat(component).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            raise LinkRefusedError(f"{component}: is a symbolic link; refusing to follow it (reading or writing {path})")
+    return Path(path)
+
+
+def open_nofollow(path: str | os.PathLike, mode: str = "rb", encoding: str | None = None):
+    """``open`` that refuses links (in the file and the folders above, :func:`check_no_links`)
+    and anything but a regular file; ``mode``: ``r``/``rb`` or ``a``/``ab`` (append)."""
+    check_no_links(path)
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
+    flags |= os.O_RDONLY if mode.startswith("r") else (os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == getattr(os, "ELOOP", 40):
+            raise LinkRefusedError(f"{path}: is a symbolic link; refusing to follow it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LinkRefusedError(f"{path}: not a regular file; refusing to use it")
+    os.set_blocking(fd, True)
+    binary = "b" in mode
+    return os.fdopen(fd, ("rb" if mode.startswith("r") else "ab") if binary else ("r" if mode.startswith("r") else "a"),
+                     encoding=None if binary else (encoding or "utf-8"), errors=None if binary else "replace")
+
+
+def read_bytes_nofollow(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file reached without following any link."""
+    with open_nofollow(path, "rb") as fh:
+        return fh.read()
+
+
+def read_text_nofollow(path: str | os.PathLike, errors: str = "strict") -> str:
+    """The UTF-8 text of a regular file reached without following any link."""
+    return read_bytes_nofollow(path).decode("utf-8", errors=errors)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (identifies a training-loop file)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hashlib.sha256(read_bytes_nofollow(path)).hexdigest()
 
 
 @contextmanager
@@ -36,6 +110,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     untouched.
     """
     target = Path(target)
+    check_no_links(target)  # the rename replaces a link, but a linked folder above would redirect the write
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
@@ -84,7 +159,7 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file, naming the file in the error when it is missing or malformed."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text_nofollow(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:

@@ -27,12 +27,13 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
 from neuralgraph.config import ExperimentConfig, parse_config
-from neuralgraph.io import atomic_torch_save
+from neuralgraph.io import atomic_torch_save, open_nofollow
 
 #: Masks denser than this are aggregated with a dense product; sparser ones with a sparse one.
 SPARSE_DENSITY_THRESHOLD = 0.25
@@ -322,8 +323,17 @@ def _model_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     )
 
 
+def _n_neurons(dataset: Any) -> int:
+    """Neurons of a dataset (full, or a training view without W)."""
+    W = getattr(dataset, "W", None)
+    return int(W.shape[0]) if W is not None else int(dataset.u.shape[1])
+
+
 def _true_support_mask(cfg: ExperimentConfig, dataset: Any) -> torch.Tensor:
-    if dataset is None:
+    support = getattr(dataset, "support", None)
+    if support is not None:  # a training view carries the mask, not W
+        return torch.as_tensor(np.asarray(support, dtype=bool))
+    if dataset is None or getattr(dataset, "W", None) is None:
         raise ValueError("graph_model.connectivity_mask = 'true_support' needs the dataset (its true W)")
     W = torch.as_tensor(dataset.W[...], dtype=torch.float32)
     return W != 0
@@ -336,9 +346,9 @@ def build_model(cfg: ExperimentConfig, dataset: Any = None, cls: type = SignalPr
     for ``connectivity_mask: true_support``.
     """
     n = cfg.simulation.n_neurons
-    if dataset is not None and int(dataset.W.shape[0]) != n:
+    if dataset is not None and _n_neurons(dataset) != n:
         raise ValueError(
-            f"dataset has {int(dataset.W.shape[0])} neurons but simulation.n_neurons = {n}: "
+            f"dataset has {_n_neurons(dataset)} neurons but simulation.n_neurons = {n}: "
             f"the dataset was made from another config"
         )
     mask = _true_support_mask(cfg, dataset) if cfg.graph_model.connectivity_mask == "true_support" else None
@@ -364,8 +374,10 @@ def load_trained_model(path: str | Path, map_location: str | torch.device = "cpu
         raise FileNotFoundError(f"{path}: trained model not found (run the train stage first)")
     try:
         # weights_only: model.pt of an edited loop was written inside the sandbox; reading it must not run code
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt / truncated file
+        # open_nofollow: a link planted in the run folder is refused, not followed
+        with open_nofollow(path, "rb") as fh:
+            payload = torch.load(fh, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt / truncated file, a link
         raise ValueError(f"{path}: not a readable model file ({exc})") from None
     missing = [k for k in ("state_dict", "config", "n_neurons") if k not in payload]
     if missing:

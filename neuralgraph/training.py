@@ -48,7 +48,7 @@ from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stabl
 from neuralgraph.cuda_graph import GraphedStep, make_capturable, wants_cuda_graph
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
-from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, read_json
+from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, open_nofollow, read_json
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 from neuralgraph.step_views import config_view
@@ -68,7 +68,10 @@ NON_RESULT_FIELDS = ("checkpoint_every_min", "log_every_s")
 #: "stalled" is written by the job launcher when its watchdog ends an edited loop that made no
 #: progress or ran past its wall-clock cap (see record_stopped_run).
 STATUS_STALLED = "stalled"
-FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED)
+#: Written by the job launcher when a contained run left something it must not (a link, a
+#: FIFO, an oversized or malformed output): nothing it wrote is used (pipeline.train_job).
+STATUS_TAMPERED = "tampered"
+FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED, STATUS_TAMPERED)
 #: Heartbeat file in the run folder: step, rate and time, rewritten every HEARTBEAT_EVERY_S.
 HEARTBEAT_FILE = "progress.json"
 HEARTBEAT_EVERY_S = 5.0
@@ -196,7 +199,8 @@ def checkpoint_key(cfg: ExperimentConfig, loop_sha: str, dataset: Any) -> str:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """checkpoint.pt as tensors and plain data only (``weights_only``: a checkpoint written by an
     edited loop inside the sandbox can never run code when it is read outside)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with open_nofollow(path, "rb") as fh:
+        return torch.load(fh, map_location="cpu", weights_only=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -250,7 +254,8 @@ class Trainer:
             raise TrainingInputError(str(exc)) from None
         limit_torch_threads(self.device, cfg.simulation.n_neurons * cfg.training.batch_size)
         self.data, self.dataset = load_training_data(data_dir, cfg, self.device)
-        self.true_W = np.asarray(self.dataset.W, dtype=np.float64)
+        # a training view (the sandbox's) holds no W: the progress lines then show no R^2
+        self.true_W = None if self.dataset.W is None else np.asarray(self.dataset.W, dtype=np.float64)
         self.key = checkpoint_key(cfg, self.loop_sha, self.dataset)
         self._seed_and_build()
         self.resumed_from_step = 0
@@ -516,6 +521,8 @@ class Trainer:
         }
 
     def connectivity_r2(self) -> float:
+        if self.true_W is None:
+            return float("nan")
         learned = self.model.dense_W().detach().cpu().numpy()
         if not np.all(np.isfinite(learned)):
             return float("nan")
@@ -621,12 +628,13 @@ class _Progress:
 
 # ----------------------------------------------------------------------------- entry points
 def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, status: str,
-                       reason: str) -> dict[str, Any]:
+                       reason: str, use_checkpoint: bool = True) -> dict[str, Any]:
     """Finish a run that was stopped from outside (the watchdog of an edited loop): model.pt
     from the last checkpoint (or the untrained model), training.json with ``status``.
 
     Like a diverged run, the result is scored as failed and the exploration goes on. The
-    checkpoint is read with ``weights_only`` (it was written by the contained code).
+    checkpoint is read with ``weights_only`` (it was written by the contained code); with
+    ``use_checkpoint=False`` (a tampered run) it is not read at all.
     """
     run_dir = Path(run_dir)
     dataset = load_dataset(data_dir, mmap=True)
@@ -634,6 +642,8 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
     losses: list[float] = []
     steps, elapsed, horizon_steps = 0, 0.0, 0
     try:
+        if not use_checkpoint:
+            raise RuntimeError("the run's outputs are not trusted")
         payload = load_checkpoint(run_dir / "checkpoint.pt")
         model.load_state_dict(payload["model"])
         losses = [float(x) for x in payload["state"]["losses"].tolist()]

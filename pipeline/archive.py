@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from neuralgraph.io import atomic_path
+from neuralgraph.io import atomic_path, open_nofollow
 
 MANIFEST_NAME = "MANIFEST.sha256"
 _CHUNK = 1 << 20
@@ -41,7 +41,7 @@ def sha256_of_stream(stream: IO[bytes]) -> str:
 
 
 def sha256_of_file(path: Path) -> str:
-    with open(path, "rb") as fh:
+    with open_nofollow(path, "rb") as fh:  # a link is refused, never followed
         return sha256_of_stream(fh)
 
 
@@ -101,7 +101,10 @@ def create_archive(results: Path, out: Path) -> int:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(manifest_bytes))
             for rel in rel_paths:
-                tar.add(results / rel, arcname=f"{top}/{rel.as_posix()}", recursive=False)
+                # the file as opened without following links: a link that replaced it since the listing is refused
+                with open_nofollow(results / rel, "rb") as fh:
+                    info = tar.gettarinfo(arcname=f"{top}/{rel.as_posix()}", fileobj=fh)
+                    tar.addfile(info, fh)
     return len(rel_paths)
 
 

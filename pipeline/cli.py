@@ -1,6 +1,8 @@
 """``python -m pipeline <command>``: workflow-side commands (argument parsing only; the work is in the modules).
 
 - ``train``: the train rule's job (:func:`pipeline.train_job.run_train_job`);
+- ``append-log``: the train rule's ``tee -a`` that refuses links (:mod:`pipeline.append_log`,
+  dispatched by ``__main__`` before this module is imported);
 - ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
 - ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
 - ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`);
@@ -19,13 +21,15 @@ from typing import Optional
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
 from pipeline.summary import SummaryError
 from pipeline import train_job
+from pipeline.append_log import main as _append_log_main
 
 
 def _train(args: argparse.Namespace) -> int:
     try:
         return train_job.run_train_job(args.config, args.data, args.out, args.loop,
                                        code_modification=args.code_modification, threads=args.threads,
-                                       stall_floor_s=args.stall_floor_s, startup_grace_s=args.startup_grace_s)
+                                       stall_floor_s=args.stall_floor_s, startup_grace_s=args.startup_grace_s,
+                                       default_wall_cap_s=args.default_wall_cap_s)
     except train_job.TrainJobError as exc:
         print(f"pipeline train: error: {exc}", file=sys.stderr)
         return train_job.EXIT_REFUSED
@@ -58,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shortest time without progress that counts as a stall (edited loops only)")
     p.add_argument("--startup-grace-s", type=float, default=train_job.STARTUP_GRACE_S,
                    help="time allowed before the first progress report (edited loops only)")
+    p.add_argument("--default-wall-cap-s", type=float, default=train_job.DEFAULT_WALL_CAP_S,
+                   help="wall-clock cap of an edited loop without a time target or a parent's training time")
     p.set_defaults(run=_train)
+    tee = commands.add_parser("append-log", help="copy stdin to stdout and append it to FILE (never through a link)")
+    tee.add_argument("file", help="the log to append to")
+    tee.set_defaults(run=lambda args: _append_log_main([args.file]))
     explorer = commands.add_parser(
         "explorer", help="write the experiment's self-contained HTML explorer (tree, table, node details)")
     explorer.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")

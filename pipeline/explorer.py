@@ -41,7 +41,7 @@ import yaml
 from agent.records import slot_records
 from agent.tree import format_mutation
 from neuralgraph.layout import DECISION_FILE, MEMORY_FILE, SUMMARY_DIR, iteration_dirs
-from neuralgraph.io import atomic_write_text, read_json
+from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
 from pipeline.summary import (
     NO_VALUE_COLOR,
     R2_NINES_MAX,
@@ -102,20 +102,25 @@ def _read_json_or_empty(path: Path) -> dict[str, Any]:
     """A JSON object file, or {} when missing or unreadable (a page must not fail over one bad file)."""
     try:
         data = read_json(path)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # missing, malformed, or a link (refused, not followed)
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _read_text(path: Path, limit: int = MAX_TEXT_CHARS) -> str:
-    if not path.is_file():
+    """A text file for the page, capped; empty when missing, a link or not a regular file
+    (a link there would embed a host file into the page and the archive)."""
+    try:
+        return cap(read_text_nofollow(path, errors="replace"), limit, path.name)
+    except OSError:
         return ""
-    return cap(path.read_text(encoding="utf-8", errors="replace"), limit, path.name)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        data = yaml.safe_load(read_text_nofollow(path))
+    except OSError:
+        return {}
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -36,7 +36,7 @@ from agent.tree import format_mutation
 from neuralgraph import layout
 from neuralgraph.layout import TRAINING_RECORD_FILE
 from neuralgraph.plots import save_figure
-from neuralgraph.io import atomic_write_text, read_json
+from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
 
 # pandas and matplotlib are imported inside the functions that use them: the pipeline CLI and
 # the explorer import this module for its names and colours and should not pay ~1 s for them.
@@ -106,7 +106,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(read_text_nofollow(path)) or {}
     except yaml.YAMLError as exc:
         raise SummaryError(f"{path}: not valid YAML ({exc})") from None
 

@@ -285,14 +285,14 @@ def test_non_finite_loss_is_refused(tmp_path, smoke_cache):
 
 
 def test_smoke_environment_is_an_allow_list(monkeypatch):
-    from agent.sandbox import SANDBOX_HOME, contained_environment
+    from agent.sandbox import SCRATCH_HOME, contained_environment
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret")
     monkeypatch.setenv("HF_TOKEN", "hf-secret")
     monkeypatch.setenv("SOME_UNLISTED_VARIABLE", "x")
-    env = contained_environment(threads=1)
+    env = contained_environment(threads=1, scratch=Path("/scratch"))
     assert "ANTHROPIC_API_KEY" not in env and "HF_TOKEN" not in env and "SOME_UNLISTED_VARIABLE" not in env
-    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HOME"] == SANDBOX_HOME
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HOME"] == f"/scratch/{SCRATCH_HOME}"
     assert str(REPO) in env["PYTHONPATH"].split(os.pathsep)
 
 

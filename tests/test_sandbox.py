@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -87,9 +88,33 @@ return loss.detach()
 # =========================================================================== 1. inside the sandbox
 
 PROBE_SCRIPT = r'''
-import json, os, socket, sys
-out, real_home, repo_target, sibling_target, port, home_probe = sys.argv[1:7]
+import ctypes, json, os, socket, sys
+out, real_home, repo_target, sibling_target, port, home_probe, unix_path, repo = sys.argv[1:9]
 found = {"environ": {}, "unreadable": []}
+libc = ctypes.CDLL(None, use_errno=True)
+
+def call(fn, *args):
+    rc = fn(*args)
+    return "ok" if rc == 0 else f"errno {ctypes.get_errno()}"
+
+MS_RDONLY, MS_REMOUNT, MS_BIND, MNT_DETACH, CLONE_NEWUSER, CLONE_NEWNS = 1, 32, 4096, 2, 0x10000000, 0x20000
+found["remount_rw"] = call(libc.mount, None, b"/", None, MS_REMOUNT | MS_BIND, None)
+found["mount_tmpfs"] = call(libc.mount, b"tmpfs", out.encode(), b"tmpfs", 0, None)
+found["umount_proc"] = call(libc.umount2, b"/proc", MNT_DETACH)
+found["unshare_user"] = call(libc.unshare, CLONE_NEWUSER)
+found["unshare_mount"] = call(libc.unshare, CLONE_NEWNS)
+found["uid"] = [os.getuid(), os.getgid()]
+found["capabilities"] = [line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff")]
+found["root_listing"] = sorted(os.listdir("/"))
+found["etc_listing"] = sorted(os.listdir("/etc"))
+found["git_visible"] = os.path.exists(os.path.join(repo, ".git"))
+found["shadow_visible"] = os.path.exists("/etc/shadow")
+try:
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.connect(unix_path)
+    found["unix_connect"] = "connected"
+except OSError as exc:
+    found["unix_connect"] = f"error: {type(exc).__name__}: {exc}"
 for entry in sorted(os.listdir("/proc")):
     if entry.isdigit():
         try:
@@ -138,8 +163,15 @@ def probe(tmp_path_factory):
     tag = uuid.uuid4().hex
     repo_target = REPO / f"sandbox-escape-{tag}.txt"
     sibling_target = outside / "escaped.txt"
-    home_probe = f"{sandbox.SANDBOX_HOME}/probe-{tag}.txt"
+    home_probe = str(out / sandbox.SCRATCH_HOME / f"probe-{tag}.txt")
     real_home = Path(os.path.expanduser("~")).resolve()
+    # a UNIX socket in the host's shared temp folder, listening for the whole run
+    unix_path = f"/var/tmp/neuralgraph-sandbox-{tag}.sock"
+    unix_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix_server.bind(unix_path)
+    os.chmod(unix_path, 0o777)
+    unix_server.listen(5)
+    unix_server.setblocking(False)
     secrets = {"ANTHROPIC_API_KEY": new_secret(), "NEURALGRAPH_API_KEY": new_secret(), "GITHUB_TOKEN": new_secret()}
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -154,7 +186,7 @@ def probe(tmp_path_factory):
             with open(base / "stdout.txt", "w") as fh:
                 result = run_contained(
                     [sys.executable, str(script), str(out), str(real_home), str(repo_target), str(sibling_target),
-                     str(port), home_probe],
+                     str(port), home_probe, unix_path, str(REPO)],
                     sandboxed=True, writable=[out], readable=[script], timeout_s=60, stdout=fh)
         try:
             conn, _ = server.accept()
@@ -163,15 +195,22 @@ def probe(tmp_path_factory):
         except BlockingIOError:
             accepted = False
         repo_escaped = repo_target.exists()
+        try:
+            unix_server.accept()[0].close()
+            unix_accepted = True
+        except BlockingIOError:
+            unix_accepted = False
     finally:
         server.close()
+        unix_server.close()
+        Path(unix_path).unlink(missing_ok=True)
         repo_target.unlink(missing_ok=True)  # only there if the sandbox failed
     stdout = (base / "stdout.txt").read_text()
     assert result.returncode == 0 and result.killed_because is None, stdout
     assert result.sandboxed is True
     findings = json.loads((out / "findings.json").read_text())
     return {"findings": findings, "secrets": secrets, "out": out, "sibling_target": sibling_target,
-            "repo_escaped": repo_escaped, "accepted": accepted, "home_probe": home_probe, "real_home": real_home}
+            "repo_escaped": repo_escaped, "accepted": accepted, "unix_accepted": unix_accepted, "home_probe": home_probe, "real_home": real_home}
 
 
 @needs_bwrap
@@ -182,7 +221,7 @@ def test_no_process_in_the_sandbox_has_a_secret_in_its_environment(probe):
     assert "1" in environs and len(environs) <= 3, sorted(environs)
     assert findings["unreadable"] == []
     own = environs[str(max(map(int, environs)))]
-    assert "HOME=/tmp/home" in own.split("\0")  # the reading works: the script sees its own environment
+    assert f"HOME={probe['out'] / sandbox.SCRATCH_HOME}" in own.split("\0")  # the reading works: the script sees its own environment
     everything = json.dumps(findings)
     for name, value in probe["secrets"].items():
         assert value not in everything, f"the value of {name} reached the sandbox"
@@ -216,21 +255,49 @@ def test_no_socket_reaches_a_server_on_the_host_loopback(probe):
 
 
 @needs_bwrap
-def test_home_is_a_private_tmpfs_and_the_real_home_is_hidden(probe):
+def test_home_is_inside_the_scratch_folder_and_the_real_home_is_hidden(probe):
     findings = probe["findings"]
-    assert findings["home"] == sandbox.SANDBOX_HOME
-    assert findings["home_write"] == "written"  # the private HOME is writable ...
-    assert not Path(probe["home_probe"]).exists()  # ... and nothing of it reaches the host
+    assert findings["home"] == str(probe["out"] / sandbox.SCRATCH_HOME)
+    assert findings["home_write"] == "written"  # HOME is writable: it is part of the scratch folder
     real_home = probe["real_home"]
-    # only the mount points of the Python / repo paths re-bound read-only inside the home show
+    # only the mount points of the Python paths re-bound read-only inside the home show
     rebound = {p.relative_to(real_home).parts[0] for p in sandbox._needed_read_only()
                if p.is_relative_to(real_home) and p != real_home}
     listing = findings["real_home_listing"]
-    assert isinstance(listing, list) and set(listing) <= rebound, (listing, rebound)
+    assert isinstance(listing, list) and set(listing) <= rebound or listing.startswith("error: FileNotFoundError"), listing
     hidden = set(os.listdir(real_home)) - rebound
     if not hidden:
         pytest.skip(f"the real home {real_home} holds nothing but the Python paths: nothing to hide")
-    assert not hidden & set(listing)
+    assert not isinstance(listing, list) or not hidden & set(listing)
+
+
+@needs_bwrap
+def test_the_root_is_minimal_no_git_no_shadow_no_run_no_shared_tmp(probe):
+    findings = probe["findings"]
+    assert not {"run", "var", "home", "srv", "mnt", "opt", "boot"} & set(findings["root_listing"]), findings["root_listing"]
+    assert set(findings["etc_listing"]) <= set(sandbox.ETC_ENTRIES), findings["etc_listing"]
+    assert findings["git_visible"] is False and findings["shadow_visible"] is False
+
+
+@needs_bwrap
+def test_no_unix_socket_is_reachable_by_path(probe):
+    assert findings_error(probe, "unix_connect").startswith("error: FileNotFoundError"), probe["findings"]["unix_connect"]
+    assert probe["unix_accepted"] is False, "the host's UNIX socket accepted a connection from the sandbox"
+
+
+def findings_error(probe, key: str) -> str:
+    return probe["findings"][key]
+
+
+@needs_bwrap
+def test_no_privileges_inside_even_when_started_by_root(probe):
+    """Run as root (as CI does), contained code is nobody without capabilities, and the seccomp
+    filter refuses mount, remount, umount and new namespaces (EPERM = errno 1)."""
+    findings = probe["findings"]
+    assert findings["uid"] == [sandbox.SANDBOX_UID, sandbox.SANDBOX_GID]
+    assert findings["capabilities"] == ["0000000000000000"]
+    for key in ("remount_rw", "mount_tmpfs", "umount_proc", "unshare_user", "unshare_mount"):
+        assert findings[key] == "errno 1", (key, findings[key])
 
 
 KILL_SCRIPT = r'''
@@ -368,23 +435,32 @@ def test_checker_accepts_a_realistic_edit():
 
 SPY_STEP = """\
 if ctx.step == 0:
-    import json, os
-    report = {{"environ": dict(os.environ), "cwd": os.getcwd()}}
+    import json, os, sys
+    report = {{"environ": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv}}
     for path in ("/proc/1/environ", "/proc/self/environ"):
         try:
             with open(path, "rb") as fh:
                 report[path] = fh.read().decode("utf-8", "replace")
         except OSError as exc:
             report[path] = "error: " + type(exc).__name__
-    for name, target in {targets!r}.items():
+    config_in, data_in, loop_in = (sys.argv[sys.argv.index(flag) + 1] for flag in ("--config", "--data", "--loop"))
+    reads = {{name: os.path.join({data_dir!r}, name) for name in {dataset_files!r}}}
+    reads.update({{"view_" + name: os.path.join(data_in, name) for name in ("W.npy", "types.npy", "stats.json", "u.npy")}})
+    for name, path in reads.items():
         try:
-            with open(target, "w") as fh:
-                fh.write("escaped")
+            with open(path, "rb") as fh:
+                report["read_" + name] = "read %d bytes" % len(fh.read())
+        except OSError as exc:
+            report["read_" + name] = "error: " + type(exc).__name__
+    targets = dict({targets!r}, config=config_in, loop=loop_in)
+    for name, target in targets.items():
+        try:
+            with open(target, "a") as fh:
+                fh.write("# escaped")
             report[name] = "written"
         except OSError as exc:
             report[name] = "error: " + type(exc).__name__ + ": " + str(exc)
-    with open("found.json", "w") as fh:
-        json.dump(report, fh)
+    print("SPY-REPORT " + json.dumps(report), flush=True)
 """ + NORMAL_STEP
 
 
@@ -396,7 +472,11 @@ def pipeline_train(cfg_path: Path, data_dir: Path, run_dir: Path, loop: Path, en
 
 
 @needs_bwrap
-def test_a_wrongly_accepted_loop_cannot_read_the_key_or_write_outside(tmp_path, tiny_dataset):
+def test_a_wrongly_accepted_loop_cannot_read_the_key_w_or_its_inputs_nor_write_outside(tmp_path, tiny_dataset):
+    """The contained trainer sees its training view (u, du, trimmed metadata) read-only and
+    nothing else of the dataset: W.npy, types, stats are neither in the view nor at their
+    real paths; the config and loop it runs cannot be rewritten; only the scratch folder is
+    writable, and nothing of it but the declared outputs comes back."""
     from neuralgraph.config import dump_config, parse_config
 
     cfg, data_dir = tiny_dataset
@@ -407,9 +487,12 @@ def test_a_wrongly_accepted_loop_cannot_read_the_key_or_write_outside(tmp_path, 
     outside.mkdir()
     tag = uuid.uuid4().hex
     targets = {"sibling": str(outside / "escaped.txt"), "data": str(Path(data_dir) / f"escaped-{tag}.txt"),
-               "repo": str(REPO / f"sandbox-escape-{tag}.txt")}
+               "repo": str(REPO / f"sandbox-escape-{tag}.txt"), "run": str(run_dir / "planted.txt")}
+    dataset_files = sorted(p.name for p in Path(data_dir).iterdir())
     loop = tmp_path / "train_loop.py"
-    loop.write_text(with_train_step(SPY_STEP.format(targets=targets)), encoding="utf-8")
+    loop.write_text(with_train_step(SPY_STEP.format(targets=targets, data_dir=str(data_dir), dataset_files=dataset_files)),
+                    encoding="utf-8")
+    loop_before, config_before = loop.read_bytes(), cfg_path.read_bytes()
     secret = new_secret()
     env = {**os.environ, "ANTHROPIC_API_KEY": secret}
     env.pop(BWRAP_ENV, None)
@@ -423,18 +506,36 @@ def test_a_wrongly_accepted_loop_cannot_read_the_key_or_write_outside(tmp_path, 
     assert "training it inside the sandbox" in proc.stdout
     record = json.loads((run_dir / "training.json").read_text())
     assert record["status"] == "ok", record
-    found_text = (run_dir / "found.json").read_text()
+    assert record["loop_file"] == str(loop)
+    found_text = next(line for line in proc.stdout.splitlines() if line.startswith("SPY-REPORT "))[len("SPY-REPORT "):]
     found = json.loads(found_text)
-    assert found["cwd"] == str(run_dir.resolve())
-    assert found["environ"]["HOME"] == sandbox.SANDBOX_HOME  # the spy ran, inside
+    scratch = run_dir / ".contained" / "scratch"
+    assert found["cwd"] == str(scratch)
+    assert found["environ"]["HOME"] == str(scratch / sandbox.SCRATCH_HOME)  # the spy ran, inside
     assert secret not in found_text and "ANTHROPIC_API_KEY" not in found_text
     assert not [k for k in found["environ"] if is_secret_name(k)]
-    assert "HOME=/tmp/home" in found["/proc/1/environ"].split("\0")
+    # nothing of the real dataset folder is reachable, W.npy included; the view holds u but no W
+    assert "W.npy" in dataset_files and "stats.json" in dataset_files
+    for name in dataset_files:
+        if name in ("u.npy", "du.npy"):  # the training arrays: bound read-only where the view's links point
+            assert found["read_" + name].startswith("read "), (name, found["read_" + name])
+        else:
+            assert found["read_" + name].startswith("error: FileNotFoundError"), (name, found["read_" + name])
+    for name in ("W.npy", "types.npy", "stats.json"):
+        assert found["read_view_" + name].startswith("error: FileNotFoundError"), (name, found["read_view_" + name])
+    assert found["read_view_u.npy"].startswith("read "), found["read_view_u.npy"]
+    # its config and loop are read-only, outside the writable scratch folder
+    assert found["config"].startswith("error: OSError: [Errno 30] Read-only file system"), found["config"]
+    assert found["loop"].startswith("error: OSError: [Errno 30] Read-only file system"), found["loop"]
+    assert loop.read_bytes() == loop_before and cfg_path.read_bytes() == config_before
     assert found["sibling"].startswith("error: FileNotFoundError"), found["sibling"]
+    assert found["run"].startswith("error: "), found["run"]
     assert found["data"].startswith("error: OSError: [Errno 30] Read-only file system"), found["data"]
     assert found["repo"].startswith("error: OSError: [Errno 30] Read-only file system"), found["repo"]
-    assert escaped == {"sibling": False, "data": False, "repo": False}
+    assert escaped == {"sibling": False, "data": False, "repo": False, "run": False}
     assert os.listdir(outside) == []
+    # only the declared outputs came back, and the staged layout is gone
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "model.pt", "training.json"]
 
 
 def test_contained_environment_holds_no_secret(monkeypatch):
@@ -449,7 +550,10 @@ def test_contained_environment_holds_no_secret(monkeypatch):
     assert not set(secrets.values()) & set(env.values())
     assert env["NEURALGRAPH_PLAIN_SETTING"] == "kept"
     assert "SOME_UNLISTED_VARIABLE" not in env
-    assert env["HOME"] == sandbox.SANDBOX_HOME and env["TMPDIR"] == sandbox.SANDBOX_TMP
+    assert env["HOME"] == env["TMPDIR"] == tempfile.gettempdir()  # no scratch: the packaged loop
+    scratch = Path("/somewhere/scratch")
+    contained = contained_environment(scratch=scratch)
+    assert contained["HOME"] == str(scratch / sandbox.SCRATCH_HOME) and contained["TMPDIR"] == str(scratch / sandbox.SCRATCH_TMP)
     assert env["CUDA_VISIBLE_DEVICES"] == ""
 
 
@@ -527,8 +631,7 @@ HANG_STEP = """\
 import os, time
 if ctx.step >= 20:
     if os.path.exists("progress.json"):  # the trainer's heartbeat is out: now hang
-        with open("hung_at.txt", "w") as fh:
-            fh.write(str(ctx.step))
+        print("HUNG-AT", ctx.step, flush=True)
         while True:
             time.sleep(3600)
     time.sleep(0.05)  # the first heartbeat comes after 5 s: keep the run from ending before it
@@ -552,7 +655,7 @@ def test_stalled_edited_loop_is_stopped_recorded_and_scored_failed(tmp_path, tin
     wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert wall < 50, f"the stall took {wall:.0f} s to be noticed"
-    assert int((run_dir / "hung_at.txt").read_text()) >= 20
+    assert int(proc.stdout.split("HUNG-AT ")[1].split()[0]) >= 20
     record = json.loads((run_dir / "training.json").read_text())
     assert record["status"] == "stalled", record
     assert record["reason"].startswith("stopped by the watchdog: the edited loop no training progress for"), record
@@ -569,6 +672,132 @@ def test_stalled_edited_loop_is_stopped_recorded_and_scored_failed(tmp_path, tin
     assert metrics["status"] == "stalled"
     assert metrics["outcome"] == "failed"
     assert metrics["outcome_reason"].startswith("training stalled: stopped by the watchdog"), metrics["outcome_reason"]
+
+
+FAKE_PROGRESS_STEP = """\
+import json, os, threading, time
+if ctx.step == 3:
+    def fake():
+        step = 1000
+        while True:
+            step += 1
+            with open("progress.json.tmp", "w") as fh:
+                json.dump({"step": step, "seconds_per_step": 0.01}, fh)
+            os.replace("progress.json.tmp", "progress.json")
+            time.sleep(0.5)
+    threading.Thread(target=fake, daemon=True).start()
+    print("FAKING-PROGRESS", flush=True)
+    while True:
+        time.sleep(3600)
+""" + NORMAL_STEP
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_a_hung_loop_faking_its_heartbeat_is_stopped_by_the_wall_cap(tmp_path, tiny_dataset):
+    """No time target and no parent: the default wall cap applies anyway, and a heartbeat the
+    contained code fakes does not keep the run alive past it."""
+    from neuralgraph.config import dump_config, parse_config
+
+    cfg, data_dir = tiny_dataset
+    assert cfg.training.training_time_target_min is None
+    cfg_path = dump_config(cfg, tmp_path / "config.yaml")
+    loop = tmp_path / "train_loop.py"
+    loop.write_text(with_train_step(FAKE_PROGRESS_STEP), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    proc = pipeline_train(cfg_path, data_dir, run_dir, loop, dict(os.environ), "--stall-floor-s", "3",
+                          "--startup-grace-s", "60", "--default-wall-cap-s", "25", timeout=120)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FAKING-PROGRESS" in proc.stdout
+    assert 25 <= wall < 60, wall
+    record = json.loads((run_dir / "training.json").read_text())
+    assert record["status"] == "stalled", record
+    assert "ran past its wall-clock cap of 0.4 min (the default cap" in record["reason"], record["reason"]
+
+
+def test_the_wall_cap_always_applies(tmp_path):
+    from neuralgraph.config import parse_config
+    from pipeline.train_job import DEFAULT_WALL_CAP_S, PARENT_TIME_FACTOR, wall_cap_s
+    from tiny_configs import tiny_config_dict
+
+    cfg = parse_config(tiny_config_dict(), source="test")
+    run = tmp_path / "iter_003"
+    run.mkdir()
+    assert wall_cap_s(cfg, run, 900.0) == (DEFAULT_WALL_CAP_S, "the default cap: no time target and no parent training time")
+    (run / "proposal.json").write_text(json.dumps({"parent": 2}))
+    (tmp_path / "iter_002").mkdir()
+    (tmp_path / "iter_002" / "training.json").write_text(json.dumps({"training_time_min": 1.5}))
+    cap, origin = wall_cap_s(cfg, run, 900.0)
+    assert cap == PARENT_TIME_FACTOR * 90.0 + 900.0 and "parent's training time of 1.5 min" in origin
+    data = tiny_config_dict()
+    data["training"]["training_time_target_min"] = 2.0
+    assert wall_cap_s(parse_config(data, source="test"), run, 900.0) == (3.0 * 120.0 + 900.0, "3 x the time target")
+
+
+LOUD_STEP = """\
+if ctx.step == 0:
+    import sys
+    for _ in range(12):
+        sys.stdout.write("x" * (1024 ** 2) + "\\n")
+    sys.stdout.flush()
+""" + NORMAL_STEP
+
+
+@needs_bwrap
+def test_what_a_contained_run_prints_is_capped(tmp_path, tiny_dataset):
+    from agent.sandbox import OUTPUT_CAP_BYTES
+    from neuralgraph.config import dump_config, parse_config
+
+    cfg, data_dir = tiny_dataset
+    data = cfg.to_dict()
+    data["training"]["data_augmentation_loop"] = 1
+    cfg_path = dump_config(parse_config(data, source="loud test"), tmp_path / "config.yaml")
+    loop = tmp_path / "train_loop.py"
+    loop.write_text(with_train_step(LOUD_STEP), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    proc = pipeline_train(cfg_path, data_dir, run_dir, loop, dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert OUTPUT_CAP_BYTES < 12 * 1024 ** 2
+    assert len(proc.stdout.encode()) < OUTPUT_CAP_BYTES + 10_000, len(proc.stdout)
+    assert f"[output truncated: the contained run printed more than {OUTPUT_CAP_BYTES} bytes" in proc.stdout
+    assert json.loads((run_dir / "training.json").read_text())["status"] == "ok"  # the run itself went on
+
+
+TAMPER_STEPS = {
+    "symlink": ("os.symlink('/etc/passwd', 'train.log')", "it left a symbolic link in its scratch folder: train.log"),
+    "fifo": ("os.mkfifo('logs')", "it left a special file"),
+    "extra tensor": ("model.register_buffer('stolen', torch.ones(7))", "model.pt does not hold the model's tensors"),
+    "checkpoint link": ("os.symlink('/etc/shadow', 'checkpoint.pt.x'); os.rename('checkpoint.pt.x', 'checkpoint.pt')",
+                        "a symbolic link in its scratch folder: checkpoint.pt"),
+}
+
+
+@needs_bwrap
+@pytest.mark.parametrize("kind", sorted(TAMPER_STEPS))
+def test_a_run_that_leaves_a_link_fifo_or_foreign_tensor_is_tampered(kind, tmp_path, tiny_dataset):
+    """Nothing the contained run wrote is trusted: the untrained model stands in, no checkpoint
+    is kept, the staged layout is removed, and the chain can go on (exit 0)."""
+    from neuralgraph.config import dump_config, parse_config
+
+    action, reason = TAMPER_STEPS[kind]
+    cfg, data_dir = tiny_dataset
+    data = cfg.to_dict()
+    data["training"]["data_augmentation_loop"] = 1
+    cfg_path = dump_config(parse_config(data, source="tamper test"), tmp_path / "config.yaml")
+    loop = tmp_path / "train_loop.py"
+    step = "import os\nif ctx.step == 30:\n    " + action + "\n"
+    loop.write_text(with_train_step(step + NORMAL_STEP), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    proc = pipeline_train(cfg_path, data_dir, run_dir, loop, dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((run_dir / "training.json").read_text())
+    assert record["status"] == "tampered", record
+    assert reason in record["reason"], record["reason"]
+    assert "recorded as status 'tampered'" in proc.stdout
+    assert sorted(p.name for p in run_dir.iterdir()) == ["model.pt", "training.json"]
+    assert not (run_dir / "model.pt").is_symlink()
 
 
 # =========================================================================== 6. redaction

@@ -8,7 +8,8 @@ rule train:
     goes on. A crash exits non-zero; --retries resubmits the job and the train CLI resumes from
     iter_NNN/checkpoint.pt, which is deliberately not a declared output so Snakemake never
     deletes it when it cleans up a failed job. Progress (step, loss, rate, ETA) is appended to
-    iter_NNN/train.log, which is not a declared log either: Snakemake removes the log of a
+    iter_NNN/train.log by `python -m pipeline append-log` (which refuses a link there, unlike
+    `tee -a`), which is not a declared log either: Snakemake removes the log of a
     failed job, and the history of a killed-and-resumed run is worth keeping. The declared log
     iter_NNN/logs/train.log holds the latest attempt.
     """
@@ -42,4 +43,4 @@ rule train:
         '(echo "=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)";'
         " {params.py} -m pipeline train --config {input.config:q} --data {params.data:q} --out {params.out:q}"
         " --loop {input.loop:q} --threads {threads} --code-modification {params.code_modification} 2>&1)"
-        " | tee -a {params.progress:q} > {log:q}"
+        " | {params.py} -m pipeline append-log {params.progress:q} > {log:q}"
