@@ -28,9 +28,11 @@ from typing import Any, Iterator
 from neuralgraph.secrets import redact
 
 
-#: Components checked above a path that lies outside the working directory (the file, its
-#: folder and the iteration folder: what a run folder's writer could have replaced by a link).
-OUTSIDE_CWD_DEPTH = 3
+#: Components checked of every path: the file, its folder and the folder above (for a node's
+#: file: the file, ``iter_NNN`` or ``logs``/``plots``, and ``iter_NNN``), which is what a run
+#: folder's writer could have replaced by a link. Folders higher up are the user's own choice
+#: (``results/`` a link to cluster scratch storage, a /home that is a link) and are followed.
+CHECKED_DEPTH = 3
 
 
 class LinkRefusedError(OSError):
@@ -38,16 +40,9 @@ class LinkRefusedError(OSError):
 
 
 def _checked_components(path: Path) -> list[Path]:
-    """The components of ``path`` that must not be links: those below the working directory,
-    or the last :data:`OUTSIDE_CWD_DEPTH` of a path elsewhere (the system's own links above,
-    e.g. a /home that is a link on a cluster, are not ours to judge)."""
+    """The last :data:`CHECKED_DEPTH` components of ``path`` (made absolute), those that must not be links."""
     absolute = Path(os.path.abspath(path))
-    cwd = Path(os.getcwd())
-    if absolute != cwd and cwd in absolute.parents:
-        depth = len(absolute.relative_to(cwd).parts)
-    else:
-        depth = OUTSIDE_CWD_DEPTH
-    chain = [absolute, *absolute.parents][:depth]
+    chain = [absolute, *absolute.parents][:CHECKED_DEPTH]
     return [p for p in chain if p != Path(p.anchor)]
 
 

@@ -61,6 +61,23 @@ def test_writes_refuse_a_linked_folder_and_replace_a_linked_file(host):
     assert check_no_links(run / "fresh" / "file.txt") == run / "fresh" / "file.txt"  # missing parts are fine
 
 
+def test_a_results_folder_that_is_a_link_to_scratch_storage_is_followed(tmp_path, monkeypatch):
+    """The cluster habit `results -> /scratch/...` keeps working: only the node's own components are checked."""
+    scratch = tmp_path / "scratch"
+    (scratch / "demo" / "iter_001").mkdir(parents=True)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "results").symlink_to(scratch)
+    monkeypatch.chdir(project)
+    target = Path("results") / "demo" / "iter_001" / "metrics.json"
+    atomic_write_json(target, {"connectivity_R2": 0.5})
+    assert read_json(target) == {"connectivity_R2": 0.5}
+    assert (scratch / "demo" / "iter_001" / "metrics.json").is_file()
+    (scratch / "demo" / "iter_002").symlink_to(scratch / "demo" / "iter_001")  # a node folder stays refused
+    with pytest.raises(LinkRefusedError, match="iter_002: is a symbolic link"):
+        read_json(Path("results") / "demo" / "iter_002" / "metrics.json")
+
+
 def test_the_train_rules_log_appender_refuses_a_link(host):
     run, victim, _ = host
     (run / "train.log").symlink_to(victim)
