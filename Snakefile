@@ -27,6 +27,7 @@ include: "workflow/rules/decide.smk"
 include: "workflow/rules/summarize.smk"
 include: "workflow/rules/archive.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/reference.smk"
 
 
 # Every iteration of every block, then the summary (the archive is its own target).

@@ -281,6 +281,21 @@ def rollout_true(dataset, u0: np.ndarray, n_steps: int) -> np.ndarray:
     return euler_rollout(u0, dataset.W, dataset.types, dataset.type_params, dataset.delta_t, n_steps).astype(np.float64)
 
 
+def training_trajectory_test_r2(run_dir: str | Path, data_dir: str | Path) -> float:
+    """test_R2 as the reference computes it: the rollout starts at frame 0 of the TRAINING data
+    (ours, test_R2 in metrics.json, starts in the held-out segment). NaN without a usable model."""
+    import torch  # lazy: see _rollout_steps
+
+    model, cfg, _problem = load_model(Path(run_dir))
+    if model is None or non_finite_parameters(model):
+        return math.nan
+    dataset = load_dataset(data_dir, mmap=True)
+    u0 = np.array(dataset.u[0])
+    n_steps = min(cfg.analysis.rollout_frames, dataset.n_frames - 1)
+    pred = rollout_learned(model.eval(), u0, n_steps, dataset.delta_t, torch.device("cpu"))
+    return M.rollout_r2(rollout_true(dataset, u0, n_steps), pred, every=cfg.analysis.rollout_eval_every)
+
+
 # ------------------------------------------------------------------------- scoring
 
 

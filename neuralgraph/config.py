@@ -166,6 +166,17 @@ class TrainingConfig(_Section):
         0.0, ge=0.0, le=1e6, description="Penalty on a decreasing lin_edge (monotone messages). One L2 norm over the "
         "batch and delta = u_scale/100: about 1.9 x the reference's coefficient at batch 8 (docs/agent.md)."
     )
+    edge_diff_stop_epoch: int = Field(
+        0, ge=0, le=10_000, description="Two-phase training (the reference's n_epochs_init): the edge-difference "
+        "penalty acts only in epochs before this one (0-based); 0 = in every epoch. The reference's recipes set it "
+        "equal to l1_start_epoch (penalty first, then L1)."
+    )
+    edge_diff_form: Literal["batch", "reference"] = Field(
+        "batch", description="batch: one L2 norm over all B x N entries, shift u_scale/100 (about 1.9 x the "
+        "reference's coefficient at batch 8); reference: the reference's definition, an L2 norm over the N neurons "
+        "per frame summed over the B frames, shift x_norm/150 with x_norm = round(1.5 std(u)) (its coefficients "
+        "apply unchanged)."
+    )
     coeff_lin_phi_zero: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on lin_phi(0, a) != 0.")
     coeff_MLP_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on MLP weights.")
     coeff_MLP_L2: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on MLP weights.")
@@ -211,7 +222,7 @@ class ClaudeConfig(_Section):
     """The exploration's own knobs (the only keys allowed in the seed's ``claude:`` section)."""
 
     n_epochs: int = Field(1, ge=1, le=10_000, description="Epochs of every iteration's training (copied into training.n_epochs).")
-    data_augmentation_loop: int = Field(15, ge=1, le=25, description="Starting data_augmentation_loop (copied into training).")
+    data_augmentation_loop: int = Field(15, ge=1, le=1000, description="Starting data_augmentation_loop (copied into training).")
     n_iter_block: int = Field(8, ge=1, le=1000, description="Iterations per block (one time_step per block).")
     ucb_c: float = Field(1.414, ge=0.5, le=3.0, description="Exploration constant of the UCB score.")
     fixed_step_budget: bool = Field(
@@ -227,6 +238,40 @@ class AnalysisConfig(_Section):
     plateau_u_range: list[float] = Field(default_factory=lambda: [0.8, 1.0], description="u range (times max |u|) whose mean lin_edge is the per-column plateau.")
 
 
+class PublishedResult(_Section):
+    """What the reference published for a case (its case-study and landscape pages)."""
+
+    connectivity_R2: float = Field(description="The reference's best connectivity_R2 (its own search).")
+    test_R2: Optional[float] = Field(None, description="Its rollout test_R2 (on the training trajectory), where published.")
+    effective_rank_99: Optional[str] = Field(None, description="Its activity effective rank (99% variance), as published.")
+    spectral_radius: Optional[float] = Field(None, description="Its spectral radius of the true W, where published.")
+    seeds_above: Optional[str] = Field(None, description="Per-seed outcome where published, e.g. '8 of 10 above 0.999'.")
+    where: str = Field(description="Which page or file of the reference gives these numbers.")
+
+
+class ReferenceCase(_Section):
+    """Optional metadata of a case rebuilt from the reference (config/experiments/reference/):
+    where it comes from, its published result, and its published recipe. The recipe holds
+    ``training.*`` fields applied on top of the file's start config for the reference run
+    (``snakemake reference``); it is checked against the training schema."""
+
+    name: str = Field(description="Short case name (a row of docs/reference.md).")
+    sources: list[str] = Field(description="The reference files this case is built from (repository paths).")
+    published: PublishedResult = Field(description="The published result (connectivity_R2, test_R2, ..., where).")
+    recipe: dict[str, Any] = Field(default_factory=dict, description="training.* fields of the published recipe.")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="Values of seed_field the reference run trains on.")
+    seed_field: Literal["simulation.seed", "training.seed"] = Field("simulation.seed", description="Which seed varies.")
+    notes: str = Field("", description="Known differences from the reference, and what was inferred.")
+
+    @model_validator(mode="after")
+    def _check_recipe(self) -> "ReferenceCase":
+        for dotted in self.recipe:
+            section, _, key = dotted.partition(".")
+            if section != "training" or key not in TrainingConfig.model_fields:
+                raise ValueError(f"recipe key {dotted!r}: must be training.<field> of the training section")
+        return self
+
+
 class ExperimentConfig(_Section):
     """A whole experiment file."""
 
@@ -236,6 +281,20 @@ class ExperimentConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     claude: ClaudeConfig = Field(default_factory=ClaudeConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    reference: Optional[ReferenceCase] = Field(None, description="Metadata of a reference case (not used by training).")
+
+    @model_validator(mode="after")
+    def _check_recipe_applies(self) -> "ExperimentConfig":
+        """The recipe must give a valid training section (field ranges and modes)."""
+        if self.reference is not None and self.reference.recipe:
+            training = {**self.training.model_dump(mode="json"),
+                        **{dotted.split(".", 1)[1]: value for dotted, value in self.reference.recipe.items()}}
+            try:
+                TrainingConfig.model_validate(training)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"reference.recipe: {_format_location(tuple(first['loc']))}: {first['msg']}") from None
+        return self
 
     @model_validator(mode="after")
     def _check_frames(self) -> "ExperimentConfig":
@@ -263,7 +322,18 @@ class ExperimentConfig(_Section):
         return self.simulation.n_frames - self.training.held_out_frames
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """Every field; the reference metadata only when present (configs without it keep their
+        exact dump, hence their checkpoint keys)."""
+        data = self.model_dump(mode="json")
+        if data.get("reference") is None:
+            data.pop("reference", None)
+        return data
+
+    def with_recipe(self) -> "ExperimentConfig":
+        """This config with its reference recipe applied (itself when it has none)."""
+        if self.reference is None or not self.reference.recipe:
+            return self
+        return with_updates(self, dict(self.reference.recipe), source="reference.recipe")
 
     def simulation_hash(self) -> str:
         """Hash of the simulation section: identifies the dataset an experiment needs.
@@ -460,12 +530,20 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def section_model(annotation: Any) -> Optional[type[BaseModel]]:
+    """The section model of a top-level field (Optional[...] unwrapped), None for plain fields."""
+    for option in typing.get_args(annotation) or (annotation,):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return None
+
+
 def describe_schema() -> str:
     """Markdown table of every field: default, type, allowed values (used by docs and --help)."""
     lines = ["| field | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for section_name, section_field in ExperimentConfig.model_fields.items():
-        model = section_field.annotation
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        model = section_model(section_field.annotation)
+        if model is None:
             continue
         for name, field in model.model_fields.items():
             bounds = []

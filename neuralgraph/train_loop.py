@@ -23,7 +23,8 @@ Objects the engine passes in:
 - ``data``: training frames only (the held-out test segment is never passed):
   ``data.u``, ``data.du`` float32 tensors (n_train_frames, N) on the training device, with
   ``u[k+1] = u[k] + delta_t * du[k]``; ``data.delta_t``; ``data.n_frames`` (= n_train_frames);
-  ``data.u_scale`` (max |u| over the training frames).
+  ``data.u_scale`` (max |u| over the training frames); ``data.x_norm`` (the reference's scale,
+  round(1.5 std(u)) over the training frames).
 - ``ctx``: the step context (frozen): ``ctx.cfg`` (the view), ``ctx.epoch`` (0-based), ``ctx.step`` (global
   optimizer step, 0-based), ``ctx.step_in_epoch``, ``ctx.iterations_per_epoch``,
   ``ctx.n_epochs``, ``ctx.mode`` ("single", "recurrent" or "ode"), ``ctx.horizon`` (T of this
@@ -167,18 +168,32 @@ def _edge_monotonicity_penalty(model, u, delta):
     return torch.relu(low - high).norm(2)
 
 
+def _edge_monotonicity_penalty_per_frame(model, u, delta):
+    """The reference's form: per frame, || relu(lin_edge(u) - lin_edge(u + delta)) || over the N
+    neurons (states detached), summed over the frames of the batch."""
+    u = u.detach()
+    low = model.lin_edge(model.edge_features(u))
+    high = model.lin_edge(model.edge_features(u + delta))
+    return torch.relu(low - high).reshape(u.shape[0], -1).norm(2, dim=1).sum()
+
+
 def regularisation(model, data, starts, ctx):
     """Weighted sum of the configured penalties (a zero tensor when all coefficients are 0).
 
     Two-phase training: the L1 penalty on W starts at epoch ``l1_start_epoch`` (0-based; the
-    epochs before it fit W without it, the reference's n_epochs_init with first_coeff_L1 = 0).
+    epochs before it fit W without it, the reference's n_epochs_init with first_coeff_L1 = 0);
+    with ``edge_diff_stop_epoch`` > 0 the edge-difference penalty acts only before that epoch.
     """
     tr = ctx.cfg.training
     total = torch.zeros((), device=data.u.device)
     if tr.coeff_W_L1 > 0 and ctx.epoch >= tr.l1_start_epoch:
         total = total + tr.coeff_W_L1 * model.dense_W().abs().sum()
-    if tr.coeff_edge_diff > 0:
-        total = total + tr.coeff_edge_diff * _edge_monotonicity_penalty(model, data.u[starts], data.u_scale / 100)
+    if tr.coeff_edge_diff > 0 and (tr.edge_diff_stop_epoch == 0 or ctx.epoch < tr.edge_diff_stop_epoch):
+        if tr.edge_diff_form == "reference":
+            penalty = _edge_monotonicity_penalty_per_frame(model, data.u[starts], data.x_norm / 150)
+        else:
+            penalty = _edge_monotonicity_penalty(model, data.u[starts], data.u_scale / 100)
+        total = total + tr.coeff_edge_diff * penalty
     if tr.coeff_lin_phi_zero > 0:
         zero = torch.zeros(1, model.n_neurons, device=data.u.device)
         total = total + tr.coeff_lin_phi_zero * model.node_update(zero).norm(2)

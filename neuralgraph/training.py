@@ -106,6 +106,9 @@ class TrainingData:
     delta_t: float
     n_frames: int
     u_scale: float
+    #: the reference's activity scale, round(1.5 std(u)) over the training frames
+    #: (:func:`reference_x_norm`; its edge-difference shift is x_norm / 150)
+    x_norm: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,15 @@ def load_training_data(data_dir: str | Path, cfg: ExperimentConfig, device: torc
     n_train = cfg.n_train_frames
     u = torch.from_numpy(np.array(dataset.u[:n_train], dtype=np.float32)).to(device)
     du = torch.from_numpy(np.array(dataset.du[:n_train], dtype=np.float32)).to(device)
-    data = TrainingData(u=u, du=du, delta_t=float(dataset.delta_t), n_frames=n_train, u_scale=float(u.abs().max()))
+    data = TrainingData(u=u, du=du, delta_t=float(dataset.delta_t), n_frames=n_train, u_scale=float(u.abs().max()),
+                        x_norm=reference_x_norm(u))
     return data, dataset
+
+
+def reference_x_norm(u: torch.Tensor) -> float:
+    """The reference's activity scale: round(1.5 x std of u over every entry), rounded half to even
+    like torch.round; 0 for nearly constant activity (then its edge-difference shift is 0)."""
+    return float(round(1.5 * float(u.double().std())))
 
 
 def checkpoint_key(cfg: ExperimentConfig, loop_sha: str, dataset: Any) -> str:

@@ -6,9 +6,10 @@
 - ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
 - ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
 - ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`);
-- ``study``: run each policy on the benchmarks over seeds, tables and figure (:mod:`pipeline.study`).
+- ``study``: run each policy on the benchmarks over seeds, tables and figure (:mod:`pipeline.study`);
+- ``reference``: the reference's published cases with its recipes, and their table (:mod:`pipeline.reference`).
 
-``summarize``, ``archive``, ``verify-archive`` and ``study`` keep their options next to their stage
+``summarize``, ``archive``, ``verify-archive``, ``study`` and ``reference`` keep their options next to their stage
 function (``main(argv)`` in the module); this file only dispatches to them.
 """
 from __future__ import annotations
@@ -79,13 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _delegated() -> dict:
     """Commands whose options live in their stage module (imported only when called)."""
-    from pipeline import archive, study, summary
+    from pipeline import archive, reference, study, summary
 
     return {"summarize": summary.main, "archive": archive.main, "verify-archive": archive.main_verify,
-            "study": study.main}
+            "study": study.main, "reference": reference.main}
 
 
-DELEGATED_COMMANDS = ("summarize", "archive", "verify-archive", "study")
+DELEGATED_COMMANDS = ("summarize", "archive", "verify-archive", "study", "reference")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -45,7 +45,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -277,20 +277,32 @@ def seeded_experiment(bench: Benchmark, mode: str, seed: int, folder: Path) -> P
     return path
 
 
-def run_command(bench: Benchmark, mode: str, policy: str, seed: int, folder: Path, cores: int,
-                snakefile: Path, extra: list[str]) -> list[str]:
-    """The `snakemake` command of one study run (targets first, then --config, as the README says)."""
-    experiment = seeded_experiment(bench, mode, seed, folder)
+def workflow_command(experiment: Path, name: str, folder: Path, cores: int, snakefile: Path, extra: list[str],
+                     time_step: int, n_iter: int, slots: int, policy: str, seed: int) -> list[str]:
+    """The `snakemake` command of one ordinary workflow run into folder/runs/<name>/ (targets
+    first, then --config, as the README says): one block of n_iter iterations. Shared by the
+    study and the reference cases (pipeline/reference.py)."""
     agent = json.dumps({"backend": policy, "seed": seed})  # JSON is YAML: Snakemake's --config parser reads it
     return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--cores", str(cores),
-            "--rerun-incomplete", *extra, "--config", f"experiment={experiment}", f"name={run_name(bench, mode, policy, seed)}",
-            f"results_dir={folder / RUNS_DIR}", f"schedule=[{bench.time_step}]", f"n_iter_block={bench.n_iter}",
-            f"slots={bench.slots}", f"agent={agent}"]
+            "--rerun-incomplete", *extra, "--config", f"experiment={experiment}", f"name={name}",
+            f"results_dir={folder / RUNS_DIR}", f"schedule=[{time_step}]", f"n_iter_block={n_iter}",
+            f"slots={slots}", f"agent={agent}"]
+
+
+def run_command(bench: Benchmark, mode: str, policy: str, seed: int, folder: Path, cores: int,
+                snakefile: Path, extra: list[str]) -> list[str]:
+    """The `snakemake` command of one study run."""
+    return workflow_command(seeded_experiment(bench, mode, seed, folder), run_name(bench, mode, policy, seed), folder,
+                            cores, snakefile, extra, bench.time_step, bench.n_iter, bench.slots, policy, seed)
+
+
+def workflow_finished(folder: Path, name: str) -> bool:
+    """Whether the workflow run folder/runs/<name>/ finished (its summary table exists)."""
+    return (folder / RUNS_DIR / name / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME).exists()
 
 
 def run_finished(folder: Path, bench: Benchmark, mode: str, policy: str, seed: int) -> bool:
-    summary = folder / RUNS_DIR / run_name(bench, mode, policy, seed) / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME
-    return summary.exists()
+    return workflow_finished(folder, run_name(bench, mode, policy, seed))
 
 
 def study_cases(spec: StudySpec) -> list[tuple[Benchmark, str]]:
@@ -308,22 +320,28 @@ def study_runs(spec: StudySpec) -> list[tuple[Benchmark, str, str, int]]:
 
 
 def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, extra: list[str]) -> list[str]:
-    """Run every (benchmark, policy, seed) not finished yet; the names of the runs that failed."""
+    """Run every (benchmark, mode, policy, seed) not finished yet; the names of the runs that failed."""
     skipped = {p: why for p in spec.policies if (why := policy_unavailable(p))}
     for policy, why in skipped.items():
         log.info("policy %s left out of this study: %s", policy, why)
     runnable = [(b, m, p, s) for b, m, p, s in study_runs(spec) if p not in skipped]
     todo = [run for run in runnable if not run_finished(folder, *run)]
     log.info("%d runs in the study, %d finished before, %d to run", len(runnable), len(runnable) - len(todo), len(todo))
+    return run_workflows(folder, [(run_name(b, m, p, s), lambda b=b, m=m, p=p, s=s: run_command(b, m, p, s, folder,
+                                                                                               cores, snakefile, extra))
+                                  for b, m, p, s in todo])
+
+
+def run_workflows(folder: Path, todo: list[tuple[str, Callable[[], list[str]]]]) -> list[str]:
+    """Run each (name, command maker) in turn, its output in folder/logs/<name>.log; a failed
+    run does not stop the others. Returns the names of the runs that failed."""
     failed: list[str] = []
     started = time.monotonic()
-    for done, (bench, mode, policy, seed) in enumerate(todo, 1):
-        name = run_name(bench, mode, policy, seed)
+    for done, (name, command) in enumerate(todo, 1):
         log_path = folder / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as out:
-            code = subprocess.run(run_command(bench, mode, policy, seed, folder, cores, snakefile, extra),
-                                  stdout=out, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(command(), stdout=out, stderr=subprocess.STDOUT).returncode
         if code != 0:
             failed.append(name)
         elapsed = time.monotonic() - started

@@ -61,8 +61,8 @@ def test_valid_mutation_is_accepted_and_short_names_become_canonical():
     ({"parameter": "learning_rate_W_start", "new": 0.5}, "config_mutation.new = 0.5 for learning_rate_W_start: must be in 0.0001..0.01"),
     ({"parameter": "coeff_W_L1", "new": 1e-3}, "for coeff_W_L1: must be in 0 or 1e-06..0.0001"),
     ({"parameter": "noise_recurrent_level", "new": -0.1}, "must be in 0 or 0.0001..0.1"),
-    ({"parameter": "data_augmentation_loop", "new": 2.5}, "must be an integer in 1..25"),
-    ({"parameter": "learning_rate_W_start", "new": 1e-3, "data_augmentation_loop": 40}, "config_mutation.data_augmentation_loop = 40: must be in 1..25"),
+    ({"parameter": "data_augmentation_loop", "new": 2.5}, "must be an integer in 1..400"),
+    ({"parameter": "learning_rate_W_start", "new": 1e-3, "data_augmentation_loop": 401}, "config_mutation.data_augmentation_loop = 401: must be in 1..400"),
     ({"parameter": "lr_W", "old": 9e-3, "new": 1e-3}, "config_mutation.old = 0.009: the parent's learning_rate_W_start is 0.002"),
     ({"parameter": "recurrent_training_start_epoch", "new": 2}, "must be < training.n_epochs = 1"),
 ])
@@ -276,7 +276,7 @@ def test_parameter_table_matches_the_seed_ranges():
     assert (ALLOWED_PARAMETERS["learning_rate_start"].low, ALLOWED_PARAMETERS["learning_rate_start"].high) == (1e-5, 1e-3)
     assert (ALLOWED_PARAMETERS["coeff_W_L1"].low, ALLOWED_PARAMETERS["coeff_W_L1"].high) == (1e-6, 1e-4)
     assert ALLOWED_PARAMETERS["noise_recurrent_level"].high == 0.1
-    assert (ALLOWED_PARAMETERS["data_augmentation_loop"].low, ALLOWED_PARAMETERS["data_augmentation_loop"].high) == (1, 25)
+    assert (ALLOWED_PARAMETERS["data_augmentation_loop"].low, ALLOWED_PARAMETERS["data_augmentation_loop"].high) == (1, 400)
 
 
 # ----------------------------------------------------------------------------- fixed step budget (study)

@@ -16,6 +16,7 @@ from neuralgraph.config import (
     ALLOWED_TIME_STEPS,
     ConfigError,
     ExperimentConfig,
+    section_model,
     describe_schema,
     dump_config,
     load_config,
@@ -68,7 +69,7 @@ def test_demo_config_is_a_small_network_that_trains_in_minutes():
 
 def test_every_field_is_documented_with_default_and_allowed_values():
     schema = describe_schema()
-    sections = {name: f.annotation for name, f in ExperimentConfig.model_fields.items() if name != "description"}
+    sections = {name: section_model(f.annotation) for name, f in ExperimentConfig.model_fields.items() if name != "description"}
     for section_name, section in sections.items():
         for name, field in section.model_fields.items():
             assert field.description, f"{section_name}.{name} has no description"

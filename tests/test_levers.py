@@ -71,10 +71,12 @@ def test_levers_in_range_are_accepted(parameter, value):
 
 
 @pytest.mark.parametrize("parameter, value, message", [
-    ("n_epochs", 6, "config_mutation.new = 6.0 for n_epochs: must be in 1..5"),
-    ("n_epochs", 0, "config_mutation.new = 0.0 for n_epochs: must be in 1..5"),
-    ("n_epochs", 2.5, "for n_epochs: must be an integer in 1..5"),
-    ("l1_start_epoch", 5, "config_mutation.new = 5.0 for l1_start_epoch: must be in 0..4"),
+    ("n_epochs", 13, "config_mutation.new = 13.0 for n_epochs: must be in 1..12"),
+    ("n_epochs", 0, "config_mutation.new = 0.0 for n_epochs: must be in 1..12"),
+    ("n_epochs", 2.5, "for n_epochs: must be an integer in 1..12"),
+    ("l1_start_epoch", 13, "config_mutation.new = 13.0 for l1_start_epoch: must be in 0..12"),
+    ("edge_diff_stop_epoch", 13, "config_mutation.new = 13.0 for edge_diff_stop_epoch: must be in 0..12"),
+    ("data_augmentation_loop", 401, "config_mutation.new = 401.0 for data_augmentation_loop: must be in 1..400"),
     ("l1_start_epoch", 3, "for l1_start_epoch: must be < training.n_epochs = 3"),
     ("coeff_edge_diff", 60_000, "config_mutation.new = 60000.0 for coeff_edge_diff: must be in 0 or 1..50000"),
 ])
@@ -96,7 +98,8 @@ def test_reference_edge_diff_default_is_reachable_and_its_conversion_documented(
     assert parse_config(tiny_config_dict(**{"training.coeff_edge_diff": rule.high}))  # the config takes the range
     instructions = (REPO / "agent" / "instructions.md").read_text()
     assert "| coeff_edge_diff | 0, or 1 to 50000 |" in instructions
-    assert "| n_epochs | 1 to 5" in instructions and "| l1_start_epoch | 0 to 4" in instructions
+    assert "| n_epochs | 1 to 12" in instructions and "| l1_start_epoch | 0 to 12" in instructions
+    assert "| edge_diff_stop_epoch | 0 to 12" in instructions and "| data_augmentation_loop | 1 to 400" in instructions
     assert "19000" in instructions and "1.9 times" in instructions
 
 
@@ -176,7 +179,7 @@ def test_random_policy_draws_n_epochs_only_with_a_time_target():
     ctx = context(nodes)
     drawn = [RandomPolicy({"seed": s}).decide(ctx).config_mutation for s in range(300)]
     epochs = {m.new for m in drawn if m.parameter == "n_epochs"}
-    assert epochs and epochs <= {1.0, 2.0, 4.0, 5.0}
+    assert epochs and epochs <= {float(e) for e in range(1, 13)} - {3.0}
     starts = {m.new for m in drawn if m.parameter == "l1_start_epoch"}
     assert starts and starts <= {1.0, 2.0}  # below n_epochs = 3, not the parent's 0
 

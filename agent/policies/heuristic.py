@@ -91,6 +91,11 @@ SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_r
 LEVER_PARAMETERS = ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
 #: The step budget of rule 6b: optimizer steps per epoch are proportional to it.
 STEP_BUDGET_PARAMETER = "data_augmentation_loop"
+#: Rule 6b doubles the step budget up to this value (the allowed range reaches the reference's
+#: 200+, but a doubling chain that far would cost 16x a run; 25 was the range before issue 18).
+STEP_BUDGET_MAX = 25
+#: The n_epochs lever of rule 3b stops here (the allowed range reaches 12 since issue 18).
+LEVER_MAX_EPOCHS = 5
 #: Rule 6b doubles the step budget again only while the last doubling gained at least this much R2,
 #: read through a re-run of the doubled node with another seed (the smaller of the two R2).
 STEP_BUDGET_GAIN = 0.01
@@ -450,7 +455,7 @@ def _step_budget(ctx, chain, scores, top, best, current, rng, paying_only: bool 
         return None  # the diagnostic or the memory says more steps will not lift this block
     rule = ALLOWED_PARAMETERS[STEP_BUDGET_PARAMETER]
     old = int(training.get(STEP_BUDGET_PARAMETER) or 1)
-    new = min(int(rule.high), 2 * old)
+    new = min(int(rule.high), STEP_BUDGET_MAX, 2 * old)
     if new == old or not _is_new(training, STEP_BUDGET_PARAMETER, new, _tried(ctx)):
         return None
     why = (f"the last doubling gained {gain:+.3f} through its re-run (node {rerun.id})" if paying
@@ -470,7 +475,7 @@ def lever_mutations(training: dict[str, Any], time_target: bool) -> list[ConfigM
     if edge_diff == 0:
         found.append(ConfigMutation(parameter="coeff_edge_diff", old=edge_diff, new=EDGE_DIFF_REFERENCE_DEFAULT))
     n_epochs = int(training.get("n_epochs") or 1)
-    if time_target and n_epochs < ALLOWED_PARAMETERS["n_epochs"].high:
+    if time_target and n_epochs < min(ALLOWED_PARAMETERS["n_epochs"].high, LEVER_MAX_EPOCHS):
         found.append(ConfigMutation(parameter="n_epochs", old=n_epochs, new=n_epochs + 1))
     l1_start = int(training.get("l1_start_epoch") or 0)
     if float(training.get("coeff_W_L1") or 0.0) > 0 and l1_start == 0 and n_epochs >= 2:

@@ -19,12 +19,14 @@ TARGET_RULES = {
     "all": "the default target: it only lists the final files and runs no command, so there is nothing to log, "
     "time or deploy",
     "study": "the study target: it only names the study's table (from the spec's name); run_study does the work",
+    "reference": "the reference target: it only names its table (from the spec's name); run_reference does the work",
 }
 
 #: Rules whose benchmark is not under results/<name>/: archive's log and benchmark sit beside
 #: the archive, outside the folder it packs (workflow/rules/archive.smk); run_study's sit in
-#: results/study/<name>/, beside the runs it starts (each with its own results folder).
-OUTSIDE_RESULTS = {"archive", "run_study"}
+#: results/study/<name>/, beside the runs it starts (each with its own results folder), and
+#: run_reference's in results/reference/<name>/ likewise.
+OUTSIDE_RESULTS = {"archive", "run_study", "run_reference"}
 
 PROBE = r"""
 import json, sys

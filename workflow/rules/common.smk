@@ -9,6 +9,7 @@ from snakemake.utils import min_version, validate
 
 from neuralgraph.secrets import hand_over_secrets
 from neuralgraph import dataset, layout
+from pipeline import reference as reference_names
 from pipeline import study as study_names
 from pipeline.plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
@@ -200,3 +201,13 @@ STUDY_ROOT = f"{PLAN.results_dir}/{study_names.STUDY_DIR}"
 def study_table(wildcards):
     spec = study_names.load_spec(config["study"])
     return f"{STUDY_ROOT}/{spec.name}/{study_names.STUDY_TABLE}"
+
+
+# The reference cases (workflow/rules/reference.smk): their folder, and the table named by the
+# spec's `name`, read only when the `reference` target is asked for.
+REFERENCE_ROOT = f"{PLAN.results_dir}/{reference_names.REFERENCE_DIR}"
+
+
+def reference_table(wildcards):
+    spec = reference_names.load_spec(config["reference"])
+    return f"{REFERENCE_ROOT}/{spec.name}/{reference_names.REFERENCE_TABLE}"

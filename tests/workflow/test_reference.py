@@ -1,0 +1,112 @@
+"""`snakemake reference`: the reference's cases, one ordinary run per case and seed with the
+published recipe, and the table beside the published numbers (issue 18, item 3).
+
+A tiny built-in case (the tiny experiment with a ``reference:`` section, two seeds) is run as a
+user runs it, stopped during its second run, and resumed by the same command.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from wf_helpers import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
+
+pytestmark = pytest.mark.slow
+
+RECIPE_LR_W = 4.0e-3
+PUBLISHED = 0.95
+
+
+def write_case_and_spec(workdir):
+    case = yaml.safe_load(TINY_EXPERIMENT.read_text())
+    case["reference"] = {
+        "name": "tiny", "sources": ["[T] the tiny experiment (a test case)"],
+        "published": {"connectivity_R2": PUBLISHED, "test_R2": 0.9, "effective_rank_99": "3", "where": "[T] this test"},
+        "recipe": {"training.learning_rate_W_start": RECIPE_LR_W, "training.n_epochs": 2},
+        "seeds": [0, 1], "seed_field": "training.seed"}
+    case_path = workdir / "config" / "experiments" / "reference" / "tiny.yaml"
+    case_path.parent.mkdir(parents=True, exist_ok=True)
+    case_path.write_text(yaml.safe_dump(case, sort_keys=False))
+    spec = workdir / "config" / "reference.yaml"
+    spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1,
+                                    "cases": [{"experiment": str(case_path)}]}, sort_keys=False))
+    return spec
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory):
+    """Ctrl-C (SIGINT to snakemake's process group) during the second run, then the same command."""
+    workdir = tmp_path_factory.mktemp("reference")
+    write_workflow_config(workdir, reference=str(write_case_and_spec(workdir)))
+    folder = workdir / "results" / "reference" / "tiny_reference"
+    first = folder / "runs" / "tiny_s0"
+    proc = start_snakemake(workdir, "reference")
+    try:
+        deadline = time.monotonic() + 600
+        while not (folder / "runs" / "tiny_s1" / "iter_001").is_dir():
+            assert proc.poll() is None, (workdir / "snakemake.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the second run never started"
+            time.sleep(0.2)
+        kept = {p: p.stat().st_mtime_ns for p in first.glob("iter_*/model.pt")}
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stopped = code != 0
+    table_after_stop = (folder / "reference.tsv").exists()
+    result = snakemake(workdir, "reference", timeout=900).check()
+    return workdir, folder, kept, stopped, table_after_stop, result
+
+
+def test_a_stopped_reference_run_keeps_what_finished_and_the_same_command_resumes(stopped_and_resumed):
+    _, folder, kept, stopped, table_after_stop, result = stopped_and_resumed
+    assert len(kept) == 1, "the first run (one node) had finished before the stop"
+    log = (folder / "reference.log").read_text()
+    if stopped:
+        assert not table_after_stop, "an interrupted reference target must not write its table"
+        assert "2 runs in the reference table, 1 finished before, 1 to run" in log, log + result.output[-2000:]
+    else:  # Snakemake did not act on the SIGINT (see test_study): the run finished anyway
+        assert "Nothing to be done" in result.output, result.output[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished runs must not be retrained"
+
+
+def test_each_run_trains_the_published_recipe_with_its_seed_and_the_table_reports_it(stopped_and_resumed):
+    _, folder, *_ = stopped_and_resumed
+    table = pd.read_csv(folder / "reference.tsv", sep="\t")
+    assert list(table["seed"]) == [0, 1] and set(table["case"]) == {"tiny"}
+    for _, row in table.iterrows():
+        node = folder / "runs" / f"tiny_s{row['seed']}" / "iter_001"
+        config = yaml.safe_load((node / "config.yaml").read_text())
+        assert config["training"]["learning_rate_W_start"] == RECIPE_LR_W and config["training"]["seed"] == row["seed"]
+        assert config["training"]["n_epochs"] == 2  # the recipe's epochs reached the root (claude copy included)
+        metrics = yaml.safe_load((node / "metrics.json").read_text())
+        training = yaml.safe_load((node / "training.json").read_text())
+        assert row["connectivity_R2"] == pytest.approx(metrics["connectivity_R2"])
+        assert row["test_R2_held_out"] == pytest.approx(metrics["test_R2"])
+        assert row["steps"] == training["iterations"] == 2 * training["iterations_per_epoch"]
+        assert row["published_connectivity_R2"] == PUBLISHED and row["published_test_R2"] == 0.9
+        assert -1.0 <= row["test_R2_training"] <= 1.0  # the reference's way: rollout from training frame 0
+        assert row["effective_rank_99"] >= 1 and row["spectral_radius"] > 0
+    report = (folder / "reference.md").read_text()
+    r2 = table["connectivity_R2"]
+    assert f"| tiny | 2 of 2 | {r2.median():.4f} [{r2.min():.4f} - {r2.max():.4f}] | {PUBLISHED:.4f} |" in report, report
+    verdict = "holds" if r2.max() >= PUBLISHED - 0.01 else "misses"
+    assert f"{verdict}: {r2.max() - PUBLISHED:+.4f} against the published {PUBLISHED:.4f}" in report
+    assert "## tiny per seed" in report
+
+
+def test_a_case_without_reference_section_is_refused_naming_the_file(tmp_path):
+    spec = tmp_path / "config" / "reference.yaml"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(yaml.safe_dump({"name": "bad", "cases": [{"experiment": str(TINY_EXPERIMENT)}]}))
+    write_workflow_config(tmp_path, reference=str(spec))
+    result = snakemake(tmp_path, "reference", "-n")
+    assert result.returncode != 0
+    assert f"{TINY_EXPERIMENT}: has no reference: section" in result.output
+    assert snakemake(tmp_path, "-n").returncode == 0  # the exploration itself is unaffected
