@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Optional
 
@@ -102,8 +102,14 @@ MODEL = Kind("the model", members={
 }, result=GENERIC)
 OPTIMIZER = Kind("the optimizer", members={"step": METHOD, "zero_grad": METHOD, "param_groups": GENERIC})
 SCHEDULER = Kind("the learning-rate scheduler", members={"step": METHOD, "get_last_lr": METHOD})
-DATA = Kind("the training data (read-only)", members={
-    "u": GENERIC, "du": GENERIC, "delta_t": VALUE, "n_frames": VALUE, "u_scale": VALUE})
+def _data_members() -> dict[str, "Kind"]:
+    """The fields of the engine's TrainingData (its one owner): tensors are generic values, the rest plain."""
+    from neuralgraph.training import TrainingData
+
+    return {f.name: GENERIC if str(f.type).endswith("Tensor") else VALUE for f in fields(TrainingData)}
+
+
+DATA = Kind("the training data (read-only)", members=_data_members())
 
 
 def _config_kind(path: str, schema: dict[str, Optional[dict]]) -> Kind:

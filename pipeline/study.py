@@ -212,7 +212,7 @@ def run_name(bench: Benchmark, mode: str, policy: str, seed: int) -> str:
 def step_budget(bench: Benchmark) -> tuple[int, int]:
     """(data_augmentation_loop, optimizer steps per iteration) for the benchmark's budget in steps:
     the data_augmentation_loop whose steps (the trainer's formula, claude.n_epochs epochs) come
-    nearest; a step count outside what data_augmentation_loop 1-25 gives is refused."""
+    nearest; a step count outside what the allowed data_augmentation_loop range gives is refused."""
     from neuralgraph.config import load_config
     from neuralgraph.training import iterations_per_epoch  # the trainer's own formula (one owner)
 

@@ -47,7 +47,7 @@ GADGETS = {
     "inspector.get_source": ("return model.inspector.get_source()\n", "attribute 'inspector' of model"),
     "cfg.parse_raw": ('ctx.cfg.parse_raw(b"x", proto="pickle", allow_pickle=True)\n',
                       "attribute 'parse_raw' of ctx.cfg is not on the allow-list; ctx.cfg is the config (read-only "
-                      "fields), which offers only: analysis, claude, description, graph_model, simulation, training"),
+                      "fields), which offers only: analysis, claude, description, graph_model, reference, simulation, training"),
     "cfg.training.parse_file": ('ctx.cfg.training.parse_file("/etc/passwd")\n',
                                 "attribute 'parse_file' of ctx.cfg.training is not on the allow-list; "
                                 "ctx.cfg.training is the config section cfg.training (read-only fields)"),

@@ -98,10 +98,10 @@ def test_fixed_mode_needs_a_budget_and_a_step_budget_must_be_reachable(tmp_path)
     bench = {**SPEC["benchmarks"][0], "modes": ["fixed"]}
     with pytest.raises(StudyError, match=r"benchmarks\[b\].modes = fixed needs a budget"):
         load_spec(_write(tmp_path, benchmarks=[bench]))
-    # tiny: 1500 frames, batch 8, 1 epoch: data_augmentation_loop 1 to 25 gives 37 to 937 steps
-    with pytest.raises(StudyError, match=r"benchmarks\[b\].budget.steps = 5000: .* gives 37 to 937 steps per "
-                                         r"iteration \(data_augmentation_loop 1 to 25\)"):
-        load_spec(_write(tmp_path, benchmarks=[{**bench, "budget": {"steps": 5000}}]))
+    # tiny: 1500 frames, batch 8, 1 epoch: data_augmentation_loop 1 to 400 gives 37 to 15000 steps
+    with pytest.raises(StudyError, match=r"benchmarks\[b\].budget.steps = 50000: .* gives 37 to 15000 steps per "
+                                         r"iteration \(data_augmentation_loop 1 to 400\)"):
+        load_spec(_write(tmp_path, benchmarks=[{**bench, "budget": {"steps": 50000}}]))
     with pytest.raises(StudyError, match="budget: set steps or training_time_target_min, not both"):
         load_spec(_write(tmp_path, benchmarks=[{**bench, "budget": {"steps": 75, "training_time_target_min": 1}}]))
     spec = load_spec(_write(tmp_path, benchmarks=[{**SPEC["benchmarks"][0], "budget": {"steps": 110}}]))
