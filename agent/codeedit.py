@@ -741,11 +741,16 @@ def compose_module(base_source: str, edits: dict[str, str]) -> str:
     return text
 
 
-def branch_edits(parent_source: str, base_source: str, editable: tuple[str, ...]) -> dict[str, str]:
+def branch_edits(parent_source: str, base_source: str, editable: tuple[str, ...],
+                 dropped: Optional[dict[str, str]] = None) -> dict[str, str]:
     """The parent's versions of the editable functions that differ from the base's, each re-checked.
 
     Only these flow into a child: the rest of the parent's file on disk (module-level code,
-    other functions, its own EDITABLE_FUNCTIONS) is never copied.
+    other functions, its own EDITABLE_FUNCTIONS) is never copied. A parent function that no
+    longer passes the checks (a file changed after its decision, or an edit made under an older,
+    looser checker) raises CodeEditError, unless ``dropped`` is given: then the child gets the
+    base's function instead, and ``dropped`` maps the function to the reason (the chain goes on
+    without the unchecked code).
     """
     base_tree = _parse(base_source, "base module")
     parent_tree = _parse(parent_source, "parent's train_loop.py")
@@ -762,16 +767,20 @@ def branch_edits(parent_source: str, base_source: str, editable: tuple[str, ...]
         try:
             edits[name] = _checked_function(base_tree, base, _function_text(parent_source, mine), name)
         except CodeEditError as exc:
-            raise CodeEditError(exc.kind, f"the parent's {name} (an earlier edit on this branch) no longer passes "
-                                          f"the checks: {exc.reason}") from None
+            reason = f"the parent's {name} (an earlier edit on this branch) no longer passes the checks: {exc.reason}"
+            if dropped is None:
+                raise CodeEditError(exc.kind, reason) from None
+            dropped[name] = reason
     return edits
 
 
-def rebuild_module(parent_source: str, base_source: Optional[str] = None) -> str:
-    """The parent's loop as a child gets it: the base module + the parent's re-checked edits."""
+def rebuild_module(parent_source: str, base_source: Optional[str] = None,
+                   dropped: Optional[dict[str, str]] = None) -> str:
+    """The parent's loop as a child gets it: the base module + the parent's re-checked edits
+    (``dropped``: see :func:`branch_edits`)."""
     base = packaged_loop_source() if base_source is None else base_source
     editable = editable_functions(base)
-    return compose_module(base, branch_edits(parent_source, base, editable))
+    return compose_module(base, branch_edits(parent_source, base, editable, dropped))
 
 
 @lru_cache(maxsize=1)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, get_args
 
@@ -627,10 +628,11 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
     config = with_updates(parent_cfg, updates, source=source) if updates else parent_cfg
     config, neutralised = lock_step_budget(config, base_cfg, source)
     check_fixed_fields(base_cfg, config, source=source)
+    dropped: dict[str, str] = {}
     if decision.code_modification is not None:
         code = child_code if child_code is not None else apply_code_modification(parent_code, decision.code_modification)
     else:
-        code = rebuild_parent_code(parent_code, "the parent's train_loop.py")
+        code, dropped = rebuild_parent_code(parent_code)
     diff = code_diff(parent_code, code)
     src = source_node(decision, ctx)
     proposal = {
@@ -649,19 +651,28 @@ def build_child(decision: Decision, ctx: "DecisionContext", *, parent_cfg: Any, 
     }
     if neutralised:  # fixed-budget mode: the decision asked for another step budget; it was not given
         proposal["step_budget_neutralised"] = neutralised
+    if dropped:  # unchecked code of the parent's file left behind
+        proposal["dropped_edits"] = dropped
     return ChildPlan(config=config, code=code, diff=diff, proposal=proposal)
 
 
-def rebuild_parent_code(parent_code: str, what: str) -> str:
+def rebuild_parent_code(parent_code: str) -> tuple[str, dict[str, str]]:
     """The parent's loop as a child gets it without a new edit: the packaged module plus the
     parent's re-checked function edits (agent.codeedit.rebuild_module), never the file on disk
-    (its module-level code would reach the child unchecked); a refusal becomes DecisionInvalid."""
+    (its module-level code would reach the child unchecked). A parent function that no longer
+    passes the checks (only a file changed behind the agent's back, or an edit accepted by an
+    older checker, can be one) is replaced by the packaged one, said on stderr (decide.log) and
+    returned with its reason: the chain goes on, without the unchecked code."""
     from agent.codeedit import CodeEditError, rebuild_module
 
+    dropped: dict[str, str] = {}
     try:
-        return rebuild_module(parent_code)
-    except CodeEditError as exc:
-        raise DecisionInvalid([f"{what}: {exc}"]) from None
+        code = rebuild_module(parent_code, dropped=dropped)
+    except CodeEditError as exc:  # the parent's file does not parse or lacks a function
+        raise DecisionInvalid([f"the parent's train_loop.py: {exc}"]) from None
+    for reason in dropped.values():
+        print(f"agent decide: {reason}; the child gets the packaged function instead", file=sys.stderr)
+    return code, dropped
 
 
 def apply_code_modification(parent_code: str, mod: CodeModification) -> str:

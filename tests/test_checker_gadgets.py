@@ -369,8 +369,14 @@ def test_build_child_without_an_edit_drops_the_planted_code_and_shows_it_in_the_
     assert "-os.system('touch /tmp/planted-by-the-parent')" in plan.diff
     bad = PACKAGED.replace("    return None\n\n\ndef sample_batch_starts",
                            "    return cfg.parse_raw(b'')\n\n\ndef sample_batch_starts", 1)
-    with pytest.raises(DecisionInvalid, match="the parent's build_scheduler .* no longer passes the checks"):
-        build_child(decision, ctx, parent_cfg=_cfg(), parent_code=bad, base_cfg=_cfg(), next_time_step=None,
+    # a parent function that no longer passes the checks: the chain goes on with the packaged one, on record
+    plan = build_child(decision, ctx, parent_cfg=_cfg(), parent_code=bad, base_cfg=_cfg(), next_time_step=None,
+                       child_id=7, child_dir="iter_007", policy_label="heuristic")
+    assert plan.code == PACKAGED and "parse_raw" in plan.diff
+    assert list(plan.proposal["dropped_edits"]) == ["build_scheduler"]
+    assert "attribute 'parse_raw' of cfg" in plan.proposal["dropped_edits"]["build_scheduler"]
+    with pytest.raises(DecisionInvalid, match="lacks the function"):  # a file that is no loop at all is refused
+        build_child(decision, ctx, parent_cfg=_cfg(), parent_code="x = 1\n", base_cfg=_cfg(), next_time_step=None,
                     child_id=7, child_dir="iter_007", policy_label="heuristic")
 
 
