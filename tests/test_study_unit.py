@@ -143,6 +143,10 @@ def test_benchmark_names_that_would_share_run_folders_are_refused(tmp_path):
         load_spec(_write(tmp_path, benchmarks=[one, other]))
 
 
-def test_the_shipped_spec_runs_both_benchmarks_in_both_modes():
+def test_the_shipped_spec_runs_the_reference_cases_and_hard():
+    """Issue 19 item 3: the reference's low-rank case (both modes) and one landscape regime."""
     spec = load_spec(TINY.parents[1] / "study.yaml")
-    assert [(b.name, b.run_modes) for b in spec.benchmarks] == [("hard", ["free", "fixed"]), ("lowrank", ["free", "fixed"])]
+    assert [(b.name, b.run_modes) for b in spec.benchmarks] == [
+        ("lowrank_ref", ["free", "fixed"]), ("dale_ref", ["fixed"]), ("hard", ["free", "fixed"])]
+    lowrank = spec.benchmarks[0]
+    assert lowrank.experiment == "config/experiments/reference/lowrank.yaml" and lowrank.budget.steps == 5000
