@@ -44,7 +44,7 @@ from agent.sandbox import code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
 from neuralgraph import layout
-from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
+from neuralgraph.config import ExperimentConfig, dump_config, inert_training_fields, load_config, with_updates
 from neuralgraph.io import LinkRefusedError, atomic_write_json, atomic_write_text, read_text_nofollow
 
 SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / "instructions.md"
@@ -527,7 +527,8 @@ def decide_round(req: DecideRequest, base: ExperimentConfig) -> tuple[list[SlotR
         if ctx.role == ROLE_VARIANT and root is not None:
             if not variants:
                 rng = random.Random(f"{req.seed}:variants:{ctx.round_end}")
-                variants = variant_mutations(root.config.to_dict()["training"], req.slots - 1, rng)
+                config = root.config.to_dict()
+                variants = variant_mutations(config["training"], req.slots - 1, rng, inert_training_fields(config))
             decision = _variant_decision(ctx, variants[ctx.slot - 2], root.proposal["id"])
             outcome = DecisionOutcome(decision, "block-start variant", [])
             plan = _plan_child(req, ctx, outcome, base, checker, None, root)

@@ -17,7 +17,7 @@ from agent.decision import ALLOWED_PARAMETERS
 from agent.policies.heuristic import variant_mutations
 from agent.tree import code_hash
 from neuralgraph import layout
-from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
+from neuralgraph.config import ExperimentConfig, dump_config, inert_training_fields, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text
 
 
@@ -34,9 +34,10 @@ def experiment_start_config(cfg: ExperimentConfig, schedule: Optional[list[int]]
 def block_start_variants(start: ExperimentConfig, n: int, seed: int) -> list[tuple[ExperimentConfig, dict]]:
     """``n`` one-mutation variants of block 1's root (config, mutation record), as decide makes them
     for later blocks (agent.policies.heuristic.variant_mutations, seeded)."""
-    training = start.to_dict()["training"]
+    config = start.to_dict()
+    training = config["training"]
     variants = []
-    for mutation in variant_mutations(training, n, random.Random(f"{seed}:variants:0")):
+    for mutation in variant_mutations(training, n, random.Random(f"{seed}:variants:0"), inert_training_fields(config)):
         value = int(round(mutation.new)) if ALLOWED_PARAMETERS[mutation.parameter].integer else mutation.new
         config = with_updates(start, {f"training.{mutation.parameter}": value}, source="init (block-start variant)")
         variants.append((config, {"parameter": mutation.parameter, "old": training.get(mutation.parameter),

@@ -21,7 +21,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -342,6 +342,25 @@ class ExperimentConfig(_Section):
         adding such a field keeps the hashes, and the datasets, of existing experiments.
         """
         return stable_hash(simulation_hash_fields(self.simulation))
+
+
+def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
+    """Training fields that cannot change a training of ``config`` (a config dict) under the
+    packaged loop and model: coeff_W_L1 when L1 starts no earlier than the last epoch ends
+    (l1_start_epoch >= n_epochs, the reference's low-rank recipe), and the embedding's learning
+    rate of a one-type network (its embedding is fixed). A search that moves them spends a run
+    to learn nothing; an edited loop may differ, so this is advice, not a rule."""
+    sim, training = config.get("simulation") or {}, config.get("training") or {}
+
+    def value(section: Mapping[str, Any], model: type[BaseModel], name: str) -> Any:
+        return section.get(name, model.model_fields[name].default)
+
+    inert = set()
+    if value(training, TrainingConfig, "l1_start_epoch") >= value(training, TrainingConfig, "n_epochs"):
+        inert.add("coeff_W_L1")
+    if value(sim, SimulationConfig, "n_neuron_types") == 1:
+        inert.add("learning_rate_embedding_start")
+    return inert
 
 
 def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:

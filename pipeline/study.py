@@ -209,23 +209,32 @@ def run_name(bench: Benchmark, mode: str, policy: str, seed: int) -> str:
     return f"{case_label(bench, mode)}_{policy}_s{seed}"
 
 
-def step_budget(bench: Benchmark) -> tuple[int, int]:
-    """(data_augmentation_loop, optimizer steps per iteration) for the benchmark's budget in steps:
-    the data_augmentation_loop whose steps (the trainer's formula, claude.n_epochs epochs) come
-    nearest; a step count outside what the allowed data_augmentation_loop range gives is refused."""
-    from neuralgraph.config import load_config
+def dal_for_steps(cfg, target: int) -> tuple[int, int]:
+    """(data_augmentation_loop, optimizer steps per iteration) nearest ``target`` steps for the
+    experiment ``cfg`` (the trainer's formula, claude.n_epochs epochs). Raises ValueError naming
+    the reachable range when no allowed data_augmentation_loop gives about that many steps.
+    Shared by the study's budgets and the reference cases' searches (pipeline/reference.py)."""
     from neuralgraph.training import iterations_per_epoch  # the trainer's own formula (one owner)
 
-    cfg = load_config(bench.experiment)
     high = int(ALLOWED_PARAMETERS["data_augmentation_loop"].high)
     steps = {dal: cfg.claude.n_epochs * iterations_per_epoch(cfg.simulation.n_frames, dal, cfg.training.batch_size)
              for dal in range(1, high + 1)}
-    target = bench.budget.steps
     if not steps[1] <= target <= steps[high]:
-        raise StudyError(f"benchmarks[{bench.name}].budget.steps = {target}: {bench.experiment} gives "
-                         f"{steps[1]} to {steps[high]} steps per iteration (data_augmentation_loop 1 to {high})")
+        raise ValueError(f"{steps[1]} to {steps[high]} steps per iteration (data_augmentation_loop 1 to {high})")
     dal = min(steps, key=lambda d: (abs(steps[d] - target), d))
     return dal, steps[dal]
+
+
+def step_budget(bench: Benchmark) -> tuple[int, int]:
+    """(data_augmentation_loop, optimizer steps per iteration) for the benchmark's budget in steps;
+    a step count outside what the allowed data_augmentation_loop range gives is refused."""
+    from neuralgraph.config import load_config
+
+    try:
+        return dal_for_steps(load_config(bench.experiment), bench.budget.steps)
+    except ValueError as exc:
+        raise StudyError(f"benchmarks[{bench.name}].budget.steps = {bench.budget.steps}: {bench.experiment} gives "
+                         f"{exc}") from None
 
 
 def policy_unavailable(policy: str, environ: Optional[dict] = None) -> Optional[str]:

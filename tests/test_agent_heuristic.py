@@ -13,6 +13,7 @@ from agent.decision import ALLOWED_PARAMETERS, validate_decision
 from agent.policies.code_edits import LIBRARY, packaged_module_source
 from agent.policies.heuristic import LEVER_PARAMETERS, SEARCH_PARAMETERS, STEP_BUDGET_PARAMETER, HeuristicPolicy
 from agent_helpers import context, fake_r2, iter_dir, node, run_exploration
+from tiny_configs import REPO
 
 LIBRARY_BY_NAME = {edit.name: edit for edit in LIBRARY}
 
@@ -296,3 +297,42 @@ def test_offline_exploration_through_the_cli_puts_a_code_edit_on_a_branch(tmp_pa
             assert (iter_dir(tmp_path, i) / "code.diff").read_text() == "" or proposal["code_modified"] is False
     assert coded and min(coded) >= 5
     assert "CODE MODIFICATION:" in (iter_dir(tmp_path, 8) / "analysis.md").read_text()
+
+
+def test_inert_levers_are_left_alone_while_others_remain():
+    """The reference's low-rank recipe never applies L1 (l1_start_epoch = n_epochs) and has one
+    neuron type (a fixed embedding): moving coeff_W_L1 or the embedding's learning rate there
+    trains the same network again (measured: identical connectivity_R2 in the 2026-12-06 study)."""
+    import random
+
+    from agent.policies.heuristic import SEARCH_PARAMETERS, variant_mutations
+    from neuralgraph.config import inert_training_fields, load_config
+
+    config = load_config(REPO / "config" / "experiments" / "reference" / "lowrank.yaml").to_dict()
+    inert = inert_training_fields(config)
+    assert inert == {"coeff_W_L1", "learning_rate_embedding_start"}
+    moved = {m.parameter for seed in range(40)
+             for m in variant_mutations(config["training"], 3, random.Random(seed), inert)}
+    assert moved == set(SEARCH_PARAMETERS) - inert
+    assert inert_training_fields({**config, "training": {**config["training"], "n_epochs": 3}}) == {
+        "learning_rate_embedding_start"}  # L1 acts in epoch 3
+    everything = variant_mutations(config["training"], 2, random.Random(0), set(SEARCH_PARAMETERS))
+    assert len(everything) == 2  # nothing left to move: all parameters again, not an empty round
+
+
+def test_the_heuristic_never_mutates_a_lever_its_node_cannot_use():
+    """The heuristic's one-parameter move (every rule that steps a parameter uses it) never picks
+    coeff_W_L1 on a node whose L1 never applies (l1_start_epoch = n_epochs), over many seeds;
+    on the same node with L1 on, it does."""
+    import random
+
+    from agent.policies.heuristic import _mutate
+
+    def moved(training):
+        parent = node(1, None, 0.3, training=training)
+        ctx = context([parent])
+        return {_mutate(ctx, parent, random.Random(seed), (1.5, 2.0), list(SEARCH_PARAMETERS)).parameter
+                for seed in range(60)}
+
+    assert moved({"n_epochs": 2, "l1_start_epoch": 2, "coeff_W_L1": 1e-5}) == set(SEARCH_PARAMETERS) - {"coeff_W_L1"}
+    assert moved({"n_epochs": 2, "l1_start_epoch": 0, "coeff_W_L1": 1e-5}) == set(SEARCH_PARAMETERS)

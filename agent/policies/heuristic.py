@@ -77,7 +77,7 @@ from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, EDGE_DIFF_
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, fmt, node_folder, reward
 from neuralgraph.layout import LOOP_FILE
-from neuralgraph.config import ALLOWED_TIME_STEPS
+from neuralgraph.config import ALLOWED_TIME_STEPS, inert_training_fields
 from neuralgraph.metrics import CONVERGED_ABOVE, FAILED_BELOW, OUTCOMES, classify_outcome
 
 #: The outcome thresholds, owned by neuralgraph.metrics (converged above SUCCESS, failed below PARTIAL).
@@ -197,7 +197,8 @@ def _mutate(ctx: DecisionContext, node: NodeRecord, rng: random.Random, factor_r
     """
     training = _training(node)
     tried = _tried(ctx)
-    order = list(params)
+    inert = inert_training_fields(node.config or {})
+    order = [p for p in params if p not in inert] or list(params)  # a lever that cannot act teaches nothing
     rng.shuffle(order)
     if prefer and prefer[0] in order:
         order.remove(prefer[0])
@@ -563,13 +564,16 @@ def _explore(ctx, chain, scores, top, best, current, rng):
 # --------------------------------------------------------------------------- slot roles (K > 1)
 
 
-def variant_mutations(training: dict[str, Any], n: int, rng: random.Random) -> list[ConfigMutation]:
-    """``n`` one-mutation variants of a block root: distinct parameters, each moved x/÷ 2 (seeded).
+def variant_mutations(training: dict[str, Any], n: int, rng: random.Random,
+                      inert: frozenset[str] | set[str] = frozenset()) -> list[ConfigMutation]:
+    """``n`` one-mutation variants of a block root: distinct parameters, each moved x/÷ 2 (seeded);
+    ``inert`` parameters (:func:`neuralgraph.config.inert_training_fields` of the root) are left
+    alone while others remain.
 
     The first round of a block trains the root and these variants side by side, so it is
     already ``n + 1`` different runs (docs/agent.md).
     """
-    names = list(SEARCH_PARAMETERS)
+    names = [p for p in SEARCH_PARAMETERS if p not in inert] or list(SEARCH_PARAMETERS)
     rng.shuffle(names)
     variants = []
     for name in names:
@@ -584,7 +588,7 @@ def variant_mutations(training: dict[str, Any], n: int, rng: random.Random) -> l
                 variants.append(ConfigMutation(parameter=name, old=old, new=new))
                 break
     while len(variants) < n:  # fewer parameters than slots: random points of the ranges
-        name = rng.choice(SEARCH_PARAMETERS)
+        name = rng.choice(names)
         rule = ALLOWED_PARAMETERS[name]
         new = float(f"{math.exp(rng.uniform(math.log(rule.low), math.log(rule.high))):.4g}")
         variants.append(ConfigMutation(parameter=name, old=float(training.get(name, 0.0) or 0.0), new=new))

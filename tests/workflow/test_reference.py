@@ -20,6 +20,8 @@ pytestmark = pytest.mark.slow
 
 RECIPE_LR_W = 4.0e-3
 PUBLISHED = 0.95
+#: every seed is below 1.0, so each is searched: 2 iterations of one node per round
+SEARCH = {"cases": ["tiny"], "below": 1.0, "n_iter": 2, "slots": 1}
 
 
 def write_case_and_spec(workdir):
@@ -33,8 +35,8 @@ def write_case_and_spec(workdir):
     case_path.parent.mkdir(parents=True, exist_ok=True)
     case_path.write_text(yaml.safe_dump(case, sort_keys=False))
     spec = workdir / "config" / "reference.yaml"
-    spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1,
-                                    "cases": [{"experiment": str(case_path)}]}, sort_keys=False))
+    spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1, "cases": [{"experiment": str(case_path)}],
+                                    "search": SEARCH}, sort_keys=False))
     return spec
 
 
@@ -99,6 +101,32 @@ def test_each_run_trains_the_published_recipe_with_its_seed_and_the_table_report
     verdict = "holds" if r2.max() >= PUBLISHED - 0.01 else "misses"
     assert f"{verdict}: {r2.max() - PUBLISHED:+.4f} against the published {PUBLISHED:.4f}" in report
     assert "## tiny per seed" in report
+
+
+def test_each_seed_below_the_bound_is_searched_from_the_recipe_at_its_budget_and_the_table_shows_the_best(
+        stopped_and_resumed):
+    _, folder, *_ = stopped_and_resumed
+    assert "2 seeds to search (recipe below 1.0), 0 searched before, 2 to run" in (folder / "reference.log").read_text()
+    table = pd.read_csv(folder / "reference.tsv", sep="\t")
+    report = (folder / "reference.md").read_text()
+    assert ("Search: each seed whose recipe run is below 1.0 is searched from the recipe by the heuristic policy, "
+            "2 iterations with 1 per round, every node at the recipe's own step budget (the reference's)") in report
+    for _, row in table.iterrows():
+        run = folder / "runs" / f"tiny_s{row['seed']}_search"
+        recipe_steps = yaml.safe_load((folder / "runs" / f"tiny_s{row['seed']}" / "iter_001" / "training.json").read_text())
+        nodes = sorted(run.glob("iter_*"))
+        assert [n.name for n in nodes] == ["iter_001", "iter_002"]
+        metrics = [yaml.safe_load((n / "metrics.json").read_text()) for n in nodes]
+        steps = [yaml.safe_load((n / "training.json").read_text())["iterations"] for n in nodes]
+        assert steps == [recipe_steps["iterations"]] * 2, "every node of the search trains at the recipe's budget"
+        root = yaml.safe_load((nodes[0] / "config.yaml").read_text())
+        assert root["training"]["learning_rate_W_start"] == RECIPE_LR_W and root["claude"]["fixed_step_budget"] is True
+        best = max(range(2), key=lambda i: metrics[i]["connectivity_R2"])
+        assert row["search_best_connectivity_R2"] == pytest.approx(metrics[best]["connectivity_R2"])
+        assert row["search_best_test_R2"] == pytest.approx(metrics[best]["test_R2"])
+        assert (row["search_best_iteration"], row["search_iterations"], row["search_run"]) == (best + 1, 2, run.name)
+        assert (f"| {row['search_best_connectivity_R2']:.4f} ({best + 1} of 2; {row['search_best_test_R2']:.4f}) |"
+                in report), report
 
 
 def test_a_case_without_reference_section_is_refused_naming_the_file(tmp_path):
