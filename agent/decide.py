@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+
 from agent.codeedit import CodeEditError, check_code_modification, editable_functions
 from agent.context import ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild, block_of, slot_roles
 from agent.costs import CostRecordError, spent_usd
@@ -52,6 +54,17 @@ SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / "instructions.md"
 
 class InputError(ValueError):
     """A missing or malformed input; the message names the file or option."""
+
+
+def prompt_config_yaml(text: str) -> str:
+    """A node's config.yaml as a policy sees it: without the ``reference:`` section of a reference
+    case (the reference's published result and recipe: an answer key, not a setting the run uses).
+    A config without one is passed as written."""
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict) or "reference" not in raw:
+        return text
+    raw.pop("reference")
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def read_text(path: Optional[str | Path], what: str, required: bool = True) -> str:
@@ -179,7 +192,7 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
         code = read_text(code_path, "training module (--code)")
         ctx = DecisionContext(
             iteration=node.iteration, analysis_log=read_text(log_path, "analysis.log"), config=cfg.to_dict(),
-            config_yaml=read_text(cfg_path, "config"), code=code, editable_functions=editable_functions_of(code),
+            config_yaml=prompt_config_yaml(read_text(cfg_path, "config")), code=code, editable_functions=editable_functions_of(code),
             current_node=node, **shared)
         if block_start is None:
             block_start = ctx.is_block_end and not ctx.is_last_iteration

@@ -347,8 +347,9 @@ class ExperimentConfig(_Section):
 def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
     """Training fields that cannot change a training of ``config`` (a config dict) under the
     packaged loop and model: coeff_W_L1 when L1 starts no earlier than the last epoch ends
-    (l1_start_epoch >= n_epochs, the reference's low-rank recipe), and the embedding's learning
-    rate of a one-type network (its embedding is fixed). A search that moves them spends a run
+    (l1_start_epoch >= n_epochs, the reference's low-rank recipe), noise_recurrent_level when no
+    epoch unrolls with Euler steps (single-step or neural-ODE training: every time_step 1 block),
+    and the embedding's learning rate of a one-type network (its embedding is fixed). A search that moves them spends a run
     to learn nothing; an edited loop may differ, so this is advice, not a rule."""
     sim, training = config.get("simulation") or {}, config.get("training") or {}
 
@@ -356,8 +357,14 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
         return section.get(name, model.model_fields[name].default)
 
     inert = set()
-    if value(training, TrainingConfig, "l1_start_epoch") >= value(training, TrainingConfig, "n_epochs"):
+    n_epochs = value(training, TrainingConfig, "n_epochs")
+    if value(training, TrainingConfig, "l1_start_epoch") >= n_epochs:
         inert.add("coeff_W_L1")
+    unrolled = (value(training, TrainingConfig, "recurrent_training")
+                and not value(training, TrainingConfig, "neural_ODE_training")
+                and value(training, TrainingConfig, "recurrent_training_start_epoch") < n_epochs)
+    if not unrolled:  # the noise is injected only into Euler-unrolled steps
+        inert.add("noise_recurrent_level")
     if value(sim, SimulationConfig, "n_neuron_types") == 1:
         inert.add("learning_rate_embedding_start")
     return inert

@@ -12,7 +12,9 @@ Then it writes, under ``results/reference/<name>/``:
   the training trajectory (the reference's way), the published numbers, effective rank (ours,
   exact, and the reference's top-100 version), spectral radius, training steps and minutes;
 - ``reference.md``: one row per case (ours beside the published number, and whether the target
-  holds), then the per-seed rows of every case run on several seeds.
+  holds), then the per-seed rows of every case run on several seeds;
+- ``reference.png``: each case's best beside the published number, and the seeds of the
+  multi-seed cases against their activity's effective rank (what decides a low-rank seed).
 
 With a ``search:`` section (issue 18 item 4), every seed of the named cases that the recipe
 leaves below the success bound is then searched from the recipe: one more ordinary run of
@@ -26,10 +28,9 @@ finished so far and starts none.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import sys
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,13 +44,14 @@ from neuralgraph.config import ConfigError, ExperimentConfig, dump_config, load_
 from neuralgraph.dataset import STATS_FILE
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline import summary as summary_names
-from pipeline.study import REPO, RUNS_DIR, dal_for_steps, run_workflows, workflow_command, workflow_finished
+from pipeline.study import REPO, RUNS_DIR, campaign_main, dal_for_steps, run_workflows, workflow_command, workflow_finished
 
 log = logging.getLogger("pipeline.reference")
 
 REFERENCE_DIR = "reference"
 REFERENCE_TABLE = "reference.tsv"
 REFERENCE_REPORT = "reference.md"
+REFERENCE_FIGURE = "reference.png"
 #: Targets of issue 18: the low-rank case succeeds on a seed above this connectivity_R2 with
 #: test_R2 above LOWRANK_TEST_R2 (the reference: 8 of 10 seeds); every other case within
 #: PUBLISHED_TOLERANCE of the reference's published best, or better.
@@ -420,6 +422,53 @@ def _search_cell(spec: ReferenceSpec, cfg: ExperimentConfig, row: pd.Series) -> 
             f"{int(row['search_iterations'])}; {_fmt(row['search_best_test_R2'])})")
 
 
+def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path) -> None:
+    """Left: per case, the published connectivity_R2 and ours (every seed's recipe run, and its
+    search's best where searched). Right: the seeds of the multi-seed cases, connectivity_R2
+    against the effective rank of their activity (99%), recipe and after search."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cases_ax, seeds_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = [case_config(entry).reference for entry in spec.cases]
+    for x, ref in enumerate(names):
+        rows = table[table["case"] == ref.name]
+        cases_ax.scatter([x], [ref.published.connectivity_R2], marker="_", s=500, color="black",
+                         label="published (after its search)" if x == 0 else None)
+        cases_ax.scatter([x] * len(rows), rows["connectivity_R2"], color="tab:blue", alpha=0.7,
+                         label="ours, recipe (each seed)" if x == 0 else None)
+        cases_ax.scatter([x] * len(rows), rows["search_best_connectivity_R2"], marker="^", color="tab:orange",
+                         label="ours, after search" if x == 0 else None)
+    cases_ax.set_xticks(range(len(names)), [ref.name for ref in names], rotation=45, ha="right")
+    cases_ax.set_ylabel("connectivity_R2")
+    cases_ax.set_ylim(-0.05, 1.05)
+    cases_ax.grid(alpha=0.3)
+    cases_ax.legend(fontsize=8, loc="lower left")
+    cases_ax.set_title("each case: ours beside the published number")
+    multi = table[table["case"].isin([ref.name for entry, ref in zip(spec.cases, names)
+                                      if len(entry.seeds or ref.seeds) > 1])]
+    for case, rows in multi.groupby("case"):
+        rank = rows["effective_rank_99"].astype(float)
+        seeds_ax.scatter(rank, rows["connectivity_R2"], label=f"{case}: recipe")
+        seeds_ax.scatter(rank, rows["search_best_connectivity_R2"], marker="^", label=f"{case}: after search")
+        for r, y, seed in zip(rank, rows["connectivity_R2"], rows["seed"]):
+            seeds_ax.annotate(f"s{seed}", (r, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    seeds_ax.axhline(LOWRANK_SUCCESS, color="grey", linestyle="--", linewidth=1, label=f"target {LOWRANK_SUCCESS}")
+    seeds_ax.set_xlabel("effective rank of the activity (99% of the variance)")
+    seeds_ax.set_ylabel("connectivity_R2")
+    seeds_ax.set_ylim(-0.05, 1.05)
+    seeds_ax.grid(alpha=0.3)
+    seeds_ax.legend(fontsize=8, loc="lower right")
+    seeds_ax.set_title("seeds: recovery against the activity's effective rank")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def reference_folder(results_dir: str | Path, spec: ReferenceSpec) -> Path:
     return Path(results_dir) / REFERENCE_DIR / spec.name
 
@@ -434,25 +483,10 @@ def run_reference(spec_path: str | Path, results_dir: str | Path = "results", sn
     table = collect(spec, folder)
     atomic_write_text(folder / REFERENCE_TABLE, table.to_csv(sep="\t", index=False))
     atomic_write_text(folder / REFERENCE_REPORT, report_markdown(spec, table))
+    draw_figure(spec, table, folder / REFERENCE_FIGURE)
     return folder, failed
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline reference", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="reference spec YAML (config/reference.yaml)")
-    parser.add_argument("--results-dir", default="results", help="the workflow's results_dir")
-    parser.add_argument("--report-only", action="store_true",
-                        help="start no run: write the tables of the runs finished so far")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s reference: %(message)s", datefmt="%H:%M:%S")
-    try:
-        folder, failed = run_reference(args.spec, args.results_dir, run=not args.report_only)
-    except ReferenceError as exc:
-        print(f"reference: error: {exc}", file=sys.stderr)
-        return 2
-    log.info("wrote %s and %s in %s", REFERENCE_TABLE, REFERENCE_REPORT, folder)
-    if failed:
-        print(f"reference: {len(failed)} run(s) failed (their logs: {folder / 'logs'}): {', '.join(failed)}; "
-              "the finished runs are in the table; rerun the same command to retry", file=sys.stderr)
-        return 1
-    return 0
+    return campaign_main(argv, "reference", __doc__.splitlines()[0], "reference spec YAML (config/reference.yaml)",
+                         f"{REFERENCE_TABLE} and {REFERENCE_REPORT}", run_reference, ReferenceError)

@@ -748,22 +748,31 @@ def run_study(spec_path: str | Path, results_dir: str | Path = "results",
     return folder, failed
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline study", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="study spec YAML (config/study.yaml)")
+def campaign_main(argv: Optional[list[str]], command: str, description: str, spec_help: str, outputs: str,
+                  run: Callable[..., tuple[Path, list[str]]], error: type[Exception]) -> int:
+    """The command line of a campaign of workflow runs (``study``, ``reference``): --spec,
+    --results-dir, --report-only; exit 2 on a bad spec (named), 1 when a run failed (the
+    finished ones are in the tables), 0 otherwise."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline {command}", description=description)
+    parser.add_argument("--spec", required=True, help=spec_help)
     parser.add_argument("--results-dir", default="results", help="the workflow's results_dir")
     parser.add_argument("--report-only", action="store_true",
-                        help="start no run: write the tables and figure of the runs finished so far")
+                        help="start no run: write the tables of the runs finished so far")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s study: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {command}: %(message)s", datefmt="%H:%M:%S")
     try:
-        folder, failed = run_study(args.spec, args.results_dir, run=not args.report_only)
-    except StudyError as exc:
-        print(f"study: error: {exc}", file=sys.stderr)
+        folder, failed = run(args.spec, args.results_dir, run=not args.report_only)
+    except error as exc:
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
-    log.info("wrote %s, %s, %s and %s in %s", STUDY_TABLE, STUDY_SUMMARY, STUDY_REPORT, STUDY_FIGURE, folder)
+    logging.getLogger(f"pipeline.{command}").info("wrote %s in %s", outputs, folder)
     if failed:
-        print(f"study: {len(failed)} run(s) failed (their logs: {folder / 'logs'}): {', '.join(failed)}; "
+        print(f"{command}: {len(failed)} run(s) failed (their logs: {folder / 'logs'}): {', '.join(failed)}; "
               "the finished runs are in the tables; rerun the same command to retry", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    return campaign_main(argv, "study", __doc__.splitlines()[0], "study spec YAML (config/study.yaml)",
+                         f"{STUDY_TABLE}, {STUDY_SUMMARY}, {STUDY_REPORT} and {STUDY_FIGURE}", run_study, StudyError)

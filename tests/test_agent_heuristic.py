@@ -300,9 +300,10 @@ def test_offline_exploration_through_the_cli_puts_a_code_edit_on_a_branch(tmp_pa
 
 
 def test_inert_levers_are_left_alone_while_others_remain():
-    """The reference's low-rank recipe never applies L1 (l1_start_epoch = n_epochs) and has one
-    neuron type (a fixed embedding): moving coeff_W_L1 or the embedding's learning rate there
-    trains the same network again (measured: identical connectivity_R2 in the 2026-12-06 study)."""
+    """The reference's low-rank recipe never applies L1 (l1_start_epoch = n_epochs), trains single
+    steps (no Euler unroll to inject noise into) and has one neuron type (a fixed embedding):
+    moving coeff_W_L1, noise_recurrent_level or the embedding's learning rate there trains the
+    same network again (measured: identical connectivity_R2 in the 2026-12-06 study's runs)."""
     import random
 
     from agent.policies.heuristic import SEARCH_PARAMETERS, variant_mutations
@@ -310,12 +311,16 @@ def test_inert_levers_are_left_alone_while_others_remain():
 
     config = load_config(REPO / "config" / "experiments" / "reference" / "lowrank.yaml").to_dict()
     inert = inert_training_fields(config)
-    assert inert == {"coeff_W_L1", "learning_rate_embedding_start"}
+    assert inert == {"coeff_W_L1", "learning_rate_embedding_start", "noise_recurrent_level"}
     moved = {m.parameter for seed in range(40)
              for m in variant_mutations(config["training"], 3, random.Random(seed), inert)}
     assert moved == set(SEARCH_PARAMETERS) - inert
     assert inert_training_fields({**config, "training": {**config["training"], "n_epochs": 3}}) == {
-        "learning_rate_embedding_start"}  # L1 acts in epoch 3
+        "learning_rate_embedding_start", "noise_recurrent_level"}  # L1 acts in epoch 3
+    unrolled = {**config["training"], "recurrent_training": True}
+    assert "noise_recurrent_level" not in inert_training_fields({**config, "training": unrolled})
+    ode = {**unrolled, "neural_ODE_training": True}
+    assert "noise_recurrent_level" in inert_training_fields({**config, "training": ode})  # noise only in Euler steps
     everything = variant_mutations(config["training"], 2, random.Random(0), set(SEARCH_PARAMETERS))
     assert len(everything) == 2  # nothing left to move: all parameters again, not an empty round
 

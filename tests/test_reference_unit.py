@@ -80,3 +80,19 @@ def test_a_seed_succeeds_by_its_recipe_or_its_search_and_pending_searches_keep_i
     assert target_verdict(cfg, done, 10, searched=True).startswith("holds: 6 of 10 seeds run above 0.999 with test_R2 > "
                                                                     "0.98 with the recipe, 8 with the search")
     assert target_verdict(cfg, rows, 10).startswith("misses: 6 of 10")  # without a search, 4 misses are final
+
+
+def test_a_policy_sees_a_reference_case_config_without_its_published_result_and_recipe(tmp_path):
+    """The case's reference: section is the answer key of the search (issue 18's cases); the
+    prompt's config YAML leaves it out and keeps every setting the run uses."""
+    from agent.decide import prompt_config_yaml
+    from neuralgraph.config import dump_config
+
+    path = dump_config(load_config(LOWRANK), tmp_path / "config.yaml")
+    text = path.read_text()
+    assert "reference:" in text and "published" in text
+    seen = prompt_config_yaml(text)
+    assert "reference" not in yaml.safe_load(seen) and "published" not in seen and "seeds_above" not in seen
+    assert {k: v for k, v in yaml.safe_load(text).items() if k != "reference"} == yaml.safe_load(seen)
+    plain = dump_config(load_config(REPO / "config" / "experiments" / "tiny.yaml"), tmp_path / "tiny.yaml").read_text()
+    assert prompt_config_yaml(plain) == plain  # written as is

@@ -6,15 +6,11 @@ user runs it, stopped during its second run, and resumed by the same command.
 """
 from __future__ import annotations
 
-import os
-import signal
-import time
-
 import pandas as pd
 import pytest
 import yaml
 
-from wf_helpers import TINY_EXPERIMENT, snakemake, start_snakemake, write_workflow_config
+from wf_helpers import TINY_EXPERIMENT, ctrl_c_once_started, snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
 
@@ -47,19 +43,8 @@ def stopped_and_resumed(tmp_path_factory):
     write_workflow_config(workdir, reference=str(write_case_and_spec(workdir)))
     folder = workdir / "results" / "reference" / "tiny_reference"
     first = folder / "runs" / "tiny_s0"
-    proc = start_snakemake(workdir, "reference")
-    try:
-        deadline = time.monotonic() + 600
-        while not (folder / "runs" / "tiny_s1" / "iter_001").is_dir():
-            assert proc.poll() is None, (workdir / "snakemake.out").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the second run never started"
-            time.sleep(0.2)
-        kept = {p: p.stat().st_mtime_ns for p in first.glob("iter_*/model.pt")}
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    code, kept = ctrl_c_once_started(workdir, "reference", folder / "runs" / "tiny_s1" / "iter_001",
+                                     (first, "iter_*/model.pt"))
     stopped = code != 0
     table_after_stop = (folder / "reference.tsv").exists()
     result = snakemake(workdir, "reference", timeout=900).check()
@@ -101,6 +86,7 @@ def test_each_run_trains_the_published_recipe_with_its_seed_and_the_table_report
     verdict = "holds" if r2.max() >= PUBLISHED - 0.01 else "misses"
     assert f"{verdict}: {r2.max() - PUBLISHED:+.4f} against the published {PUBLISHED:.4f}" in report
     assert "## tiny per seed" in report
+    assert (folder / "reference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_each_seed_below_the_bound_is_searched_from_the_recipe_at_its_budget_and_the_table_shows_the_best(

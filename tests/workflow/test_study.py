@@ -7,19 +7,17 @@ by config/config.yaml's `study` key.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 import yaml
 
 from neuralgraph import layout
-from wf_helpers import REPO, TINY_EXPERIMENT, snakemake, start_snakemake, workflow_env, write_workflow_config
+from wf_helpers import (REPO, TINY_EXPERIMENT, ctrl_c_once_started, snakemake, workflow_env,
+                        write_workflow_config)
 
 pytestmark = pytest.mark.slow
 
@@ -159,19 +157,8 @@ def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_r
                                                          benchmarks=SPEC["benchmarks"][:1])))
     folder = tmp_path / "results" / "study" / "tiny_study"
     first = folder / "runs" / "tiny_heuristic_s0"
-    proc = start_snakemake(tmp_path, "study")
-    try:
-        deadline = time.monotonic() + 600
-        while not (folder / "runs" / "tiny_heuristic_s1" / "iter_001").is_dir():
-            assert proc.poll() is None, (tmp_path / "snakemake.out").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the second run never started"
-            time.sleep(0.2)
-        kept = {p: p.stat().st_mtime_ns for p in first.glob("iter_*/model.pt")}
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    code, kept = ctrl_c_once_started(tmp_path, "study", folder / "runs" / "tiny_heuristic_s1" / "iter_001",
+                                     (first, "iter_*/model.pt"))
     assert (first / "summary" / "summary.tsv").is_file(), "the finished run must be kept"
     assert len(kept) == 2
     # Snakemake now and then does not act on the SIGINT while its job does (see

@@ -9,6 +9,7 @@ change files work on a copy (:func:`tiny_run_copy`).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,6 +96,27 @@ def start_snakemake(workdir: Path, *args: str, cores: Optional[int] = 2) -> subp
     out = open(workdir / "snakemake.out", "w")
     return subprocess.Popen([*cmd, *args], stdout=out, stderr=subprocess.STDOUT, env=workflow_env(), cwd=workdir,
                             start_new_session=True)
+
+
+def ctrl_c_once_started(workdir: Path, target: str, started: Path, keep_glob: tuple[Path, str],
+                        timeout: float = 600) -> tuple[int, dict[Path, int]]:
+    """Start ``snakemake target``, wait until the folder ``started`` exists, note the mtimes of
+    ``keep_glob`` (folder, pattern: what must not be redone), then Ctrl-C (SIGINT to snakemake's
+    process group) and wait. Returns (exit code, the noted mtimes)."""
+    proc = start_snakemake(workdir, target)
+    try:
+        deadline = time.monotonic() + timeout
+        while not started.is_dir():
+            assert proc.poll() is None, (workdir / "snakemake.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{started} never appeared"
+            time.sleep(0.2)
+        folder, pattern = keep_glob
+        kept = {p: p.stat().st_mtime_ns for p in folder.glob(pattern)}
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait(timeout=timeout), kept
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -4,7 +4,7 @@
 
 
 rule reference:
-    """Target: results/reference/<name>/reference.tsv and reference.md."""
+    """Target: results/reference/<name>/reference.tsv, reference.md and reference.png."""
     input:
         reference_table,
     localrule: True
@@ -17,6 +17,7 @@ rule run_reference:
     output:
         table=f"{REFERENCE_ROOT}/{{reference}}/{reference_names.REFERENCE_TABLE}",
         report=f"{REFERENCE_ROOT}/{{reference}}/{reference_names.REFERENCE_REPORT}",
+        figure=f"{REFERENCE_ROOT}/{{reference}}/{reference_names.REFERENCE_FIGURE}",
     log:
         f"{REFERENCE_ROOT}/{{reference}}/reference.log",
     benchmark:
