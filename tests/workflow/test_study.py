@@ -19,7 +19,9 @@ from neuralgraph import layout
 from wf_helpers import (REPO, TINY_EXPERIMENT, ctrl_c_once_started, snakemake, workflow_env,
                         write_workflow_config)
 
-pytestmark = pytest.mark.slow
+# The module fixture runs 6 workflow runs: ~6 min alone, 20+ min on a loaded 2-core CPU (the
+# suite-wide pytest-timeout of 1200 s would cut it before its own 2400 s limit).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 SPEC = {
     "name": "tiny_study",
