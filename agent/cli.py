@@ -22,15 +22,17 @@ from typing import Any, Optional
 
 from agent.decide import DecideRequest, InputError, decide
 from agent.decision import DecisionInvalid
+from agent.layout import iteration_dir_name
 from agent.policies.base import BACKENDS, BackendConfigError, RetryableBackendError
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
+from agent.secrets import SecretsUnavailable, receive_secrets
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S
 from agent.start import start_experiment
 from agent.tree import TreeError
 from agent.ucb import score_iteration
 from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError
-from neuralgraph.secrets import SecretsUnavailable, receive_secrets, redact
+from neuralgraph.redaction import redact
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
@@ -117,7 +119,7 @@ def decide_request(args: argparse.Namespace) -> DecideRequest:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    receive_secrets(os.environ)  # the workflow's API key, for this process only (neuralgraph/secrets.py)
+    receive_secrets(os.environ)  # the workflow's API key, for this process only (agent/secrets.py)
     request = decide_request(args)
     refusal = code_modification_refusal(args.code_modification)
     if refusal:
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_init(sub) -> None:
     p = sub.add_parser("init", help="write iteration 1's config.yaml, train_loop.py, proposal.json")
     p.add_argument("--config", required=True, help="experiment config (YAML)")
-    p.add_argument("--out-dir", required=True, help="iteration 1's folder, e.g. results/exp/iter_001")
+    p.add_argument("--out-dir", required=True, help=f"iteration 1's folder, e.g. results/exp/{iteration_dir_name(1)}")
     p.add_argument("--n-iter-block", type=int, default=None, help="iterations per block (default: claude.n_iter_block)")
     p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
     p.add_argument("--loop", default=str(PACKAGED_LOOP), help="training module to copy (default: packaged)")

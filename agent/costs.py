@@ -22,7 +22,7 @@ from typing import Any, Optional
 from agent.prompt import PROMPT_PARTS
 from agent.records import all_attempts, slot_records
 from neuralgraph.io import atomic_write_text, read_json
-from neuralgraph.layout import DECISION_FILE, iteration_dirs, iteration_of_dir
+from agent.layout import DECISION_FILE, iteration_dirs, iteration_of_dir
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 #: Input tokens of each prompt part, estimated before the call (agent.prompt.part_token_estimates,

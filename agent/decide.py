@@ -32,6 +32,7 @@ from typing import Any, Optional
 from agent.codeedit import CodeEditError, check_code_modification, editable_functions
 from agent.context import ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild, block_of, slot_roles
 from agent.costs import CostRecordError, spent_usd
+from agent import layout
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
@@ -43,11 +44,11 @@ from agent.records import round_record
 from agent.sandbox import code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
-from neuralgraph import layout
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import LinkRefusedError, atomic_write_json, atomic_write_text, read_text_nofollow
 
-SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / "instructions.md"
+#: The instructions every exploration starts from; each round's revision carries the same name.
+SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / layout.INSTRUCTIONS_FILE
 
 
 class InputError(ValueError):
@@ -157,7 +158,7 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
     round_nodes = _round_nodes(req, n_iter_block)
     nodes = merge_nodes([load_node(p) for p in req.earlier_nodes], round_nodes)
     ucb_c = base.claude.ucb_c if req.ucb_c is None else req.ucb_c
-    ucb_scores = read_text(req.ucb, "ucb_scores.txt")
+    ucb_scores = read_text(req.ucb, layout.SCORES_FILE)
     check_scores_agree(score_block(nodes, round_nodes[-1].block, ucb_c), ucb_scores, str(req.ucb), ucb_c)
     for image in req.images:
         if not Path(image).exists():
@@ -178,7 +179,7 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
         cfg = load_config(cfg_path, base=base)
         code = read_text(code_path, "training module (--code)")
         ctx = DecisionContext(
-            iteration=node.iteration, analysis_log=read_text(log_path, "analysis.log"), config=cfg.to_dict(),
+            iteration=node.iteration, analysis_log=read_text(log_path, layout.ANALYSIS_LOG_FILE), config=cfg.to_dict(),
             config_yaml=read_text(cfg_path, "config"), code=code, editable_functions=editable_functions_of(code),
             current_node=node, **shared)
         if block_start is None:

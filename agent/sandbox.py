@@ -48,8 +48,9 @@ from glob import glob
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from agent.secrets import VAULT_ENV
 from neuralgraph.device import thread_environment
-from neuralgraph.secrets import VAULT_ENV, is_secret_name
+from neuralgraph.redaction import is_secret_name
 
 #: Values of ``agent.code_modification``.
 CODE_MODIFICATION_MODES = ("sandboxed", "unsandboxed", "off")

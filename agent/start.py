@@ -12,11 +12,11 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
+from agent import layout
 from agent.decide import read_text
 from agent.decision import ALLOWED_PARAMETERS
 from agent.policies.heuristic import variant_mutations
 from agent.tree import code_hash
-from neuralgraph import layout
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text
 

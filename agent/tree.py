@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
-from neuralgraph.layout import iteration_dir_name
+from agent.layout import iteration_dir_name
 
 
 class TreeError(ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from agent import layout
 from agent.decide import InputError, merge_nodes, read_text
 from agent.tree import NodeRecord, NodeScore, code_hash, load_node, score_block, write_node, write_scores
 from neuralgraph.config import ExperimentConfig, load_config
@@ -37,7 +38,7 @@ def score_iteration(proposal: Path, metrics: Path, config: Path, code: Path, ear
                     ucb_c: Optional[float], out_node: Path, out_scores: Path) -> tuple[NodeRecord, list[NodeScore]]:
     """Write node.json and ucb_scores.txt; ``ucb_c`` None = the config's claude.ucb_c."""
     cfg = load_config(config)
-    node = node_from_inputs(read_json_object(proposal, "proposal.json"), read_json_object(metrics, "metrics.json"),
+    node = node_from_inputs(read_json_object(proposal, layout.PROPOSAL_FILE), read_json_object(metrics, layout.METRICS_FILE),
                             cfg, read_text(code, "training module (--code)"), out_node.parent.name, str(proposal))
     nodes = merge_nodes([load_node(p) for p in earlier], [node])
     scores = score_block(nodes, node.block, cfg.claude.ucb_c if ucb_c is None else ucb_c)

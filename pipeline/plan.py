@@ -7,7 +7,7 @@ instead of failing hours later inside a job. The Snakefile stays a list of inclu
 arithmetic of the chain (which block an iteration is in, which time_step a block uses) lives
 here where it can be read and tested.
 
-Blocks, rounds and slots of an iteration: :mod:`neuralgraph.layout` (their one owner).
+Blocks, rounds and slots of an iteration: :mod:`agent.layout` (their one owner).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from neuralgraph import layout
+from agent import layout
+from agent.layout import MAX_ITERATIONS, label
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, load_config
-from neuralgraph.layout import MAX_ITERATIONS, label
 
 
 class WorkflowConfigError(ValueError):
@@ -214,7 +214,7 @@ def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source
     if n_blocks * n_iter_block > MAX_ITERATIONS:
         raise WorkflowConfigError(
             f"{source}: n_blocks * n_iter_block = {n_blocks} * {n_iter_block}: must be <= {MAX_ITERATIONS} "
-            f"(iteration folders are iter_001 .. iter_{MAX_ITERATIONS})"
+            f"(iteration folders are {layout.iteration_dir_name(1)} .. {layout.iteration_dir_name(MAX_ITERATIONS)})"
         )
     slots = int(config.get("slots") or 1)
     if n_iter_block % slots:

@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from neuralgraph import layout
+from agent import layout
 from neuralgraph.config import ConfigError, ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.dataset import STATS_FILE
 from neuralgraph.io import atomic_write_text, read_json

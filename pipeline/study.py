@@ -53,11 +53,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.costs import COSTS_NAME
+from agent import layout
 from agent.decision import ALLOWED_PARAMETERS
-from neuralgraph import layout
+from agent.secrets import VAULT_ENV
 from neuralgraph.config import ALLOWED_TIME_STEPS
 from neuralgraph.io import atomic_write_text, read_json
-from neuralgraph.secrets import VAULT_ENV
 from pipeline import summary as summary_names
 
 log = logging.getLogger("pipeline.study")

@@ -32,9 +32,8 @@ from typing import Any, Optional
 
 import yaml
 
+from agent import layout
 from agent.tree import format_mutation
-from neuralgraph import layout
-from neuralgraph.layout import TRAINING_RECORD_FILE
 from neuralgraph.plots import save_figure
 from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
 
@@ -137,12 +136,12 @@ def decide_events_text(proposal: dict[str, Any]) -> str:
 
 def iteration_row(folder: Path) -> dict[str, Any]:
     """The summary row of one iteration folder (node info, metrics, config values)."""
-    metrics = read_json(folder / "metrics.json")
-    node = _read_optional_json(folder / "node.json") or _read_optional_json(folder / "proposal.json")
-    config = _read_config(folder / "config.yaml") or {"training": metrics.get("config") or {}}
-    iteration = metrics.get("iteration") or node.get("iteration") or int(folder.name.split("_")[-1])
+    metrics = read_json(folder / layout.METRICS_FILE)
+    node = _read_optional_json(folder / layout.NODE_FILE) or _read_optional_json(folder / layout.PROPOSAL_FILE)
+    config = _read_config(folder / layout.CONFIG_FILE) or {"training": metrics.get("config") or {}}
+    iteration = metrics.get("iteration") or node.get("iteration") or layout.iteration_of_dir(folder)
     policy, fallback_reason = policy_and_fallback_reason(node)
-    training = _read_optional_json(folder / TRAINING_RECORD_FILE)
+    training = _read_optional_json(folder / layout.TRAINING_RECORD_FILE)
     row: dict[str, Any] = {
         "iteration": int(iteration),
         "block": node.get("block"),
@@ -157,7 +156,7 @@ def iteration_row(folder: Path) -> dict[str, Any]:
         "code_modified": node.get("code_modified"),
         "policy": policy,
         "fallback_reason": fallback_reason,
-        "decide_events": decide_events_text(_read_optional_json(folder / "proposal.json")),
+        "decide_events": decide_events_text(_read_optional_json(folder / layout.PROPOSAL_FILE)),
     }
     for key, value in metrics.items():
         if key not in row and key != "config" and not isinstance(value, (dict, list)):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from neuralgraph import layout
+from agent import layout
 from wf_helpers import REPO, TINY_EXPERIMENT, snakemake, start_snakemake, workflow_env, write_workflow_config
 
 pytestmark = pytest.mark.slow

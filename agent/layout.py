@@ -11,8 +11,18 @@ time_step per block) and, inside a block, in rounds of ``slots`` nodes trained s
 
 The round's decision (decision.json, memory.md, analysis.md, instructions.md) is written
 into the folder of the round's last node; with K = 1 that is every node's own folder.
-Everything else (the workflow rules, the agent, the summary, the explorer, analyze's
-iteration-from-folder rule) imports these names instead of spelling them again.
+
+Why here, in the search package: iterations, blocks, rounds and slots are the search's
+notions, and the agent's own stages (init, ucb, decide, the replay policy, costs) read and
+write these folders. The workflow side (pipeline/, the .smk rules) imports this module, so the
+dependency direction stays pipeline -> agent -> neuralgraph; the science package knows only
+its run folder (:mod:`neuralgraph.run_files`) and names none of these files.
+
+Each file name has one owner, its writer: the trainer and analyze name theirs in
+:mod:`neuralgraph.run_files` (analysis.log in :mod:`neuralgraph.analysis_log`, config.yaml in
+:mod:`neuralgraph.config`); the agent's files (proposal, code diff, node record, scores,
+decision, memory, full log, instructions) are named here; this module composes the folder
+from all of them, and every reader imports the names from it.
 """
 from __future__ import annotations
 
@@ -20,21 +30,26 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from neuralgraph import PACKAGED_LOOP
+# The science writers' names, composed into the folder below and read through this module.
+from neuralgraph.analysis_log import ANALYSIS_LOG_FILE  # noqa: F401
+from neuralgraph.config import CONFIG_FILE  # noqa: F401
+from neuralgraph.run_files import (CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, PLOT_FILES,  # noqa: F401
+                                   PLOTS_DIR, TRAINING_RECORD_FILE)
+
 #: Iteration folders are iter_NNN: three digits, so at most 999 iterations.
 ITERATION_DIGITS = 3
 MAX_ITERATIONS = 10**ITERATION_DIGITS - 1
 ITERATION_PREFIX = "iter_"
 ITERATION_DIR_PATTERN = re.compile(rf"^{ITERATION_PREFIX}(\d+)$")
+#: What an iteration label looks like (the workflow's wildcard constraint).
+ITERATION_LABEL_REGEX = rf"\d{{{ITERATION_DIGITS}}}"
 
-# Files of a node's folder (docs/workflow.md documents each).
-CONFIG_FILE = "config.yaml"
-LOOP_FILE = "train_loop.py"
+# Files the agent writes into a node's folder (docs/workflow.md documents each).
+#: The node's editable training module carries the packaged module's name.
+LOOP_FILE = PACKAGED_LOOP.name
 PROPOSAL_FILE = "proposal.json"
 DIFF_FILE = "code.diff"
-MODEL_FILE = "model.pt"
-TRAINING_RECORD_FILE = "training.json"
-ANALYSIS_LOG_FILE = "analysis.log"  # the metrics and dataset statistics, in the seed's text form
-METRICS_FILE = "metrics.json"
 NODE_FILE = "node.json"
 SCORES_FILE = "ucb_scores.txt"
 # Files of a round's decision (in the round's last node folder).
@@ -42,14 +57,26 @@ DECISION_FILE = "decision.json"
 MEMORY_FILE = "memory.md"
 FULL_LOG_FILE = "analysis.md"  # the full log of every iteration so far (the seed's name for it)
 INSTRUCTIONS_FILE = "instructions.md"
+
+# What the workflow itself writes into a node's folder.
+#: Each rule's log, logs/<rule>.log (Snakemake removes it when the job fails).
+LOGS_DIR = "logs"
+#: The train job's progress lines, appended over every attempt (kept when a job fails).
+PROGRESS_LOG_FILE = "train.log"
 #: results/<exp>/summary/: the tables and figures of the whole exploration (pipeline.summary).
 SUMMARY_DIR = "summary"
+
+
+def rule_log(rule: str) -> str:
+    """A rule's log inside a node's folder ('train' -> 'logs/train.log')."""
+    return f"{LOGS_DIR}/{rule}.log"
+
 
 #: What the decide stage writes for the next round's nodes, and for its own round.
 START_FILES = (CONFIG_FILE, LOOP_FILE, PROPOSAL_FILE, DIFF_FILE)
 DECISION_FILES = (DECISION_FILE, MEMORY_FILE, FULL_LOG_FILE, INSTRUCTIONS_FILE)
 #: What every node leaves (train, analyze, ucb), besides its start files.
-NODE_RESULT_FILES = (MODEL_FILE, TRAINING_RECORD_FILE, "logs/train.log", ANALYSIS_LOG_FILE, METRICS_FILE,
+NODE_RESULT_FILES = (MODEL_FILE, TRAINING_RECORD_FILE, rule_log("train"), ANALYSIS_LOG_FILE, METRICS_FILE,
                      NODE_FILE, SCORES_FILE)
 
 
