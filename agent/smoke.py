@@ -231,13 +231,13 @@ def smoke_run(module_source: str, smoke_dir: str | os.PathLike, *, child_config:
 
 def validate_and_smoke(parent_source: str, function_name: str, new_source: str, smoke_dir: str | os.PathLike, *,
                        child_config: Any = None, sandboxed: bool = True, timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S,
-                       max_steps: int = DEFAULT_SMOKE_MAX_STEPS, cache_dir: str | os.PathLike | None = None,
-                       editable: tuple[str, ...] | None = None) -> ValidatedEdit:
+                       max_steps: int = DEFAULT_SMOKE_MAX_STEPS,
+                       cache_dir: str | os.PathLike | None = None) -> ValidatedEdit:
     """Static checks, then the smoke run: what decide calls for a code modification.
 
     The cheap static checks run first so an obviously bad edit never costs a subprocess.
     """
-    child = check_code_modification(parent_source, function_name, new_source, editable)
+    child = check_code_modification(parent_source, function_name, new_source)
     result = smoke_run(child, smoke_dir, child_config=child_config, sandboxed=sandboxed, timeout_s=timeout_s,
                        max_steps=max_steps, cache_dir=cache_dir)
     return ValidatedEdit(child_source=child, smoke=result)
