@@ -1,6 +1,6 @@
 """What an experiment's LLM calls cost, read back from its ``iter_NNN/decision.json`` files.
 
-WHY here: decide records every call of a paid backend in ``decision.json["attempts"][k]["call"]``
+WHY here: decide records every call of a paid backend in ``decision.json["slots"][s]["attempts"][k]["call"]``
 (token counts and ``cost_usd``, see :mod:`agent.policies.base`), so the agent package owns
 that format and is the one place that reads it back. Two users:
 

@@ -40,7 +40,7 @@ import yaml
 
 from agent import layout
 from agent.layout import DECISION_FILE, MEMORY_FILE, SUMMARY_DIR, iteration_dirs
-from agent.records import slot_records
+from agent.records import slot_views
 from agent.tree import format_mutation
 from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
 from pipeline.summary import (
@@ -273,10 +273,10 @@ def decisions_by_node(results: Path) -> dict[int, tuple[dict[str, Any], Path]]:
     found: dict[int, tuple[dict[str, Any], Path]] = {}
     for folder in iteration_dirs(results):
         record = _read_json_or_empty(folder / DECISION_FILE)
-        for slot in slot_records(record) if record else []:
-            node_id = slot.get("node_id")
+        for view in slot_views(record):
+            node_id = view.get("node_id")
             if isinstance(node_id, int):
-                found[node_id] = ({**record, **slot} if "slots" in record else record, folder)
+                found[node_id] = (view, folder)
     return found
 
 

@@ -18,7 +18,7 @@ from agent.policies.base import SpendCapReached
 from agent.policies.spend_cap import SpendCap
 from agent.prompt import PROMPT_PARTS
 from agent.pricing import TokenUsage, call_cost_usd, load_price_table, max_call_cost_usd
-from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
+from agent_helpers import decide_args, decision_of, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from test_agent_anthropic import MODEL, FakeAPI, api_key, make_policy, reply  # noqa: F401 (fixture)
 
 N_ITER = 5
@@ -60,7 +60,7 @@ def explore(results, monkeypatch, cap=None):
 
 
 def record(results, i):
-    return json.loads((iter_dir(results, i) / "decision.json").read_text())
+    return decision_of(iter_dir(results, i))
 
 
 def test_the_bound_is_above_what_a_call_really_costs(tmp_path, monkeypatch, api_key):
