@@ -226,8 +226,8 @@ class CodeChecker:
         mod = decision.code_modification
         if mod is None:
             return decision
-        parent_dir = node_folder(self.req.results_dir, source_node(decision, ctx))
-        parent_code = read_text(parent_dir / layout.LOOP_FILE, "parent's train_loop.py")
+        parent_dir = layout.IterationFolder(node_folder(self.req.results_dir, source_node(decision, ctx)))
+        parent_code = read_text(parent_dir.loop_path, "parent's train_loop.py")
         try:
             if self.req.smoke_timeout > 0:
                 edit = validate_and_smoke(parent_code, mod.function, mod.new_source,
@@ -247,9 +247,10 @@ class CodeChecker:
         self.accepted[(mod.function, mod.new_source)] = child
         return decision
 
-    def child_config(self, decision: Decision, ctx: DecisionContext, parent_dir: Path) -> ExperimentConfig:
+    def child_config(self, decision: Decision, ctx: DecisionContext,
+                     parent_dir: layout.IterationFolder) -> ExperimentConfig:
         """The child's config as the smoke run needs it: the parent's, at the next block's time_step."""
-        parent_cfg = load_config(parent_dir / layout.CONFIG_FILE, base=self.base)
+        parent_cfg = load_config(parent_dir.config_path, base=self.base)
         next_ts, _, _ = resolve_next_time_step(ctx, decision)
         return with_updates(parent_cfg, {"training.time_step": next_ts}, source="smoke") if next_ts else parent_cfg
 
@@ -492,9 +493,9 @@ def _plan_child(req: DecideRequest, ctx: DecisionContext, outcome: DecisionOutco
         plan.proposal.update(parent=root.proposal["id"], derived_from=root.proposal["id"],
                              block=root.proposal["block"])
         return plan
-    folder = node_folder(req.results_dir, source_node(decision, ctx))
-    parent_cfg = load_config(folder / layout.CONFIG_FILE, base=base)
-    parent_code = read_text(folder / layout.LOOP_FILE, "parent's train_loop.py")
+    folder = layout.IterationFolder(node_folder(req.results_dir, source_node(decision, ctx)))
+    parent_cfg = load_config(folder.config_path, base=base)
+    parent_code = read_text(folder.loop_path, "parent's train_loop.py")
     mod = decision.code_modification
     child_code = checker.accepted.get((mod.function, mod.new_source)) if mod else None
     return build_child(decision, ctx, parent_cfg=parent_cfg, parent_code=parent_code, base_cfg=base,

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from neuralgraph import PACKAGED_LOOP
 # The science writers' names, composed into the folder below and read through this module.
 from neuralgraph.analysis_log import ANALYSIS_LOG_FILE  # noqa: F401
 from neuralgraph.config import CONFIG_FILE  # noqa: F401
+from neuralgraph.io import read_json, read_text_nofollow
 from neuralgraph.run_files import (CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, PLOT_FILES,  # noqa: F401
                                    PLOTS_DIR, TRAINING_RECORD_FILE)
 
@@ -65,6 +66,8 @@ LOGS_DIR = "logs"
 PROGRESS_LOG_FILE = "train.log"
 #: results/<exp>/summary/: the tables and figures of the whole exploration (pipeline.summary).
 SUMMARY_DIR = "summary"
+#: results/<exp>/data/: the dataset folder (its files: neuralgraph.dataset).
+DATA_DIR = "data"
 
 
 def rule_log(rule: str) -> str:
@@ -131,3 +134,140 @@ def round_end(iteration: int, slots: int) -> int:
 def is_last_round(iteration: int, slots: int, n_iterations: int) -> bool:
     """True for the nodes of the experiment's last round: their decision plans no next round."""
     return round_end(iteration, slots) >= n_iterations
+
+
+# --------------------------------------------------------------------------- one iteration's folder
+
+
+class IterationFolder:
+    """One ``iter_NNN`` folder: where each of its files is, and typed readers of them.
+
+    Why: summary, explorer, study, ucb and decide read the same files; each asks for a file by
+    what it is (``folder.metrics()``, ``folder.config_path``) instead of joining a name onto a
+    path. A missing file is the reader's ``FileNotFoundError`` naming it, or ``{}`` / ``""``
+    with ``optional=True``; JSON files are read without following links
+    (:func:`neuralgraph.io.read_json`) and must hold an object.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def at(cls, results: str | Path, iteration: int) -> "IterationFolder":
+        """The folder of ``iteration`` in an experiment's results folder."""
+        return cls(Path(results) / iteration_dir_name(iteration))
+
+    def __repr__(self) -> str:
+        return f"IterationFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def iteration(self) -> Optional[int]:
+        """The iteration number its name carries (None for a folder not named iter_NNN)."""
+        return iteration_of_dir(self.path)
+
+    # ---- where each file is
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def loop_path(self) -> Path:
+        return self.path / LOOP_FILE
+
+    @property
+    def proposal_path(self) -> Path:
+        return self.path / PROPOSAL_FILE
+
+    @property
+    def diff_path(self) -> Path:
+        return self.path / DIFF_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def training_record_path(self) -> Path:
+        return self.path / TRAINING_RECORD_FILE
+
+    @property
+    def analysis_log_path(self) -> Path:
+        return self.path / ANALYSIS_LOG_FILE
+
+    @property
+    def node_path(self) -> Path:
+        return self.path / NODE_FILE
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / SCORES_FILE
+
+    @property
+    def full_log_path(self) -> Path:
+        return self.path / FULL_LOG_FILE
+
+    @property
+    def instructions_path(self) -> Path:
+        return self.path / INSTRUCTIONS_FILE
+
+    @property
+    def decision_path(self) -> Path:
+        return self.path / DECISION_FILE
+
+    @property
+    def memory_path(self) -> Path:
+        return self.path / MEMORY_FILE
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / PLOTS_DIR
+
+    # ---- typed readers
+    def _json(self, path: Path, optional: bool) -> dict[str, Any]:
+        if optional and not path.exists():
+            return {}
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a JSON object")
+        return data
+
+    def _text(self, path: Path, optional: bool) -> str:
+        if optional and not path.exists():
+            return ""
+        return read_text_nofollow(path)
+
+    def metrics(self, optional: bool = False) -> dict[str, Any]:
+        """metrics.json (analyze)."""
+        return self._json(self.metrics_path, optional)
+
+    def training_record(self, optional: bool = False) -> dict[str, Any]:
+        """training.json (the trainer)."""
+        return self._json(self.training_record_path, optional)
+
+    def proposal(self, optional: bool = False) -> dict[str, Any]:
+        """proposal.json: how the node was made (init, or the previous round's decide)."""
+        return self._json(self.proposal_path, optional)
+
+    def node_record(self, optional: bool = False) -> dict[str, Any]:
+        """node.json (agent ucb)."""
+        return self._json(self.node_path, optional)
+
+    def decision(self, optional: bool = False) -> dict[str, Any]:
+        """decision.json of the round ending here (agent decide; its slots: agent.records)."""
+        return self._json(self.decision_path, optional)
+
+    def code(self, optional: bool = False) -> str:
+        """train_loop.py, the node's training module."""
+        return self._text(self.loop_path, optional)
+
+    def code_diff(self, optional: bool = False) -> str:
+        """code.diff, the node's module against its parent's."""
+        return self._text(self.diff_path, optional)
+
+    def memory(self, optional: bool = False) -> str:
+        """memory.md of the round ending here."""
+        return self._text(self.memory_path, optional)

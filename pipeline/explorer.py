@@ -39,7 +39,7 @@ from typing import Any, Optional
 import yaml
 
 from agent import layout
-from agent.layout import DECISION_FILE, MEMORY_FILE, SUMMARY_DIR, iteration_dirs
+from agent.layout import SUMMARY_DIR, iteration_dirs
 from agent.records import slot_views
 from agent.tree import format_mutation
 from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
@@ -241,7 +241,7 @@ def agent_entry(node: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
 
 def plot_links(folder: Path, page_dir: Path) -> list[dict[str, str]]:
     """{name, src} of each picture in folder/plots, src relative to the page (posix separators)."""
-    plots = folder / layout.PLOTS_DIR
+    plots = layout.IterationFolder(folder).plots_dir
     if not plots.is_dir():
         return []
     found = {p.name: p for p in plots.glob("*.png") if p.is_file()}
@@ -272,7 +272,7 @@ def decisions_by_node(results: Path) -> dict[int, tuple[dict[str, Any], Path]]:
     """
     found: dict[int, tuple[dict[str, Any], Path]] = {}
     for folder in iteration_dirs(results):
-        record = _read_json_or_empty(folder / DECISION_FILE)
+        record = _read_json_or_empty(layout.IterationFolder(folder).decision_path)
         for view in slot_views(record):
             node_id = view.get("node_id")
             if isinstance(node_id, int):
@@ -284,13 +284,13 @@ def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: t
                  configs: dict[int, dict[str, Any]], best: set[int],
                  decisions: Optional[dict[int, tuple[dict[str, Any], Path]]] = None) -> dict[str, Any]:
     """Everything the page shows of one node (row: its summary.tsv row)."""
-    folder = results / str(row["dir"])
-    node = _read_json_or_empty(folder / layout.NODE_FILE) or _read_json_or_empty(folder / layout.PROPOSAL_FILE)
-    proposal = _read_json_or_empty(folder / layout.PROPOSAL_FILE)
-    metrics = metrics_of(_read_json_or_empty(folder / layout.METRICS_FILE))
+    folder = layout.IterationFolder(results / str(row["dir"]))
+    proposal = _read_json_or_empty(folder.proposal_path)
+    node = _read_json_or_empty(folder.node_path) or proposal
+    metrics = metrics_of(_read_json_or_empty(folder.metrics_path))
     node_id = int(row["node"])
     source = _diff_source(node, proposal)
-    record, decided_in = (decisions or {}).get(node_id, ({}, folder))
+    record, decided_in = (decisions or {}).get(node_id, ({}, folder.path))
     fields = {name: plain(row.get(name, node.get(name))) for name in NODE_FIELDS if name in row or name in node}
     return {
         "id": node_id,
@@ -305,10 +305,10 @@ def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: t
         "metrics": metrics,
         "diff_parent": source,
         "config_diff": config_diff(configs.get(source, {}), configs[node_id]) if source in configs else None,
-        "code_diff": _read_text(folder / layout.DIFF_FILE),
+        "code_diff": _read_text(folder.diff_path),
         "agent": agent_entry(node, record) if record else None,
-        "plots": plot_links(folder, page_dir),
-        "memory": _read_text(decided_in / MEMORY_FILE),
+        "plots": plot_links(folder.path, page_dir),
+        "memory": _read_text(layout.IterationFolder(decided_in).memory_path),
     }
 
 
@@ -318,7 +318,7 @@ def collect(results: Path, page_dir: Path) -> dict[str, Any]:
     positions = tree_layout(summary)
     best = set(best_node_per_block(summary).values())
     rows = summary.to_dict("records")
-    configs = {int(r["node"]): _read_yaml(results / str(r["dir"]) / layout.CONFIG_FILE) for r in rows}
+    configs = {int(r["node"]): _read_yaml(layout.IterationFolder(results / str(r["dir"])).config_path) for r in rows}
     decisions = decisions_by_node(results)
     nodes = [node_payload(r, results, page_dir, positions[int(r["node"])], configs, best, decisions) for r in rows]
     blocks: dict[Any, dict[str, Any]] = {}

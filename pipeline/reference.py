@@ -154,16 +154,15 @@ def run_row(folder: Path, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
 
     name = run_name(cfg, seed)
     run_dir = folder / RUNS_DIR / name
-    node = run_dir / layout.iteration_dir_name(1)
-    metrics = read_json(node / layout.METRICS_FILE)
-    training = read_json(node / layout.TRAINING_RECORD_FILE)
-    stats_path = run_dir / "data" / STATS_FILE
+    node = layout.IterationFolder.at(run_dir, 1)
+    metrics, training = node.metrics(), node.training_record()
+    stats_path = run_dir / layout.DATA_DIR / STATS_FILE
     stats = read_json(stats_path) if stats_path.exists() else {}
     pub = cfg.reference.published
     return {
         "case": cfg.reference.name, "seed": seed, "connectivity_R2": _number(metrics.get("connectivity_R2")),
         "published_connectivity_R2": pub.connectivity_R2, "test_R2_held_out": _number(metrics.get("test_R2")),
-        "test_R2_training": training_trajectory_test_r2(node, run_dir / "data"),
+        "test_R2_training": training_trajectory_test_r2(node.path, run_dir / layout.DATA_DIR),
         "published_test_R2": _number(pub.test_R2),
         "effective_rank_99": metrics.get("effective_rank_99"),
         "effective_rank_99_top100": stats.get("effective_rank_99_top100"),

@@ -55,7 +55,7 @@ PY = "{env} {python}".format(
 ENVS = REPO / "envs"
 
 RES = PLAN.results
-DATA = f"{RES}/data"
+DATA = f"{RES}/{layout.DATA_DIR}"
 ITER = f"{RES}/{layout.ITERATION_PREFIX}{{it}}"
 LOGS = f"{RES}/logs"
 BENCH = f"{RES}/benchmarks"
