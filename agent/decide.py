@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from agent import layout
 from agent.codeedit import CodeEditError, check_code_modification, editable_functions
 from agent.context import ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild, block_of, slot_roles
 from agent.costs import CostRecordError, spent_usd
-from agent import layout
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
@@ -41,10 +41,12 @@ from agent.policies.base import (SPEND_CAP_REASON, Attempt, BackendMissingError,
 from agent.policies.heuristic import HeuristicPolicy, safe_decision, variant_mutations
 from agent.policies.spend_cap import SpendCap, is_paid
 from agent.records import round_record
+from agent.run_plan import AgentSettings, RunPlan
 from agent.sandbox import code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
+from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE
 from neuralgraph.io import LinkRefusedError, atomic_write_json, atomic_write_text, read_text_nofollow
 
 #: The instructions every exploration starts from; each round's revision carries the same name.
@@ -68,6 +70,10 @@ def read_text(path: Optional[str | Path], what: str, required: bool = True) -> s
         raise InputError(f"{path}: {what} not found") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: {what} is not UTF-8 text") from None
+
+
+#: The agent options' defaults (their one home: agent.run_plan.AgentSettings).
+AGENT_DEFAULTS = AgentSettings()
 
 
 @dataclass
@@ -99,17 +105,48 @@ class DecideRequest:
     full_log: Optional[Path] = None
     instructions: Optional[Path] = None
     images: list[Path] = field(default_factory=list)
-    backend: str = "heuristic"
+    backend: str = AGENT_DEFAULTS.backend
     backend_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    model: Optional[str] = None
-    replay_from: Optional[str] = None
-    fallback: str = "fail"
-    max_cost_usd: Optional[float] = None
+    seed: int = AGENT_DEFAULTS.seed
+    model: Optional[str] = AGENT_DEFAULTS.model
+    replay_from: Optional[str] = AGENT_DEFAULTS.replay_from
+    fallback: str = AGENT_DEFAULTS.fallback
+    max_cost_usd: Optional[float] = AGENT_DEFAULTS.max_cost_usd
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT_S
-    code_modification: str = "sandboxed"
-    prompt_images: bool = True
-    prompt_code: bool = True
+    code_modification: str = AGENT_DEFAULTS.code_modification
+    prompt_images: bool = AGENT_DEFAULTS.prompt_images
+    prompt_code: bool = AGENT_DEFAULTS.prompt_code
+
+
+def request_from_plan(plan: RunPlan, iteration: int, backend_options: Optional[dict[str, Any]] = None) -> DecideRequest:
+    """The decide job of the round ending at ``iteration``, every path derived from the plan and
+    the folder layout: what the workflow's rule declares as the job's inputs and outputs."""
+    slots, results = plan.slots, Path(plan.results)
+    if not 1 <= iteration <= plan.n_iterations or iteration != layout.round_end(iteration, slots):
+        raise InputError(f"--iteration {iteration}: not the last node of a round of {slots} among the plan's "
+                         f"{plan.n_iterations} iterations")
+    round_number = layout.round_of(iteration, slots)
+    members = [layout.IterationFolder.at(results, j) for j in layout.round_iterations(round_number, slots)]
+    first = layout.round_iterations(round_number, slots)[0]
+    previous = layout.IterationFolder.at(results, first - 1) if first > 1 else None
+    following = [] if layout.is_last_round(iteration, slots, plan.n_iterations) else \
+        [layout.IterationFolder.at(results, j).path for j in layout.round_iterations(round_number + 1, slots)]
+    data, agent = results / layout.DATA_DIR, plan.agent
+    return DecideRequest(
+        iteration=iteration, n_blocks=plan.n_blocks, n_iter_block=plan.n_iter_block, slots=slots,
+        base_config=Path(plan.experiment), results_dir=results, out_dir=members[-1].path,
+        nodes=[m.node_path for m in members], analysis_logs=[m.analysis_log_path for m in members],
+        configs=[m.config_path for m in members], codes=[m.loop_path for m in members], ucb=members[-1].scores_path,
+        earlier_nodes=[layout.IterationFolder.at(results, j).node_path for j in range(1, first)],
+        next_dirs=following, ucb_c=plan.ucb_c, schedule=plan.schedule_list(),
+        memory=previous.memory_path if previous else None, full_log=previous.full_log_path if previous else None,
+        instructions=previous.instructions_path if previous else None,
+        images=[data / ACTIVITY_PICTURE, data / CONNECTIVITY_PICTURE], backend=agent.backend,
+        backend_options=dict(backend_options or {}), seed=agent.seed, model=agent.model, replay_from=agent.replay_from,
+        fallback=agent.fallback, max_cost_usd=agent.max_cost_usd,
+        smoke_timeout=DEFAULT_SMOKE_TIMEOUT_S if agent.smoke_timeout is None else agent.smoke_timeout,
+        code_modification=agent.code_modification, prompt_images=agent.prompt_images, prompt_code=agent.prompt_code,
+    )
 
 
 # --------------------------------------------------------------------------- contexts

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from agent import layout
 from agent.decide import InputError, merge_nodes, read_text
+from agent.run_plan import RunPlan
 from agent.tree import NodeRecord, NodeScore, code_hash, load_node, score_block, write_node, write_scores
 from neuralgraph.config import ExperimentConfig, load_config
 from neuralgraph.io import read_json
@@ -45,3 +46,13 @@ def score_iteration(proposal: Path, metrics: Path, config: Path, code: Path, ear
     write_node(node, out_node)
     write_scores(scores, out_scores)
     return node, scores
+
+
+def score_from_plan(plan: RunPlan, iteration: int) -> tuple[NodeRecord, list[NodeScore]]:
+    """The ucb job of one iteration, every path derived from the plan and the folder layout."""
+    if not 1 <= iteration <= plan.n_iterations:
+        raise InputError(f"--iteration {iteration}: the plan has iterations 1 .. {plan.n_iterations}")
+    here = layout.IterationFolder.at(plan.results, iteration)
+    earlier = [layout.IterationFolder.at(plan.results, j).node_path for j in range(1, iteration)]
+    return score_iteration(here.proposal_path, here.metrics_path, here.config_path, here.loop_path, earlier,
+                           plan.ucb_c, here.node_path, here.scores_path)

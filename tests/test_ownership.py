@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import layout
+from agent import layout, run_plan
 from neuralgraph import analysis_log, config, run_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +48,7 @@ OWNERS = {
     layout.FULL_LOG_FILE: ("agent/layout.py",),
     layout.INSTRUCTIONS_FILE: ("agent/layout.py",),
     layout.PROGRESS_LOG_FILE: ("agent/layout.py",),
+    run_plan.PLAN_FILE: ("agent/run_plan.py",),  # results/<exp>/plan.json, the workflow's contract
 }
 
 
