@@ -6,6 +6,7 @@ and :func:`agent.decide.decide`).
 - ``ucb``: node.json (from proposal.json + metrics.json + config + code) and ucb_scores.txt.
 - ``decide``: this iteration's decision.json, memory.md, analysis.md, instructions.md and the
   next iteration's config.yaml, train_loop.py, proposal.json, code.diff.
+- ``costs``: costs.tsv, every recorded LLM call of an experiment (:mod:`agent.costs`).
 
 Exit codes: 0 done; 2 bad input or backend configuration (the message names the file or
 option); 75 (EX_TEMPFAIL) the LLM backend is temporarily unavailable and ``--fallback fail``
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from agent.costs import CostRecordError, total_usd, write_costs_tsv
 from agent.decide import AGENT_DEFAULTS, DecideRequest, InputError, decide, request_from_plan
 from agent.decision import DecisionInvalid
 from agent.layout import iteration_dir_name
@@ -128,6 +130,14 @@ def cmd_ucb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_costs(args: argparse.Namespace) -> int:
+    if not Path(args.results).is_dir():
+        raise InputError(f"--results {args.results}: not a folder")
+    rows = write_costs_tsv(args.results, args.out)
+    print(f"agent costs: {len(rows)} LLM call(s), {total_usd(rows):.6f} USD -> {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- decide
 
 
@@ -184,7 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_init(sub)
     _add_ucb(sub)
     _add_decide(sub)
+    _add_costs(sub)
     return parser
+
+
+def _add_costs(sub) -> None:
+    p = sub.add_parser("costs", help="tokens and cost of every LLM call of an experiment (costs.tsv)")
+    p.add_argument("--results", required=True, help="the experiment's results folder (results/<exp>)")
+    p.add_argument("--out", required=True, help="the table to write, e.g. results/<exp>/summary/costs.tsv")
+    p.set_defaults(func=cmd_costs)
 
 
 def _add_plan(p) -> None:
@@ -321,6 +339,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BackendConfigError as exc:
         print(f"{prog}: backend configuration error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable, PlanError) as exc:
+    except (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable, PlanError, CostRecordError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EX_USAGE

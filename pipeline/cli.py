@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
+from neuralgraph import PACKAGED_LOOP
 from pipeline.summary import SummaryError
 from pipeline import train_job
 from pipeline.append_log import main as _append_log_main
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the iteration's config.yaml")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="the iteration's run folder")
-    p.add_argument("--loop", required=True, help="the iteration's train_loop.py")
+    p.add_argument("--loop", default=str(PACKAGED_LOOP), help="the run's training module (default: the packaged one)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the training")
     p.add_argument("--code-modification", default=DEFAULT_CODE_MODIFICATION, choices=CODE_MODIFICATION_MODES,
                    help="how a loop that differs from the packaged one may run (agent.code_modification)")

@@ -71,8 +71,8 @@ rule summarize:
 
 
 rule costs:
-    """Tokens and cost of every LLM call, one row each, and the total (agent.costs reads the
-    calls recorded in decision.json; summary.tsv has no cost column)."""
+    """Tokens and cost of every LLM call, one row each, and the total (`python -m agent costs`
+    reads the calls recorded in decision.json; summary.tsv has no cost column)."""
     input:
         decisions=expand(f"{ITER}/{layout.DECISION_FILE}", it=PLAN.round_ends),
     output:
@@ -88,7 +88,7 @@ rule costs:
         py=PY,
         results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.decisions[0])),
     shell:
-        "{params.py} -m agent.costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+        "{params.py} -m agent costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule explorer:
