@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.costs import CostRecordError, total_usd, write_costs_tsv
-from agent.decide import AGENT_DEFAULTS, DecideRequest, InputError, decide, request_from_plan
+from agent.decide import AGENT_DEFAULTS, DecideRequest, decide, request_from_plan
 from agent.decision import DecisionInvalid
+from agent.inputs import InputError
 from agent.layout import iteration_dir_name
 from agent.policies.base import BACKENDS, BackendConfigError, RetryableBackendError
 from agent.run_plan import PlanError, RunPlan, read_plan

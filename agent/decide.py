@@ -35,6 +35,7 @@ from agent.context import ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild
 from agent.costs import CostRecordError, spent_usd
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
+from agent.inputs import InputError, read_text
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
 from agent.policies.base import (SPEND_CAP_REASON, Attempt, BackendMissingError, DecisionOutcome, HarnessError,
                                  RetryableBackendError, SpendCapReached, decide_with_fallback, get_policy)
@@ -44,32 +45,13 @@ from agent.records import round_record
 from agent.run_plan import AgentSettings, RunPlan
 from agent.sandbox import code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
-from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
+from agent.tree import NodeRecord, check_scores_agree, load_node, merge_nodes, node_folder, score_block
 from neuralgraph.config import ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE
-from neuralgraph.io import LinkRefusedError, atomic_write_json, atomic_write_text, read_text_nofollow
+from neuralgraph.io import atomic_write_json, atomic_write_text
 
 #: The instructions every exploration starts from; each round's revision carries the same name.
 SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / layout.INSTRUCTIONS_FILE
-
-
-class InputError(ValueError):
-    """A missing or malformed input; the message names the file or option."""
-
-
-def read_text(path: Optional[str | Path], what: str, required: bool = True) -> str:
-    if path is None:
-        if required:
-            raise InputError(f"{what}: path is required")
-        return ""
-    try:
-        return read_text_nofollow(path)  # a link in a run folder is refused, not followed
-    except LinkRefusedError as exc:
-        raise InputError(f"{what}: {exc}") from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: {what} is not UTF-8 text") from None
 
 
 #: The agent options' defaults (their one home: agent.run_plan.AgentSettings).
@@ -157,14 +139,6 @@ def editable_functions_of(code: str) -> tuple[str, ...]:
         return editable_functions(code)
     except (ImportError, SyntaxError, ValueError):
         return ()
-
-
-def merge_nodes(earlier: list[NodeRecord], current: list[NodeRecord]) -> list[NodeRecord]:
-    """Earlier records plus the round's (a stale record with a round node's id is replaced)."""
-    ids = {n.id for n in current}
-    nodes = [n for n in earlier if n.id not in ids] + list(current)
-    check_tree(nodes)
-    return nodes
 
 
 def _round_nodes(req: DecideRequest, n_iter_block: int) -> list[NodeRecord]:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent import layout
-from agent.decide import read_text
 from agent.decision import ALLOWED_PARAMETERS
+from agent.inputs import read_text
 from agent.policies.heuristic import variant_mutations
 from agent.run_plan import RunPlan
 from agent.tree import code_hash

@@ -284,3 +284,11 @@ def code_hash(code: str) -> str:
     import hashlib
 
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
+
+
+def merge_nodes(earlier: list[NodeRecord], current: list[NodeRecord]) -> list[NodeRecord]:
+    """Earlier records plus the round's (a stale record with a round node's id is replaced)."""
+    ids = {n.id for n in current}
+    nodes = [n for n in earlier if n.id not in ids] + list(current)
+    check_tree(nodes)
+    return nodes

@@ -9,23 +9,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent import layout
-from agent.decide import InputError, merge_nodes, read_text
+from agent.inputs import InputError, read_json_object, read_text
 from agent.run_plan import RunPlan
-from agent.tree import NodeRecord, NodeScore, code_hash, load_node, score_block, write_node, write_scores
+from agent.tree import (NodeRecord, NodeScore, code_hash, load_node, merge_nodes, score_block, write_node,
+                        write_scores)
 from neuralgraph.config import ExperimentConfig, load_config
-from neuralgraph.io import read_json
-
-
-def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except ValueError as exc:
-        raise InputError(f"{exc} ({what})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def node_from_inputs(proposal: dict[str, Any], metrics: dict[str, Any], cfg: ExperimentConfig, code: str,
