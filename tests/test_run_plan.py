@@ -123,3 +123,28 @@ def test_decide_with_a_plan_refuses_options_the_plan_holds(tmp_path, capsys):
     assert "--iteration 3: the plan has iterations 1 .. 2" in capsys.readouterr().err
     assert agent_main(["init", "--plan", str(path), "--seed", "4"]) == 2
     assert "--seed: comes from the plan" in capsys.readouterr().err
+
+
+def test_pipeline_train_takes_its_paths_from_the_plan(tmp_path):
+    """`python -m pipeline train --plan P --iteration I` trains the files the train rule names."""
+    from neuralgraph import PACKAGED_LOOP
+    from pipeline.cli import build_parser, train_inputs
+    from pipeline.train_job import TrainJobError
+
+    results = tmp_path / "results" / "demo"
+    plan = RunPlan(experiment="e.yaml", results=str(results), schedule="agent", n_blocks=2, n_iter_block=4, slots=1,
+                   ucb_c=1.0, agent=AgentSettings(code_modification="off"))
+    path = write_plan(plan, results / PLAN_FILE)
+    parse = build_parser().parse_args
+    folder = IterationFolder.at(results, 7)
+    assert train_inputs(parse(["train", "--plan", str(path), "--iteration", "7", "--threads", "2"])) == {
+        "config": str(folder.config_path), "data": str(results / DATA_DIR), "out": str(folder.path),
+        "loop": str(folder.loop_path), "code_modification": "off"}
+    with pytest.raises(TrainJobError, match="--loop: comes from the plan"):
+        train_inputs(parse(["train", "--plan", str(path), "--iteration", "7", "--loop", "x.py"]))
+    with pytest.raises(TrainJobError, match="--iteration: required with --plan"):
+        train_inputs(parse(["train", "--plan", str(path)]))
+    with pytest.raises(TrainJobError, match="--data, --out: required without --plan"):
+        train_inputs(parse(["train", "--config", "c.yaml"]))
+    explicit = train_inputs(parse(["train", "--config", "c.yaml", "--data", "d", "--out", "o"]))
+    assert explicit["loop"] == str(PACKAGED_LOOP) and explicit["code_modification"] == AgentSettings().code_modification
