@@ -6,6 +6,7 @@ and :func:`agent.decide.decide`).
 - ``ucb``: node.json (from proposal.json + metrics.json + config + code) and ucb_scores.txt.
 - ``decide``: this iteration's decision.json, memory.md, analysis.md, instructions.md and the
   next iteration's config.yaml, train_loop.py, proposal.json, code.diff.
+- ``costs``: costs.tsv, every recorded LLM call of an experiment (:mod:`agent.costs`).
 
 Exit codes: 0 done; 2 bad input or backend configuration (the message names the file or
 option); 75 (EX_TEMPFAIL) the LLM backend is temporarily unavailable and ``--fallback fail``
@@ -20,17 +21,22 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from agent.decide import DecideRequest, InputError, decide
+from agent.costs import CostRecordError, total_usd, write_costs_tsv
+from agent.decide import AGENT_DEFAULTS, DecideRequest, decide, request_from_plan
 from agent.decision import DecisionInvalid
+from agent.inputs import InputError
+from agent.layout import iteration_dir_name
 from agent.policies.base import BACKENDS, BackendConfigError, RetryableBackendError
-from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, code_modification_refusal
+from agent.run_plan import PlanError, RunPlan, read_plan
+from agent.sandbox import CODE_MODIFICATION_MODES, code_modification_refusal
+from agent.secrets import SecretsUnavailable, receive_secrets
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S
-from agent.start import start_experiment
+from agent.start import start_experiment, start_from_plan
 from agent.tree import TreeError
-from agent.ucb import score_iteration
+from agent.ucb import score_from_plan, score_iteration
 from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError
-from neuralgraph.secrets import SecretsUnavailable, receive_secrets, redact
+from neuralgraph.redaction import redact
 
 EX_USAGE = 2
 EX_TEMPFAIL = 75
@@ -79,50 +85,101 @@ def parse_backend_options(items: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- init and ucb
 
 
+def plan_or_explicit(args: argparse.Namespace, required: tuple[str, ...]) -> Optional[RunPlan]:
+    """The plan of ``--plan`` (None without it), refusing the options the plan already holds, or
+    refusing a command without the plan that lacks a ``required`` option. The options a plan can
+    replace have no argparse default (SUPPRESS): present in ``args`` only when given."""
+    given = sorted(k for k in vars(args) if k not in PLAN_FREE_OPTIONS)
+    if args.plan is not None:
+        if given:
+            raise InputError(f"{', '.join(map(_option, given))}: comes from the plan with --plan {args.plan}")
+        return read_plan(args.plan)
+    missing = [name for name in required if name not in vars(args)]
+    if missing:
+        raise InputError(f"{', '.join(map(_option, missing))}: required without --plan")
+    return None
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    written = start_experiment(Path(args.config), Path(args.out_dir), parse_schedule(args.schedule),
-                               Path(args.loop), slots=args.slots, seed=args.seed)
+    plan = plan_or_explicit(args, ("config", "out_dir"))
+    if plan is not None:
+        written = start_from_plan(plan, Path(args.loop))
+    else:
+        written = start_experiment(Path(args.config), Path(args.out_dir), parse_schedule(getattr(args, "schedule", None)),
+                                   Path(args.loop), slots=getattr(args, "slots", 1),
+                                   seed=getattr(args, "seed", AGENT_DEFAULTS.seed))
     print(f"agent init: wrote config.yaml, train_loop.py, proposal.json, code.diff into "
           f"{', '.join(p.name for p in written)}")
     return 0
 
 
 def cmd_ucb(args: argparse.Namespace) -> int:
-    node, scores = score_iteration(Path(args.proposal), Path(args.metrics), Path(args.config), Path(args.code),
-                                   [Path(p) for p in args.nodes], args.ucb_c, Path(args.out_node),
-                                   Path(args.out_scores))
-    print(f"agent ucb: node {node.id} (block {node.block}) R2={node.r2}; {len(scores)} nodes scored -> {args.out_scores}")
+    plan = plan_or_explicit(args, ("proposal", "metrics", "config", "code", "out_node", "out_scores"))
+    if plan is not None:
+        if args.iteration is None:
+            raise InputError("--iteration: required with --plan")
+        node, scores = score_from_plan(plan, args.iteration)
+    else:
+        node, scores = score_iteration(Path(args.proposal), Path(args.metrics), Path(args.config), Path(args.code),
+                                       [Path(p) for p in getattr(args, "nodes", [])], getattr(args, "ucb_c", None),
+                                       Path(args.out_node), Path(args.out_scores))
+    print(f"agent ucb: node {node.id} (block {node.block}) R2={node.r2}; {len(scores)} nodes scored")
+    return 0
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    if not Path(args.results).is_dir():
+        raise InputError(f"--results {args.results}: not a folder")
+    rows = write_costs_tsv(args.results, args.out)
+    print(f"agent costs: {len(rows)} LLM call(s), {total_usd(rows):.6f} USD -> {args.out}")
     return 0
 
 
 # --------------------------------------------------------------------------- decide
 
 
+#: Options the explicit form of decide cannot do without (with --plan the plan holds them).
+DECIDE_REQUIRED = ("node", "ucb", "analysis_log", "config", "code", "n_blocks", "base_config", "results_dir", "out_dir")
+#: What a command takes besides the plan (everything else the plan holds).
+PLAN_FREE_OPTIONS = ("plan", "iteration", "backend_option", "loop", "func", "command")
+
+
 def decide_request(args: argparse.Namespace) -> DecideRequest:
-    """The decide options as the stage function's typed inputs."""
+    """The decide options as the stage function's typed inputs: from the plan, or given one by one."""
+    plan = plan_or_explicit(args, DECIDE_REQUIRED)
+    if plan is not None:
+        return request_from_plan(plan, args.iteration, parse_backend_options(args.backend_option))
+    opt = lambda name, default=None: getattr(args, name, default)  # noqa: E731 (a default per option, here)
+    a = AGENT_DEFAULTS
+    n_blocks = args.n_blocks
     return DecideRequest(
-        iteration=args.iteration, n_blocks=args.n_blocks, n_iter_block=args.n_iter_block, slots=args.slots,
+        iteration=args.iteration, n_blocks=n_blocks, n_iter_block=opt("n_iter_block"), slots=opt("slots", 1),
         base_config=Path(args.base_config), results_dir=Path(args.results_dir), out_dir=Path(args.out_dir),
         nodes=[Path(p) for p in args.node], analysis_logs=[Path(p) for p in args.analysis_log],
         configs=[Path(p) for p in args.config], codes=[Path(p) for p in args.code], ucb=Path(args.ucb),
-        earlier_nodes=[Path(p) for p in args.nodes], next_dirs=[Path(p) for p in args.next_dir],
-        ucb_c=args.ucb_c, schedule=parse_schedule(args.schedule, args.n_blocks),
-        memory=args.memory, full_log=args.full_log, instructions=args.instructions,
-        images=[Path(p) for p in args.images], backend=args.backend,
-        backend_options=parse_backend_options(args.backend_option), seed=args.seed, model=args.model,
-        replay_from=args.replay_from, fallback=args.fallback, max_cost_usd=args.max_cost_usd,
-        smoke_timeout=args.smoke_timeout, code_modification=args.code_modification,
-        prompt_images=args.prompt_images, prompt_code=args.prompt_code,
+        earlier_nodes=[Path(p) for p in opt("nodes", [])], next_dirs=[Path(p) for p in opt("next_dir", [])],
+        ucb_c=opt("ucb_c"), schedule=parse_schedule(opt("schedule", "agent"), n_blocks),
+        memory=opt("memory"), full_log=opt("full_log"), instructions=opt("instructions"),
+        images=[Path(p) for p in opt("images", [])], backend=opt("backend", a.backend),
+        backend_options=parse_backend_options(args.backend_option), seed=opt("seed", a.seed), model=opt("model", a.model),
+        replay_from=opt("replay_from", a.replay_from), fallback=opt("fallback", a.fallback),
+        max_cost_usd=opt("max_cost_usd", a.max_cost_usd), smoke_timeout=opt("smoke_timeout", DEFAULT_SMOKE_TIMEOUT_S),
+        code_modification=opt("code_modification", a.code_modification),
+        prompt_images=opt("prompt_images", a.prompt_images), prompt_code=opt("prompt_code", a.prompt_code),
     )
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    receive_secrets(os.environ)  # the workflow's API key, for this process only (neuralgraph/secrets.py)
+    receive_secrets(os.environ)  # the workflow's API key, for this process only (agent/secrets.py)
     request = decide_request(args)
-    refusal = code_modification_refusal(args.code_modification)
+    refusal = code_modification_refusal(request.code_modification)
     if refusal:
         print(f"agent decide: {refusal}; config mutations go on", file=sys.stderr)
-    elif args.code_modification == "unsandboxed":
+    elif request.code_modification == "unsandboxed":
         print("agent decide: agent.code_modification: unsandboxed: code modifications run WITHOUT the sandbox",
               file=sys.stderr)
     decide(request)
@@ -138,84 +195,112 @@ def build_parser() -> argparse.ArgumentParser:
     _add_init(sub)
     _add_ucb(sub)
     _add_decide(sub)
+    _add_costs(sub)
     return parser
 
 
+def _add_costs(sub) -> None:
+    p = sub.add_parser("costs", help="tokens and cost of every LLM call of an experiment (costs.tsv)")
+    p.add_argument("--results", required=True, help="the experiment's results folder (results/<exp>)")
+    p.add_argument("--out", required=True, help="the table to write, e.g. results/<exp>/summary/costs.tsv")
+    p.set_defaults(func=cmd_costs)
+
+
+def _add_plan(p) -> None:
+    """--plan and --iteration: the form the workflow's rules use (agent.run_plan)."""
+    p.add_argument("--plan", default=None, help="results/<exp>/plan.json written by the workflow (agent.run_plan)")
+    p.add_argument("--iteration", type=int, default=None, help="the iteration (with --plan)")
+
+
 def _add_init(sub) -> None:
-    p = sub.add_parser("init", help="write iteration 1's config.yaml, train_loop.py, proposal.json")
-    p.add_argument("--config", required=True, help="experiment config (YAML)")
-    p.add_argument("--out-dir", required=True, help="iteration 1's folder, e.g. results/exp/iter_001")
-    p.add_argument("--n-iter-block", type=int, default=None, help="iterations per block (default: claude.n_iter_block)")
-    p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
+    p = sub.add_parser("init", help="write iteration 1's config.yaml, train_loop.py, proposal.json",
+                       argument_default=argparse.SUPPRESS,
+                       description="Either --plan P (experiment, schedule, slots and seed from plan.json) or the "
+                                   "explicit options.")
+    _add_plan(p)
     p.add_argument("--loop", default=str(PACKAGED_LOOP), help="training module to copy (default: packaged)")
-    p.add_argument("--slots", type=int, default=1,
-                   help="nodes of the first round: the root and slots-1 one-mutation variants in the next folders")
-    p.add_argument("--seed", type=int, default=0, help="seed of the variants' mutations")
+    explicit = p.add_argument_group("without --plan")
+    explicit.add_argument("--config", help="experiment config (YAML)")
+    explicit.add_argument("--out-dir", help=f"iteration 1's folder, e.g. results/exp/{iteration_dir_name(1)}")
+    explicit.add_argument("--n-iter-block", type=int, help="iterations per block (default: claude.n_iter_block)")
+    explicit.add_argument("--schedule", help="comma list of time_steps per block, or 'agent' (the default)")
+    explicit.add_argument("--slots", type=int,
+                          help="nodes of the first round (default 1): the root and slots-1 one-mutation variants")
+    explicit.add_argument("--seed", type=int, help=f"seed of the variants' mutations (default {AGENT_DEFAULTS.seed})")
     p.set_defaults(func=cmd_init)
 
 
-
 def _add_ucb(sub) -> None:
-    p = sub.add_parser("ucb", help="write node.json and ucb_scores.txt for one iteration")
-    p.add_argument("--proposal", required=True)
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--config", required=True)
-    p.add_argument("--code", required=True)
-    p.add_argument("--nodes", nargs="*", default=[], help="node.json of earlier iterations")
-    p.add_argument("--ucb-c", type=float, default=None, help="exploration constant (default: claude.ucb_c)")
-    p.add_argument("--out-node", required=True)
-    p.add_argument("--out-scores", required=True)
+    p = sub.add_parser("ucb", help="write node.json and ucb_scores.txt for one iteration",
+                       argument_default=argparse.SUPPRESS,
+                       description="Either --plan P --iteration I (every path from plan.json and the folder "
+                                   "layout) or the explicit options.")
+    _add_plan(p)
+    explicit = p.add_argument_group("without --plan")
+    explicit.add_argument("--proposal")
+    explicit.add_argument("--metrics")
+    explicit.add_argument("--config")
+    explicit.add_argument("--code")
+    explicit.add_argument("--nodes", nargs="*", help="node.json of earlier iterations")
+    explicit.add_argument("--ucb-c", type=float, help="exploration constant (default: claude.ucb_c)")
+    explicit.add_argument("--out-node")
+    explicit.add_argument("--out-scores")
     p.set_defaults(func=cmd_ucb)
 
 
-
 def _add_decide(sub) -> None:
-    p = sub.add_parser("decide", help="decide the next node; write memory, full log, instructions, next config/code")
-    p.add_argument("--node", required=True, nargs="+",
-                   help="node.json of the finished round's nodes, in slot order (one with --slots 1)")
-    p.add_argument("--nodes", nargs="*", default=[], help="node.json of earlier iterations")
-    p.add_argument("--ucb", required=True, help="this iteration's ucb_scores.txt")
-    p.add_argument("--ucb-c", type=float, default=None,
-                   help="exploration constant, the same as the ucb stage's (default: claude.ucb_c)")
-    p.add_argument("--analysis-log", required=True, nargs="+", help="analysis.log of each node of the round")
-    p.add_argument("--config", required=True, nargs="+", help="config.yaml of each node of the round")
-    p.add_argument("--code", required=True, nargs="+", help="train_loop.py of each node of the round")
-    p.add_argument("--memory", default=None, help="previous memory.md (absent at iteration 1)")
-    p.add_argument("--full-log", default=None, help="previous analysis.md (absent at iteration 1)")
-    p.add_argument("--instructions", default=None, help="previous instructions.md (default: the shipped one)")
-    p.add_argument("--images", nargs="*", default=[], help="dataset pictures shown to the policy")
+    p = sub.add_parser("decide", help="decide the next node; write memory, full log, instructions, next config/code",
+                       argument_default=argparse.SUPPRESS,
+                       description="Either --plan P --iteration I (every path and option from the workflow's "
+                                   "plan.json and the folder layout), or the explicit options below.")
+    p.add_argument("--plan", default=None, help="results/<exp>/plan.json written by the workflow (agent.run_plan)")
     p.add_argument("--iteration", type=int, required=True, help="the round's last iteration")
-    p.add_argument("--n-iter-block", type=int, default=None, help="default: the base config's claude.n_iter_block")
-    p.add_argument("--slots", type=int, default=1, help="nodes per round (K); n_iter_block must be a multiple")
-    p.add_argument("--n-blocks", type=int, required=True)
-    p.add_argument("--schedule", default="agent", help="comma list of time_steps per block, or 'agent'")
-    p.add_argument("--backend", default="heuristic", choices=list(BACKENDS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default=None, help="LLM model id (default: the backend's config/environment)")
-    p.add_argument("--replay-from", default=None, help="results folder whose decisions the replay backend re-applies")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra backend option, repeatable (anthropic: max_tokens, timeout_s, max_retries; "
                         "claude-code: max_tokens, timeout_s, max_turns, command)")
-    p.add_argument("--max-cost-usd", type=float, default=None,
-                   help="spend cap of the whole experiment in USD (paid backends; default: none); a call that "
-                        "could cross it is not made and the heuristic decides")
-    p.add_argument("--fallback", default="fail", choices=["offline", "fail"],
-                   help="when the LLM is unavailable or the prompt is too long even trimmed: let the heuristic "
-                        "decide (offline) or exit 75 / 2 (fail)")
-    p.add_argument("--base-config", required=True, help="the experiment config (fixed fields)")
-    p.add_argument("--results-dir", required=True, help="experiment results folder (parents' iteration folders)")
-    p.add_argument("--out-dir", required=True, help="this iteration's folder")
-    p.add_argument("--next-dir", nargs="*", default=[],
-                   help="the next round's folders, in slot order (omit after the very last round)")
-    p.add_argument("--smoke-timeout", type=float, default=DEFAULT_SMOKE_TIMEOUT_S,
-                   help="seconds for the smoke run of a code modification (0: static checks only)")
-    p.add_argument("--code-modification", default=DEFAULT_CODE_MODIFICATION, choices=CODE_MODIFICATION_MODES,
-                   help="sandboxed: code edits run only inside bubblewrap (refused up front without it); "
-                        "unsandboxed: run them without it (explicit opt-in); off: config mutations only")
-    p.add_argument("--no-prompt-images", dest="prompt_images", action="store_false",
-                   help="leave the dataset pictures out of an LLM's prompt (agent.prompt_images: false)")
-    p.add_argument("--no-prompt-code", dest="prompt_code", action="store_false",
-                   help="leave the training code out of an LLM's prompt (agent.prompt_code: false)")
+    explicit = p.add_argument_group("without --plan", "what the plan holds, given one by one")
+    explicit.add_argument("--node", nargs="+", help="node.json of the finished round's nodes, in slot order")
+    explicit.add_argument("--nodes", nargs="*", help="node.json of earlier iterations")
+    explicit.add_argument("--ucb", help="this iteration's ucb_scores.txt")
+    explicit.add_argument("--ucb-c", type=float,
+                          help="exploration constant, the same as the ucb stage's (default: claude.ucb_c)")
+    explicit.add_argument("--analysis-log", nargs="+", help="analysis.log of each node of the round")
+    explicit.add_argument("--config", nargs="+", help="config.yaml of each node of the round")
+    explicit.add_argument("--code", nargs="+", help="train_loop.py of each node of the round")
+    explicit.add_argument("--memory", help="previous memory.md (absent at iteration 1)")
+    explicit.add_argument("--full-log", help="previous analysis.md (absent at iteration 1)")
+    explicit.add_argument("--instructions", help="previous instructions.md (default: the shipped one)")
+    explicit.add_argument("--images", nargs="*", help="dataset pictures shown to the policy")
+    explicit.add_argument("--n-iter-block", type=int, help="default: the base config's claude.n_iter_block")
+    explicit.add_argument("--slots", type=int, help="nodes per round (K, default 1); n_iter_block must be a multiple")
+    explicit.add_argument("--n-blocks", type=int)
+    explicit.add_argument("--schedule", help="comma list of time_steps per block, or 'agent' (the default)")
+    explicit.add_argument("--backend", choices=list(BACKENDS), help=f"default: {AGENT_DEFAULTS.backend}")
+    explicit.add_argument("--seed", type=int, help=f"default: {AGENT_DEFAULTS.seed}")
+    explicit.add_argument("--model", help="LLM model id (default: the backend's config/environment)")
+    explicit.add_argument("--replay-from", help="results folder whose decisions the replay backend re-applies")
+    explicit.add_argument("--max-cost-usd", type=float,
+                          help="spend cap of the whole experiment in USD (paid backends; default: none); a call "
+                               "that could cross it is not made and the heuristic decides")
+    explicit.add_argument("--fallback", choices=["offline", "fail"],
+                          help="when the LLM is unavailable or the prompt is too long even trimmed: let the "
+                               "heuristic decide (offline) or exit 75 / 2 (fail; the default)")
+    explicit.add_argument("--base-config", help="the experiment config (fixed fields)")
+    explicit.add_argument("--results-dir", help="experiment results folder (parents' iteration folders)")
+    explicit.add_argument("--out-dir", help="this iteration's folder")
+    explicit.add_argument("--next-dir", nargs="*",
+                          help="the next round's folders, in slot order (omit after the very last round)")
+    explicit.add_argument("--smoke-timeout", type=float,
+                          help=f"seconds for the smoke run of a code modification (0: static checks only; "
+                               f"default {DEFAULT_SMOKE_TIMEOUT_S:g})")
+    explicit.add_argument("--code-modification", choices=CODE_MODIFICATION_MODES,
+                          help="sandboxed (the default): code edits run only inside bubblewrap (refused up front "
+                               "without it); unsandboxed: run them without it (explicit opt-in); off: config "
+                               "mutations only")
+    explicit.add_argument("--no-prompt-images", dest="prompt_images", action="store_false",
+                          help="leave the dataset pictures out of an LLM's prompt (agent.prompt_images: false)")
+    explicit.add_argument("--no-prompt-code", dest="prompt_code", action="store_false",
+                          help="leave the training code out of an LLM's prompt (agent.prompt_code: false)")
     p.set_defaults(func=cmd_decide)
 
 
@@ -255,6 +340,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BackendConfigError as exc:
         print(f"{prog}: backend configuration error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable) as exc:
+    except (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable, PlanError, CostRecordError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EX_USAGE

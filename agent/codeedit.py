@@ -42,6 +42,7 @@ import types
 from functools import lru_cache
 from typing import Optional
 
+from agent.layout import LOOP_FILE
 from agent.step_kinds import (FUNCTION, GENERIC, TENSOR_DENIED_ATTRIBUTES, VALUE, Kind, describe_members, join,
                               local_class_kind, member_kind, module_value_kind, parameter_kinds)
 
@@ -825,13 +826,13 @@ def check_code_modification(parent_source: str, function_name: str, new_source: 
     edits = branch_edits(parent_source, base, tuple(n for n in editable_functions(base) if n != function_name))
     child_source = compose_module(base, {**edits, function_name: text})
     try:
-        compile(child_source, "train_loop.py", "exec")
+        compile(child_source, LOOP_FILE, "exec")
     except (SyntaxError, ValueError) as exc:
         raise CodeEditError("compile", f"the modified module does not compile: {exc}") from None
     return child_source
 
 
-def code_diff(parent_source: str, child_source: str, label: str = "train_loop.py") -> str:
+def code_diff(parent_source: str, child_source: str, label: str = LOOP_FILE) -> str:
     """Unified diff parent -> child (the ``code.diff`` stored beside the child's code)."""
     return "".join(difflib.unified_diff(
         parent_source.splitlines(keepends=True), child_source.splitlines(keepends=True),

@@ -6,7 +6,7 @@ the current config, the editable training code, the instructions and the dataset
 It also carries the node records (structured, for offline policies and for validation) --
 an LLM policy renders the text fields into its prompt and ignores the rest.
 
-Numbering starts at 1 everywhere (:mod:`neuralgraph.layout` owns the arithmetic of blocks,
+Numbering starts at 1 everywhere (:mod:`agent.layout` owns the arithmetic of blocks,
 rounds and slots). With ``slots`` = K > 1 a round's K nodes are decided together: one
 context per slot, whose ``current_node`` is the finished round's node in that slot (its log
 entry), whose child is node ``iteration + K``, and whose ``planned`` lists the children the
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.tree import NodeRecord, NodeScore, block_nodes, score_block
-from neuralgraph.layout import block_of, is_last_round, iter_in_block_of, round_end, round_of
+from agent.layout import block_of, is_last_round, iter_in_block_of, round_end, round_of
 
 #: Slot roles (docs/agent.md): what each child of a round is for.
 ROLE_EXPLOIT, ROLE_EXPLORE, ROLE_PRINCIPLE = "exploit", "explore", "principle-test"

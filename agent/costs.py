@@ -1,11 +1,11 @@
 """What an experiment's LLM calls cost, read back from its ``iter_NNN/decision.json`` files.
 
-WHY here: decide records every call of a paid backend in ``decision.json["attempts"][k]["call"]``
+WHY here: decide records every call of a paid backend in ``decision.json["slots"][s]["attempts"][k]["call"]``
 (token counts and ``cost_usd``, see :mod:`agent.policies.base`), so the agent package owns
 that format and is the one place that reads it back. Two users:
 
 - the spend cap (:mod:`agent.policies.spend_cap`): :func:`spent_usd` before iteration i;
-- the summary: ``python -m agent.costs --results RES --out RES/summary/costs.tsv``, run by the
+- the summary: ``python -m agent costs --results RES --out RES/summary/costs.tsv``, run by the
   workflow's ``costs`` rule (:func:`write_costs_tsv`), one row per call and a total row.
 
 A paid call is a call record with a ``cost_usd`` key (``null`` when nothing was billed or the
@@ -14,15 +14,13 @@ and replays record no such calls.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from agent.prompt import PROMPT_PARTS
 from agent.records import all_attempts, slot_records
 from neuralgraph.io import atomic_write_text, read_json
-from neuralgraph.layout import DECISION_FILE, iteration_dirs, iteration_of_dir
+from agent.layout import DECISION_FILE, iteration_dirs, iteration_of_dir
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 #: Input tokens of each prompt part, estimated before the call (agent.prompt.part_token_estimates,
@@ -122,25 +120,3 @@ def write_costs_tsv(results_dir: str | Path, out: str | Path) -> list[dict[str, 
     rows = call_rows(results_dir)
     atomic_write_text(Path(out), costs_tsv(rows))
     return rows
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.costs",
-                                     description="Tokens and cost of every LLM call of an experiment (costs.tsv).")
-    parser.add_argument("--results", required=True, help="the experiment's results folder (results/<exp>)")
-    parser.add_argument("--out", required=True, help="the table to write, e.g. results/<exp>/summary/costs.tsv")
-    args = parser.parse_args(argv)
-    if not Path(args.results).is_dir():
-        print(f"agent costs: --results {args.results}: not a folder", file=sys.stderr)
-        return 2
-    try:
-        rows = write_costs_tsv(args.results, args.out)
-    except CostRecordError as exc:
-        print(f"agent costs: {exc}", file=sys.stderr)
-        return 2
-    print(f"agent costs: {len(rows)} LLM call(s), {total_usd(rows):.6f} USD -> {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

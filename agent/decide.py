@@ -31,29 +31,33 @@ from typing import Any, Optional
 
 import yaml
 
+from agent import layout
 from agent.codeedit import CodeEditError, check_code_modification, editable_functions
 from agent.context import ROLE_ROOT, ROLE_VARIANT, DecisionContext, PlannedChild, block_of, slot_roles
 from agent.costs import CostRecordError, spent_usd
 from agent.decision import (ChildPlan, Decision, DecisionInvalid, LogEntry, MemoryUpdate, build_child,
                             config_updates, source_node, validate_decision)
+from agent.inputs import InputError, read_text
 from agent.memory import append_full_log, block_end_text, log_entry, revise_instructions, update_memory
 from agent.policies.base import (SPEND_CAP_REASON, Attempt, BackendMissingError, DecisionOutcome, HarnessError,
                                  RetryableBackendError, SpendCapReached, decide_with_fallback, get_policy)
 from agent.policies.heuristic import HeuristicPolicy, safe_decision, variant_mutations
 from agent.policies.spend_cap import SpendCap, is_paid
 from agent.records import round_record
+from agent.run_plan import AgentSettings, RunPlan
 from agent.sandbox import code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
-from agent.tree import NodeRecord, check_scores_agree, check_tree, load_node, node_folder, score_block
-from neuralgraph import layout
+from agent.tree import NodeRecord, check_scores_agree, load_node, merge_nodes, node_folder, score_block
 from neuralgraph.config import ExperimentConfig, dump_config, inert_training_fields, load_config, with_updates
-from neuralgraph.io import LinkRefusedError, atomic_write_json, atomic_write_text, read_text_nofollow
+from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE
+from neuralgraph.io import atomic_write_json, atomic_write_text
 
-SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / "instructions.md"
+#: The instructions every exploration starts from; each round's revision carries the same name.
+SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / layout.INSTRUCTIONS_FILE
 
 
-class InputError(ValueError):
-    """A missing or malformed input; the message names the file or option."""
+#: The agent options' defaults (their one home: agent.run_plan.AgentSettings).
+AGENT_DEFAULTS = AgentSettings()
 
 
 def prompt_config_yaml(text: str) -> str:
@@ -65,21 +69,6 @@ def prompt_config_yaml(text: str) -> str:
         return text
     raw.pop("reference")
     return yaml.safe_dump(raw, sort_keys=False)
-
-
-def read_text(path: Optional[str | Path], what: str, required: bool = True) -> str:
-    if path is None:
-        if required:
-            raise InputError(f"{what}: path is required")
-        return ""
-    try:
-        return read_text_nofollow(path)  # a link in a run folder is refused, not followed
-    except LinkRefusedError as exc:
-        raise InputError(f"{what}: {exc}") from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: {what} is not UTF-8 text") from None
 
 
 @dataclass
@@ -111,17 +100,48 @@ class DecideRequest:
     full_log: Optional[Path] = None
     instructions: Optional[Path] = None
     images: list[Path] = field(default_factory=list)
-    backend: str = "heuristic"
+    backend: str = AGENT_DEFAULTS.backend
     backend_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    model: Optional[str] = None
-    replay_from: Optional[str] = None
-    fallback: str = "fail"
-    max_cost_usd: Optional[float] = None
+    seed: int = AGENT_DEFAULTS.seed
+    model: Optional[str] = AGENT_DEFAULTS.model
+    replay_from: Optional[str] = AGENT_DEFAULTS.replay_from
+    fallback: str = AGENT_DEFAULTS.fallback
+    max_cost_usd: Optional[float] = AGENT_DEFAULTS.max_cost_usd
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT_S
-    code_modification: str = "sandboxed"
-    prompt_images: bool = True
-    prompt_code: bool = True
+    code_modification: str = AGENT_DEFAULTS.code_modification
+    prompt_images: bool = AGENT_DEFAULTS.prompt_images
+    prompt_code: bool = AGENT_DEFAULTS.prompt_code
+
+
+def request_from_plan(plan: RunPlan, iteration: int, backend_options: Optional[dict[str, Any]] = None) -> DecideRequest:
+    """The decide job of the round ending at ``iteration``, every path derived from the plan and
+    the folder layout: what the workflow's rule declares as the job's inputs and outputs."""
+    slots, results = plan.slots, Path(plan.results)
+    if not 1 <= iteration <= plan.n_iterations or iteration != layout.round_end(iteration, slots):
+        raise InputError(f"--iteration {iteration}: not the last node of a round of {slots} among the plan's "
+                         f"{plan.n_iterations} iterations")
+    round_number = layout.round_of(iteration, slots)
+    members = [layout.IterationFolder.at(results, j) for j in layout.round_iterations(round_number, slots)]
+    first = layout.round_iterations(round_number, slots)[0]
+    previous = layout.IterationFolder.at(results, first - 1) if first > 1 else None
+    following = [] if layout.is_last_round(iteration, slots, plan.n_iterations) else \
+        [layout.IterationFolder.at(results, j).path for j in layout.round_iterations(round_number + 1, slots)]
+    data, agent = results / layout.DATA_DIR, plan.agent
+    return DecideRequest(
+        iteration=iteration, n_blocks=plan.n_blocks, n_iter_block=plan.n_iter_block, slots=slots,
+        base_config=Path(plan.experiment), results_dir=results, out_dir=members[-1].path,
+        nodes=[m.node_path for m in members], analysis_logs=[m.analysis_log_path for m in members],
+        configs=[m.config_path for m in members], codes=[m.loop_path for m in members], ucb=members[-1].scores_path,
+        earlier_nodes=[layout.IterationFolder.at(results, j).node_path for j in range(1, first)],
+        next_dirs=following, ucb_c=plan.ucb_c, schedule=plan.schedule_list(),
+        memory=previous.memory_path if previous else None, full_log=previous.full_log_path if previous else None,
+        instructions=previous.instructions_path if previous else None,
+        images=[data / ACTIVITY_PICTURE, data / CONNECTIVITY_PICTURE], backend=agent.backend,
+        backend_options=dict(backend_options or {}), seed=agent.seed, model=agent.model, replay_from=agent.replay_from,
+        fallback=agent.fallback, max_cost_usd=agent.max_cost_usd,
+        smoke_timeout=DEFAULT_SMOKE_TIMEOUT_S if agent.smoke_timeout is None else agent.smoke_timeout,
+        code_modification=agent.code_modification, prompt_images=agent.prompt_images, prompt_code=agent.prompt_code,
+    )
 
 
 # --------------------------------------------------------------------------- contexts
@@ -132,14 +152,6 @@ def editable_functions_of(code: str) -> tuple[str, ...]:
         return editable_functions(code)
     except (ImportError, SyntaxError, ValueError):
         return ()
-
-
-def merge_nodes(earlier: list[NodeRecord], current: list[NodeRecord]) -> list[NodeRecord]:
-    """Earlier records plus the round's (a stale record with a round node's id is replaced)."""
-    ids = {n.id for n in current}
-    nodes = [n for n in earlier if n.id not in ids] + list(current)
-    check_tree(nodes)
-    return nodes
 
 
 def _round_nodes(req: DecideRequest, n_iter_block: int) -> list[NodeRecord]:
@@ -170,7 +182,7 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
     round_nodes = _round_nodes(req, n_iter_block)
     nodes = merge_nodes([load_node(p) for p in req.earlier_nodes], round_nodes)
     ucb_c = base.claude.ucb_c if req.ucb_c is None else req.ucb_c
-    ucb_scores = read_text(req.ucb, "ucb_scores.txt")
+    ucb_scores = read_text(req.ucb, layout.SCORES_FILE)
     check_scores_agree(score_block(nodes, round_nodes[-1].block, ucb_c), ucb_scores, str(req.ucb), ucb_c)
     for image in req.images:
         if not Path(image).exists():
@@ -191,7 +203,7 @@ def round_contexts(req: DecideRequest, base: ExperimentConfig) -> list[DecisionC
         cfg = load_config(cfg_path, base=base)
         code = read_text(code_path, "training module (--code)")
         ctx = DecisionContext(
-            iteration=node.iteration, analysis_log=read_text(log_path, "analysis.log"), config=cfg.to_dict(),
+            iteration=node.iteration, analysis_log=read_text(log_path, layout.ANALYSIS_LOG_FILE), config=cfg.to_dict(),
             config_yaml=prompt_config_yaml(read_text(cfg_path, "config")), code=code, editable_functions=editable_functions_of(code),
             current_node=node, **shared)
         if block_start is None:
@@ -238,8 +250,8 @@ class CodeChecker:
         mod = decision.code_modification
         if mod is None:
             return decision
-        parent_dir = node_folder(self.req.results_dir, source_node(decision, ctx))
-        parent_code = read_text(parent_dir / layout.LOOP_FILE, "parent's train_loop.py")
+        parent_dir = layout.IterationFolder(node_folder(self.req.results_dir, source_node(decision, ctx)))
+        parent_code = read_text(parent_dir.loop_path, "parent's train_loop.py")
         try:
             if self.req.smoke_timeout > 0:
                 edit = validate_and_smoke(parent_code, mod.function, mod.new_source,
@@ -259,9 +271,10 @@ class CodeChecker:
         self.accepted[(mod.function, mod.new_source)] = child
         return decision
 
-    def child_config(self, decision: Decision, ctx: DecisionContext, parent_dir: Path) -> ExperimentConfig:
+    def child_config(self, decision: Decision, ctx: DecisionContext,
+                     parent_dir: layout.IterationFolder) -> ExperimentConfig:
         """The child's config as the smoke run needs it: the parent's, at the next block's time_step."""
-        parent_cfg = load_config(parent_dir / layout.CONFIG_FILE, base=self.base)
+        parent_cfg = load_config(parent_dir.config_path, base=self.base)
         next_ts, _, _ = resolve_next_time_step(ctx, decision)
         return with_updates(parent_cfg, {"training.time_step": next_ts}, source="smoke") if next_ts else parent_cfg
 
@@ -504,9 +517,9 @@ def _plan_child(req: DecideRequest, ctx: DecisionContext, outcome: DecisionOutco
         plan.proposal.update(parent=root.proposal["id"], derived_from=root.proposal["id"],
                              block=root.proposal["block"])
         return plan
-    folder = node_folder(req.results_dir, source_node(decision, ctx))
-    parent_cfg = load_config(folder / layout.CONFIG_FILE, base=base)
-    parent_code = read_text(folder / layout.LOOP_FILE, "parent's train_loop.py")
+    folder = layout.IterationFolder(node_folder(req.results_dir, source_node(decision, ctx)))
+    parent_cfg = load_config(folder.config_path, base=base)
+    parent_code = read_text(folder.loop_path, "parent's train_loop.py")
     mod = decision.code_modification
     child_code = checker.accepted.get((mod.function, mod.new_source)) if mod else None
     return build_child(decision, ctx, parent_cfg=parent_cfg, parent_code=parent_code, base_cfg=base,

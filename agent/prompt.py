@@ -30,6 +30,7 @@ from typing import Any, Optional
 from agent.codeedit import ALLOWED_MODULE_ATTRIBUTES, SAFE_BUILTINS
 from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, MAX_LIST_ITEMS, MAX_RULE_EDITS, STRATEGIES,
                             TEXT_CAPS)
+from agent.layout import SCORES_FILE
 from agent.memory import MAX_MEMORY_CHARS
 from agent.tree import best_node, block_nodes
 from neuralgraph.config import ALLOWED_TIME_STEPS
@@ -253,7 +254,7 @@ def user_parts(ctx: Any, feedback: Optional[str] = None, trim: int = 0) -> list[
                             budget("memory", trim))),
         ("analyses", _section("analysis.log of this iteration", ctx.analysis_log, "(no analysis.log)",
                               budget("analysis_log", trim))),
-        ("other", _section("ucb_scores.txt", ctx.ucb_scores, "(empty: new block, use parent=root)",
+        ("other", _section(SCORES_FILE, ctx.ucb_scores, "(empty: new block, use parent=root)",
                            budget("ucb_scores", trim))),
         ("other", _nodes_section(ctx, trim)),
         ("other", _section("Current config (YAML)", ctx.config_yaml, "(no config)", budget("config", trim))),

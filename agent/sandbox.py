@@ -28,6 +28,11 @@ own for code the checker wrongly accepts:
 modifications: ``sandboxed`` (default) needs a working bwrap and refuses edits up front
 without one; ``unsandboxed`` runs them with the clean environment and limits but no
 namespaces (an explicit opt-in, recorded in every decision.json); ``off`` refuses them.
+
+Why in agent/: its two users are the agent's smoke run (:mod:`agent.smoke`) and the workflow's
+train job (:mod:`pipeline.train_job`); pipeline imports agent, so both reach it, and the
+science package, which never runs foreign code, does not know it. A package of its own would
+add a fourth package for this one module without changing who may import it.
 """
 from __future__ import annotations
 
@@ -48,8 +53,9 @@ from glob import glob
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from agent.secrets import VAULT_ENV
 from neuralgraph.device import thread_environment
-from neuralgraph.secrets import VAULT_ENV, is_secret_name
+from neuralgraph.redaction import is_secret_name
 
 #: Values of ``agent.code_modification``.
 CODE_MODIFICATION_MODES = ("sandboxed", "unsandboxed", "off")

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.codeedit import CodeEditError, check_code_modification
+from agent.layout import LOOP_FILE
 from agent.sandbox import SandboxUnavailable, run_contained, smoke_limits
-from neuralgraph.config import ExperimentConfig, dump_config, parse_config
+from neuralgraph.config import CONFIG_FILE, ExperimentConfig, dump_config, parse_config
 from neuralgraph.dataset import missing_files, write_training_view
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
+from neuralgraph.run_files import TRAINING_RECORD_FILE
 from neuralgraph.simulate import simulate
 from neuralgraph.training import EXIT_BAD_INPUT
 
@@ -147,7 +149,7 @@ def _finite(value: Any) -> bool:
 def _check_training_record(run_dir: Path, wall_s: float, sandboxed: bool) -> SmokeResult:
     """Refuse a run that diverged or reported a non-finite loss (training.json)."""
     try:
-        record = read_json(run_dir / "training.json")
+        record = read_json(run_dir / TRAINING_RECORD_FILE)
     except (FileNotFoundError, ValueError) as exc:
         raise CodeEditError("smoke-crash", f"the smoke run exited normally but left no readable training.json ({exc})") from None
     status, final_loss = record.get("status"), record.get("final_loss")
@@ -191,10 +193,10 @@ def smoke_run(module_source: str, smoke_dir: str | os.PathLike, *, child_config:
     data_dir = ensure_smoke_dataset(Path(cache_dir) if cache_dir else smoke / "dataset")
     try:
         smoke_cfg = smoke_config(child_config)
-        config_path = dump_config(smoke_cfg, smoke / "config.yaml").resolve()
+        config_path = dump_config(smoke_cfg, smoke / CONFIG_FILE).resolve()
     except ValueError as exc:
         raise SmokeHarnessError(f"the smoke config could not be made from the child's: {exc}") from None
-    loop_path = atomic_write_text(smoke / "train_loop.py", module_source).resolve()
+    loop_path = atomic_write_text(smoke / LOOP_FILE, module_source).resolve()
     run_dir, view = smoke / "run", smoke / "view"
     for folder in (run_dir, view):
         if folder.exists():
@@ -229,13 +231,13 @@ def smoke_run(module_source: str, smoke_dir: str | os.PathLike, *, child_config:
 
 def validate_and_smoke(parent_source: str, function_name: str, new_source: str, smoke_dir: str | os.PathLike, *,
                        child_config: Any = None, sandboxed: bool = True, timeout_s: float = DEFAULT_SMOKE_TIMEOUT_S,
-                       max_steps: int = DEFAULT_SMOKE_MAX_STEPS, cache_dir: str | os.PathLike | None = None,
-                       editable: tuple[str, ...] | None = None) -> ValidatedEdit:
+                       max_steps: int = DEFAULT_SMOKE_MAX_STEPS,
+                       cache_dir: str | os.PathLike | None = None) -> ValidatedEdit:
     """Static checks, then the smoke run: what decide calls for a code modification.
 
     The cheap static checks run first so an obviously bad edit never costs a subprocess.
     """
-    child = check_code_modification(parent_source, function_name, new_source, editable)
+    child = check_code_modification(parent_source, function_name, new_source)
     result = smoke_run(child, smoke_dir, child_config=child_config, sandboxed=sandboxed, timeout_s=timeout_s,
                        max_steps=max_steps, cache_dir=cache_dir)
     return ValidatedEdit(child_source=child, smoke=result)

@@ -12,11 +12,12 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
-from agent.decide import read_text
+from agent import layout
 from agent.decision import ALLOWED_PARAMETERS
+from agent.inputs import read_text
 from agent.policies.heuristic import variant_mutations
+from agent.run_plan import RunPlan
 from agent.tree import code_hash
-from neuralgraph import layout
 from neuralgraph.config import ExperimentConfig, dump_config, inert_training_fields, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text
 
@@ -65,3 +66,9 @@ def start_experiment(config: Path, out_dir: Path, schedule: Optional[list[int]],
         atomic_write_text(folder / layout.DIFF_FILE, "")
         atomic_write_json(folder / layout.PROPOSAL_FILE, {**proposal, "dir": folder.name})
     return [folder for folder, _, _ in nodes]
+
+
+def start_from_plan(plan: RunPlan, loop: Path) -> list[Path]:
+    """The init job: the first round's folders, from the plan (experiment, schedule, slots, seed)."""
+    return start_experiment(Path(plan.experiment), layout.IterationFolder.at(plan.results, 1).path,
+                            plan.schedule_list(), loop, slots=plan.slots, seed=plan.agent.seed)

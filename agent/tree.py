@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
-from neuralgraph.layout import iteration_dir_name
+from agent.layout import iteration_dir_name
 
 
 class TreeError(ValueError):
@@ -284,3 +284,11 @@ def code_hash(code: str) -> str:
     import hashlib
 
     return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
+
+
+def merge_nodes(earlier: list[NodeRecord], current: list[NodeRecord]) -> list[NodeRecord]:
+    """Earlier records plus the round's (a stale record with a round node's id is replaced)."""
+    ids = {n.id for n in current}
+    nodes = [n for n in earlier if n.id not in ids] + list(current)
+    check_tree(nodes)
+    return nodes

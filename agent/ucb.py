@@ -8,22 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from agent.decide import InputError, merge_nodes, read_text
-from agent.tree import NodeRecord, NodeScore, code_hash, load_node, score_block, write_node, write_scores
+from agent import layout
+from agent.inputs import InputError, read_json_object, read_text
+from agent.run_plan import RunPlan
+from agent.tree import (NodeRecord, NodeScore, code_hash, load_node, merge_nodes, score_block, write_node,
+                        write_scores)
 from neuralgraph.config import ExperimentConfig, load_config
-from neuralgraph.io import read_json
-
-
-def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except ValueError as exc:
-        raise InputError(f"{exc} ({what})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def node_from_inputs(proposal: dict[str, Any], metrics: dict[str, Any], cfg: ExperimentConfig, code: str,
@@ -37,10 +27,20 @@ def score_iteration(proposal: Path, metrics: Path, config: Path, code: Path, ear
                     ucb_c: Optional[float], out_node: Path, out_scores: Path) -> tuple[NodeRecord, list[NodeScore]]:
     """Write node.json and ucb_scores.txt; ``ucb_c`` None = the config's claude.ucb_c."""
     cfg = load_config(config)
-    node = node_from_inputs(read_json_object(proposal, "proposal.json"), read_json_object(metrics, "metrics.json"),
+    node = node_from_inputs(read_json_object(proposal, layout.PROPOSAL_FILE), read_json_object(metrics, layout.METRICS_FILE),
                             cfg, read_text(code, "training module (--code)"), out_node.parent.name, str(proposal))
     nodes = merge_nodes([load_node(p) for p in earlier], [node])
     scores = score_block(nodes, node.block, cfg.claude.ucb_c if ucb_c is None else ucb_c)
     write_node(node, out_node)
     write_scores(scores, out_scores)
     return node, scores
+
+
+def score_from_plan(plan: RunPlan, iteration: int) -> tuple[NodeRecord, list[NodeScore]]:
+    """The ucb job of one iteration, every path derived from the plan and the folder layout."""
+    if not 1 <= iteration <= plan.n_iterations:
+        raise InputError(f"--iteration {iteration}: the plan has iterations 1 .. {plan.n_iterations}")
+    here = layout.IterationFolder.at(plan.results, iteration)
+    earlier = [layout.IterationFolder.at(plan.results, j).node_path for j in range(1, iteration)]
+    return score_iteration(here.proposal_path, here.metrics_path, here.config_path, here.loop_path, earlier,
+                           plan.ucb_c, here.node_path, here.scores_path)

@@ -23,6 +23,9 @@ from typing import Any, Mapping
 
 from neuralgraph.io import atomic_write_text
 
+#: The file's name, in the dataset folder (simulate's lines) and in a run folder (analyze's).
+ANALYSIS_LOG_FILE = "analysis.log"
+
 _SECTION = re.compile(r"^---\s*(?P<name>.+?)\s*---\s*$")
 _ENTRY = re.compile(r"^(?P<indent>\s*)(?P<key>[^:]+?):\s*(?P<value>.*?)\s*$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf)$", re.IGNORECASE)

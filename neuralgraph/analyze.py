@@ -1,8 +1,8 @@
 """Analyze stage: score a trained run and write what the agent and the user read.
 
-``python -m neuralgraph analyze --run RUN --data DATA [--config C] [--out DIR]``
+``python -m neuralgraph analyze --run RUN --data DATA [--config C] [--out DIR] [--iteration I]``
 
-Reads the run folder (``model.pt``, ``training.json``, ``config.yaml``, ``proposal.json``) and
+Reads the run folder (``model.pt``, ``training.json``, ``config.yaml``) and
 the dataset folder, computes the metrics of docs/architecture.md "metrics.json" (definitions in
 :mod:`neuralgraph.metrics`) and writes into ``--out`` (default: the run folder):
 
@@ -40,12 +40,13 @@ import numpy as np
 from tqdm import tqdm
 
 from neuralgraph import metrics as M
-from neuralgraph.analysis_log import parse_analysis_log, update_analysis_log
-from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_config
+from neuralgraph.analysis_log import ANALYSIS_LOG_FILE, parse_analysis_log, update_analysis_log
+from neuralgraph.config import CONFIG_FILE, ConfigError, ExperimentConfig, load_config, parse_config
 from neuralgraph.dataset import STATS_FILE, check_dataset_matches, load_dataset
 from neuralgraph.device import DEVICE_CHOICES, choose_device, torch_threads
 from neuralgraph.io import atomic_write_json, read_json
-from neuralgraph.layout import ANALYSIS_LOG_FILE, iteration_of_dir
+from neuralgraph.run_files import (CONNECTIVITY_PLOT, EMBEDDINGS_PLOT, LIN_EDGE_PLOT, LIN_PHI_PLOT, LOSS_PLOT,
+                                   METRICS_FILE, MODEL_FILE, PLOTS_DIR, ROLLOUT_PLOT, TRAINING_RECORD_FILE)
 from neuralgraph.simulate import euler_rollout
 
 log = logging.getLogger("neuralgraph.analyze")
@@ -90,7 +91,7 @@ class TrainingRecord:
 
 
 def read_training_record(run_dir: Path) -> TrainingRecord:
-    path = run_dir / "training.json"
+    path = run_dir / TRAINING_RECORD_FILE
     if not path.is_file():
         return TrainingRecord(status="crashed", reason=f"{path} not found")
     raw = read_json(path)
@@ -113,7 +114,7 @@ def _as_float(value: Any) -> float:
 
 def load_model(run_dir: Path) -> tuple[Any, Any, str]:
     """(model, stored config, "") or (None, None, why no usable model is there)."""
-    path = run_dir / "model.pt"
+    path = run_dir / MODEL_FILE
     if not path.is_file():
         return None, None, f"{path} not found"
     from neuralgraph.model import load_trained_model  # lazy: imports torch (see above)
@@ -137,16 +138,16 @@ def resolve_config(config_path: Optional[Path], run_dir: Path, model_cfg: Any, d
     else the dataset's. The analysis settings (rollout length, plateau range) come from it."""
     if config_path is not None:
         return load_config(config_path)
-    if (run_dir / "config.yaml").is_file():
-        return load_config(run_dir / "config.yaml")
+    if (run_dir / CONFIG_FILE).is_file():
+        return load_config(run_dir / CONFIG_FILE)
     if isinstance(model_cfg, ExperimentConfig):
         return model_cfg
     if isinstance(model_cfg, dict):
-        return parse_config(model_cfg, source=f"{run_dir / 'model.pt'} (stored config)")
+        return parse_config(model_cfg, source=f"{run_dir / MODEL_FILE} (stored config)")
     stored = dataset.metadata.get("config")
     if isinstance(stored, dict):
         return parse_config(stored, source=f"{dataset.path}/metadata.json (config)")
-    raise ConfigError(f"{run_dir}: no config.yaml and none stored in model.pt; pass --config")
+    raise ConfigError(f"{run_dir}: no {CONFIG_FILE} and none stored in {MODEL_FILE}; pass --config")
 
 
 def dataset_statistics(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -178,16 +179,6 @@ def activity_max_abs(data_dir: Path, dataset) -> float:
         if "min" in act and "max" in act:
             return max(abs(float(act["min"])), abs(float(act["max"])))
     return float(max(np.abs(np.asarray(dataset.u[k:k + 10000])).max() for k in range(0, dataset.n_frames, 10000)))
-
-
-def iteration_number(run_dir: Path) -> Optional[int]:
-    """Iteration from proposal.json, else from an ``iter_NNN`` folder name, else None."""
-    proposal = run_dir / "proposal.json"
-    if proposal.is_file():
-        value = read_json(proposal).get("iteration")
-        if value is not None:
-            return int(value)
-    return iteration_of_dir(run_dir.resolve())
 
 
 # ---------------------------------------------------------------------- model probes
@@ -411,7 +402,7 @@ def draw_figures(plots_dir: Path, record: TrainingRecord, analysis: Optional[Mod
 
     jobs = []
     if record.loss_history:
-        jobs.append(("loss.png", lambda p: plots.plot_loss_curve(record.loss_history, p, record.status)))
+        jobs.append((LOSS_PLOT, lambda p: plots.plot_loss_curve(record.loss_history, p, record.status)))
     if analysis is not None:
         jobs += _model_figures(analysis, model, cfg, dataset, u_max)
     written = []
@@ -437,14 +428,14 @@ def _model_figures(analysis: ModelAnalysis, model, cfg, dataset, u_max: float) -
     edge_scale = _scale_onto(edge, np.tanh(grid))
     phi = phi_function_values(model, grid, curved)
     return [
-        ("connectivity.png", lambda p: plots.plot_connectivity_scatter(
+        (CONNECTIVITY_PLOT, lambda p: plots.plot_connectivity_scatter(
             dataset.W, analysis.W_corrected, s["connectivity_R2"], s["connectivity_R2_raw"], p)),
-        ("rollout.png", lambda p: plots.plot_rollout_traces(
+        (ROLLOUT_PLOT, lambda p: plots.plot_rollout_traces(
             analysis.true_traj, analysis.pred_traj, types, traced, dataset.delta_t, analysis.start_frame,
             s["test_R2"], s["test_pearson"], p)),
-        ("embeddings.png", lambda p: plots.plot_embeddings(analysis.embeddings, types, s["cluster_accuracy"], p)),
-        ("lin_edge.png", lambda p: plots.plot_message_function(grid, edge, edge_types, edge_scale, p)),
-        ("lin_phi.png", lambda p: plots.plot_update_function(grid, phi, types[curved], dataset.type_params, p)),
+        (EMBEDDINGS_PLOT, lambda p: plots.plot_embeddings(analysis.embeddings, types, s["cluster_accuracy"], p)),
+        (LIN_EDGE_PLOT, lambda p: plots.plot_message_function(grid, edge, edge_types, edge_scale, p)),
+        (LIN_PHI_PLOT, lambda p: plots.plot_update_function(grid, phi, types[curved], dataset.type_params, p)),
     ]
 
 
@@ -480,9 +471,11 @@ def score_if_usable(model, problem: str, cfg: ExperimentConfig, dataset, u_max: 
 
 def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional[str | Path] = None,
                 out_dir: Optional[str | Path] = None, device: Optional[str] = None,
-                timings: Optional[dict[str, float]] = None) -> dict[str, Any]:
+                timings: Optional[dict[str, float]] = None, iteration: Optional[int] = None) -> dict[str, Any]:
     """Score one run folder against its dataset; write metrics.json, analysis.log, plots/. Returns the metrics.
 
+    ``iteration`` is recorded in metrics.json as given (None for a run outside an exploration):
+    the run folder's place in a search is the workflow's knowledge, not analyze's.
     ``timings``, when given, receives the seconds spent per phase (load, metrics, write, figures).
     """
     timings = {} if timings is None else timings
@@ -507,14 +500,14 @@ def analyze_run(run_dir: str | Path, data_dir: str | Path, config_path: Optional
     scores = analysis.scores if analysis is not None else dict(NAN_SCORES)
     model = model if analysis is not None else None
     timings["metrics"], clock = time.perf_counter() - clock, time.perf_counter()
-    result = assemble_metrics(iteration_number(run_dir), record, scores, dataset_numbers, cfg, problem)
-    atomic_write_json(out_dir / "metrics.json", result)
+    result = assemble_metrics(iteration, record, scores, dataset_numbers, cfg, problem)
+    atomic_write_json(out_dir / METRICS_FILE, result)
     write_analysis_log(out_dir / ANALYSIS_LOG_FILE, dataset_lines, result)
     timings["write"], clock = time.perf_counter() - clock, time.perf_counter()
     log.info("%s: outcome %s (%s); metrics written to %s", run_dir, result["outcome"], result["outcome_reason"], out_dir)
-    figures = draw_figures(out_dir / "plots", record, analysis, model, cfg, dataset, u_max)
+    figures = draw_figures(out_dir / PLOTS_DIR, record, analysis, model, cfg, dataset, u_max)
     timings["figures"] = time.perf_counter() - clock
-    log.info("%d figures in %s (%.1f s); analysis took %.1f s", len(figures), out_dir / "plots", timings["figures"],
+    log.info("%d figures in %s (%.1f s); analysis took %.1f s", len(figures), out_dir / PLOTS_DIR, timings["figures"],
              time.perf_counter() - t_start)
     return result
 
@@ -525,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder the run was trained on")
     p.add_argument("--config", default=None, help="experiment config (default: RUN/config.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.add_argument("--iteration", type=int, default=None,
+                   help="the run's iteration number, recorded in metrics.json (default: none)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                    help="where to evaluate the model (default: training.device of the config; auto = CUDA when present)")
     return p
@@ -535,7 +530,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s analyze %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        result = analyze_run(args.run, args.data, args.config, args.out, args.device)
+        result = analyze_run(args.run, args.data, args.config, args.out, args.device, iteration=args.iteration)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"analyze: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("neuralgraph.config_cli", "validate an experiment config (and its fixed fields against a base)"),
     "simulate": ("neuralgraph.simulate", "simulate the network and write the dataset folder"),
-    "train": ("neuralgraph.training", "train the GNN on a dataset (resumes from its checkpoint)"),
+    "train": ("neuralgraph.training", "the training engine (resumes from its checkpoint); users and the workflow run it "
+                                       "through `python -m pipeline train`, which sandboxes an edited loop"),
     "analyze": ("neuralgraph.analyze", "score a trained run: analysis.log, metrics.json, plots"),
 }
 

@@ -30,6 +30,10 @@ from neuralgraph.io import LinkRefusedError, atomic_write_text, read_text_nofoll
 
 ALLOWED_TIME_STEPS: tuple[int, ...] = (1, 4, 16, 32, 64)
 
+#: The name of a run's config file in its run folder (what :func:`dump_config` writes there and
+#: analyze reads when no --config is given).
+CONFIG_FILE = "config.yaml"
+
 #: (g, s, c) per neuron type for the PDE_N2 model (README.md, "What is simulated and learned").
 REFERENCE_TYPE_PARAMS: list[list[float]] = [
     [10.0, 1.0, 1.0],

@@ -1,7 +1,7 @@
 """Atomic file writes shared by every stage.
 
 Every text written here has the values of known secrets (API keys in the environment,
-:mod:`neuralgraph.secrets`) replaced by a marker, whatever produced the text: an LLM's reply,
+:mod:`neuralgraph.redaction`) replaced by a marker, whatever produced the text: an LLM's reply,
 an API error message or a log line can never carry a key into a file.
 
 Every output of the pipeline is written to a temporary file in the destination folder and
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from neuralgraph.secrets import redact
+from neuralgraph.redaction import redact
 
 
 #: Components checked of every path: the file, its folder and the folder above (for a node's

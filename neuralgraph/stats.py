@@ -26,11 +26,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from neuralgraph.analysis_log import update_analysis_log
+from neuralgraph.analysis_log import ANALYSIS_LOG_FILE, update_analysis_log
 from neuralgraph.dataset import STATS_FILE
 from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_write_json
-from neuralgraph.layout import ANALYSIS_LOG_FILE
 
 #: Default cap on the frames used for the effective rank (an even-stride subsample).
 DEFAULT_MAX_FRAMES = 20_000

@@ -51,6 +51,7 @@ from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torc
 from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, open_nofollow, read_json
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
+from neuralgraph.run_files import CHECKPOINT_FILE, HEARTBEAT_FILE, MODEL_FILE, TRAINING_RECORD_FILE
 from neuralgraph.step_views import config_view
 
 log = logging.getLogger("neuralgraph.training")
@@ -72,8 +73,7 @@ STATUS_STALLED = "stalled"
 #: FIFO, an oversized or malformed output): nothing it wrote is used (pipeline.train_job).
 STATUS_TAMPERED = "tampered"
 FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED, STATUS_TAMPERED)
-#: Heartbeat file in the run folder: step, rate and time, rewritten every HEARTBEAT_EVERY_S.
-HEARTBEAT_FILE = "progress.json"
+#: How often the heartbeat (run_files.HEARTBEAT_FILE) is rewritten.
 HEARTBEAT_EVERY_S = 5.0
 
 EXIT_BAD_INPUT = 2
@@ -277,7 +277,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
+        return self.run_dir / CHECKPOINT_FILE
 
     def _seed_and_build(self) -> None:
         """Seeded, device-independent initialisation: build on CPU, then move."""
@@ -484,9 +484,9 @@ class Trainer:
             if self._max_steps_reached() and self.state.epoch < self.tr.n_epochs:
                 self.state.reason = f"stopped at --max-steps {self.max_steps}"
         self.save_checkpoint()  # also fixes state.elapsed_s
-        save_trained_model(self.model, self.cfg, self.run_dir / "model.pt")
+        save_trained_model(self.model, self.cfg, self.run_dir / MODEL_FILE)
         record = self.record()
-        atomic_write_json(self.run_dir / "training.json", record)
+        atomic_write_json(self.run_dir / TRAINING_RECORD_FILE, record)
         log.info("finished: status %s%s, %d steps in %.2f min, final loss %.4g", record["status"],
                  f" ({record['reason']})" if record["reason"] else "", record["iterations"],
                  record["training_time_min"], record["final_loss"] if record["final_loss"] is not None else float("nan"))
@@ -654,27 +654,27 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
     try:
         if not use_checkpoint:
             raise RuntimeError("the run's outputs are not trusted")
-        payload = load_checkpoint(run_dir / "checkpoint.pt")
+        payload = load_checkpoint(run_dir / CHECKPOINT_FILE)
         model.load_state_dict(payload["model"])
         losses = [float(x) for x in payload["state"]["losses"].tolist()]
         steps, elapsed = int(payload["state"]["global_step"]), float(payload["state"]["elapsed_s"])
         horizon_steps = int(payload["state"].get("horizon_steps", 0))
     except Exception as exc:  # no or unreadable checkpoint: the untrained model stands in
         log.warning("no usable checkpoint in %s (%s): model.pt holds the untrained model", run_dir, exc)
-    save_trained_model(model, cfg, run_dir / "model.pt")
+    save_trained_model(model, cfg, run_dir / MODEL_FILE)
     history, history_steps = subsample_history(losses, LOSS_HISTORY_POINTS)
     tail = losses[-FINAL_LOSS_WINDOW:]
     record = {"status": status, "reason": reason, "final_loss": float(np.mean(tail)) if tail else None,
               "loss_history": history, "loss_history_steps": history_steps, "training_time_min": elapsed / 60.0,
               "iterations": steps, "horizon_steps": horizon_steps, "n_epochs": cfg.training.n_epochs, "time_step": cfg.training.time_step,
               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_json(run_dir / "training.json", record)
+    atomic_write_json(run_dir / TRAINING_RECORD_FILE, record)
     return record
 
 
 def finished_record(run_dir: Path) -> Optional[dict[str, Any]]:
     """training.json of a finished run (a FINISHED_STATUSES status, model.pt present), else None."""
-    record_path, model_path = run_dir / "training.json", run_dir / "model.pt"
+    record_path, model_path = run_dir / TRAINING_RECORD_FILE, run_dir / MODEL_FILE
     if not (record_path.exists() and model_path.exists()):
         return None
     try:

@@ -38,9 +38,10 @@ from typing import Any, Optional
 
 import yaml
 
-from agent.records import slot_records
+from agent import layout
+from agent.layout import SUMMARY_DIR, iteration_dirs
+from agent.records import slot_views
 from agent.tree import format_mutation
-from neuralgraph.layout import DECISION_FILE, MEMORY_FILE, SUMMARY_DIR, iteration_dirs
 from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
 from pipeline.summary import (
     NO_VALUE_COLOR,
@@ -61,7 +62,7 @@ MAX_TEXT_CHARS = 40_000
 #: Cap of one-line texts (observation, parent rule, hypothesis, refusal reasons).
 MAX_LINE_CHARS = 2_000
 #: The analyze stage's pictures, in the order the page shows them (others follow by name).
-PLOT_ORDER = ("connectivity.png", "rollout.png", "loss.png", "embeddings.png", "lin_edge.png", "lin_phi.png")
+PLOT_ORDER = layout.PLOT_FILES
 #: Node-record fields shown in the table before the metrics; round/slot appear when they exist.
 NODE_FIELDS = ("iteration", "block", "round", "slot", "role", "node", "parent", "time_step", "strategy", "mutation",
                "policy")
@@ -240,7 +241,7 @@ def agent_entry(node: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
 
 def plot_links(folder: Path, page_dir: Path) -> list[dict[str, str]]:
     """{name, src} of each picture in folder/plots, src relative to the page (posix separators)."""
-    plots = folder / "plots"
+    plots = layout.IterationFolder(folder).plots_dir
     if not plots.is_dir():
         return []
     found = {p.name: p for p in plots.glob("*.png") if p.is_file()}
@@ -267,15 +268,15 @@ def decisions_by_node(results: Path) -> dict[int, tuple[dict[str, Any], Path]]:
     """node id -> (the slot record of the round decision that analysed it, the folder holding it).
 
     With one slot per round a node's decision.json is in its own folder; with K slots the
-    round's record is in the folder of the round's last node (agent.records, neuralgraph.layout).
+    round's record is in the folder of the round's last node (agent.records, agent.layout).
     """
     found: dict[int, tuple[dict[str, Any], Path]] = {}
     for folder in iteration_dirs(results):
-        record = _read_json_or_empty(folder / DECISION_FILE)
-        for slot in slot_records(record) if record else []:
-            node_id = slot.get("node_id")
+        record = _read_json_or_empty(layout.IterationFolder(folder).decision_path)
+        for view in slot_views(record):
+            node_id = view.get("node_id")
             if isinstance(node_id, int):
-                found[node_id] = ({**record, **slot} if "slots" in record else record, folder)
+                found[node_id] = (view, folder)
     return found
 
 
@@ -283,13 +284,13 @@ def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: t
                  configs: dict[int, dict[str, Any]], best: set[int],
                  decisions: Optional[dict[int, tuple[dict[str, Any], Path]]] = None) -> dict[str, Any]:
     """Everything the page shows of one node (row: its summary.tsv row)."""
-    folder = results / str(row["dir"])
-    node = _read_json_or_empty(folder / "node.json") or _read_json_or_empty(folder / "proposal.json")
-    proposal = _read_json_or_empty(folder / "proposal.json")
-    metrics = metrics_of(_read_json_or_empty(folder / "metrics.json"))
+    folder = layout.IterationFolder(results / str(row["dir"]))
+    proposal = _read_json_or_empty(folder.proposal_path)
+    node = _read_json_or_empty(folder.node_path) or proposal
+    metrics = metrics_of(_read_json_or_empty(folder.metrics_path))
     node_id = int(row["node"])
     source = _diff_source(node, proposal)
-    record, decided_in = (decisions or {}).get(node_id, ({}, folder))
+    record, decided_in = (decisions or {}).get(node_id, ({}, folder.path))
     fields = {name: plain(row.get(name, node.get(name))) for name in NODE_FIELDS if name in row or name in node}
     return {
         "id": node_id,
@@ -304,10 +305,10 @@ def node_payload(row: dict[str, Any], results: Path, page_dir: Path, position: t
         "metrics": metrics,
         "diff_parent": source,
         "config_diff": config_diff(configs.get(source, {}), configs[node_id]) if source in configs else None,
-        "code_diff": _read_text(folder / "code.diff"),
+        "code_diff": _read_text(folder.diff_path),
         "agent": agent_entry(node, record) if record else None,
-        "plots": plot_links(folder, page_dir),
-        "memory": _read_text(decided_in / MEMORY_FILE),
+        "plots": plot_links(folder.path, page_dir),
+        "memory": _read_text(layout.IterationFolder(decided_in).memory_path),
     }
 
 
@@ -317,7 +318,7 @@ def collect(results: Path, page_dir: Path) -> dict[str, Any]:
     positions = tree_layout(summary)
     best = set(best_node_per_block(summary).values())
     rows = summary.to_dict("records")
-    configs = {int(r["node"]): _read_yaml(results / str(r["dir"]) / "config.yaml") for r in rows}
+    configs = {int(r["node"]): _read_yaml(layout.IterationFolder(results / str(r["dir"])).config_path) for r in rows}
     decisions = decisions_by_node(results)
     nodes = [node_payload(r, results, page_dir, positions[int(r["node"])], configs, best, decisions) for r in rows]
     blocks: dict[Any, dict[str, Any]] = {}

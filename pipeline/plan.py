@@ -7,7 +7,7 @@ instead of failing hours later inside a job. The Snakefile stays a list of inclu
 arithmetic of the chain (which block an iteration is in, which time_step a block uses) lives
 here where it can be read and tested.
 
-Blocks, rounds and slots of an iteration: :mod:`neuralgraph.layout` (their one owner).
+Blocks, rounds and slots of an iteration: :mod:`agent.layout` (their one owner).
 """
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+from pydantic import ValidationError
 
-from neuralgraph import layout
+from agent import layout
+from agent.layout import MAX_ITERATIONS, label
+from agent.run_plan import AgentSettings, RunPlan
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, load_config
-from neuralgraph.layout import MAX_ITERATIONS, label
 
 
 class WorkflowConfigError(ValueError):
@@ -130,22 +132,6 @@ def check_against_schema(config: dict[str, Any], schema_path: str | Path, source
 
 
 @dataclass(frozen=True)
-class AgentOptions:
-    """Options of `python -m agent decide` (see its --help)."""
-
-    backend: str
-    model: Optional[str]
-    seed: int
-    fallback: str
-    replay_from: Optional[str] = None
-    smoke_timeout: Optional[float] = None
-    code_modification: str = "sandboxed"
-    max_cost_usd: Optional[float] = None
-    prompt_images: bool = True
-    prompt_code: bool = True
-
-
-@dataclass(frozen=True)
 class WorkflowPlan:
     """Everything the rules need to know, resolved once at parse time."""
 
@@ -157,7 +143,7 @@ class WorkflowPlan:
     n_blocks: int
     n_iter_block: int
     ucb_c: float
-    agent: AgentOptions
+    agent: AgentSettings
     slots: int = 1
 
     @property
@@ -190,6 +176,13 @@ class WorkflowPlan:
     def round_of(self, iteration: int) -> int:
         return layout.round_of(iteration, self.slots)
 
+    def run_plan(self) -> RunPlan:
+        """The plan the agent's stages read (results/<exp>/plan.json, agent.run_plan)."""
+        schedule = self.schedule if isinstance(self.schedule, str) else list(self.schedule[: self.n_blocks])
+        return RunPlan(experiment=self.experiment_path, results=self.results, schedule=schedule,
+                       n_blocks=self.n_blocks, n_iter_block=self.n_iter_block, slots=self.slots, ucb_c=self.ucb_c,
+                       agent=self.agent)
+
     def schedule_arg(self) -> str:
         """The schedule as the agent CLIs take it: 'agent' or '1,4,16'."""
         if isinstance(self.schedule, str):
@@ -214,7 +207,7 @@ def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source
     if n_blocks * n_iter_block > MAX_ITERATIONS:
         raise WorkflowConfigError(
             f"{source}: n_blocks * n_iter_block = {n_blocks} * {n_iter_block}: must be <= {MAX_ITERATIONS} "
-            f"(iteration folders are iter_001 .. iter_{MAX_ITERATIONS})"
+            f"(iteration folders are {layout.iteration_dir_name(1)} .. {layout.iteration_dir_name(MAX_ITERATIONS)})"
         )
     slots = int(config.get("slots") or 1)
     if n_iter_block % slots:
@@ -226,23 +219,16 @@ def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source
     return n_blocks, n_iter_block
 
 
-def _agent_options(agent: dict[str, Any], source: str) -> AgentOptions:
-    backend = agent.get("backend", "heuristic")
-    replay_from = agent.get("replay_from")
-    if backend == "replay" and not replay_from:
+def _agent_options(agent: dict[str, Any], source: str) -> AgentSettings:
+    """The config's agent: section as the agent's settings (their defaults: agent.run_plan)."""
+    try:
+        settings = AgentSettings(**agent)
+    except ValidationError as exc:
+        fields = "; ".join(f"agent.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise WorkflowConfigError(f"{source}: {fields}") from None
+    if settings.backend == "replay" and not settings.replay_from:
         raise WorkflowConfigError(f"{source}: agent.replay_from: required when agent.backend is 'replay' (a results/<exp> folder)")
-    return AgentOptions(
-        backend=backend,
-        model=agent.get("model"),
-        seed=int(agent.get("seed", 0)),
-        fallback=agent.get("fallback", "fail"),
-        replay_from=replay_from,
-        smoke_timeout=agent.get("smoke_timeout"),
-        code_modification=agent.get("code_modification", "sandboxed"),
-        max_cost_usd=agent.get("max_cost_usd"),
-        prompt_images=bool(agent.get("prompt_images", True)),
-        prompt_code=bool(agent.get("prompt_code", True)),
-    )
+    return settings
 
 
 def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:

@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from neuralgraph import layout
+from agent import layout
 from neuralgraph.config import ConfigError, ExperimentConfig, dump_config, load_config, with_updates
 from neuralgraph.dataset import STATS_FILE
 from neuralgraph.io import atomic_write_text, read_json
@@ -215,7 +215,7 @@ def searches_due(spec: ReferenceSpec, folder: Path) -> list[tuple[ExperimentConf
     for cfg, seed in case_runs(spec):
         if cfg.reference.name not in spec.search.cases or not workflow_finished(folder, run_name(cfg, seed)):
             continue
-        metrics = read_json(folder / RUNS_DIR / run_name(cfg, seed) / layout.iteration_dir_name(1) / layout.METRICS_FILE)
+        metrics = layout.IterationFolder.at(folder / RUNS_DIR / run_name(cfg, seed), 1).metrics()
         if not _number(metrics.get("connectivity_R2")) >= spec.search.below:  # NaN (failed) is searched too
             due.append((cfg, seed))
     return due
@@ -267,16 +267,15 @@ def run_row(folder: Path, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
 
     name = run_name(cfg, seed)
     run_dir = folder / RUNS_DIR / name
-    node = run_dir / layout.iteration_dir_name(1)
-    metrics = read_json(node / layout.METRICS_FILE)
-    training = read_json(node / layout.TRAINING_RECORD_FILE)
-    stats_path = run_dir / "data" / STATS_FILE
+    node = layout.IterationFolder.at(run_dir, 1)
+    metrics, training = node.metrics(), node.training_record()
+    stats_path = run_dir / layout.DATA_DIR / STATS_FILE
     stats = read_json(stats_path) if stats_path.exists() else {}
     pub = cfg.reference.published
     return {
         "case": cfg.reference.name, "seed": seed, "connectivity_R2": _number(metrics.get("connectivity_R2")),
         "published_connectivity_R2": pub.connectivity_R2, "test_R2_held_out": _number(metrics.get("test_R2")),
-        "test_R2_training": training_trajectory_test_r2(node, run_dir / "data"),
+        "test_R2_training": training_trajectory_test_r2(node.path, run_dir / layout.DATA_DIR),
         "published_test_R2": _number(pub.test_R2),
         "effective_rank_99": metrics.get("effective_rank_99"),
         "effective_rank_99_top100": stats.get("effective_rank_99_top100"),
@@ -297,9 +296,9 @@ def search_fields(folder: Path, cfg: ExperimentConfig, seed: int) -> dict[str, A
     table = pd.read_csv(run_dir / layout.SUMMARY_DIR / summary_names.SUMMARY_NAME, sep="\t")
     best = table.loc[table["connectivity_R2"].astype(float).idxmax()]
     iteration = int(best["iteration"])
-    training = read_json(run_dir / layout.iteration_dir_name(iteration) / layout.TRAINING_RECORD_FILE)
-    minutes = sum(_number(read_json(run_dir / layout.iteration_dir_name(int(i)) / layout.TRAINING_RECORD_FILE)
-                          .get("training_time_min")) for i in table["iteration"])
+    training = layout.IterationFolder.at(run_dir, iteration).training_record()
+    minutes = sum(_number(layout.IterationFolder.at(run_dir, int(i)).training_record().get("training_time_min"))
+                  for i in table["iteration"])
     return {"search_best_connectivity_R2": float(best["connectivity_R2"]), "search_best_test_R2": float(best["test_R2"]),
             "search_best_iteration": iteration, "search_iterations": len(table),
             "search_steps_per_iteration": training.get("iterations"), "search_training_time_min": minutes,

@@ -53,11 +53,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.costs import COSTS_NAME
+from agent import layout
 from agent.decision import ALLOWED_PARAMETERS
-from neuralgraph import layout
+from agent.secrets import VAULT_ENV
 from neuralgraph.config import ALLOWED_TIME_STEPS
 from neuralgraph.io import atomic_write_text, read_json
-from neuralgraph.secrets import VAULT_ENV
 from pipeline import summary as summary_names
 
 log = logging.getLogger("pipeline.study")
@@ -361,7 +361,7 @@ def run_workflows(folder: Path, todo: list[tuple[str, Callable[[], list[str]]]])
 
 
 def _training_records(run_dir: Path, iterations: list[int]) -> dict[int, dict]:
-    return {it: read_json(run_dir / layout.iteration_dir_name(it) / layout.TRAINING_RECORD_FILE) for it in iterations}
+    return {it: layout.IterationFolder.at(run_dir, it).training_record() for it in iterations}
 
 
 def _wall_seconds(records: dict[int, dict]) -> dict[int, float]:
@@ -419,7 +419,7 @@ def run_rows(folder: Path, bench: Benchmark, mode: str, policy: str, seed: int) 
     for _, row in table.iterrows():
         it, r2 = int(row["iteration"]), float(row["connectivity_R2"])
         best = max(best, r2) if np.isfinite(r2) else best
-        metrics = read_json(run_dir / layout.iteration_dir_name(it) / layout.METRICS_FILE)
+        metrics = layout.IterationFolder.at(run_dir, it).metrics()
         diagnostics = {c: np.nan if metrics.get(c) is None else metrics[c] for c in DIAGNOSTIC_COLUMNS}
         rows.append({"benchmark": bench.name, "mode": mode, "policy": policy, "seed": seed, "iteration": it,
                      "round": int(row["round"]) if "round" in row else it, "connectivity_R2": r2,

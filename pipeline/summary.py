@@ -32,11 +32,10 @@ from typing import Any, Optional
 
 import yaml
 
+from agent import layout
 from agent.tree import format_mutation
-from neuralgraph import layout
-from neuralgraph.layout import TRAINING_RECORD_FILE
 from neuralgraph.plots import save_figure
-from neuralgraph.io import atomic_write_text, read_json, read_text_nofollow
+from neuralgraph.io import atomic_write_text, read_text_nofollow
 
 # pandas and matplotlib are imported inside the functions that use them: the pipeline CLI and
 # the explorer import this module for its names and colours and should not pay ~1 s for them.
@@ -98,10 +97,6 @@ def flatten_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _read_optional_json(path: Path) -> dict[str, Any]:
-    return read_json(path) if path.is_file() else {}
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -135,14 +130,16 @@ def decide_events_text(proposal: dict[str, Any]) -> str:
     return text if len(text) <= MAX_EVENTS_CHARS else text[:MAX_EVENTS_CHARS] + " ..."
 
 
-def iteration_row(folder: Path) -> dict[str, Any]:
+def iteration_row(path: Path) -> dict[str, Any]:
     """The summary row of one iteration folder (node info, metrics, config values)."""
-    metrics = read_json(folder / "metrics.json")
-    node = _read_optional_json(folder / "node.json") or _read_optional_json(folder / "proposal.json")
-    config = _read_config(folder / "config.yaml") or {"training": metrics.get("config") or {}}
-    iteration = metrics.get("iteration") or node.get("iteration") or int(folder.name.split("_")[-1])
+    folder = layout.IterationFolder(path)
+    metrics = folder.metrics()
+    proposal = folder.proposal(optional=True)
+    node = folder.node_record(optional=True) or proposal
+    config = _read_config(folder.config_path) or {"training": metrics.get("config") or {}}
+    iteration = metrics.get("iteration") or node.get("iteration") or folder.iteration
     policy, fallback_reason = policy_and_fallback_reason(node)
-    training = _read_optional_json(folder / TRAINING_RECORD_FILE)
+    training = folder.training_record(optional=True)
     row: dict[str, Any] = {
         "iteration": int(iteration),
         "block": node.get("block"),
@@ -157,7 +154,7 @@ def iteration_row(folder: Path) -> dict[str, Any]:
         "code_modified": node.get("code_modified"),
         "policy": policy,
         "fallback_reason": fallback_reason,
-        "decide_events": decide_events_text(_read_optional_json(folder / "proposal.json")),
+        "decide_events": decide_events_text(proposal),
     }
     for key, value in metrics.items():
         if key not in row and key != "config" and not isinstance(value, (dict, list)):

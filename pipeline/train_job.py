@@ -42,14 +42,16 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from agent import layout
 from agent.sandbox import (OUTPUT_CAP_BYTES, SandboxUnavailable, code_modification_refusal, contained_environment,
                            run_contained, training_limits)
-from neuralgraph import PACKAGED_LOOP, layout
+from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ExperimentConfig, load_config
 from neuralgraph.dataset import load_dataset, write_training_view
 from neuralgraph.device import cuda_wanted
 from neuralgraph.io import LinkRefusedError, atomic_write_json, check_no_links, open_nofollow, read_json
-from neuralgraph.training import (FINISHED_STATUSES, HEARTBEAT_FILE, STATUS_STALLED, STATUS_TAMPERED, finished_record,
+from neuralgraph.run_files import HEARTBEAT_FILE
+from neuralgraph.training import (FINISHED_STATUSES, STATUS_STALLED, STATUS_TAMPERED, finished_record,
                                   record_stopped_run)
 
 #: Shortest time without a new step that counts as a stall.
@@ -68,9 +70,8 @@ DEFAULT_WALL_CAP_S = 4 * 3600.0
 EXIT_REFUSED = 2
 #: The staged layout of a contained training, inside the run folder (hidden: never archived).
 CONTAINED_DIR = ".contained"
-CHECKPOINT_FILE = "checkpoint.pt"
 #: The outputs a contained training may hand back (everything else in scratch is dropped).
-DECLARED_OUTPUTS = (layout.MODEL_FILE, layout.TRAINING_RECORD_FILE, CHECKPOINT_FILE)
+DECLARED_OUTPUTS = (layout.MODEL_FILE, layout.TRAINING_RECORD_FILE, layout.CHECKPOINT_FILE)
 #: training.json of a contained run may not be larger.
 RECORD_CAP_BYTES = 16 * 1024 ** 2
 #: A heartbeat larger than this is ignored (it is a few numbers).
@@ -181,7 +182,7 @@ def model_bytes(cfg: ExperimentConfig, dataset: Any) -> int:
 def output_caps(tensor_bytes: int) -> dict[str, int]:
     """The size cap of each declared output."""
     return {layout.MODEL_FILE: 2 * tensor_bytes + MODEL_SLACK_BYTES, layout.TRAINING_RECORD_FILE: RECORD_CAP_BYTES,
-            CHECKPOINT_FILE: 8 * tensor_bytes + CHECKPOINT_SLACK_BYTES}
+            layout.CHECKPOINT_FILE: 8 * tensor_bytes + CHECKPOINT_SLACK_BYTES}
 
 
 def scratch_cap_bytes(tensor_bytes: int) -> int:
@@ -276,8 +277,8 @@ def collect_outputs(scratch: Path, run_dir: Path, cfg: ExperimentConfig, data: s
         if not isinstance(record, dict) or record.get("status") not in FINISHED_STATUSES:
             raise Tampered(f"training.json has no finished status (one of {', '.join(FINISHED_STATUSES)})")
         record["loop_file"] = str(Path(loop))
-    if os.path.lexists(scratch / CHECKPOINT_FILE):
-        os.replace(scratch / CHECKPOINT_FILE, run_dir / CHECKPOINT_FILE)
+    if os.path.lexists(scratch / layout.CHECKPOINT_FILE):
+        os.replace(scratch / layout.CHECKPOINT_FILE, run_dir / layout.CHECKPOINT_FILE)
     if finished:
         save_trained_model(model, cfg, run_dir / layout.MODEL_FILE)  # rewritten here: only the tensors survive
         atomic_write_json(run_dir / layout.TRAINING_RECORD_FILE, record)
@@ -286,12 +287,12 @@ def collect_outputs(scratch: Path, run_dir: Path, cfg: ExperimentConfig, data: s
 def _fresh_stage(run_dir: Path, cfg: ExperimentConfig, data: str) -> Path:
     """Clear RUN/.contained; a checkpoint a killed job left in its scratch is kept if it passes the checks."""
     stage = run_dir / CONTAINED_DIR
-    leftover = stage / "scratch" / CHECKPOINT_FILE
+    leftover = stage / "scratch" / layout.CHECKPOINT_FILE
     if os.path.lexists(leftover):
         try:
             check_scratch(stage / "scratch")
-            _regular_file(leftover, output_caps(model_bytes(cfg, load_dataset(data, mmap=True)))[CHECKPOINT_FILE])
-            os.replace(leftover, run_dir / CHECKPOINT_FILE)
+            _regular_file(leftover, output_caps(model_bytes(cfg, load_dataset(data, mmap=True)))[layout.CHECKPOINT_FILE])
+            os.replace(leftover, run_dir / layout.CHECKPOINT_FILE)
         except (Tampered, OSError) as exc:
             print(f"pipeline train: the previous attempt's checkpoint is not used: {exc}", flush=True)
     if os.path.lexists(stage):
@@ -327,8 +328,8 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
     stage = _fresh_stage(run_dir, cfg, data)
     staged = stage_inputs(stage, config, data, loop, cfg)
     scratch = staged["scratch"]
-    if os.path.lexists(run_dir / CHECKPOINT_FILE) and stat.S_ISREG(os.lstat(run_dir / CHECKPOINT_FILE).st_mode):
-        shutil.copyfile(run_dir / CHECKPOINT_FILE, scratch / CHECKPOINT_FILE)  # resume from the last checkpoint
+    if os.path.lexists(run_dir / layout.CHECKPOINT_FILE) and stat.S_ISREG(os.lstat(run_dir / layout.CHECKPOINT_FILE).st_mode):
+        shutil.copyfile(run_dir / layout.CHECKPOINT_FILE, scratch / layout.CHECKPOINT_FILE)  # resume from the last checkpoint
     cap_s, origin = wall_cap_s(cfg, run_dir, startup_grace_s, default_wall_cap_s)
     watchdog = StallWatchdog(scratch, stall_floor_s, startup_grace_s, cap_s, origin)
     storage_cap = scratch_cap_bytes(model_bytes(cfg, load_dataset(data, mmap=True)))
@@ -351,7 +352,7 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
     except (Tampered, LinkRefusedError) as exc:
         reason = f"the edited loop's run was not trusted: {exc}"
         print(f"pipeline train: {reason}; recorded as status {STATUS_TAMPERED!r}", flush=True)
-        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        (run_dir / layout.CHECKPOINT_FILE).unlink(missing_ok=True)
         record_stopped_run(cfg, data, run_dir, STATUS_TAMPERED, reason, use_checkpoint=False)
         return 0
     finally:

@@ -7,6 +7,7 @@ milliseconds.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -14,7 +15,9 @@ from typing import Any, Optional
 import yaml
 
 from agent.cli import main as agent_main
+from agent import layout
 from agent.context import DecisionContext, block_of
+from agent.records import slot_views
 from agent.tree import NodeRecord
 from neuralgraph.config import parse_config
 from neuralgraph.io import atomic_write_json, atomic_write_text
@@ -135,3 +138,8 @@ def _adamw_optimizer_source() -> str:
 
 
 ADAMW_OPTIMIZER = _adamw_optimizer_source()
+
+
+def decision_of(folder: Path, slot: int = 1) -> dict[str, Any]:
+    """One slot of the decision.json in ``folder``, with its round's fields (agent.records.slot_views)."""
+    return slot_views(json.loads((Path(folder) / layout.DECISION_FILE).read_text()))[slot - 1]

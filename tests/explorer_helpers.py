@@ -19,6 +19,7 @@ from typing import Optional
 import yaml
 
 from agent.decision import ConfigMutation, Decision, LogEntry, MemoryUpdate
+from agent.records import round_record
 from agent.tree import NodeRecord
 from neuralgraph.io import atomic_write_json, atomic_write_text
 
@@ -47,9 +48,9 @@ def _decision_record(node: NodeRecord, next_parent, text: str, cost: Optional[fl
         config_mutation=ConfigMutation(parameter="learning_rate_W_start", old=1e-3, new=2e-3))
     call = None if cost is None else {"model": "claude-test", "input_tokens": 1000, "output_tokens": 200,
                                       "cost_usd": cost}
-    return {"iteration": node.iteration, "node_id": node.id, "block": node.block, "policy": "anthropic",
-            "decision": decision.model_dump(mode="json"),
-            "attempts": [{"policy": "anthropic", "accepted": True, "reason": None, "call": call}]}
+    return round_record({"iteration": node.iteration, "block": node.block}, [{
+        "slot": 1, "node_id": node.id, "policy": "anthropic", "decision": decision.model_dump(mode="json"),
+        "attempts": [{"policy": "anthropic", "accepted": True, "reason": None, "call": call}]}])
 
 
 def make_results(root: Path, n_nodes: int = 200, n_blocks: int = 4, text: str = "", seed: int = 0) -> Path:

@@ -493,7 +493,7 @@ def test_prompt_too_long_without_offline_fallback_is_a_config_error(tmp_path, ap
 def test_prompt_too_long_through_the_decide_cli_exits_2_or_falls_back_offline(tmp_path, api_key, monkeypatch, capsys):
     import agent.cli as cli
     import agent.decide as decide_stage
-    from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
+    from agent_helpers import decide_args, decision_of, fake_analyze, iter_dir, ucb_args, write_experiment_config
 
     exp = write_experiment_config(tmp_path / "exp.yaml")
     assert cli.main(["init", "--config", str(exp), "--out-dir", str(iter_dir(tmp_path, 1))]) == 0
@@ -508,7 +508,7 @@ def test_prompt_too_long_through_the_decide_cli_exits_2_or_falls_back_offline(tm
     assert not (iter_dir(tmp_path, 1) / "decision.json").exists() and not iter_dir(tmp_path, 2).exists()
 
     assert cli.main(args + ["--fallback", "offline"]) == 0
-    record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
+    record = decision_of(iter_dir(tmp_path, 1))
     assert record["policy"].startswith("heuristic (fallback after: prompt too long:")
     assert record["attempts"][0]["reason"].startswith("prompt too long: ") and record["attempts"][-1]["accepted"]
     assert (iter_dir(tmp_path, 2) / "config.yaml").exists()
@@ -657,7 +657,9 @@ def test_decide_cli_with_the_anthropic_backend_writes_no_key(tmp_path, api_key, 
     [(headers, body)] = server.requests
     assert headers["Authorization"] == f"Bearer {SECRET}"  # the key was used ...
     assert body["model"] == MODEL and body["system"][0]["cache_control"] == {"type": "ephemeral"}
-    record = json.loads((it1 / "decision.json").read_text())
+    from agent_helpers import decision_of
+
+    record = decision_of(it1)
     assert record["policy"] == "anthropic"
     call = record["attempts"][0]["call"]
     assert call["request_id"] == "req_e2e" and call["model"] == MODEL and call["cost_usd"] > 0

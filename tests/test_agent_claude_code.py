@@ -20,7 +20,7 @@ from agent.policies.base import (BackendConfigError, BackendMissingError, Retrya
                                  decide_with_fallback, get_policy)
 from agent.policies.claude_code_policy import ClaudeCodePolicy, extract_json_object
 from agent.policies.heuristic import HeuristicPolicy
-from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
+from agent_helpers import decide_args, decision_of, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from test_agent_anthropic import MODEL, decision_dict, make_context
 
 FAKE = '''#!{python}
@@ -191,7 +191,7 @@ def test_missing_command_through_the_cli_exits_2_unless_offline(tmp_path, monkey
     assert "the command 'claude' was not found on PATH" in capsys.readouterr().err
     assert not (iter_dir(tmp_path, 1) / "decision.json").exists()
     assert main(args + ["--fallback", "offline"]) == 0
-    record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
+    record = decision_of(iter_dir(tmp_path, 1))
     assert record["policy"].startswith("heuristic (fallback after: backend unavailable: claude-code backend: "
                                        "the command 'claude' was not found")
 

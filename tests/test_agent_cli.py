@@ -12,7 +12,7 @@ import agent.cli as cli
 import agent.decide as decide_stage
 from agent.cli import main
 from agent.policies.base import RetryableBackendError
-from agent_helpers import ADAMW_OPTIMIZER, REPO, decide_args, fake_analyze, iter_dir, run_exploration, ucb_args, write_experiment_config
+from agent_helpers import ADAMW_OPTIMIZER, REPO, decide_args, decision_of, fake_analyze, iter_dir, run_exploration, ucb_args, write_experiment_config
 
 
 def load_yaml(path):
@@ -78,10 +78,10 @@ def test_full_log_versions_are_prefixes_and_memory_is_capped(explored):
 
 
 def test_decision_record_names_policy_and_next_node(explored):
-    record = json.loads((iter_dir(explored, 2) / "decision.json").read_text())
+    record = decision_of(iter_dir(explored, 2))
     assert record["policy"] == "heuristic" and record["attempts"][0]["accepted"] is True
     assert record["next"]["id"] == 3 and record["next"]["iteration"] == 3
-    end = json.loads((iter_dir(explored, 3) / "decision.json").read_text())
+    end = decision_of(iter_dir(explored, 3))
     assert end["is_block_end"] and end["next_time_step"] == 4 and end["time_step_source"] == "schedule"
     assert (iter_dir(explored, 3) / "instructions.md").read_text().rstrip().splitlines()[-1].startswith("- (block 1)")
 
@@ -97,7 +97,7 @@ def test_replay_reapplies_recorded_decisions(explored, tmp_path):
                     extra=["--replay-from", str(explored)])
     for i in range(2, 7):
         assert (tmp_path / f"iter_{i:03d}" / "config.yaml").read_text() == (iter_dir(explored, i) / "config.yaml").read_text()
-        record = json.loads((tmp_path / f"iter_{i:03d}" / "decision.json").read_text())
+        record = decision_of(tmp_path / f"iter_{i:03d}")
         assert record["policy"] == "replay"
 
 
@@ -162,7 +162,7 @@ def test_unavailable_llm_exits_75_writing_nothing_unless_offline_fallback(tmp_pa
     assert "temporarily unavailable (529 overloaded after 2 retries)" in capsys.readouterr().err
     assert not (iter_dir(tmp_path, 1) / "decision.json").exists() and not iter_dir(tmp_path, 2).exists()
     assert main(args + ["--fallback", "offline"]) == 0
-    record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
+    record = decision_of(iter_dir(tmp_path, 1))
     assert record["policy"] == "heuristic (fallback after: backend unavailable: 529 overloaded after 2 retries)"
     assert (iter_dir(tmp_path, 2) / "config.yaml").exists()
 
@@ -196,7 +196,8 @@ def _replay_folder(source, target, overrides):
         record = json.loads((d / "decision.json").read_text())
         i = record["iteration"]
         if i in overrides:
-            record["decision"] = {**record["decision"], **overrides[i]}
+            slot = record["slots"][0]
+            slot["decision"] = {**slot["decision"], **overrides[i]}
         (target / d.name).mkdir(parents=True)
         (target / d.name / "decision.json").write_text(json.dumps(record))
 
@@ -216,7 +217,7 @@ def test_code_modification_through_the_cli_stays_on_its_branch(tmp_path):
     second = tmp_path / "second"
     run_exploration(second, n_iter_block=8, n_blocks=1, schedule="1", backend="replay",
                     extra=["--replay-from", str(replay)])
-    smoke = json.loads((iter_dir(second, 5) / "decision.json").read_text())["code_smoke_run"]
+    smoke = decision_of(iter_dir(second, 5))["code_smoke_run"]
     assert smoke["status"] == "ok" and smoke["steps"] > 0  # the real smoke run of agent.codeedit
     child = iter_dir(second, 6)
     assert "torch.optim.AdamW(" in (child / "train_loop.py").read_text()
@@ -243,7 +244,7 @@ def test_code_modification_too_early_in_a_block_falls_back_to_the_heuristic(tmp_
     second = tmp_path / "second"
     run_exploration(second, n_iter_block=4, n_blocks=1, schedule="1", backend="replay",
                     extra=["--replay-from", str(replay)])
-    record = json.loads((iter_dir(second, 2) / "decision.json").read_text())
+    record = decision_of(iter_dir(second, 2))
     assert record["policy"].startswith("heuristic (fallback after: code_modification: not allowed for the first 4")
     assert [a["accepted"] for a in record["attempts"]] == [False, False, True]
     assert "AdamW" not in (iter_dir(second, 3) / "train_loop.py").read_text()
@@ -266,7 +267,7 @@ def test_loop_goes_on_with_a_safe_rerun_when_every_decision_is_refused(tmp_path,
     monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: Broken())
     exp = _prepared(tmp_path)
     assert main(decide_args(tmp_path, exp, 1, 3, 2)) == 0
-    record = json.loads((iter_dir(tmp_path, 1) / "decision.json").read_text())
+    record = decision_of(iter_dir(tmp_path, 1))
     assert record["policy"].startswith("safe re-run (after: heuristic: config_mutation.parameter = 'batch_size'")
     assert record["next"]["mutation"] == {"parameter": "seed", "old": 0, "new": 1}
 

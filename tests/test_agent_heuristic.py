@@ -12,7 +12,7 @@ from agent.smoke import validate_and_smoke
 from agent.decision import ALLOWED_PARAMETERS, validate_decision
 from agent.policies.code_edits import LIBRARY, packaged_module_source
 from agent.policies.heuristic import LEVER_PARAMETERS, SEARCH_PARAMETERS, STEP_BUDGET_PARAMETER, HeuristicPolicy
-from agent_helpers import context, fake_r2, iter_dir, node, run_exploration
+from agent_helpers import context, decision_of, fake_r2, iter_dir, node, run_exploration
 from tiny_configs import REPO
 
 LIBRARY_BY_NAME = {edit.name: edit for edit in LIBRARY}
@@ -291,7 +291,7 @@ def test_offline_exploration_through_the_cli_puts_a_code_edit_on_a_branch(tmp_pa
             parent = iter_dir(tmp_path, proposal["parent"])
             assert (iter_dir(tmp_path, i) / "train_loop.py").read_text() != (parent / "train_loop.py").read_text()
             assert (iter_dir(tmp_path, i) / "code.diff").read_text().startswith("--- a/train_loop.py")
-            record = json.loads((iter_dir(tmp_path, i - 1) / "decision.json").read_text())
+            record = decision_of(iter_dir(tmp_path, i - 1))
             assert record["policy"] == "heuristic" and record["attempts"][0]["accepted"] is True
         else:
             assert (iter_dir(tmp_path, i) / "code.diff").read_text() == "" or proposal["code_modified"] is False

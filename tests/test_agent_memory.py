@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from agent.decision import CLIP_MARK, MAX_LIST_ITEMS, MAX_RULE_EDITS, TEXT_CAPS, Decision
 from agent.memory import (MAX_MEMORY_CHARS, MAX_MEMORY_LINES, RULES_HEADING, append_full_log, log_entry, parse_memory,
                           render_memory, revise_instructions, sections, update_memory)
-from agent_helpers import REPO, context, iter_dir, node, run_exploration
+from agent_helpers import REPO, context, decision_of, iter_dir, node, run_exploration
 
 SECTIONS = ["# Working Memory", "## Knowledge Base", "### Time Step Comparison Table", "### Established Principles",
             "### Open Questions", "## Previous Block Summary", "## Current Block (Block", "### Block Info",
@@ -242,7 +242,7 @@ def test_hostile_replies_through_the_decide_cli_keep_every_memory_and_instructio
     replay = tmp_path / "replay"
     for i in range(1, 7):  # the same decisions, every text field hostile
         record = json.loads((iter_dir(first, i) / "decision.json").read_text())
-        record["decision"] = hostile_text(record["decision"])
+        record["slots"][0]["decision"] = hostile_text(record["slots"][0]["decision"])
         (iter_dir(replay, i)).mkdir(parents=True)
         (iter_dir(replay, i) / "decision.json").write_text(json.dumps(record))
     second = tmp_path / "second"
@@ -251,7 +251,7 @@ def test_hostile_replies_through_the_decide_cli_keep_every_memory_and_instructio
     shipped = (REPO / "agent" / "instructions.md").read_text()
     for i in range(1, 7):
         folder = iter_dir(second, i)
-        assert json.loads((folder / "decision.json").read_text())["policy"] == "replay"  # accepted, cleaned
+        assert decision_of(folder)["policy"] == "replay"  # accepted, cleaned
         memory = (folder / "memory.md").read_text()
         assert sections(memory) == EXPECTED_SECTIONS and under_caps(memory), i
         full_log = (folder / "analysis.md").read_text()

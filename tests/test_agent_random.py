@@ -12,7 +12,7 @@ from agent.cli import main
 from agent.decision import ALLOWED_PARAMETERS, EPOCH_INDEX_PARAMETERS, validate_decision
 from agent.policies.base import get_policy
 from agent.policies.random_policy import BUDGET_PARAMETERS, RandomPolicy, searched_parameters
-from agent_helpers import context, iter_dir, node, run_exploration
+from agent_helpers import context, decision_of, iter_dir, node, run_exploration
 from neuralgraph.config import ALLOWED_TIME_STEPS
 
 N_DRAWS = 1500
@@ -128,8 +128,8 @@ def test_random_exploration_through_the_cli(tmp_path):
         run_exploration(results, n_iter_block=4, n_blocks=2, schedule="1,4", backend="random", seed=11)
         runs.append(results)
     for i in range(1, 9):
-        a = json.loads((iter_dir(runs[0], i) / "decision.json").read_text())
-        b = json.loads((iter_dir(runs[1], i) / "decision.json").read_text())
+        a = decision_of(iter_dir(runs[0], i))
+        b = decision_of(iter_dir(runs[1], i))
         assert a["policy"] == "random" and a["decision"] == b["decision"]
         assert [x["policy"] for x in a["attempts"]] == ["random"]
         if i < 8 and not a["is_block_end"]:

@@ -13,12 +13,12 @@ import pytest
 import agent.cli as cli
 import agent.decide as decide_stage
 from agent.cli import main
-from agent.costs import COLUMNS, call_rows, costs_tsv, main as costs_main, spent_usd
+from agent.costs import COLUMNS, call_rows, costs_tsv, spent_usd
 from agent.policies.base import SpendCapReached
 from agent.policies.spend_cap import SpendCap
 from agent.prompt import PROMPT_PARTS
 from agent.pricing import TokenUsage, call_cost_usd, load_price_table, max_call_cost_usd
-from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
+from agent_helpers import decide_args, decision_of, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from test_agent_anthropic import MODEL, FakeAPI, api_key, make_policy, reply  # noqa: F401 (fixture)
 
 N_ITER = 5
@@ -60,7 +60,7 @@ def explore(results, monkeypatch, cap=None):
 
 
 def record(results, i):
-    return json.loads((iter_dir(results, i) / "decision.json").read_text())
+    return decision_of(iter_dir(results, i))
 
 
 def test_the_bound_is_above_what_a_call_really_costs(tmp_path, monkeypatch, api_key):
@@ -131,7 +131,7 @@ def test_bad_cap_and_unreadable_records_are_refused_naming_them(tmp_path, monkey
 def test_costs_tsv_lists_every_call_and_the_total(tmp_path, monkeypatch, api_key):
     explore(tmp_path, monkeypatch, cap=round(2 * call_cost(), 6) + 1.0)
     out = tmp_path / "summary" / "costs.tsv"
-    assert costs_main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["costs", "--results", str(tmp_path), "--out", str(out)]) == 0
     lines = [line.split("\t") for line in out.read_text().splitlines()]
     assert tuple(lines[0]) == COLUMNS
     calls, total = lines[1:-1], dict(zip(COLUMNS, lines[-1]))
@@ -155,7 +155,7 @@ def test_costs_tsv_lists_every_call_and_the_total(tmp_path, monkeypatch, api_key
 
 def test_costs_tsv_of_an_offline_experiment_is_an_empty_table_with_a_zero_total(tmp_path):
     assert costs_tsv([]).splitlines() == ["\t".join(COLUMNS), "total\t0\t\t\t\t0\t0\t0\t0\t0.000000\t0\t0\t0\t0\t0\t0"]
-    assert costs_main(["--results", str(tmp_path / "absent"), "--out", str(tmp_path / "c.tsv")]) == 2
+    assert main(["costs", "--results", str(tmp_path / "absent"), "--out", str(tmp_path / "c.tsv")]) == 2
 
 
 def test_cost_bound_prices_every_input_token_at_the_dearest_input_rate():

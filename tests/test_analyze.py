@@ -188,7 +188,7 @@ def test_diverged_run_still_gets_metrics_and_log(tmp_path, tiny_dataset):
     cfg, data_dir = tiny_dataset
     run = _run_folder(tmp_path, cfg, status="diverged", reason="loss exceeded 1e4 x its first value")
     shutil.copy(data_dir / "analysis.log", run / "analysis.log")  # lines from another stage
-    proc = _run_cli("--run", run, "--data", data_dir)
+    proc = _run_cli("--run", run, "--data", data_dir, "--iteration", "003")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["iteration"] == 3
@@ -235,9 +235,8 @@ def test_cli_end_to_end_writes_all_files(tmp_path, tiny_dataset, dataset):
     cfg, data_dir = tiny_dataset
     run = _run_folder(tmp_path, cfg)
     _save_real_model(run, cfg, dataset)
-    atomic_write_json(run / "proposal.json", {"id": 12, "iteration": 12, "parent": None})
     out = tmp_path / "analysis_out"
-    proc = _run_cli("--run", run, "--data", data_dir, "--out", out)
+    proc = _run_cli("--run", run, "--data", data_dir, "--out", out, "--iteration", 12)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     expected_keys = {"iteration", "status", "outcome", "outcome_reason", "connectivity_R2", "connectivity_R2_raw",

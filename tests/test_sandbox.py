@@ -28,7 +28,7 @@ from agent import sandbox
 from agent.codeedit import CodeEditError, check_code_modification
 from agent.sandbox import (BWRAP_ENV, SETTING, SandboxUnavailable, code_modification_refusal, contained_environment,
                            run_contained, sandbox_unavailable_reason)
-from neuralgraph.secrets import REDACTED, is_secret_name
+from neuralgraph.redaction import REDACTED, is_secret_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -822,7 +822,7 @@ def test_atomic_writes_redact_secret_values(monkeypatch, tmp_path):
 def test_secrets_are_handed_to_decide_through_memory_not_the_environment(monkeypatch):
     """hand_over_secrets empties the environment jobs inherit; receive_secrets (agent-decide)
     gets them back from the memfd named by the vault variable, which the sandbox never passes."""
-    from neuralgraph import secrets
+    from agent import secrets
 
     key = "sk-ant-vault-test-0123456789"
     environ = {"ANTHROPIC_API_KEY": key, "PATH": "/usr/bin"}

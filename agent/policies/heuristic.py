@@ -76,7 +76,7 @@ from agent.decision import (ALLOWED_PARAMETERS, CODE_FREE_ITERATIONS, EDGE_DIFF_
                             locked_step_budget)
 from agent.policies.code_edits import LIBRARY, LibraryEdit, packaged_module_source
 from agent.tree import NodeRecord, best_node, code_hash, fmt, node_folder, reward
-from neuralgraph.layout import LOOP_FILE
+from agent.layout import LOOP_FILE
 from neuralgraph.config import ALLOWED_TIME_STEPS, inert_training_fields
 from neuralgraph.metrics import CONVERGED_ABOVE, FAILED_BELOW, OUTCOMES, classify_outcome
 

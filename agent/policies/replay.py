@@ -18,7 +18,7 @@ from agent.decision import Decision
 from agent.policies.base import BackendConfigError, InvalidOutputError
 from agent.records import slot_record_of
 from neuralgraph.io import read_json
-from neuralgraph.layout import DECISION_FILE, iteration_dir_name
+from agent.layout import DECISION_FILE, iteration_dir_name
 
 
 class ReplayPolicy:

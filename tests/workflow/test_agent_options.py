@@ -14,7 +14,7 @@ def test_random_backend_and_spend_cap_reach_every_decide_job(tmp_path):
     assert len(decides) == 4, result.output[-3000:]
     assert all("--backend random --seed 3" in line and "--max-cost-usd 2.5" in line for line in decides)
     assert all("--no-prompt-images --no-prompt-code" in line for line in decides)
-    assert "-m agent.costs --results results/tiny --out results/tiny/summary/costs.tsv" in result.output
+    assert "-m agent costs --results results/tiny --out results/tiny/summary/costs.tsv" in result.output
 
 
 def test_spend_cap_off_by_default_and_negative_cap_refused(tmp_path):

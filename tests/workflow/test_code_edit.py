@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from agent.records import slot_views
 from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def test_a_replayed_code_edit_is_smoke_run_and_trained_in_the_sandbox(tmp_path):
     assert job_counts(result.output)["train"] == 5
     results = tmp_path / "results" / "edit"
 
-    decision = json.loads((results / "iter_004" / "decision.json").read_text(encoding="utf-8"))
+    decision = slot_views(json.loads((results / "iter_004" / "decision.json").read_text(encoding="utf-8")))[0]
     assert decision["policy"] == "replay", decision["attempts"]
     assert decision["code_modification_mode"] == "sandboxed"
     smoke = decision["code_smoke_run"]

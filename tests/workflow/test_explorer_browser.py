@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from explorer_helpers import (  # noqa: E402
     browser_or_skip, console_errors, make_results, open_page, requested_urls, stop_browser)
-from neuralgraph.layout import SUMMARY_DIR  # noqa: E402
+from agent.layout import SUMMARY_DIR  # noqa: E402
 from pipeline.explorer import EXPLORER_NAME, write_explorer  # noqa: E402
 
 #: The issue's bound for opening a 200-node exploration.

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from agent.records import slot_views
 from wf_helpers import snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_unreachable_api_is_retryable_then_falls_back_when_configured(tmp_path):
     write_workflow_config(tmp_path, name="llm", schedule=[1], n_iter_block=2, agent={**agent, "fallback": "offline"})
     snakemake(tmp_path, TARGET, env=env, timeout=600).check()
     assert (run_dir / "metrics.json").stat().st_mtime_ns == metrics_mtime, "training/analysis were redone"
-    decision = json.loads((run_dir / "decision.json").read_text(encoding="utf-8"))
+    decision = slot_views(json.loads((run_dir / "decision.json").read_text(encoding="utf-8")))[0]
     decide_log = (run_dir / "logs" / "decide.log").read_text(encoding="utf-8")
     assert decision["policy"].startswith("heuristic (fallback after: backend unavailable"), decision["policy"]
     assert "fallback" in decide_log and "cannot reach the API" in decide_log, decide_log

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from neuralgraph import layout
+from agent import layout
 from test_kill_resume import _assert_resumed, _interrupt, _long_tiny_workdir, _wait_for
 from wf_helpers import REPO, job_counts, mtimes, snakemake, start_snakemake, write_workflow_config
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from neuralgraph import layout
+from agent import layout
 from wf_helpers import (REPO, TINY_EXPERIMENT, ctrl_c_once_started, snakemake, workflow_env,
                         write_workflow_config)
 

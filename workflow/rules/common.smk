@@ -7,15 +7,16 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from neuralgraph.secrets import hand_over_secrets
-from neuralgraph import dataset, layout
+from agent import layout
+from agent.secrets import hand_over_secrets
+from neuralgraph import dataset
 from pipeline import reference as reference_names
 from pipeline import study as study_names
 from pipeline.plan import WorkflowConfigError, check_against_schema, label, make_plan, normalize_config
 
 # API keys and tokens leave Snakemake's own environment here, before any job starts: local jobs
 # and `sbatch --export=ALL` inherit that environment. Only agent-decide reads them back, from an
-# in-memory file this process holds open (neuralgraph/secrets.py); edited loops run sandboxed.
+# in-memory file this process holds open (agent/secrets.py); edited loops run sandboxed.
 hand_over_secrets(os.environ)
 
 min_version("9.0")
@@ -35,7 +36,7 @@ except WorkflowConfigError as err:
 
 
 wildcard_constraints:
-    it=r"\d{3}",
+    it=layout.ITERATION_LABEL_REGEX,
 
 
 def _uses_conda():
@@ -54,7 +55,7 @@ PY = "{env} {python}".format(
 ENVS = REPO / "envs"
 
 RES = PLAN.results
-DATA = f"{RES}/data"
+DATA = f"{RES}/{layout.DATA_DIR}"
 ITER = f"{RES}/{layout.ITERATION_PREFIX}{{it}}"
 LOGS = f"{RES}/logs"
 BENCH = f"{RES}/benchmarks"
@@ -68,7 +69,7 @@ DATA_EXTRAS = [
 DATA_METADATA = f"{DATA}/{dataset.METADATA_FILE}"
 
 # What each node leaves in results/<exp>/iter_NNN/, and what each round's decide adds to the
-# folder of the round's last node (neuralgraph/layout.py owns the names; docs/workflow.md
+# folder of the round's last node (agent/layout.py composes the names; docs/workflow.md
 # documents each file). With slots = 1 every node is a round of its own.
 ITERATION_FILES = layout.START_FILES + layout.NODE_RESULT_FILES
 ROUND_FILES = layout.DECISION_FILES
@@ -90,7 +91,7 @@ def iteration_outputs(labels):
 
 def earlier_nodes(wildcards):
     """node.json of every iteration before this one (the tree the UCB scores are computed on)."""
-    return [f"{iter_dir(i)}/node.json" for i in range(1, int(wildcards.it))]
+    return [f"{iter_dir(i)}/{layout.NODE_FILE}" for i in range(1, int(wildcards.it))]
 
 
 def input_folder(name):

@@ -12,7 +12,7 @@
 # decide runs on the submitting host (localrule): an LLM backend needs the network, which
 # compute nodes often lack. It is the only job that reads the API key: common.smk took every
 # secret out of Snakemake's environment (no job inherits it) and `python -m agent decide` reads
-# it back from the in-memory file named by $NEURALGRAPH_AGENT_VAULT (neuralgraph/secrets.py). An unreachable API makes it exit 75 (retryable, --retries
+# it back from the in-memory file named by $NEURALGRAPH_AGENT_VAULT (agent/secrets.py). An unreachable API makes it exit 75 (retryable, --retries
 # resubmits) or, with agent.fallback: offline, decide with the heuristic policy and say so in
 # iter_NNN/logs/decide.log.
 
@@ -26,7 +26,7 @@ for _i in map(int, PLAN.round_ends):
         output:
             **decide_outputs(_i),
         log:
-            f"{iter_dir(_i)}/logs/decide.log",
+            f"{iter_dir(_i)}/{layout.rule_log('decide')}",
         benchmark:
             f"{iter_dir(_i)}/benchmarks/decide.tsv"
         localrule: True

@@ -5,10 +5,10 @@ rule init:
     input:
         experiment=PLAN.experiment_path,
     output:
-        config=f"{RES}/iter_001/config.yaml",
-        code=f"{RES}/iter_001/train_loop.py",
-        proposal=f"{RES}/iter_001/proposal.json",
-        diff=f"{RES}/iter_001/code.diff",
+        config=f"{iter_dir(1)}/{layout.CONFIG_FILE}",
+        code=f"{iter_dir(1)}/{layout.LOOP_FILE}",
+        proposal=f"{iter_dir(1)}/{layout.PROPOSAL_FILE}",
+        diff=f"{iter_dir(1)}/{layout.DIFF_FILE}",
         variants=[f"{iter_dir(j)}/{name}" for j in PLAN.round_iterations(1)[1:] for name in layout.START_FILES],
     log:
         f"{LOGS}/init.log",

@@ -22,8 +22,8 @@ SUMMARY_FILES = list(SUMMARY.values())
 rule summarize:
     """One row per iteration, the best node per time_step, the tree, metrics and wall-clock figures."""
     input:
-        metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
-        nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
+        metrics=expand(f"{ITER}/{layout.METRICS_FILE}", it=PLAN.iterations),
+        nodes=expand(f"{ITER}/{layout.NODE_FILE}", it=PLAN.iterations),
     output:
         table=report(
             SUMMARY["table"],
@@ -71,10 +71,10 @@ rule summarize:
 
 
 rule costs:
-    """Tokens and cost of every LLM call, one row each, and the total (agent.costs reads the
-    calls recorded in decision.json; summary.tsv has no cost column)."""
+    """Tokens and cost of every LLM call, one row each, and the total (`python -m agent costs`
+    reads the calls recorded in decision.json; summary.tsv has no cost column)."""
     input:
-        decisions=expand(f"{ITER}/decision.json", it=PLAN.round_ends),
+        decisions=expand(f"{ITER}/{layout.DECISION_FILE}", it=PLAN.round_ends),
     output:
         SUMMARY["costs"],
     log:
@@ -88,17 +88,17 @@ rule costs:
         py=PY,
         results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.decisions[0])),
     shell:
-        "{params.py} -m agent.costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"
+        "{params.py} -m agent costs --results {params.results:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule explorer:
     """explorer.html: the interactive page of the exploration (trees, table, each node's diffs,
     agent log, decision, plots and memory); rerun it to refresh the page of a running exploration."""
     input:
-        metrics=expand(f"{ITER}/metrics.json", it=PLAN.iterations),
-        nodes=expand(f"{ITER}/node.json", it=PLAN.iterations),
-        decisions=expand(f"{ITER}/decision.json", it=PLAN.round_ends),
-        memory=expand(f"{ITER}/memory.md", it=PLAN.round_ends),
+        metrics=expand(f"{ITER}/{layout.METRICS_FILE}", it=PLAN.iterations),
+        nodes=expand(f"{ITER}/{layout.NODE_FILE}", it=PLAN.iterations),
+        decisions=expand(f"{ITER}/{layout.DECISION_FILE}", it=PLAN.round_ends),
+        memory=expand(f"{ITER}/{layout.MEMORY_FILE}", it=PLAN.round_ends),
     output:
         page=report(
             SUMMARY["explorer"],

@@ -15,14 +15,14 @@ rule train:
     """
     input:
         DATA_ARRAYS,
-        config=f"{ITER}/config.yaml",
-        loop=f"{ITER}/train_loop.py",
+        config=f"{ITER}/{layout.CONFIG_FILE}",
+        loop=f"{ITER}/{layout.LOOP_FILE}",
         dataset=DATA_METADATA,
     output:
-        model=f"{ITER}/model.pt",
-        record=f"{ITER}/training.json",
+        model=f"{ITER}/{layout.MODEL_FILE}",
+        record=f"{ITER}/{layout.TRAINING_RECORD_FILE}",
     log:
-        f"{ITER}/logs/train.log",
+        f"{ITER}/{layout.rule_log('train')}",
     benchmark:
         f"{ITER}/benchmarks/train.tsv"
     conda:
@@ -38,7 +38,7 @@ rule train:
         code_modification=PLAN.agent.code_modification,
         data=input_folder("dataset"),
         out=output_folder("model"),
-        progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), "train.log"),
+        progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), layout.PROGRESS_LOG_FILE),
     shell:
         '(echo "=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)";'
         " {params.py} -m pipeline train --config {input.config:q} --data {params.data:q} --out {params.out:q}"

@@ -1,16 +1,16 @@
 rule ucb:
     """Node record of one iteration and the UCB scores of its block's tree (ucb_scores.txt)."""
     input:
-        proposal=f"{ITER}/proposal.json",
-        metrics=f"{ITER}/metrics.json",
-        config=f"{ITER}/config.yaml",
-        code=f"{ITER}/train_loop.py",
+        proposal=f"{ITER}/{layout.PROPOSAL_FILE}",
+        metrics=f"{ITER}/{layout.METRICS_FILE}",
+        config=f"{ITER}/{layout.CONFIG_FILE}",
+        code=f"{ITER}/{layout.LOOP_FILE}",
         nodes=earlier_nodes,
     output:
-        node=f"{ITER}/node.json",
-        scores=f"{ITER}/ucb_scores.txt",
+        node=f"{ITER}/{layout.NODE_FILE}",
+        scores=f"{ITER}/{layout.SCORES_FILE}",
     log:
-        f"{ITER}/logs/ucb.log",
+        f"{ITER}/{layout.rule_log('ucb')}",
     benchmark:
         f"{ITER}/benchmarks/ucb.tsv"
     localrule: True

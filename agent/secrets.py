@@ -1,51 +1,20 @@
-"""Which environment variables are secrets, and how their values are kept out of files.
+"""Keeping API keys away from every job but agent-decide: the hand-over of secrets.
 
-One owner for the rule "a variable whose name contains API_KEY, TOKEN, SECRET, PASSWORD or
-CREDENTIAL is a secret": the workflow takes such variables out of Snakemake's own
-environment (so no job inherits them) and hands them to agent-decide alone (:func:`hand_over_secrets`,
-:func:`receive_secrets`), the sandbox never passes them, and every text file
-the project writes (:mod:`neuralgraph.io`) has their values replaced by :data:`REDACTED`.
+The workflow takes every secret-named variable (:func:`neuralgraph.redaction.is_secret_name`)
+out of Snakemake's own environment when the Snakefile is parsed (so no job inherits them) and
+hands them to agent-decide alone (:func:`hand_over_secrets`, :func:`receive_secrets`); the
+sandbox never passes them. Why in the search package: agent-decide is the one reader, and
+the workflow (pipeline/, the .smk rules) imports the agent, never the other way round. Values
+taken here are registered with :mod:`neuralgraph.redaction`, so every text the project writes
+keeps them out.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
-from typing import Iterable, Mapping, MutableMapping, Optional
+from typing import MutableMapping, Optional
 
-#: Names of environment variables that hold secrets.
-SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
-#: What a secret value is replaced with in every written text.
-REDACTED = "[REDACTED]"
-#: Values shorter than this are not redacted (a "1" or "yes" would mangle every text).
-MIN_SECRET_LENGTH = 8
-
-_extra_values: set[str] = set()
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(SECRET_NAME.search(name))
-
-
-def secret_values(environ: Optional[Mapping[str, str]] = None) -> set[str]:
-    """Secret values known to this process: secret-named variables plus registered values."""
-    environ = os.environ if environ is None else environ
-    found = {v for k, v in environ.items() if is_secret_name(k)} | _extra_values
-    return {v for v in found if len(v) >= MIN_SECRET_LENGTH}
-
-
-def register_secret(value: str) -> None:
-    """Redact ``value`` from every text written by this process (a key read from a file)."""
-    if value and len(value) >= MIN_SECRET_LENGTH:
-        _extra_values.add(value)
-
-
-def redact(text: str, values: Optional[Iterable[str]] = None) -> str:
-    """``text`` with every known secret value replaced by :data:`REDACTED` (longest first)."""
-    for value in sorted(secret_values() if values is None else values, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return text
+from neuralgraph.redaction import is_secret_name, register_secret
 
 
 def take_secrets(environ: MutableMapping[str, str]) -> dict[str, str]:

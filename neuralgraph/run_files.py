@@ -1,0 +1,42 @@
+"""The files of a trained run folder, named by the science stages that write them.
+
+A run folder is what ``python -m neuralgraph train --out RUN`` and ``analyze --run RUN`` work
+on; the workflow's ``iter_NNN`` folders are run folders (agent/layout.py composes them from
+these names). Each name belongs to its writer:
+
+* the trainer (:mod:`neuralgraph.training`): the model, the resumable checkpoint, the training
+  record and the heartbeat its watchdog reads;
+* analyze (:mod:`neuralgraph.analyze`): metrics.json and the figures under plots/ (its
+  ``analysis.log`` is named by :mod:`neuralgraph.analysis_log`, the owner of that format,
+  which the dataset folder shares).
+
+Why a module of its own instead of constants inside training.py / analyze.py: those import
+torch and the numerical stack, and the workflow composes paths from these names every time
+it parses the Snakefile. This module imports nothing. Nothing here knows of iterations,
+rounds or the agent.
+"""
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- written by the trainer
+#: The final model: {"state_dict", "config", "n_neurons", "n_types"} (neuralgraph.model).
+MODEL_FILE = "model.pt"
+#: Resumable state (model, optimizer, RNG, epoch, step, loss history); kept after the run.
+CHECKPOINT_FILE = "checkpoint.pt"
+#: The training record: status, reason, final_loss, loss_history, timings, ...
+TRAINING_RECORD_FILE = "training.json"
+#: Heartbeat: step, rate and time, rewritten every few seconds (the stall watchdog reads it).
+HEARTBEAT_FILE = "progress.json"
+
+# --------------------------------------------------------------------------- written by analyze
+#: The scores of the run (docs/architecture.md, "metrics.json").
+METRICS_FILE = "metrics.json"
+#: Folder of analyze's figures, inside the run folder (or analyze's --out).
+PLOTS_DIR = "plots"
+LOSS_PLOT = "loss.png"
+CONNECTIVITY_PLOT = "connectivity.png"
+ROLLOUT_PLOT = "rollout.png"
+EMBEDDINGS_PLOT = "embeddings.png"
+LIN_EDGE_PLOT = "lin_edge.png"
+LIN_PHI_PLOT = "lin_phi.png"
+#: Every figure analyze may draw, in the order a reader shows them (the explorer does).
+PLOT_FILES = (CONNECTIVITY_PLOT, ROLLOUT_PLOT, LOSS_PLOT, EMBEDDINGS_PLOT, LIN_EDGE_PLOT, LIN_PHI_PLOT)
