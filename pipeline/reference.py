@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -432,6 +431,8 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from neuralgraph.plots import save_figure  # lazy: matplotlib
+
     fig, (cases_ax, seeds_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
     names = [case_config(entry).reference for entry in spec.cases]
     for x, ref in enumerate(names):
@@ -464,10 +465,7 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path) -> None:
     seeds_ax.legend(fontsize=8, loc="lower right")
     seeds_ax.set_title("seeds: recovery against the activity's effective rank")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def reference_folder(results_dir: str | Path, spec: ReferenceSpec) -> Path:

@@ -691,6 +691,8 @@ def draw_figure(spec: StudySpec, table: pd.DataFrame, summary: pd.DataFrame, pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from neuralgraph.plots import save_figure  # lazy: matplotlib
+
     cases = study_cases(spec)
     fig, axes = plt.subplots(2, len(cases), figsize=(5.2 * len(cases), 8), squeeze=False)
     for column, (bench, mode) in enumerate(cases):
@@ -722,10 +724,7 @@ def draw_figure(spec: StudySpec, table: pd.DataFrame, summary: pd.DataFrame, pat
         top.xaxis.get_major_locator().set_params(integer=True)
         bottom.set_xlabel("compute spent (optimizer steps x horizon)")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def run_study(spec_path: str | Path, results_dir: str | Path = "results",
