@@ -530,10 +530,14 @@ def check_fixed_fields(base: ExperimentConfig, cfg: ExperimentConfig, source: st
         raise ConfigError("\n".join(problems))
 
 
+def config_text(cfg: ExperimentConfig) -> str:
+    """A config as YAML text, every field explicit (so a run is reproducible): what dump_config writes."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+
+
 def dump_config(cfg: ExperimentConfig, path: str | Path) -> Path:
     """Write a config as YAML atomically, every field explicit (so a run is reproducible)."""
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
-    return atomic_write_text(path, text)
+    return atomic_write_text(path, config_text(cfg))
 
 
 def with_updates(cfg: ExperimentConfig, updates: dict[str, Any], source: str = "<update>") -> ExperimentConfig:

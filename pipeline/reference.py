@@ -22,6 +22,11 @@ leaves below the success bound is then searched from the recipe: one more ordina
 search's step budget (the recipe's own, i.e. the reference's, unless ``steps`` lowers it: the
 table says which). The table gains the best node of each search.
 
+With an ``ablations:`` list (issue 18 item 4: "a case that misses gets a measured explanation"),
+each ablation trains a case's recipe with a few fields changed (``set``), on the same seeds, as
+one more ordinary run ``<ablation>_s<seed>``: ``ablations.tsv`` and the report's ablation table
+put each beside the case's recipe run on that seed, so one difference is measured, not guessed.
+
 Resuming is the study's: a finished run (its summary table exists) is not redone, and a run
 stopped part-way resumes from its checkpoints. ``--report-only`` writes the tables of the runs
 finished so far and starts none.
@@ -39,11 +44,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent import layout
-from neuralgraph.config import ConfigError, ExperimentConfig, dump_config, load_config, with_updates
+from neuralgraph.config import ConfigError, ExperimentConfig, config_text, load_config, with_updates
 from neuralgraph.dataset import STATS_FILE
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline import summary as summary_names
-from pipeline.study import REPO, RUNS_DIR, campaign_main, dal_for_steps, run_workflows, workflow_command, workflow_finished
+from pipeline.study import (REPO, RUNS_DIR, campaign_main, dal_for_steps, run_workflows, workflow_command,
+                            workflow_finished, write_run_experiment)
 
 log = logging.getLogger("pipeline.reference")
 
@@ -64,6 +70,12 @@ COLUMNS = ["case", "seed", "connectivity_R2", "published_connectivity_R2", "test
            "search_best_connectivity_R2", "search_best_test_R2", "search_best_iteration", "search_iterations",
            "search_steps_per_iteration", "search_training_time_min", "search_run"]
 SEARCH_SUFFIX = "_search"
+ABLATION_TABLE = "ablations.tsv"
+#: A root node's measurements, shared by the case rows and the ablation rows.
+NODE_COLUMNS = ["connectivity_R2", "test_R2_held_out", "test_R2_training", "effective_rank_99",
+                "effective_rank_99_top100", "spectral_radius", "steps", "training_time_min", "status"]
+ABLATION_COLUMNS = ["ablation", "case", "seed", "changed", "connectivity_R2", "recipe_connectivity_R2", "difference",
+                    "published_connectivity_R2", *NODE_COLUMNS[1:], "run", "why"]
 
 
 class ReferenceError(ValueError):
@@ -95,6 +107,19 @@ class SearchSpec(BaseModel):
         return self
 
 
+class AblationEntry(BaseModel):
+    """One difference from a case's recipe, trained on the case's seeds beside its recipe runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60,
+                      description="the ablation's runs are runs/<name>_s<seed>/")
+    case: str = Field(description="reference.name of the case whose recipe it changes")
+    set: dict[str, Any] = Field(min_length=1, description="dotted config fields and their values, e.g. "
+                                "simulation.measurement_noise_level: 0.1")
+    seeds: Optional[list[int]] = Field(None, min_length=1, description="default: the case's seeds in this spec")
+    why: str = Field("", max_length=300, description="the difference it measures, for the report")
+
+
 class ReferenceSpec(BaseModel):
     """config/reference.yaml: which cases, on which seeds, and which seeds to search."""
 
@@ -104,6 +129,8 @@ class ReferenceSpec(BaseModel):
     cores: int = Field(1, ge=1, le=1024, description="--cores of each run's snakemake")
     snakemake_args: list[str] = Field(default_factory=list, description="extra arguments of each run's snakemake")
     search: Optional[SearchSpec] = Field(None, description="a short search from the recipe for the seeds it misses")
+    ablations: list[AblationEntry] = Field(default_factory=list,
+                                           description="single differences from a case's recipe, measured")
 
 
 def load_spec(path: str | Path) -> ReferenceSpec:
@@ -125,7 +152,25 @@ def load_spec(path: str | Path) -> ReferenceSpec:
                                  f"(allowed: {', '.join(cases)})")
         for name in spec.search.cases:
             search_budget(spec.search, cases[name])
+    check_ablations(path, spec, cases)
     return spec
+
+
+def check_ablations(path: Path, spec: ReferenceSpec, cases: dict[str, ExperimentConfig]) -> None:
+    """Refuse, naming the entry and the field, an ablation of a case not in the spec, a name that
+    a case or another ablation already uses, or a ``set`` the config schema refuses."""
+    seen = set(cases)
+    for i, ablation in enumerate(spec.ablations):
+        where = f"{path}: ablations[{i}] ({ablation.name})"
+        if ablation.case not in cases:
+            raise ReferenceError(f"{where}: case: {ablation.case} not among the spec's cases (allowed: {', '.join(cases)})")
+        if ablation.name in seen:
+            raise ReferenceError(f"{where}: name: {ablation.name} is already a case or an ablation of this spec")
+        seen.add(ablation.name)
+        try:
+            with_updates(cases[ablation.case].with_recipe(), ablation.set, source=f"{where}: set")
+        except ConfigError as exc:
+            raise ReferenceError(str(exc)) from None
 
 
 def case_config(entry: CaseEntry) -> ExperimentConfig:
@@ -158,11 +203,8 @@ def recipe_experiment(cfg: ExperimentConfig, seed: int, folder: Path) -> Path:
                              "claude.n_epochs": run.training.n_epochs,
                              "claude.data_augmentation_loop": run.training.data_augmentation_loop},
                        source=f"{cfg.reference.name} recipe")
-    path = folder / "experiments" / f"{run_name(cfg, seed)}.yaml"
-    if not path.exists() or load_config(path) != run:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dump_config(run, path)
-    return path
+    return write_run_experiment(folder, folder / "experiments" / f"{run_name(cfg, seed)}.yaml", config_text(run),
+                                [run_name(cfg, seed)])
 
 
 def search_budget(search: SearchSpec, cfg: ExperimentConfig) -> tuple[int, int]:
@@ -199,10 +241,8 @@ def search_experiment(search: SearchSpec, cfg: ExperimentConfig, seed: int, fold
                        {"training.data_augmentation_loop": dal, "claude.data_augmentation_loop": dal,
                         "claude.fixed_step_budget": True},
                        source=f"{cfg.reference.name} search budget")
-    path = folder / "experiments" / f"{search_name(cfg, seed)}.yaml"
-    if not path.exists() or load_config(path) != run:
-        dump_config(run, path)
-    return path
+    return write_run_experiment(folder, folder / "experiments" / f"{search_name(cfg, seed)}.yaml", config_text(run),
+                                [search_name(cfg, seed)])
 
 
 def searches_due(spec: ReferenceSpec, folder: Path) -> list[tuple[ExperimentConfig, int]]:
@@ -223,6 +263,8 @@ def searches_due(spec: ReferenceSpec, folder: Path) -> list[tuple[ExperimentConf
 def execute_searches(spec: ReferenceSpec, folder: Path, snakefile: Path) -> list[str]:
     """Run every search due and not finished yet; the names of the runs that failed."""
     due = searches_due(spec, folder)
+    for cfg, seed in due:  # before judging what finished: a changed experiment retires its run
+        search_experiment(spec.search, cfg, seed, folder)
     todo = [(cfg, seed) for cfg, seed in due if not workflow_finished(folder, search_name(cfg, seed))]
     if spec.search is not None:
         log.info("%d seeds to search (recipe below %s), %d searched before, %d to run", len(due), spec.search.below,
@@ -236,12 +278,59 @@ def execute_searches(spec: ReferenceSpec, folder: Path, snakefile: Path) -> list
         for cfg, seed in todo])
 
 
+def ablation_runs(spec: ReferenceSpec) -> list[tuple[AblationEntry, ExperimentConfig, int]]:
+    """Every (ablation, its case's config, seed) of the spec, in the order they run."""
+    entries = {case_config(entry).reference.name: entry for entry in spec.cases}
+    runs = []
+    for ablation in spec.ablations:
+        entry = entries[ablation.case]
+        cfg = case_config(entry)
+        runs += [(ablation, cfg, seed) for seed in (ablation.seeds or entry.seeds or cfg.reference.seeds)]
+    return runs
+
+
+def ablation_name(ablation: AblationEntry, seed: int) -> str:
+    return f"{ablation.name}_s{seed}"
+
+
+def ablation_experiment(ablation: AblationEntry, cfg: ExperimentConfig, seed: int, folder: Path) -> Path:
+    """The case's recipe run on ``seed`` with the ablation's fields set, written once: the
+    ablation run's experiment (claude's epochs and augmentation follow training's, as for the recipe)."""
+    run = with_updates(load_config(recipe_experiment(cfg, seed, folder)), ablation.set, source=f"ablation {ablation.name}")
+    run = with_updates(run, {"claude.n_epochs": run.training.n_epochs,
+                             "claude.data_augmentation_loop": run.training.data_augmentation_loop},
+                       source=f"ablation {ablation.name}")
+    return write_run_experiment(folder, folder / "experiments" / f"{ablation_name(ablation, seed)}.yaml",
+                                config_text(run), [ablation_name(ablation, seed)])
+
+
+def execute_ablations(spec: ReferenceSpec, folder: Path, snakefile: Path) -> list[str]:
+    """Run every ablation run not finished yet; the names of the runs that failed."""
+    runs = ablation_runs(spec)
+    for ablation, cfg, seed in runs:  # before judging what finished: a changed experiment retires its run
+        ablation_experiment(ablation, cfg, seed, folder)
+    todo = [(ab, cfg, seed) for ab, cfg, seed in runs if not workflow_finished(folder, ablation_name(ab, seed))]
+    if runs:
+        log.info("%d ablation runs, %d finished before, %d to run", len(runs), len(runs) - len(todo), len(todo))
+    return run_workflows(folder, [
+        (ablation_name(ab, seed),
+         lambda ab=ab, cfg=cfg, seed=seed: workflow_command(ablation_experiment(ab, cfg, seed, folder),
+                                                            ablation_name(ab, seed), folder, spec.cores, snakefile,
+                                                            spec.snakemake_args, time_step=1, n_iter=1, slots=1,
+                                                            policy="heuristic", seed=seed))
+        for ab, cfg, seed in todo])
+
+
 def execute_runs(spec: ReferenceSpec, folder: Path, snakefile: Path) -> list[str]:
-    """Run every (case, seed) not finished yet, then the searches due; the names of the runs that failed."""
+    """Run every (case, seed) not finished yet, then the ablations, then the searches due (the
+    longest); the names of the runs that failed."""
     runs = case_runs(spec)
+    for cfg, seed in runs:  # before judging what finished: a changed experiment retires its run
+        recipe_experiment(cfg, seed, folder)
     todo = [(cfg, seed) for cfg, seed in runs if not workflow_finished(folder, run_name(cfg, seed))]
     log.info("%d runs in the reference table, %d finished before, %d to run", len(runs), len(runs) - len(todo), len(todo))
-    return _recipe_runs(spec, folder, snakefile, todo) + execute_searches(spec, folder, snakefile)
+    return (_recipe_runs(spec, folder, snakefile, todo) + execute_ablations(spec, folder, snakefile)
+            + execute_searches(spec, folder, snakefile))
 
 
 def _recipe_runs(spec: ReferenceSpec, folder: Path, snakefile: Path, todo: list) -> list[str]:
@@ -260,29 +349,56 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def run_row(folder: Path, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
-    """reference.tsv's row of one finished run (its root node, iter_001)."""
+def node_fields(folder: Path, name: str) -> dict[str, Any]:
+    """The NODE_COLUMNS of a finished one-node run (its root, iter_001)."""
     from neuralgraph.analyze import training_trajectory_test_r2  # lazy: torch
 
-    name = run_name(cfg, seed)
     run_dir = folder / RUNS_DIR / name
     node = layout.IterationFolder.at(run_dir, 1)
     metrics, training = node.metrics(), node.training_record()
     stats_path = run_dir / layout.DATA_DIR / STATS_FILE
     stats = read_json(stats_path) if stats_path.exists() else {}
-    pub = cfg.reference.published
     return {
-        "case": cfg.reference.name, "seed": seed, "connectivity_R2": _number(metrics.get("connectivity_R2")),
-        "published_connectivity_R2": pub.connectivity_R2, "test_R2_held_out": _number(metrics.get("test_R2")),
+        "connectivity_R2": _number(metrics.get("connectivity_R2")), "test_R2_held_out": _number(metrics.get("test_R2")),
         "test_R2_training": training_trajectory_test_r2(node.path, run_dir / layout.DATA_DIR),
-        "published_test_R2": _number(pub.test_R2),
         "effective_rank_99": metrics.get("effective_rank_99"),
         "effective_rank_99_top100": stats.get("effective_rank_99_top100"),
-        "published_effective_rank_99": pub.effective_rank_99 or "",
         "spectral_radius": _number(metrics.get("spectral_radius")), "steps": training.get("iterations"),
         "training_time_min": _number(training.get("training_time_min")), "status": metrics.get("status"),
-        "run": name, **search_fields(folder, cfg, seed),
     }
+
+
+def run_row(folder: Path, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
+    """reference.tsv's row of one finished recipe run."""
+    name = run_name(cfg, seed)
+    pub = cfg.reference.published
+    return {"case": cfg.reference.name, "seed": seed, **node_fields(folder, name),
+            "published_connectivity_R2": pub.connectivity_R2, "published_test_R2": _number(pub.test_R2),
+            "published_effective_rank_99": pub.effective_rank_99 or "", "run": name,
+            **search_fields(folder, cfg, seed)}
+
+
+def changed_fields(ablation: AblationEntry) -> str:
+    """'field=value; ...': what an ablation changes, as the tables print it."""
+    return "; ".join(f"{field}={value}" for field, value in ablation.set.items())
+
+
+def collect_ablations(spec: ReferenceSpec, folder: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """ablations.tsv from every finished ablation run, each beside its case's recipe run on the
+    same seed (``difference``: ablation minus recipe; NaN while that recipe run is missing)."""
+    rows = []
+    for ablation, cfg, seed in ablation_runs(spec):
+        name = ablation_name(ablation, seed)
+        if not workflow_finished(folder, name):
+            continue
+        recipe = table.loc[(table["case"] == cfg.reference.name) & (table["seed"] == seed), "connectivity_R2"]
+        base = float(recipe.iloc[0]) if len(recipe) else math.nan
+        fields = node_fields(folder, name)
+        rows.append({"ablation": ablation.name, "case": ablation.case, "seed": seed, "changed": changed_fields(ablation),
+                     **fields, "recipe_connectivity_R2": base, "difference": fields["connectivity_R2"] - base,
+                     "published_connectivity_R2": cfg.reference.published.connectivity_R2, "run": name,
+                     "why": ablation.why})
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
 
 def search_fields(folder: Path, cfg: ExperimentConfig, seed: int) -> dict[str, Any]:
@@ -399,6 +515,33 @@ def report_markdown(spec: ReferenceSpec, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ablation_markdown(spec: ReferenceSpec, ablations: pd.DataFrame) -> str:
+    """The report's ablation table: each ablation run beside its case's recipe run on that seed."""
+    if not spec.ablations:
+        return ""
+    lines = ["", "## Ablations", "",
+             "Each ablation trains a case's published recipe with the fields shown changed, on the same seed "
+             "(the same W and data, unless a simulation field changed); difference: its connectivity_R2 minus "
+             "the recipe run's.", "",
+             "| ablation | case | seed | changed | connectivity_R2 | recipe | difference | published | "
+             "test_R2 held out | eff. rank 99% | spectral radius | steps | minutes | why |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    done = {(row["ablation"], row["seed"]): row for _, row in ablations.iterrows()}
+    for ablation, cfg, seed in ablation_runs(spec):
+        row = done.get((ablation.name, seed))
+        if row is None:
+            lines.append(f"| {ablation.name} | {ablation.case} | {seed} | {changed_fields(ablation)} | not run |  |  | "
+                         f"{cfg.reference.published.connectivity_R2:.4f} |  |  |  |  |  | {ablation.why} |")
+            continue
+        difference = _number(row["difference"])
+        lines.append(f"| {ablation.name} | {ablation.case} | {seed} | {row['changed']} | {_fmt(row['connectivity_R2'])} | "
+                     f"{_fmt(row['recipe_connectivity_R2'])} | {'' if math.isnan(difference) else f'{difference:+.4f}'} | "
+                     f"{_fmt(row['published_connectivity_R2'])} | {_fmt(row['test_R2_held_out'])} | "
+                     f"{row['effective_rank_99']} | {_fmt(row['spectral_radius'], 3)} | {row['steps']} | "
+                     f"{_fmt(row['training_time_min'], 1)} | {ablation.why} |")
+    return "\n".join(lines) + "\n"
+
+
 def searched(spec: ReferenceSpec, cfg: ExperimentConfig) -> bool:
     return spec.search is not None and cfg.reference.name in spec.search.cases
 
@@ -474,14 +617,18 @@ def reference_folder(results_dir: str | Path, spec: ReferenceSpec) -> Path:
 
 def run_reference(spec_path: str | Path, results_dir: str | Path = "results", snakefile: Optional[Path] = None,
                   run: bool = True) -> tuple[Path, list[str]]:
-    """Run (or resume) every case and seed, then write reference.tsv and reference.md."""
+    """Run (or resume) every case and seed, ablation and search, then write reference.tsv,
+    ablations.tsv (with ablations) and reference.md."""
     spec = load_spec(spec_path)
     folder = reference_folder(results_dir, spec)
     folder.mkdir(parents=True, exist_ok=True)
     failed = execute_runs(spec, folder, snakefile or REPO / "Snakefile") if run else []
     table = collect(spec, folder)
+    ablations = collect_ablations(spec, folder, table)
     atomic_write_text(folder / REFERENCE_TABLE, table.to_csv(sep="\t", index=False))
-    atomic_write_text(folder / REFERENCE_REPORT, report_markdown(spec, table))
+    if spec.ablations:
+        atomic_write_text(folder / ABLATION_TABLE, ablations.to_csv(sep="\t", index=False))
+    atomic_write_text(folder / REFERENCE_REPORT, report_markdown(spec, table) + ablation_markdown(spec, ablations))
     draw_figure(spec, table, folder / REFERENCE_FIGURE)
     return folder, failed
 

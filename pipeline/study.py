@@ -36,6 +36,7 @@ The study seed ``s`` sets ``agent.seed`` and the benchmark's ``seed_field``: ``t
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import logging
 import os
@@ -280,9 +281,30 @@ def seeded_experiment(bench: Benchmark, mode: str, seed: int, folder: Path) -> P
     path = folder / "experiments" / f"{case_label(bench, mode)}_s{seed}.yaml"
     text = (f"# {bench.experiment} with {bench.seed_field} = {seed} (study seed)" + (f", {budget}" if budget else "")
             + "\n" + yaml.safe_dump(config, sort_keys=False))
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+    runs = [run_name(bench, mode, policy, seed) for policy in STUDY_POLICIES]  # every run trained from it
+    return write_run_experiment(folder, path, text, runs)
+
+
+def write_run_experiment(folder: Path, path: Path, text: str, runs: list[str]) -> Path:
+    """Write a campaign run's experiment file, atomically and only when its text changes.
+
+    Why the runs: a finished run is never redone, so a run trained from the file's OLD text would
+    be reported as the new experiment's result. When the text changes, each of ``runs`` already
+    present is moved aside to runs/<name>.stale-<UTC time> (kept, never deleted), so it is trained
+    again from the new text, and the log names it."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return path
+    if path.exists():
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        for name in runs:
+            run_dir = folder / RUNS_DIR / name
+            if run_dir.exists():
+                stale = run_dir.with_name(f"{name}.stale-{stamp}")
+                run_dir.rename(stale)
+                log.warning("%s: its experiment %s changed since it ran: moved to %s (kept) and trained again",
+                            name, path, stale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
     return path
 
 
@@ -334,6 +356,8 @@ def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, ext
     for policy, why in skipped.items():
         log.info("policy %s left out of this study: %s", policy, why)
     runnable = [(b, m, p, s) for b, m, p, s in study_runs(spec) if p not in skipped]
+    for bench, mode, seed in dict.fromkeys((b, m, s) for b, m, _, s in runnable):
+        seeded_experiment(bench, mode, seed, folder)  # before judging what finished: a changed one retires its runs
     todo = [run for run in runnable if not run_finished(folder, *run)]
     log.info("%d runs in the study, %d finished before, %d to run", len(runnable), len(runnable) - len(todo), len(todo))
     return run_workflows(folder, [(run_name(b, m, p, s), lambda b=b, m=m, p=p, s=s: run_command(b, m, p, s, folder,

@@ -11,19 +11,48 @@ import yaml
 
 from neuralgraph.config import load_config
 from neuralgraph.training import iterations_per_epoch
-from pipeline.reference import (COLUMNS, ReferenceError, load_spec, recipe_experiment, search_budget,
-                                search_experiment, target_verdict)
+from pipeline.reference import (COLUMNS, ReferenceError, ablation_experiment, ablation_runs, load_spec,
+                                recipe_experiment, search_budget, search_experiment, target_verdict)
 from tiny_configs import REPO
 
 LOWRANK = REPO / "config" / "experiments" / "reference" / "lowrank.yaml"
 DALE = REPO / "config" / "experiments" / "reference" / "dale.yaml"
 
 
-def _spec(tmp_path, search):
+def _spec(tmp_path, search=None, ablations=()):
     path = tmp_path / "reference.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "cases": [{"experiment": str(LOWRANK)}, {"experiment": str(DALE)}],
-                                    "search": search}))
+    path.write_text(yaml.safe_dump({"name": "t", "cases": [{"experiment": str(LOWRANK), "seeds": [0, 4]},
+                                                           {"experiment": str(DALE)}],
+                                    "search": search, "ablations": list(ablations)}))
     return path
+
+
+@pytest.mark.parametrize("ablation, message", [
+    ({"name": "a", "case": "noise", "set": {"training.n_epochs": 3}},
+     r"ablations\[0\] \(a\): case: noise not among the spec's cases \(allowed: lowrank, dale\)"),
+    ({"name": "dale", "case": "dale", "set": {"training.n_epochs": 3}},
+     r"ablations\[0\] \(dale\): name: dale is already a case or an ablation of this spec"),
+    ({"name": "a", "case": "dale", "set": {"training.no_such_field": 3}}, r"ablations\[0\] \(a\): set.*no_such_field"),
+    ({"name": "a", "case": "dale", "set": {"training.n_epochs": -1}}, r"ablations\[0\] \(a\): set.*n_epochs"),
+    ({"name": "a", "case": "dale", "set": {}}, r"ablations.0.set"),
+])
+def test_a_bad_ablation_is_refused_naming_the_entry_and_the_field(tmp_path, ablation, message):
+    with pytest.raises(ReferenceError, match=message):
+        load_spec(_spec(tmp_path, ablations=[ablation]))
+
+
+def test_an_ablation_is_the_recipe_with_its_fields_set_on_the_cases_seeds(tmp_path):
+    spec = load_spec(_spec(tmp_path, ablations=[
+        {"name": "lr3ep", "case": "lowrank", "set": {"training.n_epochs": 3, "training.learning_rate_start": 2e-4}},
+        {"name": "dale_s1", "case": "dale", "set": {"simulation.seed": 1}, "seeds": [7]}]))
+    runs = ablation_runs(spec)
+    assert [(ab.name, seed) for ab, _, seed in runs] == [("lr3ep", 0), ("lr3ep", 4), ("dale_s1", 7)]
+    ablation, cfg, seed = runs[1]
+    run = load_config(ablation_experiment(ablation, cfg, seed, tmp_path))
+    recipe = load_config(recipe_experiment(cfg, seed, tmp_path))
+    assert run.training.n_epochs == run.claude.n_epochs == 3  # the root trains what the ablation says
+    assert run.training.learning_rate_start == 2e-4 and run.simulation.seed == 4
+    assert run.training.model_copy(update={"n_epochs": 2, "learning_rate_start": 1e-4}) == recipe.training
 
 
 def test_a_search_of_a_case_not_in_the_spec_is_refused_naming_the_allowed_ones(tmp_path):
@@ -97,3 +126,21 @@ def test_a_policy_sees_a_reference_case_config_without_its_published_result_and_
     assert {k: v for k, v in yaml.safe_load(text).items() if k != "reference"} == yaml.safe_load(seen)
     plain = dump_config(load_config(REPO / "config" / "experiments" / "tiny.yaml"), tmp_path / "tiny.yaml").read_text()
     assert prompt_config_yaml(plain) == plain  # written as is
+
+
+def test_a_run_trained_from_an_experiment_that_changed_is_moved_aside_not_reported_as_the_new_one(tmp_path, caplog):
+    cfg = load_config(DALE)
+    path = recipe_experiment(cfg, 0, tmp_path)
+    trained = tmp_path / "runs" / "dale_s0"
+    (trained / "summary").mkdir(parents=True)
+    (trained / "summary" / "marker").write_text("trained from the old text")
+    assert recipe_experiment(cfg, 0, tmp_path) == path and trained.exists(), "the same experiment keeps its run"
+    changed = cfg.model_copy(update={"reference": cfg.reference.model_copy(
+        update={"recipe": {**cfg.reference.recipe, "training.learning_rate_W_start": 1e-3}})})
+    with caplog.at_level("WARNING"):
+        recipe_experiment(changed, 0, tmp_path)
+    assert not trained.exists(), "a finished run of the old experiment must not count as the new one's"
+    (stale,) = (tmp_path / "runs").glob("dale_s0.stale-*")
+    assert (stale / "summary" / "marker").read_text() == "trained from the old text", "nothing computed is lost"
+    assert load_config(path).training.learning_rate_W_start == 1e-3
+    assert f"dale_s0: its experiment {path} changed since it ran: moved to {stale} (kept)" in caplog.text

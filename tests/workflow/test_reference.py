@@ -18,6 +18,9 @@ RECIPE_LR_W = 4.0e-3
 PUBLISHED = 0.95
 #: every seed is below 1.0, so each is searched: 2 iterations of one node per round
 SEARCH = {"cases": ["tiny"], "below": 1.0, "n_iter": 2, "slots": 1}
+#: one difference from the recipe, measured on seed 0 only
+ABLATION = {"name": "tiny_slow_W", "case": "tiny", "set": {"training.learning_rate_W_start": 1.0e-3}, "seeds": [0],
+            "why": "is the recipe's lr_W what matters?"}
 
 
 def write_case_and_spec(workdir):
@@ -32,7 +35,7 @@ def write_case_and_spec(workdir):
     case_path.write_text(yaml.safe_dump(case, sort_keys=False))
     spec = workdir / "config" / "reference.yaml"
     spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1, "cases": [{"experiment": str(case_path)}],
-                                    "search": SEARCH}, sort_keys=False))
+                                    "search": SEARCH, "ablations": [ABLATION]}, sort_keys=False))
     return spec
 
 
@@ -113,6 +116,32 @@ def test_each_seed_below_the_bound_is_searched_from_the_recipe_at_its_budget_and
         assert (row["search_best_iteration"], row["search_iterations"], row["search_run"]) == (best + 1, 2, run.name)
         assert (f"| {row['search_best_connectivity_R2']:.4f} ({best + 1} of 2; {row['search_best_test_R2']:.4f}) |"
                 in report), report
+
+
+def test_an_ablation_trains_the_recipe_with_its_fields_changed_and_is_reported_beside_the_recipe_run(
+        stopped_and_resumed):
+    _, folder, *_ = stopped_and_resumed
+    assert "1 ablation runs, 0 finished before, 1 to run" in (folder / "reference.log").read_text()
+    node = folder / "runs" / "tiny_slow_W_s0" / "iter_001"
+    config = yaml.safe_load((node / "config.yaml").read_text())
+    recipe = yaml.safe_load((folder / "runs" / "tiny_s0" / "iter_001" / "config.yaml").read_text())
+    assert config["training"].pop("learning_rate_W_start") == 1.0e-3
+    assert recipe["training"].pop("learning_rate_W_start") == RECIPE_LR_W
+    assert config["training"] == recipe["training"] and config["simulation"] == recipe["simulation"]
+    assert not (folder / "runs" / "tiny_slow_W_s1").exists(), "the ablation names seed 0 only"
+    table = pd.read_csv(folder / "ablations.tsv", sep="\t")
+    assert len(table) == 1
+    row = table.iloc[0]
+    metrics = yaml.safe_load((node / "metrics.json").read_text())
+    base = pd.read_csv(folder / "reference.tsv", sep="\t").set_index("seed").loc[0, "connectivity_R2"]
+    assert (row["ablation"], row["case"], row["seed"], row["changed"]) == (
+        "tiny_slow_W", "tiny", 0, "training.learning_rate_W_start=0.001")
+    assert row["connectivity_R2"] == pytest.approx(metrics["connectivity_R2"])
+    assert row["recipe_connectivity_R2"] == pytest.approx(base)
+    assert row["difference"] == pytest.approx(metrics["connectivity_R2"] - base)
+    report = (folder / "reference.md").read_text()
+    assert (f"| tiny_slow_W | tiny | 0 | training.learning_rate_W_start=0.001 | {metrics['connectivity_R2']:.4f} | "
+            f"{base:.4f} | {metrics['connectivity_R2'] - base:+.4f} | {PUBLISHED:.4f} |") in report, report
 
 
 def test_a_case_without_reference_section_is_refused_naming_the_file(tmp_path):
