@@ -530,6 +530,13 @@ def check_fixed_fields(base: ExperimentConfig, cfg: ExperimentConfig, source: st
         raise ConfigError("\n".join(problems))
 
 
+def what_trains(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config without what cannot change a run's result (its description and reference
+    metadata): two configs equal here train the same run. Fields added to the schema since a
+    file was written compare at their defaults, which keep the old behaviour."""
+    return cfg.model_copy(update={"description": "", "reference": None})
+
+
 def config_text(cfg: ExperimentConfig) -> str:
     """A config as YAML text, every field explicit (so a run is reproducible): what dump_config writes."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

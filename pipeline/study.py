@@ -57,7 +57,7 @@ from agent.costs import COSTS_NAME
 from agent import layout
 from agent.decision import ALLOWED_PARAMETERS
 from agent.secrets import VAULT_ENV
-from neuralgraph.config import ALLOWED_TIME_STEPS
+from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, parse_config, what_trains
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline import summary as summary_names
 
@@ -289,23 +289,41 @@ def write_run_experiment(folder: Path, path: Path, text: str, runs: list[str]) -
     """Write a campaign run's experiment file, atomically and only when its text changes.
 
     Why the runs: a finished run is never redone, so a run trained from the file's OLD text would
-    be reported as the new experiment's result. When the text changes, each of ``runs`` already
-    present is moved aside to runs/<name>.stale-<UTC time> (kept, never deleted), so it is trained
-    again from the new text, and the log names it."""
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return path
+    be reported as the new experiment's result. When what trains changes (not only a comment, the
+    description or the reference metadata: :func:`neuralgraph.config.what_trains`), each of
+    ``runs`` already present is moved aside to runs/<name>.stale-<UTC time> (kept, never
+    deleted), so it is trained again from the new text, and the log names it."""
     if path.exists():
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        for name in runs:
-            run_dir = folder / RUNS_DIR / name
-            if run_dir.exists():
-                stale = run_dir.with_name(f"{name}.stale-{stamp}")
-                run_dir.rename(stale)
-                log.warning("%s: its experiment %s changed since it ran: moved to %s (kept) and trained again",
-                            name, path, stale)
+        old = path.read_text(encoding="utf-8")
+        if old == text:
+            return path
+        if _trains_differently(old, text, path):
+            retire_runs(folder, runs, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return path
+
+
+def _trains_differently(old: str, new: str, path: Path) -> bool:
+    """Whether two texts of an experiment file train different runs (an old text the schema
+    no longer accepts counts as different: nothing can vouch for its runs)."""
+    try:
+        before = parse_config(yaml.safe_load(old), source=str(path))
+    except (ConfigError, yaml.YAMLError):
+        return True
+    return what_trains(before) != what_trains(parse_config(yaml.safe_load(new), source=str(path)))
+
+
+def retire_runs(folder: Path, runs: list[str], experiment: Path) -> None:
+    """Move each present run of ``runs`` aside to runs/<name>.stale-<UTC time> (kept), saying why."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for name in runs:
+        run_dir = folder / RUNS_DIR / name
+        if run_dir.exists():
+            stale = run_dir.with_name(f"{name}.stale-{stamp}")
+            run_dir.rename(stale)
+            log.warning("%s: its experiment %s changed since it ran: moved to %s (kept) and trained again",
+                        name, experiment, stale)
 
 
 def workflow_command(experiment: Path, name: str, folder: Path, cores: int, snakefile: Path, extra: list[str],

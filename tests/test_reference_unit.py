@@ -144,3 +144,15 @@ def test_a_run_trained_from_an_experiment_that_changed_is_moved_aside_not_report
     assert (stale / "summary" / "marker").read_text() == "trained from the old text", "nothing computed is lost"
     assert load_config(path).training.learning_rate_W_start == 1e-3
     assert f"dale_s0: its experiment {path} changed since it ran: moved to {stale} (kept)" in caplog.text
+
+
+def test_a_changed_comment_description_or_reference_note_keeps_the_run(tmp_path):
+    cfg = load_config(DALE)
+    recipe_experiment(cfg, 0, tmp_path)
+    trained = tmp_path / "runs" / "dale_s0"
+    trained.mkdir(parents=True)
+    noted = cfg.model_copy(update={"description": "reworded", "reference": cfg.reference.model_copy(
+        update={"notes": "a new note", "sources": [*cfg.reference.sources, "[X] another source"]})})
+    path = recipe_experiment(noted, 0, tmp_path)
+    assert trained.exists() and not list((tmp_path / "runs").glob("*.stale-*")), "documentation trains nothing"
+    assert load_config(path).reference.notes == "a new note", "the file itself is brought up to date"
