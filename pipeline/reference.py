@@ -565,9 +565,9 @@ def _search_cell(spec: ReferenceSpec, cfg: ExperimentConfig, row: pd.Series) -> 
             f"{int(row['search_iterations'])}; {_fmt(row['search_best_test_R2'])})")
 
 
-def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path) -> None:
-    """Left: per case, the published connectivity_R2 and ours (every seed's recipe run, and its
-    search's best where searched). Right: the seeds of the multi-seed cases, connectivity_R2
+def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path, ablations: Optional[pd.DataFrame] = None) -> None:
+    """Left: per case, the published connectivity_R2 and ours (every seed's recipe run, its
+    search's best where searched, and each ablation run, named). Right: the seeds of the multi-seed cases, connectivity_R2
     against the effective rank of their activity (99%), recipe and after search."""
     import matplotlib
 
@@ -586,6 +586,7 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path) -> None:
                          label="ours, recipe (each seed)" if x == 0 else None)
         cases_ax.scatter([x] * len(rows), rows["search_best_connectivity_R2"], marker="^", color="tab:orange",
                          label="ours, after search" if x == 0 else None)
+    _draw_ablations(cases_ax, [ref.name for ref in names], ablations)
     cases_ax.set_xticks(range(len(names)), [ref.name for ref in names], rotation=45, ha="right")
     cases_ax.set_ylabel("connectivity_R2")
     cases_ax.set_ylim(-0.05, 1.05)
@@ -611,6 +612,18 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def _draw_ablations(ax, case_names: list[str], ablations: Optional[pd.DataFrame]) -> None:
+    """Each ablation run as a cross at its case, named: how far one difference moves the case."""
+    if ablations is None or ablations.empty:
+        return
+    for i, (_, row) in enumerate(ablations.iterrows()):
+        x = case_names.index(row["case"]) + 0.15
+        ax.scatter([x], [row["connectivity_R2"]], marker="x", color="tab:red",
+                   label="ours, an ablation of the recipe" if i == 0 else None)
+        ax.annotate(str(row["ablation"]), (x, row["connectivity_R2"]), textcoords="offset points", xytext=(4, -3),
+                    fontsize=7, color="tab:red")
+
+
 def reference_folder(results_dir: str | Path, spec: ReferenceSpec) -> Path:
     return Path(results_dir) / REFERENCE_DIR / spec.name
 
@@ -629,7 +642,7 @@ def run_reference(spec_path: str | Path, results_dir: str | Path = "results", sn
     if spec.ablations:
         atomic_write_text(folder / ABLATION_TABLE, ablations.to_csv(sep="\t", index=False))
     atomic_write_text(folder / REFERENCE_REPORT, report_markdown(spec, table) + ablation_markdown(spec, ablations))
-    draw_figure(spec, table, folder / REFERENCE_FIGURE)
+    draw_figure(spec, table, folder / REFERENCE_FIGURE, ablations)
     return folder, failed
 
 

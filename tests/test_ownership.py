@@ -11,6 +11,7 @@ which spell the names they expect on purpose):
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def smk_literals(text: str) -> list[str]:
     return [a or b for a, b in _QUOTED.findall(text)]
 
 
+@functools.cache
 def literals_of(path: Path) -> list[str]:
+    """A source file's literals, parsed once for every file name checked (the scan is the cost)."""
     text = path.read_text(encoding="utf-8")
     return python_literals(text) if path.suffix == ".py" else smk_literals(text)
 

@@ -471,6 +471,7 @@ def pipeline_train(cfg_path: Path, data_dir: Path, run_dir: Path, loop: Path, en
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a sandboxed training (the slow tier, pyproject.toml)
 @needs_bwrap
 def test_a_wrongly_accepted_loop_cannot_read_the_key_w_or_its_inputs_nor_write_outside(tmp_path, tiny_dataset):
     """The contained trainer sees its training view (u, du, trimmed metadata) read-only and
@@ -638,6 +639,7 @@ if ctx.step >= 20:
 """ + NORMAL_STEP
 
 
+@pytest.mark.slow  # a sandboxed training (the slow tier, pyproject.toml)
 @needs_bwrap
 def test_stalled_edited_loop_is_stopped_recorded_and_scored_failed(tmp_path, tiny_dataset):
     from neuralgraph.config import dump_config, parse_config
@@ -745,6 +747,7 @@ if ctx.step == 0:
 """ + NORMAL_STEP
 
 
+@pytest.mark.slow  # a sandboxed training (the slow tier, pyproject.toml)
 @needs_bwrap
 def test_what_a_contained_run_prints_is_capped(tmp_path, tiny_dataset):
     from agent.sandbox import OUTPUT_CAP_BYTES
@@ -774,6 +777,7 @@ TAMPER_STEPS = {
 }
 
 
+@pytest.mark.slow  # a sandboxed training (the slow tier, pyproject.toml)
 @needs_bwrap
 @pytest.mark.parametrize("kind", sorted(TAMPER_STEPS))
 def test_a_run_that_leaves_a_link_fifo_or_foreign_tensor_is_tampered(kind, tmp_path, tiny_dataset):
