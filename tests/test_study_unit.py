@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.study import (STUDY_COLUMNS, StudySpec, StudyError, best_within, by_iteration, equal_compute, load_spec,
-                            main, report_markdown, seeded_experiment, step_budget, summarize_study)
+                            main, report_markdown, run_name, seeded_experiment, step_budget, summarize_study)
 
 
 TINY = Path(__file__).resolve().parents[1] / "config" / "experiments" / "tiny.yaml"
@@ -150,3 +150,19 @@ def test_the_shipped_spec_runs_the_reference_cases_and_hard():
         ("lowrank_ref", ["free", "fixed"]), ("dale_ref", ["fixed"]), ("hard", ["free", "fixed"])]
     lowrank = spec.benchmarks[0]
     assert lowrank.experiment == "config/experiments/reference/lowrank.yaml" and lowrank.budget.steps == 5000
+
+
+def test_a_changed_budget_retires_the_runs_trained_from_the_old_experiment(tmp_path):
+    """Every policy's run of that (benchmark, mode, seed) was trained from the old file: each is
+    moved aside (kept) so the study trains it again instead of reporting it as the new budget's."""
+    bench = load_spec(_write(tmp_path, benchmarks=[{**SPEC["benchmarks"][0], "budget": {"steps": 110}}])).benchmarks[0]
+    seeded_experiment(bench, "free", 3, tmp_path)
+    names = [run_name(bench, "free", policy, 3) for policy in ("heuristic", "random")]
+    for name in names:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    seeded_experiment(bench, "free", 3, tmp_path)
+    assert all((tmp_path / "runs" / name).exists() for name in names), "the same experiment keeps its runs"
+    longer = bench.model_copy(update={"budget": bench.budget.model_copy(update={"steps": 300})})
+    seeded_experiment(longer, "free", 3, tmp_path)
+    assert not any((tmp_path / "runs" / name).exists() for name in names)
+    assert sorted(p.name.split(".stale-")[0] for p in (tmp_path / "runs").glob("*.stale-*")) == sorted(names)
