@@ -464,7 +464,9 @@ def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, sear
     best = float(pd.concat([rows["connectivity_R2"], rows["search_best_connectivity_R2"]]).astype(float).max())
     published = cfg.reference.published.connectivity_R2
     verdict = "holds" if best >= published - PUBLISHED_TOLERANCE else "misses"
-    return f"{verdict}: {best - published:+.4f} against the published {published:.4f} (target: within {PUBLISHED_TOLERANCE})"
+    over = f"; ours: the best of {len(rows)} seeds, as the published number is its search's best" if len(rows) > 1 else ""
+    return (f"{verdict}: {best - published:+.4f} against the published {published:.4f} "
+            f"(target: within {PUBLISHED_TOLERANCE}{over})")
 
 
 def report_markdown(spec: ReferenceSpec, table: pd.DataFrame) -> str:
