@@ -79,6 +79,11 @@ class RunPlan(_Strict):
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
+    def to_compact_json(self) -> str:
+        """One line: the plan as the workflow's plan rule passes it (a Snakemake param, so a
+        changed plan reruns that rule)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
 
 def write_plan(plan: RunPlan, path: str | Path) -> Path:
     """Write plan.json atomically."""
@@ -93,8 +98,23 @@ def read_plan(path: str | Path) -> RunPlan:
         raise PlanError(f"{path}: plan not found (the workflow writes it to results/<exp>/{PLAN_FILE})") from None
     except (OSError, ValueError) as exc:
         raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
+    return checked_plan(raw, str(path))
+
+
+def plan_from_json(text: str, source: str) -> RunPlan:
+    """A plan given as JSON text (the workflow's plan rule passes the resolved plan this way),
+    checked like a plan file; PlanError names ``source`` and each refused field."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise PlanError(f"{source}: not a JSON plan ({exc})") from None
+    return checked_plan(raw, source)
+
+
+def checked_plan(raw: object, source: str) -> RunPlan:
+    """``raw`` as a RunPlan, refused field by field: one message for the file and the rule's text."""
     try:
         return RunPlan.model_validate(raw)
     except ValidationError as exc:
         fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise PlanError(f"{path}: {fields}") from None
+        raise PlanError(f"{source}: {fields}") from None

@@ -50,6 +50,26 @@ def test_the_plan_is_checked_naming_the_field(tmp_path):
         read_plan(tmp_path / "nowhere.json")
 
 
+def test_the_plan_rule_writes_the_resolved_plan_and_refuses_a_bad_one_naming_the_field(tmp_path, capsys):
+    """`python -m pipeline plan --json J --out P` (the plan rule): the one-line plan the rule passes,
+    written as the file read_plan reads; a bad field or bad JSON is refused and nothing written."""
+    from pipeline.plan import main as plan_main
+
+    plan = _workflow_plan(tmp_path, max_cost_usd=2).run_plan()
+    out = tmp_path / "results" / "demo" / PLAN_FILE
+    assert "\n" not in plan.to_compact_json()
+    assert plan_main(["--json", plan.to_compact_json(), "--out", str(out)]) == 0
+    assert read_plan(out) == plan and out.read_text() == plan.to_json()
+    bad = json.loads(plan.to_compact_json())
+    bad["agent"]["seed"] = "three"
+    elsewhere = tmp_path / "other" / PLAN_FILE
+    assert plan_main(["--json", json.dumps(bad), "--out", str(elsewhere)]) == 2
+    assert "--json: agent.seed:" in capsys.readouterr().err
+    assert plan_main(["--json", "{not json", "--out", str(elsewhere)]) == 2
+    assert "--json: not a JSON plan" in capsys.readouterr().err
+    assert not elsewhere.exists()
+
+
 def test_the_workflow_plan_carries_the_agent_settings_and_their_defaults(tmp_path):
     plan = _workflow_plan(tmp_path)
     assert isinstance(plan.agent, AgentSettings)

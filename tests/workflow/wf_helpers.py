@@ -8,7 +8,9 @@ change files work on a copy (:func:`tiny_run_copy`).
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -132,6 +134,19 @@ def job_counts(output: str) -> dict[str, int]:
                 counts[parts[0]] = int(parts[1])
             break
     return counts
+
+
+def shell_commands(output: str, marker: str) -> list[str]:
+    """The printed shell commands (`--printshellcmds`) holding ``marker``, e.g. " -m agent decide "."""
+    return [line for line in output.splitlines() if marker in line]
+
+
+def planned(output: str) -> dict[str, Any]:
+    """The plan the plan rule of a dry run with `--printshellcmds` would write: its `--json` value."""
+    commands = shell_commands(output, " -m pipeline plan ")
+    assert len(commands) == 1, output[-3000:]
+    words = shlex.split(commands[0])
+    return json.loads(words[words.index("--json") + 1])
 
 
 @dataclass

@@ -3,6 +3,7 @@ rule init:
     code.diff made from the experiment config by `python -m agent init` (block 1's time_step
     from the schedule)."""
     input:
+        plan=PLAN_INPUT,
         experiment=PLAN.experiment_path,
     output:
         config=f"{iter_dir(1)}/{layout.CONFIG_FILE}",
@@ -19,12 +20,6 @@ rule init:
         ENVS / "agent.yaml"
     params:
         py=PY,
-        out_dir=output_folder("config"),
-        n_iter_block=PLAN.n_iter_block,
-        schedule=PLAN.schedule_arg(),
-        slots=PLAN.slots,
-        seed=PLAN.agent.seed,
+        plan=plan_values("experiment", "schedule", "slots", "agent.seed"),
     shell:
-        "{params.py} -m agent init --config {input.experiment:q} --out-dir {params.out_dir:q}"
-        " --n-iter-block {params.n_iter_block} --schedule {params.schedule} --slots {params.slots} --seed {params.seed}"
-        " > {log:q} 2>&1"
+        "{params.py} -m agent init --plan {input.plan:q} > {log:q} 2>&1"

@@ -15,6 +15,7 @@ rule train:
     """
     input:
         DATA_ARRAYS,
+        plan=PLAN_INPUT,
         config=f"{ITER}/{layout.CONFIG_FILE}",
         loop=f"{ITER}/{layout.LOOP_FILE}",
         dataset=DATA_METADATA,
@@ -35,12 +36,9 @@ rule train:
         runtime=240,
     params:
         py=PY,
-        code_modification=PLAN.agent.code_modification,
-        data=input_folder("dataset"),
-        out=output_folder("model"),
+        plan=plan_values("agent.code_modification"),
         progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), layout.PROGRESS_LOG_FILE),
     shell:
         '(echo "=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)";'
-        " {params.py} -m pipeline train --config {input.config:q} --data {params.data:q} --out {params.out:q}"
-        " --loop {input.loop:q} --threads {threads} --code-modification {params.code_modification} 2>&1)"
+        " {params.py} -m pipeline train --plan {input.plan:q} --iteration {wildcards.it} --threads {threads} 2>&1)"
         " | {params.py} -m pipeline append-log {params.progress:q} > {log:q}"

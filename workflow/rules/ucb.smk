@@ -1,6 +1,7 @@
 rule ucb:
     """Node record of one iteration and the UCB scores of its block's tree (ucb_scores.txt)."""
     input:
+        plan=PLAN_INPUT,
         proposal=f"{ITER}/{layout.PROPOSAL_FILE}",
         metrics=f"{ITER}/{layout.METRICS_FILE}",
         config=f"{ITER}/{layout.CONFIG_FILE}",
@@ -18,9 +19,6 @@ rule ucb:
         ENVS / "agent.yaml"
     params:
         py=PY,
-        nodes=lambda wildcards, input: cli_list("--nodes", input.nodes),
-        ucb_c=repr(PLAN.ucb_c),
+        plan=plan_values("ucb_c"),
     shell:
-        "{params.py} -m agent ucb --proposal {input.proposal:q} --metrics {input.metrics:q} --config {input.config:q}"
-        " --code {input.code:q} {params.nodes} --ucb-c {params.ucb_c} --out-node {output.node:q}"
-        " --out-scores {output.scores:q} > {log:q} 2>&1"
+        "{params.py} -m agent ucb --plan {input.plan:q} --iteration {wildcards.it} > {log:q} 2>&1"
