@@ -18,7 +18,6 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/plan.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"

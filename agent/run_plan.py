@@ -19,7 +19,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
-from neuralgraph.io import atomic_write_text, read_json
+from neuralgraph.io import atomic_write_text, read_bytes_nofollow, read_json
 
 #: The plan's file name, in the experiment's results folder.
 PLAN_FILE = "plan.json"
@@ -80,14 +80,25 @@ class RunPlan(_Strict):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
     def to_compact_json(self) -> str:
-        """One line: the plan as the workflow's plan rule passes it (a Snakemake param, so a
-        changed plan reruns that rule)."""
+        """One line: the plan as a Snakemake param of every decide, so a changed plan reruns
+        them (Snakemake's params trigger; plan.json itself is no input of any rule)."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
 def write_plan(plan: RunPlan, path: str | Path) -> Path:
-    """Write plan.json atomically."""
-    return atomic_write_text(path, plan.to_json())
+    """Write plan.json atomically, and only when its text differs from the file already there.
+
+    WHY only then: the workflow writes the plan at the start of every run (its ``onstart``
+    handler, workflow/rules/common.smk), and an unchanged plan keeps its mtime, so nothing that
+    looks at the file's age sees a change that did not happen.
+    """
+    text = plan.to_json()
+    try:
+        if read_bytes_nofollow(path) == text.encode("utf-8"):
+            return Path(path)
+    except FileNotFoundError:
+        pass
+    return atomic_write_text(path, text)
 
 
 def read_plan(path: str | Path) -> RunPlan:
@@ -95,26 +106,12 @@ def read_plan(path: str | Path) -> RunPlan:
     try:
         raw = read_json(path)
     except FileNotFoundError:
-        raise PlanError(f"{path}: plan not found (the workflow writes it to results/<exp>/{PLAN_FILE})") from None
+        raise PlanError(f"{path}: plan not found (the workflow writes results/<exp>/{PLAN_FILE} when a run"
+                        " starts; not with --no-hooks)") from None
     except (OSError, ValueError) as exc:
         raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
-    return checked_plan(raw, str(path))
-
-
-def plan_from_json(text: str, source: str) -> RunPlan:
-    """A plan given as JSON text (the workflow's plan rule passes the resolved plan this way),
-    checked like a plan file; PlanError names ``source`` and each refused field."""
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise PlanError(f"{source}: not a JSON plan ({exc})") from None
-    return checked_plan(raw, source)
-
-
-def checked_plan(raw: object, source: str) -> RunPlan:
-    """``raw`` as a RunPlan, refused field by field: one message for the file and the rule's text."""
     try:
         return RunPlan.model_validate(raw)
     except ValidationError as exc:
         fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise PlanError(f"{source}: {fields}") from None
+        raise PlanError(f"{path}: {fields}") from None

@@ -6,10 +6,6 @@ if __name__ == "__main__":
         from pipeline.append_log import main as append_log
 
         sys.exit(append_log(sys.argv[2:]))
-    if sys.argv[1:2] == ["plan"]:  # the plan rule: no heavy imports either
-        from pipeline.plan import main as write_plan_main
-
-        sys.exit(write_plan_main(sys.argv[2:]))
     from pipeline.cli import main
 
     sys.exit(main())

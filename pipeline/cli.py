@@ -4,16 +4,14 @@
   ``--plan P --iteration I`` its paths come from plan.json and the layout;
 - ``append-log``: the train rule's ``tee -a`` that refuses links (:mod:`pipeline.append_log`,
   dispatched by ``__main__`` before this module is imported);
-- ``plan``: the plan rule's job, results/<exp>/plan.json written from the resolved plan
-  (:func:`pipeline.plan.write_plan_file`; dispatched by ``__main__`` too, before heavy imports);
 - ``explorer``: the exploration's HTML page (:func:`pipeline.explorer.write_explorer`);
 - ``summarize``: summary tables and figures (:func:`pipeline.summary.summarize`);
 - ``archive`` / ``verify-archive``: pack and check a results folder (:mod:`pipeline.archive`);
 - ``study``: run each policy on the benchmarks over seeds, tables and figure (:mod:`pipeline.study`);
 - ``reference``: the reference's published cases with its recipes, and their table (:mod:`pipeline.reference`).
 
-``plan``, ``summarize``, ``archive``, ``verify-archive``, ``study`` and ``reference`` keep their options next to
-their stage function (``main(argv)`` in the module); this file only dispatches to them.
+``summarize``, ``archive``, ``verify-archive``, ``study`` and ``reference`` keep their options next to their stage
+function (``main(argv)`` in the module); this file only dispatches to them.
 """
 from __future__ import annotations
 
@@ -118,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _delegated() -> dict:
     """Commands whose options live in their stage module (imported only when called)."""
-    from pipeline import archive, plan, reference, study, summary
+    from pipeline import archive, reference, study, summary
 
-    return {"plan": plan.main, "summarize": summary.main, "archive": archive.main, "verify-archive": archive.main_verify,
+    return {"summarize": summary.main, "archive": archive.main, "verify-archive": archive.main_verify,
             "study": study.main, "reference": reference.main}
 
 
-DELEGATED_COMMANDS = ("plan", "summarize", "archive", "verify-archive", "study", "reference")
+DELEGATED_COMMANDS = ("summarize", "archive", "verify-archive", "study", "reference")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -11,8 +11,6 @@ Blocks, rounds and slots of an iteration: :mod:`agent.layout` (their one owner).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -22,7 +20,7 @@ from pydantic import ValidationError
 
 from agent import layout
 from agent.layout import MAX_ITERATIONS, label
-from agent.run_plan import PLAN_FILE, AgentSettings, PlanError, RunPlan, plan_from_json, write_plan
+from agent.run_plan import AgentSettings, RunPlan
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError, ExperimentConfig, load_config
 
 
@@ -258,33 +256,3 @@ def make_plan(config: dict[str, Any], source: str) -> WorkflowPlan:
         agent=_agent_options(config.get("agent") or {}, source),
         slots=int(config.get("slots") or 1),
     )
-
-
-# --------------------------------------------------------------------------- the plan rule
-
-
-def write_plan_file(plan_json: str, out: str | Path) -> Path:
-    """The plan rule's job: the plan resolved at parse time (``RunPlan.to_compact_json``),
-    checked field by field and written atomically to ``out`` (results/<exp>/plan.json).
-
-    WHY the rule passes the resolved plan rather than the config: the plan is resolved once, by
-    the Snakefile (defaults filled, --config overrides merged); resolving it again here could
-    disagree with what the rules were built from. WHY a rule at all: a dry run writes nothing.
-    """
-    return write_plan(plan_from_json(plan_json, source="--json"), out)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m pipeline plan --json TEXT --out PATH`` (dispatched before any heavy import)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline plan",
-                                     description="Write the workflow's resolved plan (agent.run_plan) atomically.")
-    parser.add_argument("--json", required=True, help="the resolved plan as one line of JSON (the plan rule's param)")
-    parser.add_argument("--out", required=True, help=f"the plan file, results/<exp>/{PLAN_FILE}")
-    args = parser.parse_args(argv)
-    try:
-        path = write_plan_file(args.json, args.out)
-    except PlanError as exc:
-        print(f"pipeline plan: {exc}", file=sys.stderr)
-        return 2
-    print(f"pipeline plan: wrote {path}")
-    return 0

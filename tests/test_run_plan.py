@@ -3,6 +3,7 @@ field by field, and a decide from ``--plan P --iteration I`` writes what the exp
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ from agent.layout import DATA_DIR, IterationFolder
 from agent.run_plan import PLAN_FILE, AgentSettings, PlanError, RunPlan, read_plan, write_plan
 from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE
+from neuralgraph.io import LinkRefusedError
 from pipeline.plan import make_plan
 
 WORKFLOW_DEFAULTS = {"results_dir": "results", "ucb_c": None, "slots": 1}
@@ -50,24 +52,23 @@ def test_the_plan_is_checked_naming_the_field(tmp_path):
         read_plan(tmp_path / "nowhere.json")
 
 
-def test_the_plan_rule_writes_the_resolved_plan_and_refuses_a_bad_one_naming_the_field(tmp_path, capsys):
-    """`python -m pipeline plan --json J --out P` (the plan rule): the one-line plan the rule passes,
-    written as the file read_plan reads; a bad field or bad JSON is refused and nothing written."""
-    from pipeline.plan import main as plan_main
-
-    plan = _workflow_plan(tmp_path, max_cost_usd=2).run_plan()
-    out = tmp_path / "results" / "demo" / PLAN_FILE
-    assert "\n" not in plan.to_compact_json()
-    assert plan_main(["--json", plan.to_compact_json(), "--out", str(out)]) == 0
-    assert read_plan(out) == plan and out.read_text() == plan.to_json()
-    bad = json.loads(plan.to_compact_json())
-    bad["agent"]["seed"] = "three"
-    elsewhere = tmp_path / "other" / PLAN_FILE
-    assert plan_main(["--json", json.dumps(bad), "--out", str(elsewhere)]) == 2
-    assert "--json: agent.seed:" in capsys.readouterr().err
-    assert plan_main(["--json", "{not json", "--out", str(elsewhere)]) == 2
-    assert "--json: not a JSON plan" in capsys.readouterr().err
-    assert not elsewhere.exists()
+def test_an_unchanged_plan_is_not_rewritten_and_a_changed_one_is(tmp_path):
+    """The workflow writes the plan at the start of every run (onstart): the same plan leaves the
+    file and its mtime alone, another plan replaces it, and a link in its place is refused."""
+    plan = _workflow_plan(tmp_path).run_plan()
+    path = tmp_path / "results" / "demo" / PLAN_FILE
+    write_plan(plan, path)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert write_plan(plan, path) == path and path.stat().st_mtime_ns == 1_000_000_000
+    changed = _workflow_plan(tmp_path, seed=4).run_plan()
+    write_plan(changed, path)
+    assert path.stat().st_mtime_ns != 1_000_000_000 and read_plan(path).agent.seed == 4
+    elsewhere = tmp_path / "elsewhere.json"
+    write_plan(plan, elsewhere)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    with pytest.raises(LinkRefusedError):
+        write_plan(plan, path)
 
 
 def test_the_workflow_plan_carries_the_agent_settings_and_their_defaults(tmp_path):

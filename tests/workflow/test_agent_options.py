@@ -13,7 +13,7 @@ def test_random_backend_and_spend_cap_reach_every_decide_job(tmp_path):
     decides = shell_commands(result.output, " -m agent decide ")
     assert len(decides) == 4, result.output[-3000:]
     assert all("--plan results/tiny/plan.json --iteration" in line and "--backend" not in line for line in decides)
-    agent = planned(result.output)["agent"]
+    agent = planned(tmp_path)["agent"]
     assert (agent["backend"], agent["seed"], agent["fallback"], agent["max_cost_usd"]) == ("random", 3, "offline", 2.5)
     assert agent["prompt_images"] is False and agent["prompt_code"] is False
     assert "-m agent costs --results results/tiny --out results/tiny/summary/costs.tsv" in result.output
@@ -22,7 +22,7 @@ def test_random_backend_and_spend_cap_reach_every_decide_job(tmp_path):
 def test_spend_cap_off_by_default_and_negative_cap_refused(tmp_path):
     write_workflow_config(tmp_path)
     result = snakemake(tmp_path, "--dry-run", "--printshellcmds").check()
-    agent = planned(result.output)["agent"]
+    agent = planned(tmp_path)["agent"]
     assert agent["max_cost_usd"] is None
     assert agent["prompt_images"] is True and agent["prompt_code"] is True  # shown by default
     write_workflow_config(tmp_path, agent={"backend": "anthropic", "prompt_images": "maybe"})

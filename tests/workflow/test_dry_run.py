@@ -49,4 +49,4 @@ def test_ucb_and_decide_get_the_same_ucb_c(tmp_path):
     ucb, decide = shell_commands(output, " -m agent ucb "), shell_commands(output, " -m agent decide ")
     assert ucb and decide
     assert all(" --plan results/tiny/plan.json " in line for line in ucb + decide), "\n".join(ucb + decide)
-    assert planned(output)["ucb_c"] == 2.5
+    assert planned(tmp_path)["ucb_c"] == 2.5

@@ -60,14 +60,14 @@ def test_schedule_one_is_a_one_block_schedule(workdir):
     done = snakemake(workdir, "-n", "-p", "--config", "schedule=1").check()
     counts = job_counts(done.output)
     assert counts.get("analyze") == 2 and counts.get("train") == 2, counts  # 1 block x 2 iterations
-    plan = planned(done.output)
+    plan = planned(workdir, "--config", "schedule=1")
     assert plan["schedule"] == [1] and plan["n_blocks"] == 1, plan
 
 
 def test_schedule_comma_list_is_one_block_each(workdir):
     done = snakemake(workdir, "-n", "-p", "--config", "schedule=1,4").check()
     assert job_counts(done.output).get("analyze") == 4
-    assert planned(done.output)["schedule"] == [1, 4]
+    assert planned(workdir, "--config", "schedule=1,4")["schedule"] == [1, 4]
 
 
 def test_bad_lone_time_step_is_refused_naming_the_field(workdir):
@@ -94,8 +94,7 @@ def test_backend_switch_keeps_the_other_agent_settings(tmp_path):
     """`--config 'agent={backend: random}'` (README.md): the keys it does not name keep the config
     file's values (Snakemake merges the mapping key by key) or the schema's defaults."""
     write_workflow_config(tmp_path, agent={"seed": 5})  # no backend, fallback, code_modification
-    done = snakemake(tmp_path, "-n", "-p", "--config", "agent={backend: random}").check()
-    agent = planned(done.output)["agent"]
+    agent = planned(tmp_path, "--config", "agent={backend: random}")["agent"]
     assert (agent["backend"], agent["seed"], agent["fallback"]) == ("random", 5, "fail"), agent
     assert agent["code_modification"] == "sandboxed", agent
     assert agent["max_cost_usd"] is None and agent["model"] is None, agent
@@ -105,8 +104,7 @@ def test_numbers_in_the_agent_mapping_reach_decide_as_numbers(tmp_path):
     """README.md's `'agent={backend: anthropic, max_cost_usd: 5}'`: Snakemake passes 5 as the
     string '5'; the workflow reads it back as the number the schema asks for."""
     write_workflow_config(tmp_path)
-    done = snakemake(tmp_path, "-n", "-p", "--config", "agent={backend: random, max_cost_usd: 5, seed: 3}").check()
-    agent = planned(done.output)["agent"]
+    agent = planned(tmp_path, "--config", "agent={backend: random, max_cost_usd: 5, seed: 3}")["agent"]
     assert (agent["backend"], agent["seed"], agent["max_cost_usd"]) == ("random", 3, 5), agent
 
 

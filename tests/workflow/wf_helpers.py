@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from agent.run_plan import PLAN_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
@@ -141,12 +144,19 @@ def shell_commands(output: str, marker: str) -> list[str]:
     return [line for line in output.splitlines() if marker in line]
 
 
-def planned(output: str) -> dict[str, Any]:
-    """The plan the plan rule of a dry run with `--printshellcmds` would write: its `--json` value."""
-    commands = shell_commands(output, " -m pipeline plan ")
-    assert len(commands) == 1, output[-3000:]
-    words = shlex.split(commands[0])
-    return json.loads(words[words.index("--json") + 1])
+def planned(workdir: Path, *args: str) -> dict[str, Any]:
+    """The plan a run of ``workdir``'s config with ``args`` (e.g. ``--config schedule=1``) writes.
+
+    A dry run writes no plan (the workflow's onstart handler writes it, in real runs only), so
+    this runs the init job alone, the cheapest job that reads it, in a scratch copy of
+    ``workdir/config`` (``workdir`` is left untouched), and reads results/<exp>/plan.json back.
+    """
+    with tempfile.TemporaryDirectory(prefix="planned_") as scratch:
+        shutil.copytree(workdir / "config", Path(scratch) / "config")
+        snakemake(Path(scratch), "init", *args).check()  # the target before --config
+        plans = list(Path(scratch).glob(f"*/*/{PLAN_FILE}"))
+        assert len(plans) == 1, plans
+        return json.loads(plans[0].read_text(encoding="utf-8"))
 
 
 @dataclass

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from agent import layout
-from agent.run_plan import PLAN_FILE
+from agent.run_plan import PLAN_FILE, write_plan
 from agent.secrets import hand_over_secrets
 from neuralgraph import dataset
 from pipeline import reference as reference_names
@@ -71,13 +71,22 @@ DATA_EXTRAS = [
 DATA_METADATA = f"{DATA}/{dataset.METADATA_FILE}"
 
 # results/<exp>/plan.json (docs/architecture.md, "The contract"): resolved here, written by the
-# plan rule (plan.smk; a dry run writes nothing), read by init, ucb, decide and train through
-# `--plan`. They take it as an ancient input, so rewriting it alone reruns none of them; the
-# plan values each one reads are its params (plan_values), so changing one in the config reruns
-# the stages that read it, as the explicit options did (Snakemake's params trigger).
+# onstart handler below, read by init, ucb, decide and train through `--plan`. No rule declares
+# it (no rule makes it); the plan values each of them reads are its params (plan_values), so a
+# changed config reruns the stages that read the changed value, in the same run that rewrites
+# the plan (Snakemake's params trigger).
 PLAN_RESOLVED = PLAN.run_plan()
 PLAN_PATH = f"{RES}/{PLAN_FILE}"
-PLAN_INPUT = ancient(PLAN_PATH)
+
+
+onstart:
+    # WHY onstart and not a rule: Snakemake calls it in the main process of a real run, before
+    # the first job is started or submitted, and never in a dry run (which writes nothing). A
+    # plan rule would itself have to run after a config change, and Snakemake does not compare
+    # the params of the jobs below a job that must run, so the changed stages waited for a
+    # second run. Jobs started elsewhere (SLURM: `snakemake --no-hooks` on the node) read the
+    # file this process wrote. write_plan leaves an unchanged plan (and its mtime) alone.
+    write_plan(PLAN_RESOLVED, PLAN_PATH)
 
 
 def plan_values(*fields):

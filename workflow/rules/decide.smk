@@ -28,7 +28,6 @@ for _i in map(int, PLAN.round_ends):
             f"decide_{label(_i)}"
         input:
             **decide_inputs(_i),
-            plan=PLAN_INPUT,
         output:
             **decide_outputs(_i),
         log:
@@ -40,7 +39,8 @@ for _i in map(int, PLAN.round_ends):
             ENVS / "agent.yaml"
         params:
             py=PY,
+            plan_file=PLAN_PATH,
             plan=PLAN_RESOLVED.to_compact_json(),
             iteration=_i,
         shell:
-            "{params.py} -m agent decide --plan {input.plan:q} --iteration {params.iteration} > {log:q} 2>&1"
+            "{params.py} -m agent decide --plan {params.plan_file:q} --iteration {params.iteration} > {log:q} 2>&1"

@@ -3,7 +3,6 @@ rule init:
     code.diff made from the experiment config by `python -m agent init` (block 1's time_step
     from the schedule)."""
     input:
-        plan=PLAN_INPUT,
         experiment=PLAN.experiment_path,
     output:
         config=f"{iter_dir(1)}/{layout.CONFIG_FILE}",
@@ -20,6 +19,7 @@ rule init:
         ENVS / "agent.yaml"
     params:
         py=PY,
+        plan_file=PLAN_PATH,
         plan=plan_values("experiment", "schedule", "slots", "agent.seed"),
     shell:
-        "{params.py} -m agent init --plan {input.plan:q} > {log:q} 2>&1"
+        "{params.py} -m agent init --plan {params.plan_file:q} > {log:q} 2>&1"

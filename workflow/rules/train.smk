@@ -15,7 +15,6 @@ rule train:
     """
     input:
         DATA_ARRAYS,
-        plan=PLAN_INPUT,
         config=f"{ITER}/{layout.CONFIG_FILE}",
         loop=f"{ITER}/{layout.LOOP_FILE}",
         dataset=DATA_METADATA,
@@ -36,9 +35,10 @@ rule train:
         runtime=240,
     params:
         py=PY,
+        plan_file=PLAN_PATH,
         plan=plan_values("agent.code_modification"),
         progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), layout.PROGRESS_LOG_FILE),
     shell:
         '(echo "=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)";'
-        " {params.py} -m pipeline train --plan {input.plan:q} --iteration {wildcards.it} --threads {threads} 2>&1)"
+        " {params.py} -m pipeline train --plan {params.plan_file:q} --iteration {wildcards.it} --threads {threads} 2>&1)"
         " | {params.py} -m pipeline append-log {params.progress:q} > {log:q}"

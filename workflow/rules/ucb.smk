@@ -1,7 +1,6 @@
 rule ucb:
     """Node record of one iteration and the UCB scores of its block's tree (ucb_scores.txt)."""
     input:
-        plan=PLAN_INPUT,
         proposal=f"{ITER}/{layout.PROPOSAL_FILE}",
         metrics=f"{ITER}/{layout.METRICS_FILE}",
         config=f"{ITER}/{layout.CONFIG_FILE}",
@@ -19,6 +18,7 @@ rule ucb:
         ENVS / "agent.yaml"
     params:
         py=PY,
+        plan_file=PLAN_PATH,
         plan=plan_values("ucb_c"),
     shell:
-        "{params.py} -m agent ucb --plan {input.plan:q} --iteration {wildcards.it} > {log:q} 2>&1"
+        "{params.py} -m agent ucb --plan {params.plan_file:q} --iteration {wildcards.it} > {log:q} 2>&1"
