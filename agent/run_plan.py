@@ -19,7 +19,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.sandbox import CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION
-from neuralgraph.io import atomic_write_text, read_json
+from neuralgraph.io import atomic_write_text, read_bytes_nofollow, read_json
 
 #: The plan's file name, in the experiment's results folder.
 PLAN_FILE = "plan.json"
@@ -79,10 +79,26 @@ class RunPlan(_Strict):
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
+    def to_compact_json(self) -> str:
+        """One line: the plan as a Snakemake param of every decide, so a changed plan reruns
+        them (Snakemake's params trigger; plan.json itself is no input of any rule)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
 
 def write_plan(plan: RunPlan, path: str | Path) -> Path:
-    """Write plan.json atomically."""
-    return atomic_write_text(path, plan.to_json())
+    """Write plan.json atomically, and only when its text differs from the file already there.
+
+    WHY only then: the workflow writes the plan at the start of every run (its ``onstart``
+    handler, workflow/rules/common.smk), and an unchanged plan keeps its mtime, so nothing that
+    looks at the file's age sees a change that did not happen.
+    """
+    text = plan.to_json()
+    try:
+        if read_bytes_nofollow(path) == text.encode("utf-8"):
+            return Path(path)
+    except FileNotFoundError:
+        pass
+    return atomic_write_text(path, text)
 
 
 def read_plan(path: str | Path) -> RunPlan:
@@ -90,7 +106,8 @@ def read_plan(path: str | Path) -> RunPlan:
     try:
         raw = read_json(path)
     except FileNotFoundError:
-        raise PlanError(f"{path}: plan not found (the workflow writes it to results/<exp>/{PLAN_FILE})") from None
+        raise PlanError(f"{path}: plan not found (the workflow writes results/<exp>/{PLAN_FILE} when a run"
+                        " starts; not with --no-hooks)") from None
     except (OSError, ValueError) as exc:
         raise PlanError(f"{path}: not a readable JSON plan ({exc})") from None
     try:

@@ -183,12 +183,6 @@ class WorkflowPlan:
                        n_blocks=self.n_blocks, n_iter_block=self.n_iter_block, slots=self.slots, ucb_c=self.ucb_c,
                        agent=self.agent)
 
-    def schedule_arg(self) -> str:
-        """The schedule as the agent CLIs take it: 'agent' or '1,4,16'."""
-        if isinstance(self.schedule, str):
-            return self.schedule
-        return ",".join(str(t) for t in self.schedule[: self.n_blocks])
-
 
 def _resolve_counts(config: dict[str, Any], experiment: ExperimentConfig, source: str) -> tuple[int, int]:
     schedule = config["schedule"]

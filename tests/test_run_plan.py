@@ -3,6 +3,7 @@ field by field, and a decide from ``--plan P --iteration I`` writes what the exp
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ from agent.layout import DATA_DIR, IterationFolder
 from agent.run_plan import PLAN_FILE, AgentSettings, PlanError, RunPlan, read_plan, write_plan
 from agent_helpers import decide_args, fake_analyze, iter_dir, ucb_args, write_experiment_config
 from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE
+from neuralgraph.io import LinkRefusedError
 from pipeline.plan import make_plan
 
 WORKFLOW_DEFAULTS = {"results_dir": "results", "ucb_c": None, "slots": 1}
@@ -48,6 +50,25 @@ def test_the_plan_is_checked_naming_the_field(tmp_path):
             read_plan(path)
     with pytest.raises(PlanError, match="plan not found"):
         read_plan(tmp_path / "nowhere.json")
+
+
+def test_an_unchanged_plan_is_not_rewritten_and_a_changed_one_is(tmp_path):
+    """The workflow writes the plan at the start of every run (onstart): the same plan leaves the
+    file and its mtime alone, another plan replaces it, and a link in its place is refused."""
+    plan = _workflow_plan(tmp_path).run_plan()
+    path = tmp_path / "results" / "demo" / PLAN_FILE
+    write_plan(plan, path)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    assert write_plan(plan, path) == path and path.stat().st_mtime_ns == 1_000_000_000
+    changed = _workflow_plan(tmp_path, seed=4).run_plan()
+    write_plan(changed, path)
+    assert path.stat().st_mtime_ns != 1_000_000_000 and read_plan(path).agent.seed == 4
+    elsewhere = tmp_path / "elsewhere.json"
+    write_plan(plan, elsewhere)
+    path.unlink()
+    path.symlink_to(elsewhere)
+    with pytest.raises(LinkRefusedError):
+        write_plan(plan, path)
 
 
 def test_the_workflow_plan_carries_the_agent_settings_and_their_defaults(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
+from wf_helpers import REPO, job_counts, planned, shell_commands, snakemake, write_workflow_config
 
 SEED = REPO / "config" / "experiments" / "seed_recurrent.yaml"
 
@@ -46,7 +46,7 @@ def test_ucb_and_decide_get_the_same_ucb_c(tmp_path):
     """config/config.yaml's ucb_c reaches both stages (not the experiment's claude.ucb_c in decide)."""
     write_workflow_config(tmp_path, ucb_c=2.5)
     output = snakemake(tmp_path, "--dry-run", "--printshellcmds").check().output
-    ucb = [line for line in output.splitlines() if " -m agent ucb " in line]
-    decide = [line for line in output.splitlines() if " -m agent decide " in line]
+    ucb, decide = shell_commands(output, " -m agent ucb "), shell_commands(output, " -m agent decide ")
     assert ucb and decide
-    assert all("--ucb-c 2.5 " in line for line in ucb + decide), "\n".join(ucb + decide)
+    assert all(" --plan results/tiny/plan.json " in line for line in ucb + decide), "\n".join(ucb + decide)
+    assert planned(tmp_path)["ucb_c"] == 2.5

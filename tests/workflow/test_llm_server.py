@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from agent.run_plan import PLAN_FILE
 from wf_helpers import snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
@@ -162,6 +163,7 @@ def test_the_server_got_exactly_the_scripted_calls_and_the_key_is_in_no_file(llm
     assert all(b["model"] == MODEL for b in server.bodies)
     assert not any(b["type"] == "image" for b in server.bodies[0]["messages"][0]["content"])  # prompt_images: false
     assert "picture(s) left out: agent.prompt_images is false" in prompt_text(server.bodies[0])
+    assert (results / PLAN_FILE).is_file()  # the plan every agent stage read is among the files searched
     for path in results.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".log", ".md", ".tsv", ".html", ".yaml", ".txt"):
             assert "sk-test-local-server-key" not in path.read_text(encoding="utf-8", errors="replace"), path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
+from wf_helpers import REPO, job_counts, planned, snakemake, write_workflow_config
 
 PROFILE = str(REPO / "profiles" / "local")
 OVERRIDES = ("--config", "name=sweep")
@@ -60,13 +60,14 @@ def test_schedule_one_is_a_one_block_schedule(workdir):
     done = snakemake(workdir, "-n", "-p", "--config", "schedule=1").check()
     counts = job_counts(done.output)
     assert counts.get("analyze") == 2 and counts.get("train") == 2, counts  # 1 block x 2 iterations
-    assert "--schedule 1 " in done.output and "--n-blocks 1 " in done.output
+    plan = planned(workdir, "--config", "schedule=1")
+    assert plan["schedule"] == [1] and plan["n_blocks"] == 1, plan
 
 
 def test_schedule_comma_list_is_one_block_each(workdir):
     done = snakemake(workdir, "-n", "-p", "--config", "schedule=1,4").check()
     assert job_counts(done.output).get("analyze") == 4
-    assert "--schedule 1,4 " in done.output
+    assert planned(workdir, "--config", "schedule=1,4")["schedule"] == [1, 4]
 
 
 def test_bad_lone_time_step_is_refused_naming_the_field(workdir):
@@ -93,24 +94,18 @@ def test_backend_switch_keeps_the_other_agent_settings(tmp_path):
     """`--config 'agent={backend: random}'` (README.md): the keys it does not name keep the config
     file's values (Snakemake merges the mapping key by key) or the schema's defaults."""
     write_workflow_config(tmp_path, agent={"seed": 5})  # no backend, fallback, code_modification
-    done = snakemake(tmp_path, "-n", "-p", "--config", "agent={backend: random}").check()
-    decide = [line for line in done.output.splitlines() if " -m agent decide " in line]
-    assert decide, done.output[-3000:]
-    for line in decide:
-        assert "--backend random --seed 5 --fallback fail" in line, line
-        assert "--code-modification sandboxed" in line, line
-        assert "--max-cost-usd" not in line and "--model" not in line, line
+    agent = planned(tmp_path, "--config", "agent={backend: random}")["agent"]
+    assert (agent["backend"], agent["seed"], agent["fallback"]) == ("random", 5, "fail"), agent
+    assert agent["code_modification"] == "sandboxed", agent
+    assert agent["max_cost_usd"] is None and agent["model"] is None, agent
 
 
 def test_numbers_in_the_agent_mapping_reach_decide_as_numbers(tmp_path):
     """README.md's `'agent={backend: anthropic, max_cost_usd: 5}'`: Snakemake passes 5 as the
     string '5'; the workflow reads it back as the number the schema asks for."""
     write_workflow_config(tmp_path)
-    done = snakemake(tmp_path, "-n", "-p", "--config", "agent={backend: random, max_cost_usd: 5, seed: 3}").check()
-    decide = [line for line in done.output.splitlines() if " -m agent decide " in line]
-    assert decide, done.output[-3000:]
-    for line in decide:
-        assert "--backend random --seed 3" in line and "--max-cost-usd 5" in line, line
+    agent = planned(tmp_path, "--config", "agent={backend: random, max_cost_usd: 5, seed: 3}")["agent"]
+    assert (agent["backend"], agent["seed"], agent["max_cost_usd"]) == ("random", 3, 5), agent
 
 
 def test_dotted_agent_key_is_refused_by_snakemakes_parser(workdir):

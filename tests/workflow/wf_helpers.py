@@ -8,16 +8,21 @@ change files work on a copy (:func:`tiny_run_copy`).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from agent.run_plan import PLAN_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
@@ -132,6 +137,26 @@ def job_counts(output: str) -> dict[str, int]:
                 counts[parts[0]] = int(parts[1])
             break
     return counts
+
+
+def shell_commands(output: str, marker: str) -> list[str]:
+    """The printed shell commands (`--printshellcmds`) holding ``marker``, e.g. " -m agent decide "."""
+    return [line for line in output.splitlines() if marker in line]
+
+
+def planned(workdir: Path, *args: str) -> dict[str, Any]:
+    """The plan a run of ``workdir``'s config with ``args`` (e.g. ``--config schedule=1``) writes.
+
+    A dry run writes no plan (the workflow's onstart handler writes it, in real runs only), so
+    this runs the init job alone, the cheapest job that reads it, in a scratch copy of
+    ``workdir/config`` (``workdir`` is left untouched), and reads results/<exp>/plan.json back.
+    """
+    with tempfile.TemporaryDirectory(prefix="planned_") as scratch:
+        shutil.copytree(workdir / "config", Path(scratch) / "config")
+        snakemake(Path(scratch), "init", *args).check()  # the target before --config
+        plans = list(Path(scratch).glob(f"*/*/{PLAN_FILE}"))
+        assert len(plans) == 1, plans
+        return json.loads(plans[0].read_text(encoding="utf-8"))
 
 
 @dataclass

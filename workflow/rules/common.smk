@@ -1,5 +1,6 @@
 # Parse-time setup shared by every rule: the config is checked and the plan laid out here, so a
 # bad config/config.yaml or experiment file is refused before any job runs.
+import json
 import os
 import shlex
 import sys
@@ -8,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from agent import layout
+from agent.run_plan import PLAN_FILE, write_plan
 from agent.secrets import hand_over_secrets
 from neuralgraph import dataset
 from pipeline import reference as reference_names
@@ -68,6 +70,37 @@ DATA_EXTRAS = [
 ]
 DATA_METADATA = f"{DATA}/{dataset.METADATA_FILE}"
 
+# results/<exp>/plan.json (docs/architecture.md, "The contract"): resolved here, written by the
+# onstart handler below, read by init, ucb, decide and train through `--plan`. No rule declares
+# it (no rule makes it); the plan values each of them reads are its params (plan_values), so a
+# changed config reruns the stages that read the changed value, in the same run that rewrites
+# the plan (Snakemake's params trigger).
+PLAN_RESOLVED = PLAN.run_plan()
+PLAN_PATH = f"{RES}/{PLAN_FILE}"
+
+
+onstart:
+    # WHY onstart and not a rule: Snakemake calls it in the main process of a real run, before
+    # the first job is started or submitted, and never in a dry run (which writes nothing). A
+    # plan rule would itself have to run after a config change, and Snakemake does not compare
+    # the params of the jobs below a job that must run, so the changed stages waited for a
+    # second run. Jobs started elsewhere (SLURM: `snakemake --no-hooks` on the node) read the
+    # file this process wrote. write_plan leaves an unchanged plan (and its mtime) alone.
+    write_plan(PLAN_RESOLVED, PLAN_PATH)
+
+
+def plan_values(*fields):
+    """Param: the named plan values ('agent.seed' for an agent setting) as one line of JSON."""
+    values = PLAN_RESOLVED.model_dump(mode="json")
+    picked = {}
+    for field in fields:
+        value = values
+        for part in field.split("."):
+            value = value[part]
+        picked[field] = value
+    return json.dumps(picked, sort_keys=True, separators=(",", ":"))
+
+
 # What each node leaves in results/<exp>/iter_NNN/, and what each round's decide adds to the
 # folder of the round's last node (agent/layout.py composes the names; docs/workflow.md
 # documents each file). With slots = 1 every node is a round of its own.
@@ -102,11 +135,6 @@ def input_folder(name):
 def output_folder(name):
     """Param function: folder of the named output."""
     return lambda wildcards, output: os.path.dirname(output[name])
-
-
-def cli_list(option, paths):
-    """'--option a b c', or '' when there is nothing to pass (argparse refuses an empty list)."""
-    return f"{option} {' '.join(shlex.quote(str(p)) for p in paths)}" if paths else ""
 
 
 # --- agent-decide (one rule per round, generated in decide.smk) ---------------------------
@@ -156,42 +184,6 @@ def decide_outputs(i):
         tag = "next" if PLAN.slots == 1 else f"next{slot}"
         outputs.update({f"{tag}_{name.replace('.', '_')}": f"{folder}/{name}" for name in layout.START_FILES})
     return outputs
-
-
-def decide_command(i):
-    """The `python -m agent decide` command line of the round ending at iteration i."""
-    inputs = decide_inputs(i)
-    q = shlex.quote
-    agent = PLAN.agent
-    parts = [
-        f"{PY} -m agent decide --iteration {i} --n-iter-block {PLAN.n_iter_block} --n-blocks {PLAN.n_blocks}",
-        f"--slots {PLAN.slots}" if PLAN.slots > 1 else "",
-        f"--schedule {PLAN.schedule_arg()} --backend {agent.backend} --seed {agent.seed} --fallback {agent.fallback}",
-        f"--model {q(agent.model)}" if agent.model else "",
-        f"--replay-from {q(agent.replay_from)}" if agent.replay_from else "",
-        f"--smoke-timeout {agent.smoke_timeout}" if agent.smoke_timeout is not None else "",
-        f"--code-modification {agent.code_modification}",
-        f"--max-cost-usd {agent.max_cost_usd!r}" if agent.max_cost_usd is not None else "",
-        "" if agent.prompt_images else "--no-prompt-images",
-        "" if agent.prompt_code else "--no-prompt-code",
-        f"--ucb-c {PLAN.ucb_c!r}",
-        cli_list("--node", inputs["node"]),
-        cli_list("--nodes", inputs["nodes"]),
-        f"--ucb {q(inputs['scores'])}",
-        cli_list("--analysis-log", inputs["analysis_log"]),
-        cli_list("--config", inputs["config"]),
-        cli_list("--code", inputs["code"]),
-        f"--images {q(inputs['activity'])} {q(inputs['connectivity'])}",
-        f"--base-config {q(inputs['base_config'])} --results-dir {q(RES)}",
-    ]
-    if "previous_memory" in inputs:
-        parts.append(
-            f"--memory {q(inputs['previous_memory'])} --full-log {q(inputs['previous_full_log'])}"
-            f" --instructions {q(inputs['previous_instructions'])}"
-        )
-    parts.append(f"--out-dir {q(iter_dir(i))}")
-    parts.append(cli_list("--next-dir", next_round(i)))
-    return " ".join(p for p in parts if p)
 
 
 # The policy study (workflow/rules/study.smk): its folder, and its table named by the spec's

@@ -15,6 +15,11 @@
 # it back from the in-memory file named by $NEURALGRAPH_AGENT_VAULT (agent/secrets.py). An unreachable API makes it exit 75 (retryable, --retries
 # resubmits) or, with agent.fallback: offline, decide with the heuristic policy and say so in
 # iter_NNN/logs/decide.log.
+#
+# The command is `python -m agent decide --plan results/<exp>/plan.json --iteration i`: every
+# path follows from the plan and agent.layout (agent.decide.request_from_plan), the same files
+# declared here. Its param is the whole plan, as the explicit options were: a changed agent
+# option, schedule or ucb_c redoes every decide (docs/workflow.md, "What marks jobs out of date").
 
 for _i in map(int, PLAN.round_ends):
 
@@ -33,6 +38,9 @@ for _i in map(int, PLAN.round_ends):
         conda:
             ENVS / "agent.yaml"
         params:
-            command=decide_command(_i),
+            py=PY,
+            plan_file=PLAN_PATH,
+            plan=PLAN_RESOLVED.to_compact_json(),
+            iteration=_i,
         shell:
-            "{params.command} > {log:q} 2>&1"
+            "{params.py} -m agent decide --plan {params.plan_file:q} --iteration {params.iteration} > {log:q} 2>&1"

@@ -19,12 +19,7 @@ rule init:
         ENVS / "agent.yaml"
     params:
         py=PY,
-        out_dir=output_folder("config"),
-        n_iter_block=PLAN.n_iter_block,
-        schedule=PLAN.schedule_arg(),
-        slots=PLAN.slots,
-        seed=PLAN.agent.seed,
+        plan_file=PLAN_PATH,
+        plan=plan_values("experiment", "schedule", "slots", "agent.seed"),
     shell:
-        "{params.py} -m agent init --config {input.experiment:q} --out-dir {params.out_dir:q}"
-        " --n-iter-block {params.n_iter_block} --schedule {params.schedule} --slots {params.slots} --seed {params.seed}"
-        " > {log:q} 2>&1"
+        "{params.py} -m agent init --plan {params.plan_file:q} > {log:q} 2>&1"

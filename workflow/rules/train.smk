@@ -35,12 +35,10 @@ rule train:
         runtime=240,
     params:
         py=PY,
-        code_modification=PLAN.agent.code_modification,
-        data=input_folder("dataset"),
-        out=output_folder("model"),
+        plan_file=PLAN_PATH,
+        plan=plan_values("agent.code_modification"),
         progress=lambda wildcards, output: os.path.join(os.path.dirname(output.model), layout.PROGRESS_LOG_FILE),
     shell:
         '(echo "=== $(date -u +%FT%TZ) train iteration {wildcards.it} on $(hostname)";'
-        " {params.py} -m pipeline train --config {input.config:q} --data {params.data:q} --out {params.out:q}"
-        " --loop {input.loop:q} --threads {threads} --code-modification {params.code_modification} 2>&1)"
+        " {params.py} -m pipeline train --plan {params.plan_file:q} --iteration {wildcards.it} --threads {threads} 2>&1)"
         " | {params.py} -m pipeline append-log {params.progress:q} > {log:q}"

@@ -18,9 +18,7 @@ rule ucb:
         ENVS / "agent.yaml"
     params:
         py=PY,
-        nodes=lambda wildcards, input: cli_list("--nodes", input.nodes),
-        ucb_c=repr(PLAN.ucb_c),
+        plan_file=PLAN_PATH,
+        plan=plan_values("ucb_c"),
     shell:
-        "{params.py} -m agent ucb --proposal {input.proposal:q} --metrics {input.metrics:q} --config {input.config:q}"
-        " --code {input.code:q} {params.nodes} --ucb-c {params.ucb_c} --out-node {output.node:q}"
-        " --out-scores {output.scores:q} > {log:q} 2>&1"
+        "{params.py} -m agent ucb --plan {params.plan_file:q} --iteration {wildcards.it} > {log:q} 2>&1"
