@@ -374,8 +374,11 @@ def execute_runs(spec: StudySpec, folder: Path, cores: int, snakefile: Path, ext
     for policy, why in skipped.items():
         log.info("policy %s left out of this study: %s", policy, why)
     runnable = [(b, m, p, s) for b, m, p, s in study_runs(spec) if p not in skipped]
-    for bench, mode, seed in dict.fromkeys((b, m, s) for b, m, _, s in runnable):
-        seeded_experiment(bench, mode, seed, folder)  # before judging what finished: a changed one retires its runs
+    written = set()
+    for bench, mode, _, seed in runnable:  # before judging what finished: a changed experiment retires its runs
+        if (case_label(bench, mode), seed) not in written:
+            written.add((case_label(bench, mode), seed))
+            seeded_experiment(bench, mode, seed, folder)
     todo = [run for run in runnable if not run_finished(folder, *run)]
     log.info("%d runs in the study, %d finished before, %d to run", len(runnable), len(runnable) - len(todo), len(todo))
     return run_workflows(folder, [(run_name(b, m, p, s), lambda b=b, m=m, p=p, s=s: run_command(b, m, p, s, folder,

@@ -166,3 +166,21 @@ def test_a_changed_budget_retires_the_runs_trained_from_the_old_experiment(tmp_p
     seeded_experiment(longer, "free", 3, tmp_path)
     assert not any((tmp_path / "runs" / name).exists() for name in names)
     assert sorted(p.name.split(".stale-")[0] for p in (tmp_path / "runs").glob("*.stale-*")) == sorted(names)
+
+
+def test_execute_runs_writes_each_experiment_once_and_retires_runs_of_a_changed_one(tmp_path, monkeypatch):
+    """What the study does before it starts a run (the workflows themselves are not started here)."""
+    import pipeline.study as study
+
+    started = []
+    monkeypatch.setattr(study, "run_workflows", lambda folder, todo: started.extend(name for name, _ in todo) or [])
+    spec = load_spec(_write(tmp_path, benchmarks=[{**SPEC["benchmarks"][0], "budget": {"steps": 110}}]))
+    study.execute_runs(spec, tmp_path, 1, Path("Snakefile"), [])
+    assert len(started) == 8  # 2 modes x 2 policies x 2 seeds, none finished
+    assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == [
+        "b-fixed_s0.yaml", "b-fixed_s1.yaml", "b_s0.yaml", "b_s1.yaml"]
+    trained = tmp_path / "runs" / study.run_name(spec.benchmarks[0], "free", "random", 1)
+    trained.mkdir(parents=True)
+    longer = load_spec(_write(tmp_path, benchmarks=[{**SPEC["benchmarks"][0], "budget": {"steps": 300}}]))
+    study.execute_runs(longer, tmp_path, 1, Path("Snakefile"), [])
+    assert not trained.exists() and len(list((tmp_path / "runs").glob("*.stale-*"))) == 1
