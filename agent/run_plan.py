@@ -79,11 +79,6 @@ class RunPlan(_Strict):
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
-    def to_compact_json(self) -> str:
-        """One line: the plan as a Snakemake param of every decide, so a changed plan reruns
-        them (Snakemake's params trigger; plan.json itself is no input of any rule)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
 
 def write_plan(plan: RunPlan, path: str | Path) -> Path:
     """Write plan.json atomically, and only when its text differs from the file already there.

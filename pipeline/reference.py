@@ -194,17 +194,21 @@ def run_name(cfg: ExperimentConfig, seed: int) -> str:
 
 
 def recipe_experiment(cfg: ExperimentConfig, seed: int, folder: Path) -> Path:
-    """The case with its recipe applied and the seed set, written once: the run's experiment.
+    """The case with its recipe applied and the seed set, written once: the run's experiment."""
+    run = with_updates(cfg.with_recipe(), {cfg.reference.seed_field: seed}, source=f"{cfg.reference.name} recipe")
+    return _write_run_experiment(folder, run_name(cfg, seed), _claude_follows_training(run, f"{cfg.reference.name} recipe"))
 
-    The workflow copies claude.n_epochs / data_augmentation_loop into the root's training, so
-    they follow the recipe's training values."""
-    run = cfg.with_recipe()
-    run = with_updates(run, {cfg.reference.seed_field: seed,
-                             "claude.n_epochs": run.training.n_epochs,
-                             "claude.data_augmentation_loop": run.training.data_augmentation_loop},
-                       source=f"{cfg.reference.name} recipe")
-    return write_run_experiment(folder, folder / "experiments" / f"{run_name(cfg, seed)}.yaml", config_text(run),
-                                [run_name(cfg, seed)])
+
+def _claude_follows_training(run: ExperimentConfig, source: str) -> ExperimentConfig:
+    """``run`` with claude.n_epochs / data_augmentation_loop set to its training's: the workflow
+    copies those claude values into the root's training, so they must say what the run trains."""
+    return with_updates(run, {"claude.n_epochs": run.training.n_epochs,
+                              "claude.data_augmentation_loop": run.training.data_augmentation_loop}, source=source)
+
+
+def _write_run_experiment(folder: Path, name: str, run: ExperimentConfig) -> Path:
+    """folder/experiments/<name>.yaml, the experiment of the run runs/<name>/ (retired if it changed)."""
+    return write_run_experiment(folder, folder / "experiments" / f"{name}.yaml", config_text(run), [name])
 
 
 def search_budget(search: SearchSpec, cfg: ExperimentConfig) -> tuple[int, int]:
@@ -241,8 +245,7 @@ def search_experiment(search: SearchSpec, cfg: ExperimentConfig, seed: int, fold
                        {"training.data_augmentation_loop": dal, "claude.data_augmentation_loop": dal,
                         "claude.fixed_step_budget": True},
                        source=f"{cfg.reference.name} search budget")
-    return write_run_experiment(folder, folder / "experiments" / f"{search_name(cfg, seed)}.yaml", config_text(run),
-                                [search_name(cfg, seed)])
+    return _write_run_experiment(folder, search_name(cfg, seed), run)
 
 
 def searches_due(spec: ReferenceSpec, folder: Path) -> list[tuple[ExperimentConfig, int]]:
@@ -296,12 +299,9 @@ def ablation_name(ablation: AblationEntry, seed: int) -> str:
 def ablation_experiment(ablation: AblationEntry, cfg: ExperimentConfig, seed: int, folder: Path) -> Path:
     """The case's recipe run on ``seed`` with the ablation's fields set, written once: the
     ablation run's experiment (claude's epochs and augmentation follow training's, as for the recipe)."""
-    run = with_updates(load_config(recipe_experiment(cfg, seed, folder)), ablation.set, source=f"ablation {ablation.name}")
-    run = with_updates(run, {"claude.n_epochs": run.training.n_epochs,
-                             "claude.data_augmentation_loop": run.training.data_augmentation_loop},
-                       source=f"ablation {ablation.name}")
-    return write_run_experiment(folder, folder / "experiments" / f"{ablation_name(ablation, seed)}.yaml",
-                                config_text(run), [ablation_name(ablation, seed)])
+    source = f"ablation {ablation.name}"
+    run = with_updates(load_config(recipe_experiment(cfg, seed, folder)), ablation.set, source=source)
+    return _write_run_experiment(folder, ablation_name(ablation, seed), _claude_follows_training(run, source))
 
 
 def execute_ablations(spec: ReferenceSpec, folder: Path, snakefile: Path) -> list[str]:

@@ -90,8 +90,11 @@ onstart:
 
 
 def plan_values(*fields):
-    """Param: the named plan values ('agent.seed' for an agent setting) as one line of JSON."""
+    """Param: the named plan values ('agent.seed' for an agent setting), or the whole plan when
+    none is named, as one line of JSON."""
     values = PLAN_RESOLVED.model_dump(mode="json")
+    if not fields:
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
     picked = {}
     for field in fields:
         value = values

@@ -40,7 +40,7 @@ for _i in map(int, PLAN.round_ends):
         params:
             py=PY,
             plan_file=PLAN_PATH,
-            plan=PLAN_RESOLVED.to_compact_json(),
+            plan=plan_values(),
             iteration=_i,
         shell:
             "{params.py} -m agent decide --plan {params.plan_file:q} --iteration {params.iteration} > {log:q} 2>&1"
