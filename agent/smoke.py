@@ -33,9 +33,7 @@ from agent.sandbox import SandboxUnavailable, run_contained, smoke_limits
 from neuralgraph.config import CONFIG_FILE, ExperimentConfig, dump_config, parse_config
 from neuralgraph.dataset import missing_files, write_training_view
 from neuralgraph.io import atomic_write_json, atomic_write_text, read_json
-from neuralgraph.run_files import TRAINING_RECORD_FILE
-from neuralgraph.simulate import simulate
-from neuralgraph.training import EXIT_BAD_INPUT
+from neuralgraph.run_files import EXIT_BAD_INPUT, TRAINING_RECORD_FILE
 
 DEFAULT_SMOKE_TIMEOUT_S = 120.0
 DEFAULT_SMOKE_MAX_STEPS = 5
@@ -123,6 +121,8 @@ def ensure_smoke_dataset(cache_dir: str | os.PathLike) -> Path:
     except OSError as exc:
         raise SmokeHarnessError(f"cannot create the smoke dataset cache {cache}: {exc}") from None
     try:
+        from neuralgraph.simulate import simulate  # torch: only a decide that smokes a code edit pays for it
+
         simulate(cfg, staging, progress=False, pictures=False)
         try:
             os.rename(staging, target)

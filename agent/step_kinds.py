@@ -102,14 +102,14 @@ MODEL = Kind("the model", members={
 }, result=GENERIC)
 OPTIMIZER = Kind("the optimizer", members={"step": METHOD, "zero_grad": METHOD, "param_groups": GENERIC})
 SCHEDULER = Kind("the learning-rate scheduler", members={"step": METHOD, "get_last_lr": METHOD})
-def _data_members() -> dict[str, "Kind"]:
-    """The fields of the engine's TrainingData (its one owner): tensors are generic values, the rest plain."""
+def _data_kind() -> Kind:
+    """The engine's TrainingData (the one owner of its fields): tensors are generic values, the rest plain.
+
+    Built on first use (the engine imports torch; a decide that meets no code edit never needs it)."""
     from neuralgraph.training import TrainingData
 
-    return {f.name: GENERIC if str(f.type).endswith("Tensor") else VALUE for f in fields(TrainingData)}
-
-
-DATA = Kind("the training data (read-only)", members=_data_members())
+    members = {f.name: GENERIC if str(f.type).endswith("Tensor") else VALUE for f in fields(TrainingData)}
+    return Kind("the training data (read-only)", members=members)
 
 
 def _config_kind(path: str, schema: dict[str, Optional[dict]]) -> Kind:
@@ -132,7 +132,7 @@ def parameter_kinds() -> dict[str, Kind]:
         "cfg": cfg, "scheduler": SCHEDULER, "device": DEVICE,
         **{v: VALUE for v in ("epoch", "step", "step_in_epoch", "iterations_per_epoch", "n_epochs", "mode", "horizon")},
     })
-    return {"model": MODEL, "optimizer": OPTIMIZER, "data": DATA, "ctx": ctx, "cfg": cfg,
+    return {"model": MODEL, "optimizer": OPTIMIZER, "data": _data_kind(), "ctx": ctx, "cfg": cfg,
             "tr": cfg.members["training"], "generator": GENERATOR}
 
 

@@ -27,6 +27,17 @@ TRAINING_RECORD_FILE = "training.json"
 #: Heartbeat: step, rate and time, rewritten every few seconds (the stall watchdog reads it).
 HEARTBEAT_FILE = "progress.json"
 
+# --------------------------------------------------------------------------- the trainer's exit codes
+# Here rather than in training.py so a launcher can judge a run without importing torch (the
+# decide job's smoke run, agent.smoke).
+EXIT_RUNTIME_ERROR = 1
+#: The config or the dataset was refused before any training code ran.
+EXIT_BAD_INPUT = 2
+EXIT_OUT_OF_MEMORY = 3
+#: The training module (an edited train_loop.py) could not be loaded.
+EXIT_BAD_LOOP = 4
+EXIT_TERMINATED = 143
+
 # --------------------------------------------------------------------------- written by analyze
 #: The scores of the run (docs/architecture.md, "metrics.json").
 METRICS_FILE = "metrics.json"

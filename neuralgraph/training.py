@@ -51,7 +51,8 @@ from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torc
 from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, open_nofollow, read_json
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
-from neuralgraph.run_files import CHECKPOINT_FILE, HEARTBEAT_FILE, MODEL_FILE, TRAINING_RECORD_FILE
+from neuralgraph.run_files import (CHECKPOINT_FILE, EXIT_BAD_INPUT, EXIT_BAD_LOOP, EXIT_OUT_OF_MEMORY,
+                                   EXIT_RUNTIME_ERROR, EXIT_TERMINATED, HEARTBEAT_FILE, MODEL_FILE, TRAINING_RECORD_FILE)
 from neuralgraph.step_views import config_view
 
 log = logging.getLogger("neuralgraph.training")
@@ -76,11 +77,6 @@ FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED, STATUS_TAMPERED)
 #: How often the heartbeat (run_files.HEARTBEAT_FILE) is rewritten.
 HEARTBEAT_EVERY_S = 5.0
 
-EXIT_BAD_INPUT = 2
-EXIT_BAD_LOOP = 4
-EXIT_RUNTIME_ERROR = 1
-EXIT_OUT_OF_MEMORY = 3
-EXIT_TERMINATED = 143
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # top-level name since torch 2.5
 
 
