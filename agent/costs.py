@@ -14,9 +14,11 @@ and replays record no such calls.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Optional
 
+from agent.inputs import InputError
 from agent.prompt import PROMPT_PARTS
 from agent.records import all_attempts, slot_records
 from neuralgraph.io import atomic_write_text, read_json
@@ -120,3 +122,30 @@ def write_costs_tsv(results_dir: str | Path, out: str | Path) -> list[dict[str, 
     rows = call_rows(results_dir)
     atomic_write_text(Path(out), costs_tsv(rows))
     return rows
+
+
+# --------------------------------------------------------------------------- python -m agent costs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """costs' options: the experiment's results folder and the table to write."""
+    p = argparse.ArgumentParser(prog="python -m agent costs")
+    p.add_argument("--results", required=True, help="the experiment's results folder (results/<exp>)")
+    p.add_argument("--out", required=True, help="the table to write, e.g. results/<exp>/summary/costs.tsv")
+    return p
+
+
+def run_costs(args: argparse.Namespace) -> int:
+    """Write costs.tsv; a missing results folder is a refused input (exit 2)."""
+    if not Path(args.results).is_dir():
+        raise InputError(f"--results {args.results}: not a folder")
+    rows = write_costs_tsv(args.results, args.out)
+    print(f"agent costs: {len(rows)} LLM call(s), {total_usd(rows):.6f} USD -> {args.out}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m agent costs``: exit codes of :func:`agent.command.run_command`."""
+    from agent.command import run_command  # here: agent.command maps this module's CostRecordError (a cycle at the top)
+
+    return run_command("agent costs", build_parser(), run_costs, argv)

@@ -8,16 +8,19 @@ later block starts (:func:`agent.policies.heuristic.variant_mutations`).
 """
 from __future__ import annotations
 
+import argparse
 import random
 from pathlib import Path
 from typing import Any, Optional
 
 from agent import layout
+from agent.command import add_plan_options, parse_schedule, plan_or_explicit, run_command
 from agent.decision import ALLOWED_PARAMETERS
 from agent.inputs import read_text
 from agent.policies.heuristic import variant_mutations
-from agent.run_plan import RunPlan
+from agent.run_plan import AgentSettings, RunPlan
 from agent.tree import code_hash
+from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ExperimentConfig, dump_config, inert_training_fields, load_config, with_updates
 from neuralgraph.io import atomic_write_json, atomic_write_text
 
@@ -72,3 +75,43 @@ def start_from_plan(plan: RunPlan, loop: Path) -> list[Path]:
     """The init job: the first round's folders, from the plan (experiment, schedule, slots, seed)."""
     return start_experiment(Path(plan.experiment), layout.IterationFolder.at(plan.results, 1).path,
                             plan.schedule_list(), loop, slots=plan.slots, seed=plan.agent.seed)
+
+
+# --------------------------------------------------------------------------- python -m agent init
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """init's options: --plan (the workflow's form) or the explicit ones (SUPPRESS: absent unless given)."""
+    p = argparse.ArgumentParser(prog="python -m agent init", argument_default=argparse.SUPPRESS,
+                                description="Either --plan P (experiment, schedule, slots and seed from plan.json) "
+                                            "or the explicit options.")
+    add_plan_options(p)
+    p.add_argument("--loop", default=str(PACKAGED_LOOP), help="training module to copy (default: packaged)")
+    explicit = p.add_argument_group("without --plan")
+    explicit.add_argument("--config", help="experiment config (YAML)")
+    explicit.add_argument("--out-dir", help=f"iteration 1's folder, e.g. results/exp/{layout.iteration_dir_name(1)}")
+    explicit.add_argument("--n-iter-block", type=int, help="iterations per block (default: claude.n_iter_block)")
+    explicit.add_argument("--schedule", help="comma list of time_steps per block, or 'agent' (the default)")
+    explicit.add_argument("--slots", type=int,
+                          help="nodes of the first round (default 1): the root and slots-1 one-mutation variants")
+    explicit.add_argument("--seed", type=int, help=f"seed of the variants' mutations (default {AgentSettings().seed})")
+    return p
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """The first round's folders from the plan, or from the explicit options."""
+    plan = plan_or_explicit(args, ("config", "out_dir"))
+    if plan is not None:
+        written = start_from_plan(plan, Path(args.loop))
+    else:
+        written = start_experiment(Path(args.config), Path(args.out_dir), parse_schedule(getattr(args, "schedule", None)),
+                                   Path(args.loop), slots=getattr(args, "slots", 1),
+                                   seed=getattr(args, "seed", AgentSettings().seed))
+    print(f"agent init: wrote config.yaml, train_loop.py, proposal.json, code.diff into "
+          f"{', '.join(p.name for p in written)}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m agent init``: exit codes of :func:`agent.command.run_command`."""
+    return run_command("agent init", build_parser(), run_init, argv)

@@ -8,10 +8,9 @@ import sys
 import pytest
 import yaml
 
-import agent.cli as cli
 import agent.decide as decide_stage
 from agent.cli import main
-from agent.policies.base import RetryableBackendError
+from agent.policies.base import BackendConfigError, RetryableBackendError
 from agent_helpers import ADAMW_OPTIMIZER, REPO, decide_args, decision_of, fake_analyze, iter_dir, run_exploration, ucb_args, write_experiment_config
 
 
@@ -171,7 +170,7 @@ def test_backend_configuration_error_exits_2(tmp_path, capsys, monkeypatch):
     exp = _prepared(tmp_path)
     seen = {}
     monkeypatch.setattr(decide_stage, "get_policy", lambda backend, options: seen.update(options) or (_ for _ in ()).throw(
-        cli.BackendConfigError("unknown model 'x'")))
+        BackendConfigError("unknown model 'x'")))
     assert main(decide_args(tmp_path, exp, 1, 3, 2, backend="anthropic",
                             extra=["--backend-option", "max_tokens=4000", "--backend-option", "timeout_s=30.5"])) == 2
     assert "backend configuration error: unknown model 'x'" in capsys.readouterr().err

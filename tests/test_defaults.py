@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.cli import build_parser, decide_request
+from agent.decide_cli import build_parser, decide_request
 from agent.decide import DecideRequest
 from agent.run_plan import AgentSettings
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S
@@ -22,7 +22,7 @@ def test_the_schema_defaults_are_the_agent_settings():
 
 
 def _explicit_request(tmp_path) -> DecideRequest:
-    args = build_parser().parse_args(["decide", "--iteration", "1", "--node", "n.json", "--ucb", "u.txt",
+    args = build_parser().parse_args(["--iteration", "1", "--node", "n.json", "--ucb", "u.txt",
                                       "--analysis-log", "a.log", "--config", "c.yaml", "--code", "l.py",
                                       "--n-blocks", "1", "--base-config", "e.yaml", "--results-dir", str(tmp_path),
                                       "--out-dir", str(tmp_path)])
