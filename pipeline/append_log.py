@@ -2,26 +2,29 @@
 
 Copies stdin to stdout and appends it to FILE opened with :func:`neuralgraph.io.open_nofollow`
 (a link at FILE or a linked folder above it is refused: the run folder's train.log must never
-lead a write elsewhere). Dispatched before :mod:`pipeline.cli` is imported, so it starts in a
-fraction of a second beside the training it logs.
+lead a write elsewhere). It imports nothing heavy (nor does :mod:`pipeline.cli`, which imports
+only this module when the command runs), so it starts in a fraction of a second beside the
+training it logs.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from neuralgraph.io import LinkRefusedError, open_nofollow
 
 CHUNK_BYTES = 65536
 
 
-def main(argv: list[str]) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Exit 0, or 1 when FILE is refused (stdout is still copied: the declared log keeps it)."""
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m pipeline append-log FILE", file=sys.stderr)
-        return 2
-    target = Path(argv[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline append-log",
+                                     description="Copy stdin to stdout and append it to FILE (never through a link).")
+    parser.add_argument("file", metavar="FILE", help="the log to append to")
+    target = Path(parser.parse_args(argv).file)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         log = open_nofollow(target, "ab")

@@ -26,12 +26,14 @@ Design constraints, and how they are met:
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import html
 import json
 import math
 import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -395,6 +397,21 @@ def write_explorer(results_dir: str | os.PathLike, out_path: str | os.PathLike |
     out.parent.mkdir(parents=True, exist_ok=True)
     data = collect(results, out.parent)
     return atomic_write_text(out, render_page(data))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m pipeline explorer``: exit 0, or 1 with one line when the folder holds nothing to show."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline explorer")
+    parser.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
+    parser.add_argument("--out", type=Path, default=None, help="page to write (default: RESULTS/summary/explorer.html)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_explorer(args.results, args.out)
+    except (SummaryError, FileNotFoundError, ValueError) as exc:
+        print(f"pipeline explorer: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
 
 
 __all__ = ["EXPLORER_NAME", "SummaryError", "collect", "config_diff", "embed_json", "render_page", "write_explorer"]

@@ -1,7 +1,9 @@
 """The train rule's job: the packaged loop runs as is, an edited loop only inside the sandbox.
 
-``python -m pipeline train --config C --data D --out RUN --loop L`` decides how
-``python -m neuralgraph train`` runs, by comparing L with the packaged training loop:
+``python -m pipeline train --config C --data D --out RUN --loop L`` (or ``--plan P --iteration
+I``, every path from plan.json and the layout: :func:`train_inputs`) is the train command users
+and the workflow meet; it decides how the engine, ``python -m neuralgraph train``, runs, by
+comparing L with the packaged training loop:
 
 - the packaged loop (shipped code): the trainer replaces this process (``exec``) with an
   environment rebuilt from the sandbox's allow-list, so no API key or token reaches the
@@ -34,6 +36,7 @@ a run that fakes its progress; a stalled or capped run ends with status ``stalle
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import stat
@@ -43,8 +46,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent import layout
-from agent.sandbox import (OUTPUT_CAP_BYTES, SandboxUnavailable, code_modification_refusal, contained_environment,
-                           run_contained, training_limits)
+from agent.run_plan import PlanError, read_plan
+from agent.sandbox import (CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, OUTPUT_CAP_BYTES, SandboxUnavailable,
+                           code_modification_refusal, contained_environment, run_contained, training_limits)
 from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ExperimentConfig, load_config
 from neuralgraph.dataset import load_dataset, write_training_view
@@ -68,6 +72,8 @@ PARENT_TIME_FACTOR = 10.0
 DEFAULT_WALL_CAP_S = 4 * 3600.0
 #: Exit code when the job refuses to run the loop at all (no sandbox, code modifications off).
 EXIT_REFUSED = 2
+#: What `pipeline train --plan P --iteration I` derives from the plan (refused beside --plan).
+TRAIN_FROM_PLAN = ("config", "data", "out", "loop", "code_modification")
 #: The staged layout of a contained training, inside the run folder (hidden: never archived).
 CONTAINED_DIR = ".contained"
 #: The outputs a contained training may hand back (everything else in scratch is dropped).
@@ -363,3 +369,68 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
         record_stopped_run(cfg, data, run_dir, STATUS_STALLED, reason)
         return 0
     return int(ended.returncode or 0)
+
+
+# --------------------------------------------------------------------------- python -m pipeline train
+# Here, not in a train_cli.py: the command is this job's whole interface (the train rule runs
+# nothing else), and its options are the job's own caps and paths.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """train's options: --plan --iteration (the train rule's form) or the paths one by one, and the job's caps."""
+    p = argparse.ArgumentParser(prog="python -m pipeline train")
+    p.add_argument("--plan", default=None, help="results/<exp>/plan.json: config, data, run folder, loop and "
+                                                 "code-modification mode of --iteration from it (agent.run_plan)")
+    p.add_argument("--iteration", type=int, default=None, help="the iteration to train (with --plan)")
+    p.add_argument("--config", default=None, help="the run's config.yaml (without --plan)")
+    p.add_argument("--data", default=None, help="dataset folder (without --plan)")
+    p.add_argument("--out", default=None, help="the run folder (without --plan)")
+    p.add_argument("--loop", default=None, help="the run's training module (default: the packaged one)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the training")
+    p.add_argument("--code-modification", default=None, choices=CODE_MODIFICATION_MODES,
+                   help=f"how a loop that differs from the packaged one may run (agent.code_modification; "
+                        f"default {DEFAULT_CODE_MODIFICATION})")
+    p.add_argument("--stall-floor-s", type=float, default=STALL_FLOOR_S,
+                   help="shortest time without progress that counts as a stall (edited loops only)")
+    p.add_argument("--startup-grace-s", type=float, default=STARTUP_GRACE_S,
+                   help="time allowed before the first progress report (edited loops only)")
+    p.add_argument("--default-wall-cap-s", type=float, default=DEFAULT_WALL_CAP_S,
+                   help="wall-clock cap of an edited loop without a time target or a parent's training time")
+    return p
+
+
+def train_inputs(args: argparse.Namespace) -> dict:
+    """config, data, out, loop and code_modification of the train job: from the plan and the
+    layout (the iteration's folder, the results' dataset folder), or as given one by one."""
+    if args.plan is None:
+        missing = [name for name in ("config", "data", "out") if getattr(args, name) is None]
+        if missing:
+            raise TrainJobError(f"{', '.join('--' + m for m in missing)}: required without --plan")
+        return {"config": args.config, "data": args.data, "out": args.out, "loop": args.loop or str(PACKAGED_LOOP),
+                "code_modification": args.code_modification or DEFAULT_CODE_MODIFICATION}
+    given = ["--" + name.replace("_", "-") for name in TRAIN_FROM_PLAN if getattr(args, name) is not None]
+    if given:
+        raise TrainJobError(f"{', '.join(given)}: comes from the plan with --plan {args.plan}")
+    if args.iteration is None:
+        raise TrainJobError("--iteration: required with --plan")
+    try:
+        plan = read_plan(args.plan)
+    except PlanError as exc:
+        raise TrainJobError(str(exc)) from None
+    folder = layout.IterationFolder.at(plan.results, args.iteration)
+    return {"config": str(folder.config_path), "data": str(Path(plan.results) / layout.DATA_DIR),
+            "out": str(folder.path), "loop": str(folder.loop_path), "code_modification": plan.agent.code_modification}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m pipeline train``: the trainer's exit code, or :data:`EXIT_REFUSED` with one line naming the setting."""
+    args = build_parser().parse_args(argv)
+    try:
+        job = train_inputs(args)
+        return run_train_job(job["config"], job["data"], job["out"], job["loop"],
+                             code_modification=job["code_modification"], threads=args.threads,
+                             stall_floor_s=args.stall_floor_s, startup_grace_s=args.startup_grace_s,
+                             default_wall_cap_s=args.default_wall_cap_s)
+    except TrainJobError as exc:
+        print(f"pipeline train: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED

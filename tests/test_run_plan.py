@@ -149,8 +149,7 @@ def test_decide_with_a_plan_refuses_options_the_plan_holds(tmp_path, capsys):
 def test_pipeline_train_takes_its_paths_from_the_plan(tmp_path):
     """`python -m pipeline train --plan P --iteration I` trains the files the train rule names."""
     from neuralgraph import PACKAGED_LOOP
-    from pipeline.cli import build_parser, train_inputs
-    from pipeline.train_job import TrainJobError
+    from pipeline.train_job import TrainJobError, build_parser, train_inputs
 
     results = tmp_path / "results" / "demo"
     plan = RunPlan(experiment="e.yaml", results=str(results), schedule="agent", n_blocks=2, n_iter_block=4, slots=1,
@@ -158,14 +157,14 @@ def test_pipeline_train_takes_its_paths_from_the_plan(tmp_path):
     path = write_plan(plan, results / PLAN_FILE)
     parse = build_parser().parse_args
     folder = IterationFolder.at(results, 7)
-    assert train_inputs(parse(["train", "--plan", str(path), "--iteration", "7", "--threads", "2"])) == {
+    assert train_inputs(parse(["--plan", str(path), "--iteration", "7", "--threads", "2"])) == {
         "config": str(folder.config_path), "data": str(results / DATA_DIR), "out": str(folder.path),
         "loop": str(folder.loop_path), "code_modification": "off"}
     with pytest.raises(TrainJobError, match="--loop: comes from the plan"):
-        train_inputs(parse(["train", "--plan", str(path), "--iteration", "7", "--loop", "x.py"]))
+        train_inputs(parse(["--plan", str(path), "--iteration", "7", "--loop", "x.py"]))
     with pytest.raises(TrainJobError, match="--iteration: required with --plan"):
-        train_inputs(parse(["train", "--plan", str(path)]))
+        train_inputs(parse(["--plan", str(path)]))
     with pytest.raises(TrainJobError, match="--data, --out: required without --plan"):
-        train_inputs(parse(["train", "--config", "c.yaml"]))
-    explicit = train_inputs(parse(["train", "--config", "c.yaml", "--data", "d", "--out", "o"]))
+        train_inputs(parse(["--config", "c.yaml"]))
+    explicit = train_inputs(parse(["--config", "c.yaml", "--data", "d", "--out", "o"]))
     assert explicit["loop"] == str(PACKAGED_LOOP) and explicit["code_modification"] == AgentSettings().code_modification
