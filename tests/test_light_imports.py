@@ -13,8 +13,9 @@ import sys
 import pytest
 
 #: The modules a bookkeeping job imports (its CLI and its stage), and the trainer's exit codes.
-TORCH_FREE = ["agent.cli", "agent.start", "agent.ucb", "agent.decide", "agent.costs", "agent.smoke",
-              "pipeline.summary", "pipeline.explorer", "pipeline.archive", "neuralgraph.cli", "neuralgraph.run_files"]
+TORCH_FREE = ["agent.cli", "agent.command", "agent.start", "agent.ucb", "agent.decide", "agent.decide_cli", "agent.costs",
+              "agent.smoke", "pipeline.cli", "pipeline.append_log", "pipeline.summary", "pipeline.explorer",
+              "pipeline.archive", "neuralgraph.cli", "neuralgraph.run_files"]
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)
