@@ -1,7 +1,7 @@
 """The agent-decide stage: one decision per round, for the K children of the next round.
 
-:func:`decide` is the stage function (``python -m agent decide`` only parses its arguments
-into a :class:`DecideRequest`). For each slot of the round, in slot order:
+:func:`decide` is the stage function (``python -m agent decide``, :mod:`agent.decide_cli`, only parses its
+arguments into a :class:`DecideRequest`). For each slot of the round, in slot order:
 
 1. a :class:`~agent.context.DecisionContext` whose ``current_node`` is the finished round's
    node in that slot (its log entry) and whose ``planned`` lists the children the earlier

@@ -7,7 +7,7 @@ missing file is detected when it is unpacked years later. The manifest uses the
 ``sha256sum`` format (``<hex>  <path>``), so ``sha256sum -c MANIFEST.sha256`` works on an
 unpacked copy without this package.
 
-Commands (routed by ``python -m neuralgraph``)::
+Commands (routed by ``python -m pipeline``)::
 
     python -m pipeline archive --results results/demo --out results/demo.tar.gz
     python -m pipeline verify-archive results/demo.tar.gz      # or an unpacked folder

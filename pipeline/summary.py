@@ -52,7 +52,7 @@ NODE_COLUMNS = ("iteration", "block", "round", "slot", "role", "node", "parent",
 #: Characters of the decide_events cell (the whole lines are in decision.json and decide.log).
 MAX_EVENTS_CHARS = 2_000
 #: How the agent labels a decision its primary policy did not make (agent.policies.base
-#: decide_with_fallback, agent.cli run_policy): "<name> (fallback after: <reason>)" or
+#: decide_with_fallback, agent.decide run_policy): "<name> (fallback after: <reason>)" or
 #: "<name> (after: <reason>)". summary.tsv splits it into policy and fallback_reason.
 FALLBACK_LABEL = re.compile(r"(?P<name>[^()]+?) \((?:fallback )?after: (?P<reason>.*)\)", re.DOTALL)
 INTEGER_COLUMNS = ("iteration", "block", "round", "slot", "node", "parent", "time_step")

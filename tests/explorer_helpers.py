@@ -39,7 +39,7 @@ def _config(lr_w: float, time_step: int) -> dict:
 
 
 def _decision_record(node: NodeRecord, next_parent, text: str, cost: Optional[float]) -> dict:
-    """A decision.json as agent decide writes it (see agent.cli.decision_record)."""
+    """A decision.json as agent decide writes it (see agent.decide.decision_record)."""
     decision = Decision(
         parent=next_parent, strategy="exploit",
         log=LogEntry(outcome=node.metrics["outcome"], mode="success-exploit", parent_rule=f"best UCB {text}",

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.summary import NODE_COLUMNS, build_summary, policy_and_fallback_reason
 
-# Labels as agent.policies.base.decide_with_fallback and agent.cli.run_policy write them
+# Labels as agent.policies.base.decide_with_fallback and agent.decide.run_policy write them
 # (tests/test_agent_decision.py and tests/test_agent_cli.py pin those formats).
 UNAVAILABLE = "heuristic (fallback after: backend unavailable: 529 overloaded after 2 retries)"
 REFUSED = ("heuristic (fallback after: config_mutation.parameter = 'batch_size': batch_size is fixed (allowed: lr) "
