@@ -22,10 +22,11 @@ from agent.policies.base import BackendConfigError, RetryableBackendError
 from agent.run_plan import PlanError, RunPlan, read_plan
 from agent.secrets import SecretsUnavailable
 from agent.tree import TreeError
+from neuralgraph.cli import EX_USAGE
 from neuralgraph.config import ALLOWED_TIME_STEPS, ConfigError
 from neuralgraph.redaction import redact
 
-EX_USAGE = 2
+#: The LLM backend is temporarily unavailable (sysexits' EX_TEMPFAIL): re-run later.
 EX_TEMPFAIL = 75
 #: What a command takes besides the plan (everything else the plan holds).
 PLAN_FREE_OPTIONS = ("plan", "iteration", "backend_option", "loop")
