@@ -16,6 +16,7 @@ workflow's train job use this module without ever loading torch (seconds of impo
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from typing import Iterator
 
@@ -39,6 +40,15 @@ def cuda_wanted(name: str) -> bool:
     import torch  # lazy: see the module docstring
 
     return torch.cuda.is_available()
+
+
+def gpu_device_nodes_present() -> bool:
+    """Whether this machine exposes NVIDIA device nodes (/dev/nvidia0, ...).
+
+    What a launcher asks before handing the GPU to a training it starts (the sandbox binds these
+    nodes), without importing torch: the training itself then picks its device with
+    :func:`choose_device`. A CPU-only torch on a GPU machine only means CUDA stays unused."""
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def choose_device(name: str = "auto", strict: bool = True):

@@ -12,10 +12,16 @@ these names). Each name belongs to its writer:
 
 Why a module of its own instead of constants inside training.py / analyze.py: those import
 torch and the numerical stack, and the workflow composes paths from these names every time
-it parses the Snakefile. This module imports nothing. Nothing here knows of iterations,
-rounds or the agent.
+it parses the Snakefile. This module imports only neuralgraph.io (no torch): the train job
+judges a run from these names and statuses before, or instead of, starting the engine. Nothing
+here knows of iterations, rounds or the agent.
 """
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from neuralgraph.io import read_json
 
 # --------------------------------------------------------------------------- written by the trainer
 #: The final model: {"state_dict", "config", "n_neurons", "n_types"} (neuralgraph.model).
@@ -26,6 +32,28 @@ CHECKPOINT_FILE = "checkpoint.pt"
 TRAINING_RECORD_FILE = "training.json"
 #: Heartbeat: step, rate and time, rewritten every few seconds (the stall watchdog reads it).
 HEARTBEAT_FILE = "progress.json"
+
+#: Statuses of a finished run (training.json next to model.pt): a result, the chain goes on.
+#: "stalled" is written by the job launcher when its watchdog ends an edited loop that made no
+#: progress or ran past its wall-clock cap (neuralgraph.training.record_stopped_run).
+STATUS_STALLED = "stalled"
+#: Written by the job launcher when a contained run left something it must not (a link, a
+#: FIFO, an oversized or malformed output): nothing it wrote is used (pipeline.train_job).
+STATUS_TAMPERED = "tampered"
+FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED, STATUS_TAMPERED)
+
+
+def finished_record(run_dir: Path) -> Optional[dict[str, Any]]:
+    """training.json of a finished run (a FINISHED_STATUSES status, model.pt present), else None."""
+    record_path, model_path = run_dir / TRAINING_RECORD_FILE, run_dir / MODEL_FILE
+    if not (record_path.exists() and model_path.exists()):
+        return None
+    try:
+        record = read_json(record_path)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("status") in FINISHED_STATUSES else None
+
 
 # --------------------------------------------------------------------------- the trainer's exit codes
 # Here rather than in training.py so a launcher can judge a run without importing torch (the

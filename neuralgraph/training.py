@@ -48,11 +48,12 @@ from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stabl
 from neuralgraph.cuda_graph import GraphedStep, make_capturable, wants_cuda_graph
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
-from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, open_nofollow, read_json
+from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, open_nofollow
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
 from neuralgraph.run_files import (CHECKPOINT_FILE, EXIT_BAD_INPUT, EXIT_BAD_LOOP, EXIT_OUT_OF_MEMORY,
-                                   EXIT_RUNTIME_ERROR, EXIT_TERMINATED, HEARTBEAT_FILE, MODEL_FILE, TRAINING_RECORD_FILE)
+                                   EXIT_RUNTIME_ERROR, EXIT_TERMINATED, HEARTBEAT_FILE, MODEL_FILE, TRAINING_RECORD_FILE,
+                                   finished_record)
 from neuralgraph.step_views import config_view
 
 log = logging.getLogger("neuralgraph.training")
@@ -66,14 +67,6 @@ FINAL_LOSS_WINDOW = 100
 #: fields that change how a run is logged, not what it computes: a changed value keeps the checkpoint
 NON_RESULT_FIELDS = ("checkpoint_every_min", "log_every_s")
 
-#: Statuses of a finished run (training.json next to model.pt): a result, the chain goes on.
-#: "stalled" is written by the job launcher when its watchdog ends an edited loop that made no
-#: progress or ran past its wall-clock cap (see record_stopped_run).
-STATUS_STALLED = "stalled"
-#: Written by the job launcher when a contained run left something it must not (a link, a
-#: FIFO, an oversized or malformed output): nothing it wrote is used (pipeline.train_job).
-STATUS_TAMPERED = "tampered"
-FINISHED_STATUSES = ("ok", "diverged", STATUS_STALLED, STATUS_TAMPERED)
 #: How often the heartbeat (run_files.HEARTBEAT_FILE) is rewritten.
 HEARTBEAT_EVERY_S = 5.0
 
@@ -666,18 +659,6 @@ def record_stopped_run(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str
               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(run_dir / TRAINING_RECORD_FILE, record)
     return record
-
-
-def finished_record(run_dir: Path) -> Optional[dict[str, Any]]:
-    """training.json of a finished run (a FINISHED_STATUSES status, model.pt present), else None."""
-    record_path, model_path = run_dir / TRAINING_RECORD_FILE, run_dir / MODEL_FILE
-    if not (record_path.exists() and model_path.exists()):
-        return None
-    try:
-        record = read_json(record_path)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and record.get("status") in FINISHED_STATUSES else None
 
 
 def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, loop_path: str | Path | None = None,

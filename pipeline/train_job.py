@@ -52,11 +52,10 @@ from agent.sandbox import (CODE_MODIFICATION_MODES, DEFAULT_CODE_MODIFICATION, O
 from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ExperimentConfig, load_config
 from neuralgraph.dataset import load_dataset, write_training_view
-from neuralgraph.device import cuda_wanted
+from neuralgraph.device import gpu_device_nodes_present
 from neuralgraph.io import LinkRefusedError, atomic_write_json, check_no_links, open_nofollow, read_json
-from neuralgraph.run_files import HEARTBEAT_FILE
-from neuralgraph.training import (FINISHED_STATUSES, STATUS_STALLED, STATUS_TAMPERED, finished_record,
-                                  record_stopped_run)
+from neuralgraph.run_files import (FINISHED_STATUSES, HEARTBEAT_FILE, STATUS_STALLED, STATUS_TAMPERED,
+                                   finished_record)
 
 #: Shortest time without a new step that counts as a stall.
 STALL_FLOOR_S = 600.0
@@ -312,12 +311,21 @@ def _fresh_stage(run_dir: Path, cfg: ExperimentConfig, data: str) -> Path:
 # --------------------------------------------------------------------------- the job
 
 
+def _record_stopped_run(*args, **kwargs) -> None:
+    """:func:`neuralgraph.training.record_stopped_run`, imported here: it builds the model (torch),
+    which the job needs only for a run it stopped; a packaged-loop job execs the engine without
+    paying torch's import first."""
+    from neuralgraph.training import record_stopped_run
+
+    record_stopped_run(*args, **kwargs)
+
+
 def run_train_job(config: str, data: str, out: str, loop: str, code_modification: str = "sandboxed",
                   threads: int = 1, stall_floor_s: float = STALL_FLOOR_S, startup_grace_s: float = STARTUP_GRACE_S,
                   default_wall_cap_s: float = DEFAULT_WALL_CAP_S, output_cap_bytes: int = OUTPUT_CAP_BYTES) -> int:
     """Train one iteration (see the module docstring); returns the trainer's exit code."""
     cfg = load_config(config)
-    gpu = cuda_wanted(cfg.training.device)
+    gpu = cfg.training.device != "cpu" and gpu_device_nodes_present()
     if is_packaged_loop(loop):
         sys.stdout.flush()
         command = trainer_command(config, data, out, loop)
@@ -359,14 +367,14 @@ def run_train_job(config: str, data: str, out: str, loop: str, code_modification
         reason = f"the edited loop's run was not trusted: {exc}"
         print(f"pipeline train: {reason}; recorded as status {STATUS_TAMPERED!r}", flush=True)
         (run_dir / layout.CHECKPOINT_FILE).unlink(missing_ok=True)
-        record_stopped_run(cfg, data, run_dir, STATUS_TAMPERED, reason, use_checkpoint=False)
+        _record_stopped_run(cfg, data, run_dir, STATUS_TAMPERED, reason, use_checkpoint=False)
         return 0
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if ended.killed_because:
         reason = f"stopped by the watchdog: the edited loop {ended.killed_because}"
         print(f"pipeline train: {reason}; recorded as status {STATUS_STALLED!r}", flush=True)
-        record_stopped_run(cfg, data, run_dir, STATUS_STALLED, reason)
+        _record_stopped_run(cfg, data, run_dir, STATUS_STALLED, reason)
         return 0
     return int(ended.returncode or 0)
 

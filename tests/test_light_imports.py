@@ -1,4 +1,4 @@
-"""The workflow's bookkeeping jobs start without torch.
+"""The workflow's bookkeeping jobs, and the train job before it execs the engine, start without torch.
 
 A Snakemake job is a fresh Python process: importing torch and torch_geometric costs ~3-4 s of
 CPU before any work. init, ucb, decide (unless it smokes a code edit), costs, summarize, explorer
@@ -14,7 +14,7 @@ import pytest
 
 #: The modules a bookkeeping job imports (its CLI and its stage), and the trainer's exit codes.
 TORCH_FREE = ["agent.cli", "agent.command", "agent.start", "agent.ucb", "agent.decide", "agent.decide_cli", "agent.costs",
-              "agent.smoke", "pipeline.cli", "pipeline.append_log", "pipeline.summary", "pipeline.explorer",
+              "agent.smoke", "pipeline.cli", "pipeline.append_log", "pipeline.train_job", "pipeline.summary", "pipeline.explorer",
               "pipeline.archive", "neuralgraph.cli", "neuralgraph.run_files"]
 
 
