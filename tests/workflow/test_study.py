@@ -10,13 +10,15 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from agent import layout
-from wf_helpers import (REPO, TINY_EXPERIMENT, ctrl_c_once_started, snakemake, workflow_env,
+from wf_helpers import (REPO, TINY_EXPERIMENT, SnakemakeResult, ctrl_c_once_started, snakemake, workflow_env,
                         write_workflow_config)
 
 # The module fixture runs 6 workflow runs: ~6 min alone, 20+ min on a loaded 2-core CPU (the
@@ -42,17 +44,40 @@ def write_spec(workdir, **changes):
     return path
 
 
+@dataclass
+class StoppedStudy:
+    """The module's one study: stopped by a Ctrl-C during its second run, then finished by the
+    same command. ``kept``: mtimes of the first run's models at the stop; ``stopped``: whether
+    Snakemake acted on the SIGINT; ``tables_after_stop``: whether study.tsv existed then."""
+    workdir: Path
+    result: SnakemakeResult
+    kept: dict[Path, int]
+    stopped: bool
+    first_finished: bool
+    tables_after_stop: bool
+
+    @property
+    def folder(self) -> Path:
+        return self.workdir / "results" / "study" / SPEC["name"]
+
+
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
+def study_dir(tmp_path_factory) -> StoppedStudy:
+    """One study serves every test: the resume test reads how it was stopped and resumed, the
+    others read the tables it finally wrote (a second study for the resume alone cost minutes)."""
     workdir = tmp_path_factory.mktemp("study")
     write_workflow_config(workdir, study=str(write_spec(workdir)))
-    result = snakemake(workdir, "study", timeout=2400).check()  # 6 runs: ~6 min alone, 20+ min on a loaded 2-core CPU
-    return workdir, result
+    folder = workdir / "results" / "study" / SPEC["name"]
+    first = folder / "runs" / "tiny_heuristic_s0"  # runs go benchmark, mode, policy, seed: s1 is the second
+    code, kept = ctrl_c_once_started(workdir, "study", folder / "runs" / "tiny_heuristic_s1" / "iter_001",
+                                     (first, "iter_*/model.pt"))
+    first_finished, tables_after_stop = (first / "summary" / "summary.tsv").is_file(), (folder / "study.tsv").exists()
+    result = snakemake(workdir, "study", timeout=2400).check()  # 6 runs: minutes alone, more on a loaded 2-core CPU
+    return StoppedStudy(workdir, result, kept, code != 0, first_finished, tables_after_stop)
 
 
 def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
-    workdir, _ = study_dir
-    folder = workdir / "results" / "study" / "tiny_study"
+    folder = study_dir.folder
     everything = pd.read_csv(folder / "study.tsv", sep="\t")
     table = everything[everything["benchmark"] == "tiny"]
     assert set(table["mode"]) == {"free"}
@@ -104,8 +129,7 @@ def test_study_writes_one_row_per_policy_seed_and_iteration(study_dir):
 
 
 def test_fixed_budget_mode_holds_every_node_at_the_same_steps_x_horizon(study_dir):
-    workdir, _ = study_dir
-    folder = workdir / "results" / "study" / "tiny_study"
+    folder = study_dir.folder
     table = pd.read_csv(folder / "study.tsv", sep="\t")
     fixed = table[table["benchmark"] == "tinyfix"]
     assert set(fixed["mode"]) == {"fixed"} and set(fixed["run"]) == {"tinyfix-fixed_heuristic_s0", "tinyfix-fixed_random_s0"}
@@ -127,8 +151,7 @@ def test_fixed_budget_mode_holds_every_node_at_the_same_steps_x_horizon(study_di
 
 
 def test_report_only_rewrites_the_tables_from_the_finished_runs_and_starts_none(study_dir, tmp_path):
-    workdir, _ = study_dir
-    folder = workdir / "results" / "study" / "tiny_study"
+    workdir, folder = study_dir.workdir, study_dir.folder
     before = (folder / "study.tsv").read_text()
     runs = sorted(p.name for p in (folder / "runs").iterdir())
     out = tmp_path / "results"
@@ -145,39 +168,31 @@ def test_report_only_rewrites_the_tables_from_the_finished_runs_and_starts_none(
 
 
 def test_llm_policy_without_credentials_is_left_out_and_said_so(study_dir):
-    workdir, _ = study_dir
-    folder = workdir / "results" / "study" / "tiny_study"
+    folder = study_dir.folder
     log = (folder / "study.log").read_text()
     assert "policy anthropic left out of this study: no ANTHROPIC_API_KEY" in log
     assert not list((folder / "runs").glob("tiny_anthropic_*"))
 
 
-def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_resumes(tmp_path):
+def test_a_study_stopped_part_way_keeps_its_finished_runs_and_the_same_command_resumes(study_dir):
     """Ctrl-C (SIGINT to snakemake's process group) during the second run; the same command
     then runs only what was not finished and writes the tables."""
-    write_workflow_config(tmp_path, study=str(write_spec(tmp_path, policies=["heuristic"],
-                                                         benchmarks=SPEC["benchmarks"][:1])))
-    folder = tmp_path / "results" / "study" / "tiny_study"
-    first = folder / "runs" / "tiny_heuristic_s0"
-    code, kept = ctrl_c_once_started(tmp_path, "study", folder / "runs" / "tiny_heuristic_s1" / "iter_001",
-                                     (first, "iter_*/model.pt"))
-    assert (first / "summary" / "summary.tsv").is_file(), "the finished run must be kept"
-    assert len(kept) == 2
+    assert study_dir.first_finished, "the finished run must be kept"
+    assert len(study_dir.kept) == 2
+    log = (study_dir.folder / "study.log").read_text()
     # Snakemake now and then does not act on the SIGINT while its job does (see
     # test_kill_resume._interrupt): the interrupted training is retried and the study completes.
-    stopped = code != 0
-    if stopped:
-        assert not (folder / "study.tsv").exists(), "an interrupted study must not write its tables"
-
-    result = snakemake(tmp_path, "study", timeout=900).check()
-    log = (folder / "study.log").read_text()
-    if stopped:
-        assert "2 runs in the study, 1 finished before, 1 to run" in log, log + result.output[-2000:]
+    if study_dir.stopped:
+        assert not study_dir.tables_after_stop, "an interrupted study must not write its tables"
+        assert "6 runs in the study, 1 finished before, 5 to run" in log, log + study_dir.result.output[-2000:]
     else:
-        assert "Nothing to be done" in result.output, result.output[-2000:]
-    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished runs must not be retrained"
-    table = pd.read_csv(folder / "study.tsv", sep="\t")
-    assert sorted(set(table["seed"])) == [0, 1] and len(table) == 4
+        assert "Nothing to be done" in study_dir.result.output, study_dir.result.output[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in study_dir.kept} == study_dir.kept, "finished runs must not be retrained"
+    table = pd.read_csv(study_dir.folder / "study.tsv", sep="\t")
+    assert sorted(set(table["seed"])) == [0, 1]
+    assert table.groupby("run").size().to_dict() == {run: 2 for run in (  # every run, each with its 2 nodes
+        "tiny_heuristic_s0", "tiny_heuristic_s1", "tiny_random_s0", "tiny_random_s1",
+        "tinyfix-fixed_heuristic_s0", "tinyfix-fixed_random_s0")}
 
 
 def test_a_bad_study_spec_is_refused_naming_the_field(tmp_path):
