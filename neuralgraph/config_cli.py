@@ -8,7 +8,7 @@ from neuralgraph.config import ConfigError, describe_schema, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="neuralgraph check-config", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m neuralgraph check-config", description=__doc__)
     parser.add_argument("config", nargs="?", help="experiment YAML file")
     parser.add_argument("--base", help="the experiment's original config: refuse changes to fixed fields")
     parser.add_argument("--schema", action="store_true", help="print every field with default and allowed values")

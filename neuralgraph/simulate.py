@@ -453,7 +453,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m neuralgraph simulate --config C --out DIR``; exit 2 on a bad config (nothing written)."""
-    parser = argparse.ArgumentParser(prog="neuralgraph simulate", description="Simulate the network and write the dataset folder.")
+    parser = argparse.ArgumentParser(prog="python -m neuralgraph simulate", description="Simulate the network and write the dataset folder.")
     parser.add_argument("--config", required=True, help="experiment YAML file")
     parser.add_argument("--out", required=True, help="dataset folder to write (created)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -181,7 +181,7 @@ def verify_folder(path: Path) -> VerifyReport:
 
 def main(argv: list[str] | None = None) -> int:
     """``pipeline archive``: pack a results folder with a sha256 manifest."""
-    parser = argparse.ArgumentParser(prog="pipeline archive", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline archive", description=main.__doc__)
     parser.add_argument("--results", required=True, type=Path, help="results folder, e.g. results/demo")
     parser.add_argument("--out", required=True, type=Path, help="archive to write (.tar.gz)")
     args = parser.parse_args(argv)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_verify(argv: list[str] | None = None) -> int:
     """``pipeline verify-archive``: check an archive (or unpacked folder) against its manifest."""
-    parser = argparse.ArgumentParser(prog="pipeline verify-archive", description=main_verify.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline verify-archive", description=main_verify.__doc__)
     parser.add_argument("archive", type=Path, help="a .tar.gz made by 'pipeline archive', or its unpacked folder")
     args = parser.parse_args(argv)
     try:

@@ -442,7 +442,7 @@ def summarize(results: Path, out_dir: Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """``pipeline summarize``: summary table, best nodes and figures of one experiment."""
-    parser = argparse.ArgumentParser(prog="pipeline summarize", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline summarize", description=main.__doc__)
     parser.add_argument("--results", required=True, type=Path, help="experiment results folder, e.g. results/demo")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: RESULTS/summary)")
     args = parser.parse_args(argv)

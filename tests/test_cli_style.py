@@ -3,7 +3,8 @@
 Each package's ``cli.py`` is a table ``COMMANDS = {name: ("module[:function]", help)}`` run by
 :func:`neuralgraph.cli.dispatch`: every entry names a real function, ``python -m <pkg> --help``
 lists every command, an unknown command exits 2 naming the allowed ones, and every command
-answers ``--help`` with exit 0 (its parser lives beside its stage).
+answers ``--help`` with exit 0 and a usage line of the command users type,
+``python -m <pkg> <command>`` (its parser lives beside its stage).
 """
 from __future__ import annotations
 
@@ -49,4 +50,5 @@ def test_help_lists_every_command_and_an_unknown_command_exits_2(package):
 def test_every_command_answers_help(package, command):
     done = _run(package, command, "--help")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "usage:" in done.stdout
+    # the usage line is the command a user types, the same form for every command of every package
+    assert done.stdout.startswith(f"usage: python -m {package} {command}"), done.stdout[:200]
