@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -18,21 +19,58 @@ import pytest
 
 from agent import layout
 from test_kill_resume import _assert_resumed, _interrupt, _long_tiny_workdir, _wait_for
-from wf_helpers import REPO, job_counts, mtimes, snakemake, start_snakemake, write_workflow_config
+from wf_helpers import REPO, SnakemakeResult, job_counts, mtimes, snakemake, start_snakemake, write_workflow_config
 
 pytestmark = pytest.mark.slow
 
 PROFILE = ("--profile", str(REPO / "profiles" / "local"))
 
 
+@dataclass
+class RoundsRun:
+    """The module's one K = 2 run and how its first round was interrupted: ``finished`` the slot
+    that had finished at the Ctrl-C (``kept``: its files' mtimes then), ``running`` the one that
+    had checkpointed, ``resumed`` the output of the same command that finished the run."""
+    results: Path
+    finished: Path
+    running: Path
+    kept: dict[Path, int]
+    resumed: SnakemakeResult
+
+
 @pytest.fixture(scope="module")
-def two_slot_run(tmp_path_factory) -> Path:
+def rounds_run(tmp_path_factory) -> RoundsRun:
     """One block of 4 nodes in 2 rounds of 2 (a block start: root + variant; then exploit + explore),
-    trainings of about 10 s so that side by side is visible in their start and end times."""
+    trainings of about 10 s so that side by side is visible in their start and end times.
+
+    Started on one core, so round 1's two trainings run one after the other, and stopped by a
+    Ctrl-C while the second trains; the same command with two cores then finishes the run (round
+    2's trainings side by side). One run serves the interruption test and the tests that read it."""
     workdir = tmp_path_factory.mktemp("k2")
-    first = _long_tiny_workdir(workdir, schedule=[1], n_iter_block=4, slots=2)
-    snakemake(workdir, *PROFILE, cores=None, timeout=1200).check()
-    return first.parent
+    results = _long_tiny_workdir(workdir, schedule=[1], n_iter_block=4, slots=2).parent
+    folders = [results / "iter_001", results / "iter_002"]
+    proc = start_snakemake(workdir, *PROFILE, "--cores", "1", cores=None)
+    try:
+        def one_done_other_checkpointed():
+            done = [f for f in folders if (f / layout.TRAINING_RECORD_FILE).is_file()]
+            running = [f for f in folders if f not in done and (f / "checkpoint.pt").is_file()]
+            return (done[0], running[0]) if len(done) == 1 and running else None
+
+        finished, running = _wait_for(one_done_other_checkpointed, 400, "one finished slot and one checkpointed")
+        kept = mtimes(p for p in finished.rglob("*") if p.is_file())
+        _interrupt(proc, workdir)  # stopped, or (see there) the interrupted slot retried and resumed
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    resumed = snakemake(workdir, *PROFILE, cores=None, timeout=1200).check()
+    return RoundsRun(results, finished, running, kept, resumed)
+
+
+@pytest.fixture(scope="module")
+def two_slot_run(rounds_run) -> Path:
+    """The finished run's results/long folder."""
+    return rounds_run.results
 
 
 def _interval(folder: Path) -> tuple[datetime, datetime]:
@@ -65,9 +103,9 @@ def test_every_node_has_its_files_and_every_round_its_decision(two_slot_run):
 
 
 def test_the_two_trainings_of_a_round_ran_side_by_side(two_slot_run):
-    for first, second in ((1, 2), (3, 4)):
-        (s1, e1), (s2, e2) = (_interval(two_slot_run / layout.iteration_dir_name(i)) for i in (first, second))
-        assert s1 < e2 and s2 < e1, f"nodes {first} and {second} did not overlap: {s1}-{e1} vs {s2}-{e2}"
+    """Round 2 (round 1 was started on one core, for the interruption test)."""
+    (s1, e1), (s2, e2) = (_interval(two_slot_run / layout.iteration_dir_name(i)) for i in (3, 4))
+    assert s1 < e2 and s2 < e1, f"nodes 3 and 4 did not overlap: {s1}-{e1} vs {s2}-{e2}"
 
 
 def test_summary_shows_rounds_slots_and_wall_clock_progress(two_slot_run):
@@ -91,30 +129,12 @@ def test_forcerun_of_a_node_redoes_it_and_what_follows_its_round_only(two_slot_r
     assert analysis_only.get("analyze") == 1 and "train" not in analysis_only
 
 
-def test_interrupted_round_finishes_without_retraining_the_finished_slot(tmp_path):
-    """One core: the round's two trainings run one after the other; Ctrl-C while the second
-    trains, then the same command with two cores finishes the round from its checkpoint."""
-    run_dir = _long_tiny_workdir(tmp_path, schedule=[1], n_iter_block=2, slots=2)
-    results = run_dir.parent
-    folders = [results / "iter_001", results / "iter_002"]
-    proc = start_snakemake(tmp_path, *PROFILE, "--cores", "1", cores=None)
-    try:
-        def one_done_other_checkpointed():
-            done = [f for f in folders if (f / layout.TRAINING_RECORD_FILE).is_file()]
-            running = [f for f in folders if f not in done and (f / "checkpoint.pt").is_file()]
-            return (done[0], running[0]) if len(done) == 1 and running else None
-
-        finished, running = _wait_for(one_done_other_checkpointed, 400, "one finished slot and one checkpointed")
-        kept = mtimes(p for p in finished.rglob("*") if p.is_file())
-        _interrupt(proc, tmp_path)  # stopped, or (see there) the interrupted slot retried and resumed
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    result = snakemake(tmp_path, *PROFILE, cores=None, timeout=900).check()
-    assert mtimes(kept) == kept, f"the finished slot {finished.name} was redone"
-    _assert_resumed(running, running.name.split("_")[1])
-    assert "rule simulate" not in result.output
+def test_interrupted_round_finishes_without_retraining_the_finished_slot(rounds_run):
+    """One core: the round's two trainings ran one after the other; Ctrl-C while the second
+    trained, then the same command with two cores finished the round from its checkpoint."""
+    assert mtimes(rounds_run.kept) == rounds_run.kept, f"the finished slot {rounds_run.finished.name} was redone"
+    _assert_resumed(rounds_run.running, rounds_run.running.name.split("_")[1])
+    assert "rule simulate" not in rounds_run.resumed.output
 
 
 def test_k4_plan_has_four_trainings_ready_at_once_and_bad_k_is_refused(tmp_path):
