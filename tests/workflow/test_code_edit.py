@@ -77,11 +77,12 @@ def test_a_replayed_code_edit_is_smoke_run_and_trained_in_the_sandbox(tmp_path):
 
 
 def test_without_a_sandbox_code_edits_are_refused_up_front_and_the_run_goes_on(tmp_path):
-    # decide says why code modifications are off, config mutations go on, the chain completes.
+    # decide says why code modifications are off, config mutations go on: iteration 2 trains
+    # (the target: the rest of the chain adds nothing this test reads).
     write_workflow_config(tmp_path, name="nobwrap", schedule=[1], n_iter_block=2,
                           agent={"backend": "heuristic", "seed": 0, "fallback": "fail"})
-    result = snakemake(tmp_path, "--profile", str(REPO / "profiles" / "local"), cores=None, timeout=900,
-                       env={"NEURALGRAPH_BWRAP": "/nonexistent/bwrap"}).check()
+    result = snakemake(tmp_path, "results/nobwrap/iter_002/training.json", "--profile", str(REPO / "profiles" / "local"),
+                       cores=None, timeout=900, env={"NEURALGRAPH_BWRAP": "/nonexistent/bwrap"}).check()
     assert job_counts(result.output)["train"] == 2
     first = tmp_path / "results" / "nobwrap" / "iter_001"
     refusal = json.loads((first / "decision.json").read_text())["code_modification_refused_up_front"]
