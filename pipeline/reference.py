@@ -442,6 +442,12 @@ def lowrank_success(r2: pd.Series, test_r2: pd.Series) -> pd.Series:
     return (r2.astype(float) > LOWRANK_SUCCESS) & (test_r2.astype(float) > LOWRANK_TEST_R2)
 
 
+def signed(difference: float) -> str:
+    """A difference of R2 values as the tables print it, 4 decimals with its sign; one that rounds
+    to zero is +0.0000 (0.99996 against 1.0 printed "-0.0000", a miss to the eye)."""
+    return f"{round(difference, 4) + 0.0:+.4f}"
+
+
 def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, searched: bool = False) -> str:
     """Whether issue 18's target holds for a case, in words (with what it rests on). With a
     search, a low-rank seed succeeds by its recipe run or by its search's best node."""
@@ -465,7 +471,7 @@ def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, sear
     published = cfg.reference.published.connectivity_R2
     verdict = "holds" if best >= published - PUBLISHED_TOLERANCE else "misses"
     over = f"; ours: the best of {len(rows)} seeds, as the published number is its search's best" if len(rows) > 1 else ""
-    return (f"{verdict}: {best - published:+.4f} against the published {published:.4f} "
+    return (f"{verdict}: {signed(best - published)} against the published {published:.4f} "
             f"(target: within {PUBLISHED_TOLERANCE}{over})")
 
 
@@ -537,7 +543,7 @@ def ablation_markdown(spec: ReferenceSpec, ablations: pd.DataFrame) -> str:
             continue
         difference = _number(row["difference"])
         lines.append(f"| {ablation.name} | {ablation.case} | {seed} | {row['changed']} | {_fmt(row['connectivity_R2'])} | "
-                     f"{_fmt(row['recipe_connectivity_R2'])} | {'' if math.isnan(difference) else f'{difference:+.4f}'} | "
+                     f"{_fmt(row['recipe_connectivity_R2'])} | {'' if math.isnan(difference) else signed(difference)} | "
                      f"{_fmt(row['published_connectivity_R2'])} | {_fmt(row['test_R2_held_out'])} | "
                      f"{row['effective_rank_99']} | {_fmt(row['spectral_radius'], 3)} | {row['steps']} | "
                      f"{_fmt(row['training_time_min'], 1)} | {ablation.why} |")
