@@ -586,14 +586,18 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path, ablations:
 
     fig, (cases_ax, seeds_ax) = plt.subplots(1, 2, figsize=(13, 4.8))
     names = [case_config(entry).reference for entry in spec.cases]
+    label = _legend_once()
     for x, ref in enumerate(names):
         rows = table[table["case"] == ref.name]
+        searched = rows[rows["search_best_connectivity_R2"].notna()]
         cases_ax.scatter([x], [ref.published.connectivity_R2], marker="_", s=500, color="black",
-                         label="published (after its search)" if x == 0 else None)
-        cases_ax.scatter([x] * len(rows), rows["connectivity_R2"], color="tab:blue", alpha=0.7,
-                         label="ours, recipe (each seed)" if x == 0 else None)
-        cases_ax.scatter([x] * len(rows), rows["search_best_connectivity_R2"], marker="^", color="tab:orange",
-                         label="ours, after search" if x == 0 else None)
+                         label=label("published (after its search)"))
+        if len(rows):
+            cases_ax.scatter([x] * len(rows), rows["connectivity_R2"], color="tab:blue", alpha=0.7,
+                             label=label("ours, recipe (each seed)"))
+        if len(searched):
+            cases_ax.scatter([x] * len(searched), searched["search_best_connectivity_R2"], marker="^",
+                             color="tab:orange", label=label("ours, after search"))
     _draw_ablations(cases_ax, [ref.name for ref in names], ablations)
     cases_ax.set_xticks(range(len(names)), [ref.name for ref in names], rotation=45, ha="right")
     cases_ax.set_ylabel("connectivity_R2")
@@ -606,7 +610,8 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path, ablations:
     for case, rows in multi.groupby("case"):
         rank = rows["effective_rank_99"].astype(float)
         seeds_ax.scatter(rank, rows["connectivity_R2"], label=f"{case}: recipe")
-        seeds_ax.scatter(rank, rows["search_best_connectivity_R2"], marker="^", label=f"{case}: after search")
+        if rows["search_best_connectivity_R2"].notna().any():  # a legend entry only for what was drawn
+            seeds_ax.scatter(rank, rows["search_best_connectivity_R2"], marker="^", label=f"{case}: after search")
         for r, y, seed in zip(rank, rows["connectivity_R2"], rows["seed"]):
             seeds_ax.annotate(f"s{seed}", (r, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
     seeds_ax.axhline(LOWRANK_SUCCESS, color="grey", linestyle="--", linewidth=1, label=f"target {LOWRANK_SUCCESS}")
@@ -618,6 +623,19 @@ def draw_figure(spec: ReferenceSpec, table: pd.DataFrame, path: Path, ablations:
     seeds_ax.set_title("seeds: recovery against the activity's effective rank")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _legend_once():
+    """label(text): ``text`` the first time it is asked for, then None (one legend entry per kind
+    of point, on the first case that has such points, not on case 0 whether or not it has any)."""
+    seen: set[str] = set()
+
+    def label(text: str) -> Optional[str]:
+        if text in seen:
+            return None
+        seen.add(text)
+        return text
+    return label
 
 
 def _draw_ablations(ax, case_names: list[str], ablations: Optional[pd.DataFrame]) -> None:

@@ -167,3 +167,29 @@ def test_a_landscape_case_on_several_seeds_is_judged_by_its_best_seed_and_says_s
     assert target_verdict(load_config(DALE), rows.iloc[:1], 1).startswith("misses: -0.0342 against the published 0.9860")
     level = rows.iloc[:1].assign(connectivity_R2=0.98596)  # 0.00004 below: equal at the printed precision
     assert target_verdict(load_config(DALE), level, 1).startswith("holds: +0.0000 against the published 0.9860")
+
+
+def test_the_figure_legend_names_only_what_was_drawn(tmp_path, monkeypatch):
+    """A search legend entry only when a seed was searched, on whichever case has one (the table
+    of the session's landscape run listed "after search" for cases never searched)."""
+    import neuralgraph.plots
+    from pipeline.reference import draw_figure
+
+    drawn = {}
+    monkeypatch.setattr(neuralgraph.plots, "save_figure", lambda fig, path: drawn.update(fig=fig))
+    spec = load_spec(_spec(tmp_path))
+    rows = [{**dict.fromkeys(COLUMNS, math.nan), "case": "lowrank", "seed": s, "connectivity_R2": r2,
+             "effective_rank_99": rank} for s, r2, rank in ((0, 0.9996, 10), (4, 0.70, 6))]
+    rows.append({**dict.fromkeys(COLUMNS, math.nan), "case": "dale", "seed": 0, "connectivity_R2": 0.95})
+
+    def legends(table):
+        draw_figure(spec, pd.DataFrame(table, columns=COLUMNS), tmp_path / "reference.png")
+        return [[t.get_text() for t in ax.get_legend().get_texts()] for ax in drawn["fig"].axes]
+
+    cases, seeds = legends(rows)
+    assert cases == ["published (after its search)", "ours, recipe (each seed)"]
+    assert seeds == ["lowrank: recipe", "target 0.999"]
+    rows[-1]["search_best_connectivity_R2"] = 0.99  # the second case (dale) searched, the first not
+    cases, seeds = legends(rows)
+    assert cases == ["published (after its search)", "ours, recipe (each seed)", "ours, after search"]
+    assert seeds == ["lowrank: recipe", "target 0.999"]
