@@ -43,13 +43,18 @@ def rounds_run(tmp_path_factory) -> RoundsRun:
     """One block of 4 nodes in 2 rounds of 2 (a block start: root + variant; then exploit + explore),
     trainings of about 10 s so that side by side is visible in their start and end times.
 
-    Started on one core, so round 1's two trainings run one after the other, and stopped by a
-    Ctrl-C while the second trains; the same command with two cores then finishes the run (round
-    2's trainings side by side). One run serves the interruption test and the tests that read it."""
+    Round 1's two trainings are started on one core, so they run one after the other, and a
+    Ctrl-C comes while the second trains; the workflow's command with two cores then finishes the
+    run (round 2's trainings side by side). One run serves the interruption test and the tests
+    that read it."""
     workdir = tmp_path_factory.mktemp("k2")
     results = _long_tiny_workdir(workdir, schedule=[1], n_iter_block=4, slots=2).parent
     folders = [results / "iter_001", results / "iter_002"]
-    proc = start_snakemake(workdir, *PROFILE, "--cores", "1", cores=None)
+    # Round 1's trainings are the first command's targets: when Snakemake does not act on the
+    # Ctrl-C (see _interrupt) it finishes them on one core and stops there, so round 2 always
+    # runs under the second command, on two cores, side by side.
+    round_1 = [str((f / layout.TRAINING_RECORD_FILE).relative_to(workdir)) for f in folders]
+    proc = start_snakemake(workdir, *round_1, *PROFILE, "--cores", "1", cores=None)
     try:
         def one_done_other_checkpointed():
             done = [f for f in folders if (f / layout.TRAINING_RECORD_FILE).is_file()]
