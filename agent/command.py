@@ -15,7 +15,6 @@ import argparse
 import sys
 from typing import Any, Callable, Optional
 
-from agent.costs import CostRecordError
 from agent.decision import DecisionInvalid
 from agent.inputs import InputError
 from agent.policies.base import BackendConfigError, RetryableBackendError
@@ -31,7 +30,7 @@ EX_TEMPFAIL = 75
 #: What a command takes besides the plan (everything else the plan holds).
 PLAN_FREE_OPTIONS = ("plan", "iteration", "backend_option", "loop")
 #: Refused inputs: the message names the file or option; exit EX_USAGE.
-REFUSED_INPUTS = (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable, PlanError, CostRecordError)
+REFUSED_INPUTS = (InputError, ConfigError, TreeError, DecisionInvalid, SecretsUnavailable, PlanError)
 
 
 # --------------------------------------------------------------------------- option readers
@@ -121,10 +120,12 @@ class _RedactingStream:
         return getattr(self.stream, name)
 
 
-def run_command(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Optional[int]],
+def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Optional[int]],
                 argv: Optional[list[str]]) -> int:
     """Parse ``argv`` with ``parser`` and ``run`` it, every output redacted; a refused input or
-    backend configuration is one line ``prog: ...`` and exit 2, an unavailable backend exit 75."""
+    backend configuration is one line ``agent <command>: ...`` (the parser's prog without its
+    ``python -m``) and exit 2, an unavailable backend exit 75."""
+    prog = parser.prog.removeprefix("python -m ")
     if not isinstance(sys.stderr, _RedactingStream):
         sys.stdout, sys.stderr = _RedactingStream(sys.stdout), _RedactingStream(sys.stderr)
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
+from agent.command import run_command
 from agent.inputs import InputError
 from agent.prompt import PROMPT_PARTS
 from agent.records import all_attempts, slot_records
@@ -36,8 +37,9 @@ COLUMNS = ("iteration", "attempt", "policy", "accepted", "model", *TOKEN_FIELDS,
 COSTS_NAME = "costs.tsv"
 
 
-class CostRecordError(ValueError):
-    """An earlier decision.json cannot be read: the spend so far is unknown. Names the file."""
+class CostRecordError(InputError):
+    """An earlier decision.json cannot be read: the spend so far is unknown. Names the file.
+    A refused input like any other (every command exits 2 on it, naming the file)."""
 
 
 def decision_files(results_dir: str | Path) -> list[tuple[int, Path]]:
@@ -146,6 +148,5 @@ def run_costs(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m agent costs``: exit codes of :func:`agent.command.run_command`."""
-    from agent.command import run_command  # here: agent.command maps this module's CostRecordError (a cycle at the top)
 
-    return run_command("agent costs", build_parser(), run_costs, argv)
+    return run_command(build_parser(), run_costs, argv)

@@ -44,7 +44,7 @@ from agent.policies.base import (SPEND_CAP_REASON, Attempt, BackendMissingError,
 from agent.policies.heuristic import HeuristicPolicy, safe_decision, variant_mutations
 from agent.policies.spend_cap import SpendCap, is_paid
 from agent.records import round_record
-from agent.run_plan import AgentSettings, RunPlan
+from agent.run_plan import AGENT_DEFAULTS, RunPlan
 from agent.sandbox import code_modification_refusal
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S, SmokeHarnessError, validate_and_smoke
 from agent.tree import NodeRecord, check_scores_agree, load_node, merge_nodes, node_folder, score_block
@@ -54,10 +54,6 @@ from neuralgraph.io import atomic_write_json, atomic_write_text
 
 #: The instructions every exploration starts from; each round's revision carries the same name.
 SHIPPED_INSTRUCTIONS = Path(__file__).resolve().parent / layout.INSTRUCTIONS_FILE
-
-
-#: The agent options' defaults (their one home: agent.run_plan.AgentSettings).
-AGENT_DEFAULTS = AgentSettings()
 
 
 def prompt_config_yaml(text: str) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 from agent.command import parse_backend_options, parse_schedule, plan_or_explicit, run_command
-from agent.decide import AGENT_DEFAULTS, DecideRequest, decide, request_from_plan
+from agent.decide import DecideRequest, decide, request_from_plan
 from agent.policies.base import BACKENDS
+from agent.run_plan import AGENT_DEFAULTS
 from agent.sandbox import CODE_MODIFICATION_MODES, code_modification_refusal
 from agent.secrets import receive_secrets
 from agent.smoke import DEFAULT_SMOKE_TIMEOUT_S
@@ -129,4 +130,4 @@ def run_decide(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m agent decide``: exit codes of :func:`agent.command.run_command`."""
-    return run_command("agent decide", build_parser(), run_decide, argv)
+    return run_command(build_parser(), run_decide, argv)

@@ -55,6 +55,10 @@ class AgentSettings(_Strict):
     prompt_code: bool = True
 
 
+#: The agent options' defaults, read by every command that offers them without a plan.
+AGENT_DEFAULTS = AgentSettings()
+
+
 class RunPlan(_Strict):
     """What every stage of one exploration shares (see the module docstring)."""
 
@@ -66,7 +70,7 @@ class RunPlan(_Strict):
     n_iter_block: int = Field(ge=1)
     slots: int = Field(ge=1)
     ucb_c: float
-    agent: AgentSettings = AgentSettings()
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
     @property
     def n_iterations(self) -> int:

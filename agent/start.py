@@ -18,7 +18,7 @@ from agent.command import add_plan_options, parse_schedule, plan_or_explicit, ru
 from agent.decision import ALLOWED_PARAMETERS
 from agent.inputs import read_text
 from agent.policies.heuristic import variant_mutations
-from agent.run_plan import AgentSettings, RunPlan
+from agent.run_plan import AGENT_DEFAULTS, RunPlan
 from agent.tree import code_hash
 from neuralgraph import PACKAGED_LOOP
 from neuralgraph.config import ExperimentConfig, dump_config, inert_training_fields, load_config, with_updates
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     explicit.add_argument("--schedule", help="comma list of time_steps per block, or 'agent' (the default)")
     explicit.add_argument("--slots", type=int,
                           help="nodes of the first round (default 1): the root and slots-1 one-mutation variants")
-    explicit.add_argument("--seed", type=int, help=f"seed of the variants' mutations (default {AgentSettings().seed})")
+    explicit.add_argument("--seed", type=int, help=f"seed of the variants' mutations (default {AGENT_DEFAULTS.seed})")
     return p
 
 
@@ -106,7 +106,7 @@ def run_init(args: argparse.Namespace) -> int:
     else:
         written = start_experiment(Path(args.config), Path(args.out_dir), parse_schedule(getattr(args, "schedule", None)),
                                    Path(args.loop), slots=getattr(args, "slots", 1),
-                                   seed=getattr(args, "seed", AgentSettings().seed))
+                                   seed=getattr(args, "seed", AGENT_DEFAULTS.seed))
     print(f"agent init: wrote config.yaml, train_loop.py, proposal.json, code.diff into "
           f"{', '.join(p.name for p in written)}")
     return 0
@@ -114,4 +114,4 @@ def run_init(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m agent init``: exit codes of :func:`agent.command.run_command`."""
-    return run_command("agent init", build_parser(), run_init, argv)
+    return run_command(build_parser(), run_init, argv)

@@ -86,4 +86,4 @@ def run_ucb(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m agent ucb``: exit codes of :func:`agent.command.run_command`."""
-    return run_command("agent ucb", build_parser(), run_ucb, argv)
+    return run_command(build_parser(), run_ucb, argv)
