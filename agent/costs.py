@@ -148,5 +148,4 @@ def run_costs(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m agent costs``: exit codes of :func:`agent.command.run_command`."""
-
     return run_command(build_parser(), run_costs, argv)

@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from agent import layout
 from agent.records import slot_views
 from wf_helpers import REPO, job_counts, snakemake, write_workflow_config
 
@@ -81,7 +82,8 @@ def test_without_a_sandbox_code_edits_are_refused_up_front_and_the_run_goes_on(t
     # (the target: the rest of the chain adds nothing this test reads).
     write_workflow_config(tmp_path, name="nobwrap", schedule=[1], n_iter_block=2,
                           agent={"backend": "heuristic", "seed": 0, "fallback": "fail"})
-    result = snakemake(tmp_path, "results/nobwrap/iter_002/training.json", "--profile", str(REPO / "profiles" / "local"),
+    target = f"results/nobwrap/{layout.iteration_dir_name(2)}/{layout.TRAINING_RECORD_FILE}"
+    result = snakemake(tmp_path, target, "--profile", str(REPO / "profiles" / "local"),
                        cores=None, timeout=900, env={"NEURALGRAPH_BWRAP": "/nonexistent/bwrap"}).check()
     assert job_counts(result.output)["train"] == 2
     first = tmp_path / "results" / "nobwrap" / "iter_001"

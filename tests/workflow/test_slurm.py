@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import layout
 from wf_helpers import REPO, SNAKEFILE, SNAKEMAKE, SnakemakeResult, job_counts, workflow_env, write_workflow_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -177,9 +178,9 @@ def test_a_round_as_one_grouped_slurm_job(slurm_cluster, tmp_path):
     write_workflow_config(tmp_path, name="grouped", schedule=[1], n_iter_block=2, slots=2)
     # Targets: the round's two trainings (what a user names to run part of the chain); the rest
     # of the chain is the first test's and would only add SLURM jobs this one does not read.
-    trainings = [f"results/grouped/iter_00{it}/training.json" for it in (1, 2)]
+    trainings = [f"results/grouped/{layout.iteration_dir_name(it)}/{layout.TRAINING_RECORD_FILE}" for it in (1, 2)]
     result, _, _, _ = run_with_secret(tmp_path, *trainings, "--profile", str(REPO / "profiles" / "slurm"), *NODE_FIT,
-                                      "--groups", "train=round", "--group-components", "round=2")  # (these take lists)
+                                      "--groups", "train=round", "--group-components", "round=2")
     result.check()
     submitted = re.findall(r"submitted with SLURM jobid \d+ \(log: .*?/slurm_logs/(\w+)/", result.output)
     assert "rule_train" not in submitted and submitted.count("group_round_train") == 1, submitted
