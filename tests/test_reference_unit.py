@@ -101,15 +101,28 @@ def test_a_seed_succeeds_by_its_recipe_or_its_search_and_pending_searches_keep_i
     cfg = load_config(LOWRANK)
     good, miss = (0.9995, 0.99), (0.7, 0.99)
     rows = _rows([good] * 6 + [miss] * 4, [None] * 6 + [(0.9992, 0.985), (0.9993, 0.97), (0.8, 0.99), None])
-    verdict = target_verdict(cfg, rows, 10, searched=True)
+    verdict = target_verdict(cfg, rows, 10, search_below=0.999)
     # seed 6 recovered; seed 7's test_R2 too low; seed 8 not recovered; seed 9's search pending: 7 + 1 pending
     assert verdict == ("open: 6 of 10 seeds run above 0.999 with test_R2 > 0.98 with the recipe, 7 with the search "
                        "(target 8 of 10; test_R2 held out; on the training trajectory, the reference's way: 6 with "
                        "the recipe)")
     done = _rows([good] * 6 + [miss] * 4, [None] * 6 + [(0.9992, 0.985), (0.9993, 0.97), (0.8, 0.99), (0.9999, 0.99)])
-    assert target_verdict(cfg, done, 10, searched=True).startswith("holds: 6 of 10 seeds run above 0.999 with test_R2 > "
+    assert target_verdict(cfg, done, 10, search_below=0.999).startswith("holds: 6 of 10 seeds run above 0.999 with test_R2 > "
                                                                     "0.98 with the recipe, 8 with the search")
     assert target_verdict(cfg, rows, 10).startswith("misses: 6 of 10")  # without a search, 4 misses are final
+
+
+def test_a_seed_that_misses_on_test_R2_alone_is_never_searched_so_it_keeps_no_verdict_open():
+    """The search takes seeds below its connectivity threshold; a seed above it whose rollout
+    misses (the regime's seeds 18, 22, 44) has no search to wait for."""
+    cfg = load_config(LOWRANK)
+    good, rollout_miss = (0.9995, 0.99), (0.9999, 0.84)
+    rows = _rows([good] * 7 + [rollout_miss] * 2 + [(0.9943, 0.98)], [None] * 9 + [(0.9954, 0.987)])
+    assert target_verdict(cfg, rows, 10, search_below=0.999).startswith(
+        "misses: 7 of 10 seeds run above 0.999 with test_R2 > 0.98 with the recipe, 7 with the search")
+    unsearched = _rows([good] * 7 + [rollout_miss] * 2 + [(0.9943, 0.98)], [None] * 10)  # seed 9's search pending
+    assert target_verdict(cfg, unsearched, 10, search_below=0.999).startswith("open: 7 of 10")
+    assert target_verdict(cfg, unsearched, 10, search_below=0.99).startswith("misses: 7 of 10")  # 0.9943 is above it
 
 
 def test_a_policy_sees_a_reference_case_config_without_its_published_result_and_recipe(tmp_path):
