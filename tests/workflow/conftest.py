@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> TinyRun:
-    """The tiny 2 x 2 pipeline, run once per session through the local profile."""
+    """The tiny 2 x 2 pipeline, run once per pytest-xdist worker that needs it, through the local profile."""
     workdir = tmp_path_factory.mktemp("tiny_run")
     write_workflow_config(workdir)
     result = snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), cores=None).check()
