@@ -258,7 +258,7 @@ def searches_due(spec: ReferenceSpec, folder: Path) -> list[tuple[ExperimentConf
         if cfg.reference.name not in spec.search.cases or not workflow_finished(folder, run_name(cfg, seed)):
             continue
         metrics = layout.IterationFolder.at(folder / RUNS_DIR / run_name(cfg, seed), 1).metrics()
-        if not _number(metrics.get("connectivity_R2")) >= spec.search.below:  # NaN (failed) is searched too
+        if below_search_threshold(metrics.get("connectivity_R2"), spec.search.below):
             due.append((cfg, seed))
     return due
 
@@ -340,6 +340,12 @@ def _recipe_runs(spec: ReferenceSpec, folder: Path, snakefile: Path, todo: list)
                                                      spec.cores, snakefile, spec.snakemake_args, time_step=1, n_iter=1,
                                                      slots=1, policy="heuristic", seed=seed))
         for cfg, seed in todo])
+
+
+def below_search_threshold(connectivity_R2: Any, below: float) -> bool:
+    """Whether a recipe run's connectivity_R2 makes its seed due for a search: below the search's
+    threshold, or missing / not a number (a failed run is searched too). The one spelling of the rule."""
+    return not _number(connectivity_R2) >= below
 
 
 def _number(value: Any) -> float:
@@ -461,7 +467,7 @@ def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, sear
         pending = n_seeds - len(rows)
         if searched:  # a seed due for a search that has not finished may still succeed; a seed above
             # the search's threshold that misses on test_R2 alone is never searched: its miss is final
-            due = ~(rows["connectivity_R2"].astype(float) >= search_below)  # NaN (failed) is searched too
+            due = rows["connectivity_R2"].map(lambda r2: below_search_threshold(r2, search_below)).astype(bool)
             pending += int((~recipe & due & rows["search_run"].isna()).sum())
         good = int(either.sum())
         verdict = "holds" if good >= LOWRANK_SEEDS_NEEDED else (
@@ -576,7 +582,7 @@ def search_sentence(search: SearchSpec, cfg: ExperimentConfig) -> str:
 
 def _search_cell(spec: ReferenceSpec, cfg: ExperimentConfig, row: pd.Series) -> str:
     if not isinstance(row["search_run"], str):
-        due = searched(spec, cfg) and not row["connectivity_R2"] >= spec.search.below
+        due = searched(spec, cfg) and below_search_threshold(row["connectivity_R2"], spec.search.below)
         return "not finished" if due else ""
     return (f"{_fmt(row['search_best_connectivity_R2'])} ({int(row['search_best_iteration'])} of "
             f"{int(row['search_iterations'])}; {_fmt(row['search_best_test_R2'])})")
