@@ -130,6 +130,10 @@ class SimulationConfig(_Section):
         return [list(row) for row in REFERENCE_TYPE_PARAMS[: self.n_neuron_types]]
 
 
+#: How lin_edge / lin_phi start (neuralgraph.model.MLP): the allowed values' one home.
+MlpInit = Literal["pytorch", "reference"]
+
+
 class GraphModelConfig(_Section):
     """The GNN: du_i/dt = lin_phi(u_i, a_i) + sum_{j != i} W_ij lin_edge(u_j [, a_j])."""
 
@@ -140,6 +144,9 @@ class GraphModelConfig(_Section):
     edge_input: Literal["u", "u_a"] = Field("u", description="lin_edge sees [u_j] or [u_j, a_j].")
     W_init_std: float = Field(0.001, ge=0.0, le=10.0, description="Std of the normal initialisation of W (0 = zeros).")
     embedding_init: Literal["ones", "randn"] = Field("ones", description="Initial embeddings.")
+    mlp_init: MlpInit = Field(
+        "pytorch", description="lin_edge / lin_phi start: pytorch = PyTorch's default for every layer; reference = the "
+        "reference's (first layer PyTorch's default, later layers N(0, 0.1) weights and zero biases).")
     low_rank_factorization: bool = Field(False, description="Learn W = W_L @ W_R instead of a dense W.")
     low_rank: int = Field(20, ge=1, le=100_000, description="Rank r of the factorisation.")
     connectivity_mask: Literal["dense", "true_support"] = Field(

@@ -24,6 +24,7 @@ Internally node-first tensors (N, B) are used for PyG (``node_dim=0``).
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
-from neuralgraph.config import ExperimentConfig, parse_config
+from neuralgraph.config import ExperimentConfig, MlpInit, parse_config
 from neuralgraph.io import atomic_torch_save, open_nofollow
 
 #: Masks denser than this are aggregated with a dense product; sparser ones with a sparse one.
@@ -47,16 +48,26 @@ _ACTIVATIONS = {
 }
 
 
+#: How the MLPs' Linear layers start. "pytorch": PyTorch's default for every layer (uniform in
+#: +-1/sqrt(fan_in), weights and biases). "reference": the reference's MLP class (science.md
+#: section 9) keeps PyTorch's default for the first layer only and draws every later layer's
+#: weights from N(0, 0.1) with zero biases.
+MLP_INITS = typing.get_args(MlpInit)
+REFERENCE_MLP_WEIGHT_STD = 0.1
+
+
 class MLP(nn.Module):
     """``n_layers`` linear layers in -> hidden -> ... -> hidden -> 1, activation between them.
 
     No activation after the last layer: messages and node updates must be able to be negative.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, n_layers: int, activation: str = "relu"):
+    def __init__(self, in_dim: int, hidden_dim: int, n_layers: int, activation: str = "relu", init: str = "pytorch"):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation = {activation!r}: must be one of {', '.join(_ACTIVATIONS)}")
+        if init not in MLP_INITS:
+            raise ValueError(f"mlp_init = {init!r}: must be one of {', '.join(MLP_INITS)}")
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [1]
         layers: list[nn.Module] = []
         for k, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
@@ -64,13 +75,26 @@ class MLP(nn.Module):
             if k < n_layers - 1:
                 layers.append(_ACTIVATIONS[activation]())
         self.layers = nn.Sequential(*layers)
+        if init == "reference":
+            self._reference_init()
+
+    def _reference_init(self) -> None:
+        """The reference's start: layers after the first get N(0, 0.1) weights and zero biases
+        (its lin_edge's first outputs are ~10x smaller than with PyTorch's default)."""
+        with torch.no_grad():
+            for layer in self.weight_layers()[1:]:
+                layer.weight.normal_(0.0, REFERENCE_MLP_WEIGHT_STD)
+                layer.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
+    def weight_layers(self) -> list[nn.Linear]:
+        return [m for m in self.layers if isinstance(m, nn.Linear)]
+
     def weight_matrices(self) -> list[torch.Tensor]:
         """The Linear weights (not biases): what the MLP L1/L2 penalties act on."""
-        return [m.weight for m in self.layers if isinstance(m, nn.Linear)]
+        return [m.weight for m in self.weight_layers()]
 
 
 def off_diagonal_mask(n_neurons: int) -> torch.Tensor:
@@ -126,6 +150,7 @@ class SignalPropagation(MessagePassing):
         low_rank: Optional[int] = None,
         mask: Optional[torch.Tensor] = None,
         learn_embeddings: bool = True,
+        mlp_init: str = "pytorch",
     ):
         super().__init__(aggr="add", node_dim=0)
         if edge_input not in ("u", "u_a"):
@@ -138,8 +163,8 @@ class SignalPropagation(MessagePassing):
         init = torch.ones if embedding_init == "ones" else torch.randn
         self.a = nn.Parameter(init(n_neurons, embedding_dim), requires_grad=learn_embeddings)
         edge_in_dim = 1 + (embedding_dim if edge_input == "u_a" else 0)
-        self.lin_edge = MLP(edge_in_dim, hidden_dim, n_layers, activation)
-        self.lin_phi = MLP(1 + embedding_dim, hidden_dim, n_layers, activation)
+        self.lin_edge = MLP(edge_in_dim, hidden_dim, n_layers, activation, init=mlp_init)
+        self.lin_phi = MLP(1 + embedding_dim, hidden_dim, n_layers, activation, init=mlp_init)
         self._set_mask(off_diagonal_mask(n_neurons) if mask is None else mask)
 
     # ----------------------------------------------------------------- construction
@@ -318,6 +343,7 @@ def _model_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
         edge_input=gm.edge_input,
         W_init_std=gm.W_init_std,
         embedding_init=gm.embedding_init,
+        mlp_init=gm.mlp_init,
         low_rank=gm.low_rank if gm.low_rank_factorization else None,
         learn_embeddings=cfg.simulation.n_neuron_types > 1,
     )

@@ -1,13 +1,14 @@
 """The GNN: node-level aggregation equals the per-edge oracle; shapes, masks, save/load."""
 from __future__ import annotations
 
+import hashlib
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from neuralgraph.config import parse_config
+from neuralgraph.config import ConfigError, parse_config
 from neuralgraph.model import (
     PerEdgeSignalPropagation,
     SignalPropagation,
@@ -184,6 +185,43 @@ def test_build_model_follows_the_config():
     assert torch.all(model.W == 0)
     assert torch.all(model.a == 1)  # embedding_init ones
     assert model.a.requires_grad
+
+
+def _state_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_default_mlp_init_is_bit_identical_to_the_model_before_the_option():
+    """graph_model.mlp_init defaults to PyTorch's init: the same seed builds the same model, byte for
+    byte, as before the option existed (digest taken from b2b37b9's model.py)."""
+    torch.manual_seed(0)
+    model = SignalPropagation(N, hidden_dim=16, edge_input="u_a", W_init_std=1.0)
+    assert _state_digest(model) == "1f78fd2a376b9930"
+    assert build_model(_cfg()).lin_edge.layers[2].bias.abs().sum() > 0  # the config's default is PyTorch's too
+
+
+def test_reference_mlp_init_draws_later_layers_from_n_0_std_0_1_with_zero_biases():
+    model = build_model(_cfg(mlp_init="reference", hidden_dim=64, n_layers=4))
+    for mlp in (model.lin_edge, model.lin_phi):
+        first, *later = mlp.weight_layers()
+        bound = 1 / first.in_features ** 0.5  # PyTorch's default, kept for the first layer as the reference does
+        assert first.bias.abs().max() <= bound and first.bias.abs().sum() > 0
+        assert len(later) == 3
+        hidden_weights = torch.cat([layer.weight.detach().flatten() for layer in later[:-1]])  # 2 x 64 x 64 draws
+        assert 0.095 < float(hidden_weights.std()) < 0.105 and abs(float(hidden_weights.mean())) < 0.005
+        assert float(hidden_weights.abs().max()) > 1 / 64 ** 0.5  # not PyTorch's uniform bound 0.125
+        assert all(torch.all(layer.bias == 0) for layer in later)
+
+
+def test_mlp_init_refuses_an_unknown_value_naming_the_allowed_ones():
+    with pytest.raises(ConfigError, match=r"graph_model\.mlp_init.*'pytorch'.*'reference'"):
+        _cfg(mlp_init="xavier")
+    with pytest.raises(ValueError, match="mlp_init = 'xavier': must be one of pytorch, reference"):
+        SignalPropagation(N, mlp_init="xavier")
 
 
 def test_true_support_mask_needs_the_dataset_and_uses_its_wiring():
