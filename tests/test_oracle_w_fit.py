@@ -1,0 +1,80 @@
+"""benchmarks/oracle_w_fit.py: W fitted alone in the true model recovers W where the data
+identify it, the weak-direction share says where they do not, and the script runs as a user
+runs it (issue 18: seed 45's plateau)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from neuralgraph.config import parse_config
+from tiny_configs import REPO, tiny_config_dict
+
+SCRIPT = REPO / "benchmarks" / "oracle_w_fit.py"
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    spec = importlib.util.spec_from_file_location("oracle_w_fit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _one_type_config(**overrides):
+    return parse_config(tiny_config_dict(**{"simulation.n_neuron_types": 1,
+                                            "simulation.neuron_type_params": [[7.0, 0.0, 1.0]], **overrides}))
+
+
+def test_w_alone_is_recovered_from_exact_data_and_a_wrong_model_would_not_be(oracle):
+    """du = -u + 7 W tanh(u) exactly, on well-spread states: Adam on W alone finds W."""
+    rng = np.random.default_rng(0)
+    n = 8
+    W = rng.normal(0, 0.3, (n, n))
+    np.fill_diagonal(W, 0)
+    u = rng.normal(0, 1.5, (2000, n)).astype(np.float32)
+    du = (-u + 7 * np.tanh(u) @ W.T).astype(np.float32)
+    cfg = _one_type_config(**{"training.learning_rate_W_start": 1e-2, "graph_model.W_init_std": 1.0})
+    scores = oracle.fit_w_alone(cfg, u, du, W, steps=3000, checkpoints=[100, 3000])
+    assert scores[3000] > 0.999 and scores[100] < scores[3000]
+    # the transposed W (a wiring read the wrong way round) is a different matrix: R2 far below
+    assert oracle.connectivity_r2(W.T.copy(), W) < 0.5
+
+
+def test_weak_energy_is_the_share_of_w_along_the_least_excited_directions(oracle):
+    rng = np.random.default_rng(1)
+    n = 6
+    u = rng.normal(0, 1.0, (5000, n))
+    u[:, -1] *= 1e-4  # neuron 5 barely moves: tanh(u_5)'s direction is excited ~1e-8 as much
+    reads_only_the_still_neuron = np.zeros((n, n))
+    reads_only_the_still_neuron[0, -1] = 1.0
+    assert oracle.weak_energy(u, reads_only_the_still_neuron)["weak_energy_below_0.0001"] > 0.99
+    reads_the_others = np.zeros((n, n))
+    reads_the_others[0, 1] = 1.0
+    report = oracle.weak_energy(u, reads_the_others)
+    assert report["weak_energy_below_0.001"] < 1e-6 and report["condition"] > 1e6
+
+
+def test_the_script_prints_every_seed_and_refuses_a_multi_type_case(tmp_path):
+    path = tmp_path / "case.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(**{"simulation.n_neuron_types": 1,
+                                                       "simulation.neuron_type_params": [[7.0, 0.0, 1.0]]})))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(path), "--seeds", "2", "3", "--steps", "40"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["steps"] == 40 and [s["seed"] for s in report["seeds"]] == [2, 3]
+    for seed in report["seeds"]:
+        assert set(seed["oracle_connectivity_R2_by_step"]) == {"4", "10", "20", "40"}
+        assert 0 <= seed["weak_energy_below_0.0001"] <= seed["weak_energy_below_0.001"] <= 1
+        assert seed["condition"] >= 1
+    path.write_text(yaml.safe_dump(tiny_config_dict()))  # the tiny config's 4 neuron types
+    refused = subprocess.run([sys.executable, str(SCRIPT), str(path), "--steps", "5"], capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path)
+    assert refused.returncode == 2 and "simulation.n_neuron_types = 4" in refused.stderr
+    assert "must be 1" in refused.stderr
