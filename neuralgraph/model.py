@@ -80,7 +80,7 @@ class MLP(nn.Module):
 
     def _reference_init(self) -> None:
         """The reference's start: layers after the first get N(0, 0.1) weights and zero biases
-        (its lin_edge's first outputs are ~10x smaller than with PyTorch's default)."""
+        (at width 64 PyTorch's default draws weights with std 1/sqrt(3 * 64) = 0.072, biases too)."""
         with torch.no_grad():
             for layer in self.weight_layers()[1:]:
                 layer.weight.normal_(0.0, REFERENCE_MLP_WEIGHT_STD)
