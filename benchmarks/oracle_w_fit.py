@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralgraph.config import ExperimentConfig, load_config, with_updates  # noqa: E402
 from neuralgraph.metrics import connectivity_r2  # noqa: E402
 from neuralgraph.simulate import simulate  # noqa: E402
+from neuralgraph.stats import presynaptic_modes  # noqa: E402
 from pipeline.reference import recipe_steps  # noqa: E402
 
 WEAK_THRESHOLDS = (1e-3, 1e-4)
@@ -58,9 +59,7 @@ def recording(cfg: ExperimentConfig, folder: Path) -> tuple[np.ndarray, np.ndarr
 
 def weak_energy(u: np.ndarray, W: np.ndarray) -> dict[str, float]:
     """Share of W's energy along the least-excited directions of tanh(u), and C's condition."""
-    phi = np.tanh(u.astype(np.float64))
-    second_moment = phi.T @ phi / phi.shape[0]
-    eigenvalues, eigenvectors = np.linalg.eigh(second_moment)
+    eigenvalues, eigenvectors = presynaptic_modes(u)
     energy_along = np.square(W @ eigenvectors).sum(axis=0)  # ||W v_k||^2 per direction k
     total = energy_along.sum()
     shares = {f"weak_energy_below_{t:g}": float(energy_along[eigenvalues < t * eigenvalues[-1]].sum() / total)

@@ -50,6 +50,17 @@ def spectral_radius(W: np.ndarray) -> float:
         return float(np.max(np.abs(np.linalg.eigvals(W))))
 
 
+def presynaptic_modes(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors (columns) of C = E[tanh(u) tanh(u)^T] over the frames.
+
+    Why: a row of W acts on the data only through tanh(u) (the PDE_N2 coupling), so C says which
+    directions of W a recording excites: a gradient-trained W converges along eigenvector k at a
+    rate that grows with eigenvalue k, and not at all where C is zero."""
+    phi = np.tanh(np.asarray(u, dtype=np.float64))
+    with single_threaded_blas():
+        return np.linalg.eigh(phi.T @ phi / phi.shape[0])
+
+
 def subsample_frames(X: np.ndarray, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
     """At most ``max_frames`` rows of X at an even stride, as a float64 in-memory array."""
     n = X.shape[0]
