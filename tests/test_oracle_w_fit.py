@@ -3,7 +3,6 @@ identify it, the weak-direction share says where they do not, and the script run
 runs it (issue 18: seed 45's plateau)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,17 +12,14 @@ import pytest
 import yaml
 
 from neuralgraph.config import parse_config
-from tiny_configs import REPO, tiny_config_dict
+from tiny_configs import REPO, benchmark_module, tiny_config_dict
 
 SCRIPT = REPO / "benchmarks" / "oracle_w_fit.py"
 
 
 @pytest.fixture(scope="module")
 def oracle():
-    spec = importlib.util.spec_from_file_location("oracle_w_fit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("oracle_w_fit")
 
 
 def _one_type_config(**overrides):

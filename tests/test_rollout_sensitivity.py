@@ -3,7 +3,6 @@ learned score beside the true simulator's own sensitivity and the two swaps (iss
 run with an exact W can still miss test_R2 > 0.98)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -16,16 +15,13 @@ from agent.layout import DATA_DIR, iteration_dir_name
 from neuralgraph.metrics import connectivity_r2, linear_fit, offdiagonal
 from neuralgraph.model import load_trained_model
 from neuralgraph.training import Trainer
-from tiny_configs import REPO
+from tiny_configs import REPO, benchmark_module
 
 SCRIPT = REPO / "benchmarks" / "rollout_sensitivity.py"
 
 
 def _script_module():
-    spec = importlib.util.spec_from_file_location("rollout_sensitivity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("rollout_sensitivity")
 
 
 def _reference_run(tiny_dataset, folder):

@@ -2,7 +2,6 @@
 right where the data speak and wrong where they are silent is told apart (issue 18)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,17 +15,14 @@ from neuralgraph.config import parse_config
 from neuralgraph.model import build_model, save_trained_model
 from neuralgraph.run_files import MODEL_FILE
 from neuralgraph.simulate import simulate
-from tiny_configs import REPO, tiny_config_dict
+from tiny_configs import REPO, benchmark_module, tiny_config_dict
 
 SCRIPT = REPO / "benchmarks" / "w_excited_split.py"
 
 
 @pytest.fixture(scope="module")
 def split():
-    spec = importlib.util.spec_from_file_location("w_excited_split", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("w_excited_split")
 
 
 def test_noise_in_the_silent_directions_spoils_the_whole_but_not_the_excited_part(split):

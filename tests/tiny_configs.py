@@ -2,9 +2,20 @@
 `from tiny_configs import ...` never picks up another folder's conftest)."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """benchmarks/<name>.py imported as a module (the scripts are not a package), for unit tests
+    of their functions; the same tests also run each script as a user does."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config_dict(**overrides) -> dict:
