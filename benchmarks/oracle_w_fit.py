@@ -41,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralgraph.config import ExperimentConfig, load_config, with_updates  # noqa: E402
+from neuralgraph.dataset import load_dataset  # noqa: E402
 from neuralgraph.metrics import connectivity_r2  # noqa: E402
 from neuralgraph.simulate import simulate  # noqa: E402
 from neuralgraph.stats import presynaptic_modes  # noqa: E402
@@ -51,10 +52,10 @@ WEAK_THRESHOLDS = (1e-3, 1e-4)
 
 def recording(cfg: ExperimentConfig, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u, du, W) of the case's simulation, the held-out frames dropped from u and du."""
-    out = simulate(cfg, folder, progress=False, pictures=False)
-    u, du, W = (np.load(out / name) for name in ("u.npy", "du.npy", "W.npy"))
-    keep = u.shape[0] - cfg.training.held_out_frames
-    return u[:keep].astype(np.float32), du[:keep].astype(np.float32), W.astype(np.float64)
+    data = load_dataset(simulate(cfg, folder, progress=False, pictures=False), mmap=False)
+    keep = data.u.shape[0] - cfg.training.held_out_frames
+    return (np.asarray(data.u[:keep], dtype=np.float32), np.asarray(data.du[:keep], dtype=np.float32),
+            np.asarray(data.W, dtype=np.float64))
 
 
 def weak_energy(u: np.ndarray, W: np.ndarray) -> dict[str, float]:
