@@ -53,7 +53,7 @@ WEAK_THRESHOLDS = (1e-3, 1e-4)
 def recording(cfg: ExperimentConfig, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u, du, W) of the case's simulation, the held-out frames dropped from u and du."""
     data = load_dataset(simulate(cfg, folder, progress=False, pictures=False), mmap=False)
-    keep = data.u.shape[0] - cfg.training.held_out_frames
+    keep = cfg.n_train_frames
     return (np.asarray(data.u[:keep], dtype=np.float32), np.asarray(data.du[:keep], dtype=np.float32),
             np.asarray(data.W, dtype=np.float64))
 

@@ -76,7 +76,7 @@ def measure_run(run: Path, energy: float) -> dict:
     if model is None:
         return {"run": run.name, "error": why}
     dataset = load_dataset(run / DATA_DIR, mmap=True)
-    training_frames = np.asarray(dataset.u[: dataset.u.shape[0] - cfg.training.held_out_frames])
+    training_frames = np.asarray(dataset.u[: cfg.n_train_frames])
     return {"run": run.name, **split_report(learned_W(model), dataset.W, excited_projector(training_frames, energy))}
 
 
