@@ -133,6 +133,17 @@ class SimulationConfig(_Section):
 #: How lin_edge / lin_phi start (neuralgraph.model.MLP): the allowed values' one home.
 MlpInit = Literal["pytorch", "reference"]
 
+#: When the per-neuron embedding a is trained (neuralgraph.model): the allowed values' one home.
+#: auto: only when the network has several neuron types (a one-type network keeps a at its start,
+#: as the reference's low-rank case does with training_single_type); always: for one type too (the
+#: reference's landscape, whose schema default training_single_type False makes a a parameter).
+LearnEmbedding = Literal["auto", "always"]
+
+
+def embedding_is_learned(n_neuron_types: int, learn_embedding: str) -> bool:
+    """Whether the embedding a is trained: the one spelling of the rule (model, inert levers)."""
+    return learn_embedding == "always" or n_neuron_types > 1
+
 
 class GraphModelConfig(_Section):
     """The GNN: du_i/dt = lin_phi(u_i, a_i) + sum_{j != i} W_ij lin_edge(u_j [, a_j])."""
@@ -147,6 +158,9 @@ class GraphModelConfig(_Section):
     mlp_init: MlpInit = Field(
         "pytorch", description="lin_edge / lin_phi start: pytorch = PyTorch's default for every layer; reference = the "
         "reference's (first layer PyTorch's default, later layers N(0, 0.1) weights and zero biases).")
+    learn_embedding: LearnEmbedding = Field(
+        "auto", description="auto = the embedding a is trained only when simulation.n_neuron_types > 1 (one type: "
+        "a stays at its start); always = trained for one type too (the reference landscape's default).")
     low_rank_factorization: bool = Field(False, description="Learn W = W_L @ W_R instead of a dense W.")
     low_rank: int = Field(20, ge=1, le=100_000, description="Rank r of the factorisation.")
     connectivity_mask: Literal["dense", "true_support"] = Field(
@@ -360,9 +374,11 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
     packaged loop and model: coeff_W_L1 when L1 starts no earlier than the last epoch ends
     (l1_start_epoch >= n_epochs, the reference's low-rank recipe), noise_recurrent_level when no
     epoch unrolls with Euler steps (single-step or neural-ODE training: every time_step 1 block),
-    and the embedding's learning rate of a one-type network (its embedding is fixed). A search that moves them spends a run
+    and the embedding's learning rate when the embedding is not trained (a one-type network unless
+    graph_model.learn_embedding is always). A search that moves them spends a run
     to learn nothing; an edited loop may differ, so this is advice, not a rule."""
     sim, training = config.get("simulation") or {}, config.get("training") or {}
+    graph_model = config.get("graph_model") or {}
 
     def value(section: Mapping[str, Any], model: type[BaseModel], name: str) -> Any:
         return section.get(name, model.model_fields[name].default)
@@ -376,7 +392,8 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
                 and value(training, TrainingConfig, "recurrent_training_start_epoch") < n_epochs)
     if not unrolled:  # the noise is injected only into Euler-unrolled steps
         inert.add("noise_recurrent_level")
-    if value(sim, SimulationConfig, "n_neuron_types") == 1:
+    if not embedding_is_learned(value(sim, SimulationConfig, "n_neuron_types"),
+                                value(graph_model, GraphModelConfig, "learn_embedding")):
         inert.add("learning_rate_embedding_start")
     return inert
 

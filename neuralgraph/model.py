@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
-from neuralgraph.config import ExperimentConfig, MlpInit, parse_config
+from neuralgraph.config import ExperimentConfig, MlpInit, embedding_is_learned, parse_config
 from neuralgraph.io import atomic_torch_save, open_nofollow
 
 #: Masks denser than this are aggregated with a dense product; sparser ones with a sparse one.
@@ -345,7 +345,7 @@ def _model_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
         embedding_init=gm.embedding_init,
         mlp_init=gm.mlp_init,
         low_rank=gm.low_rank if gm.low_rank_factorization else None,
-        learn_embeddings=cfg.simulation.n_neuron_types > 1,
+        learn_embeddings=embedding_is_learned(cfg.simulation.n_neuron_types, gm.learn_embedding),
     )
 
 

@@ -321,6 +321,8 @@ def test_inert_levers_are_left_alone_while_others_remain():
     assert "noise_recurrent_level" not in inert_training_fields({**config, "training": unrolled})
     ode = {**unrolled, "neural_ODE_training": True}
     assert "noise_recurrent_level" in inert_training_fields({**config, "training": ode})  # noise only in Euler steps
+    learned = {**config, "graph_model": {**config["graph_model"], "learn_embedding": "always"}}
+    assert "learning_rate_embedding_start" not in inert_training_fields(learned)  # the landscape's one-type a
     everything = variant_mutations(config["training"], 2, random.Random(0), set(SEARCH_PARAMETERS))
     assert len(everything) == 2  # nothing left to move: all parameters again, not an empty round
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neuralgraph.config import ConfigError, parse_config
+from neuralgraph.train_loop import build_optimizer
 from neuralgraph.model import (
     PerEdgeSignalPropagation,
     SignalPropagation,
@@ -222,6 +223,32 @@ def test_mlp_init_refuses_an_unknown_value_naming_the_allowed_ones():
         _cfg(mlp_init="xavier")
     with pytest.raises(ValueError, match="mlp_init = 'xavier': must be one of pytorch, reference"):
         SignalPropagation(N, mlp_init="xavier")
+
+
+def _one_type_cfg(**graph_model) -> "ExperimentConfig":  # noqa: F821
+    return parse_config({
+        "simulation": {"n_neurons": N, "n_neuron_types": 1, "neuron_type_params": [[7.0, 0.0, 1.0]], "n_frames": 400},
+        "graph_model": {"hidden_dim": 8, **graph_model},
+        "training": {"held_out_frames": 100},
+        "analysis": {"rollout_frames": 50},
+    })
+
+
+def test_one_type_embedding_is_fixed_unless_learn_embedding_is_always():
+    """auto (the default) keeps a one-type network's embedding at its start, as before the option;
+    always trains it (the reference landscape's a, in the optimizer's embedding group); several
+    types train it either way; an unknown value is refused naming the allowed ones."""
+    assert not build_model(_one_type_cfg()).a.requires_grad
+    always = _one_type_cfg(learn_embedding="always")
+    model = build_model(always)
+    assert model.a.requires_grad and torch.all(model.a == 1)
+    groups = {g["name"]: g for g in build_optimizer(model, always).param_groups}
+    assert groups["embedding"]["params"] == [model.a]
+    assert groups["embedding"]["lr"] == always.training.learning_rate_embedding_start
+    assert "embedding" not in {g["name"] for g in build_optimizer(build_model(_one_type_cfg()), _one_type_cfg()).param_groups}
+    assert build_model(_cfg()).a.requires_grad  # 4 types
+    with pytest.raises(ConfigError, match=r"graph_model\.learn_embedding.*'auto'.*'always'"):
+        _cfg(learn_embedding="never")
 
 
 def test_true_support_mask_needs_the_dataset_and_uses_its_wiring():
