@@ -274,12 +274,15 @@ EDGE_DIFF_REFERENCE_DEFAULT = float(f"{10_000 * EDGE_DIFF_REFERENCE_SCALE:.2g}")
 #: case's start config (config/experiments/reference/, tests/test_reference_cases.py):
 #: data_augmentation_loop to 400 (the reference's loops used 40-200), n_epochs and
 #: l1_start_epoch to 12 (its gain-2 regime's best used 8-12 epochs), and edge_diff_stop_epoch,
-#: the reference's second phase without the edge-difference penalty. The heuristic keeps its
-#: own narrower caps (agent.policies.heuristic), so its decisions are unchanged.
+#: the reference's second phase without the edge-difference penalty. The reference's experiment
+#: log (signal_landscape_Claude_analysis.md) added two more: lr_W to 3e-2 (its g=1 best ran 1.5e-2;
+#: its landscape explored to 3e-2) and coeff_lin_phi_zero (its two-phase runs add 1.0 per frame,
+#: batch_size here: our penalty is added once per step). The heuristic keeps its own narrower caps
+#: (agent.policies.heuristic), so its decisions are unchanged.
 ALLOWED_PARAMETERS: dict[str, ParameterRule] = {
     rule.name: rule
     for rule in (
-        ParameterRule("learning_rate_W_start", 1e-4, 1e-2, description="Adam lr of W (lr_W)"),
+        ParameterRule("learning_rate_W_start", 1e-4, 3e-2, description="Adam lr of W (lr_W)"),
         ParameterRule("learning_rate_start", 1e-5, 1e-3, description="Adam lr of the MLPs (lr)"),
         ParameterRule("learning_rate_embedding_start", 1e-5, 1e-2, description="Adam lr of embeddings (lr_emb)"),
         ParameterRule("coeff_W_L1", 1e-6, 1e-4, zero_allowed=True, description="L1 penalty on W"),
@@ -297,6 +300,8 @@ ALLOWED_PARAMETERS: dict[str, ParameterRule] = {
                       description="two-phase training: epochs without L1 first (must stay < n_epochs)"),
         ParameterRule("edge_diff_stop_epoch", 0, 12, integer=True, log_scale=False,
                       description="two-phase training: coeff_edge_diff only in epochs before this one (0 = all)"),
+        ParameterRule("coeff_lin_phi_zero", 0.1, 100.0, zero_allowed=True,
+                      description="penalty on lin_phi(0, a) (the reference's 1.0 per frame = batch_size here)"),
     )
 }
 
