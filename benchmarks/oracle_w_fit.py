@@ -10,7 +10,9 @@ This script removes the second cause. Per W seed it simulates the case, then tra
 the true model du/dt = -c u + g W tanh(u) (the case's one neuron type: the true lin_phi and
 lin_edge, nothing else learned), with the recipe's optimiser settings: Adam at lr_W, W
 initialised N(0, W_init_std) with a zero diagonal, batches of batch_size random training frames
-(the held-out frames left out), the trainer's unsquared L2 loss, the recipe's step count. It
+(the held-out frames left out), the trainer's unsquared L2 loss, its L1 penalty on W from the
+epoch its two phases start it (l1_start_epoch), the recipe's step count. ``--set`` changes a
+field first (graph_model.W_init_std=0: does W's start decide the result?). It
 prints the oracle's connectivity_R2 at a few step counts, and two facts of the recording that
 bear on W's identifiability:
 
@@ -23,6 +25,8 @@ A seed whose oracle also stalls below 0.999 is hard because of its data; a seed 
 reaches it while the GNN does not is hard because of the learned functions.
 
     python benchmarks/oracle_w_fit.py config/experiments/reference/lowrank.yaml --seeds 45 46 --recipe
+    python benchmarks/oracle_w_fit.py config/experiments/reference/n1000_30k.yaml --recipe --steps 20000 \
+        --set graph_model.W_init_std=0
 
 Prints one JSON object. No GNN, no workflow: about a minute per seed on one CPU core.
 """
@@ -37,14 +41,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralgraph.config import ExperimentConfig, load_config, with_updates  # noqa: E402
+from neuralgraph.config import ConfigError, ExperimentConfig, load_config, with_updates  # noqa: E402
 from neuralgraph.dataset import load_dataset  # noqa: E402
 from neuralgraph.metrics import connectivity_r2  # noqa: E402
 from neuralgraph.simulate import simulate  # noqa: E402
 from neuralgraph.stats import presynaptic_modes  # noqa: E402
+from neuralgraph.training import iterations_per_epoch  # noqa: E402
 from pipeline.reference import recipe_steps  # noqa: E402
 
 WEAK_THRESHOLDS = (1e-3, 1e-4)
@@ -68,9 +74,19 @@ def weak_energy(u: np.ndarray, W: np.ndarray) -> dict[str, float]:
     return {**shares, "condition": float(eigenvalues[-1] / max(eigenvalues[0], 1e-300))}
 
 
+def l1_start_step(cfg: ExperimentConfig) -> int | None:
+    """Steps trained before the L1 penalty on W starts (the two phases' l1_start_epoch whole
+    epochs), or None when the configuration never applies it."""
+    tr = cfg.training
+    if tr.coeff_W_L1 <= 0 or tr.l1_start_epoch >= tr.n_epochs:
+        return None
+    return tr.l1_start_epoch * iterations_per_epoch(cfg.simulation.n_frames, tr.data_augmentation_loop, tr.batch_size)
+
+
 def fit_w_alone(cfg: ExperimentConfig, u: np.ndarray, du: np.ndarray, W_true: np.ndarray, steps: int,
                 checkpoints: list[int]) -> dict[int, float]:
-    """Adam on W in the true model (one type: g, c of the case), the recipe's batch, lr_W, init and loss."""
+    """Adam on W in the true model (one type: g, c of the case), the recipe's batch, lr_W, init,
+    loss and L1 phase."""
     (g, s, c), = cfg.simulation.type_params()
     tr = cfg.training
     gen = torch.Generator().manual_seed(tr.seed)
@@ -81,11 +97,14 @@ def fit_w_alone(cfg: ExperimentConfig, u: np.ndarray, du: np.ndarray, W_true: np
     u_t, du_t = torch.from_numpy(u), torch.from_numpy(du)
     phi = torch.tanh(u_t)
     linear_part = -c * u_t + s * phi
+    l1_from = l1_start_step(cfg)
     scores = {}
     for step in range(1, steps + 1):
         frames = torch.randint(0, u_t.shape[0], (tr.batch_size,), generator=gen)
         pred = linear_part[frames] + g * phi[frames] @ (W * mask).T
         loss = (pred - du_t[frames]).norm(2)
+        if l1_from is not None and step > l1_from:
+            loss = loss + tr.coeff_W_L1 * (W * mask).abs().sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="simulation.seed values (W draws)")
     parser.add_argument("--recipe", action="store_true", help="apply the case's reference recipe first")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the config's, as trained)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a dotted config field after the recipe (graph_model.W_init_std=0); repeatable")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     if cfg.simulation.n_neuron_types != 1:
@@ -118,12 +139,21 @@ def main(argv: list[str] | None = None) -> int:
                      "the oracle knows one type's functions only (must be 1)")
     if args.recipe:
         cfg = cfg.with_recipe()
+    if args.set:
+        assignments = [a.partition("=") for a in args.set]
+        if any(not sep or not field for field, sep, _ in assignments):
+            parser.error(f"--set {args.set}: each must be FIELD=VALUE (a dotted config field)")
+        try:
+            cfg = with_updates(cfg, {field: yaml.safe_load(value) for field, _, value in assignments}, source="--set")
+        except ConfigError as error:
+            parser.error(str(error))
     steps = args.steps or recipe_steps(cfg)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="oracle_w_fit_") as scratch:
         seeds = [seed_report(cfg, seed, Path(scratch), steps) for seed in args.seeds]
     print(json.dumps({"config": str(args.config), "recipe": args.recipe, "steps": steps,
-                      "lr_W": cfg.training.learning_rate_W_start, "W_init_std": cfg.graph_model.W_init_std,
+                      "set": args.set, "lr_W": cfg.training.learning_rate_W_start,
+                      "W_init_std": cfg.graph_model.W_init_std, "l1_from_step": l1_start_step(cfg),
                       "seeds": seeds}, indent=1))
     return 0
 

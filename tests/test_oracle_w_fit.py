@@ -42,6 +42,37 @@ def test_w_alone_is_recovered_from_exact_data_and_a_wrong_model_would_not_be(ora
     assert oracle.connectivity_r2(W.T.copy(), W) < 0.5
 
 
+def test_the_l1_penalty_starts_where_the_recipes_two_phases_start_it(oracle):
+    """The reference's two phases: L1 on W only from epoch l1_start_epoch on, never when that
+    epoch is not trained or the coefficient is 0 (the low-rank recipe)."""
+    frames = {"simulation.n_frames": 400, "training.data_augmentation_loop": 10, "training.batch_size": 8}
+    two_phase = _one_type_config(**frames, **{"training.coeff_W_L1": 1e-5, "training.n_epochs": 3,
+                                              "training.l1_start_epoch": 2})
+    assert oracle.l1_start_step(two_phase) == 2 * 100  # floor(floor(400 * 10 / 8) * 0.2) = 100 steps per epoch
+    never = _one_type_config(**frames, **{"training.coeff_W_L1": 1e-5, "training.n_epochs": 2,
+                                          "training.l1_start_epoch": 2})
+    assert oracle.l1_start_step(never) is None
+    assert oracle.l1_start_step(_one_type_config(**frames)) is None  # coeff_W_L1 0
+    # the penalty acts from its step on, not before: same frames and start, so until the L1 phase
+    # the fit is the free one exactly, and from it on it differs
+    rng = np.random.default_rng(2)
+    n = 6
+    W = rng.normal(0, 0.3, (n, n))
+    np.fill_diagonal(W, 0)
+    u = rng.normal(0, 1.5, (500, n)).astype(np.float32)
+    du = (-u + 7 * np.tanh(u) @ W.T).astype(np.float32)
+    common = {**frames, "training.learning_rate_W_start": 1e-2, "graph_model.W_init_std": 1.0, "training.n_epochs": 2}
+    free = _one_type_config(**common)
+    late = _one_type_config(**common, **{"training.coeff_W_L1": 1.0, "training.l1_start_epoch": 1})  # from step 101
+    early = _one_type_config(**common, **{"training.coeff_W_L1": 1.0, "training.l1_start_epoch": 0})
+    checkpoints = [50, 100, 200]
+    free_scores = oracle.fit_w_alone(free, u, du, W, steps=200, checkpoints=checkpoints)
+    late_scores = oracle.fit_w_alone(late, u, du, W, steps=200, checkpoints=checkpoints)
+    early_scores = oracle.fit_w_alone(early, u, du, W, steps=200, checkpoints=checkpoints)
+    assert late_scores[100] == free_scores[100] and late_scores[200] != free_scores[200]
+    assert early_scores[50] != free_scores[50]
+
+
 def test_weak_energy_is_the_share_of_w_along_the_least_excited_directions(oracle):
     rng = np.random.default_rng(1)
     n = 6
@@ -69,6 +100,15 @@ def test_the_script_prints_every_seed_and_refuses_a_multi_type_case(tmp_path):
         assert set(seed["oracle_connectivity_R2_by_step"]) == {"4", "10", "20", "40"}
         assert 0 <= seed["weak_energy_below_0.0001"] <= seed["weak_energy_below_0.001"] <= 1
         assert seed["condition"] >= 1
+    changed = subprocess.run([sys.executable, str(SCRIPT), str(path), "--steps", "20", "--set", "graph_model.W_init_std=0",
+                              "--set", "training.learning_rate_W_start=0.003"], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
+    assert changed.returncode == 0, changed.stderr[-2000:]
+    report = json.loads(changed.stdout)
+    assert (report["W_init_std"], report["lr_W"]) == (0.0, 0.003)
+    bad = subprocess.run([sys.executable, str(SCRIPT), str(path), "--steps", "5", "--set", "graph_model.W_init_std=-1"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "graph_model.W_init_std" in bad.stderr
     path.write_text(yaml.safe_dump(tiny_config_dict()))  # the tiny config's 4 neuron types
     refused = subprocess.run([sys.executable, str(SCRIPT), str(path), "--steps", "5"], capture_output=True,
                              text=True, timeout=300, cwd=tmp_path)
