@@ -27,14 +27,18 @@ def _one_type_config(**overrides):
                                             "simulation.neuron_type_params": [[7.0, 0.0, 1.0]], **overrides}))
 
 
-def test_w_alone_is_recovered_from_exact_data_and_a_wrong_model_would_not_be(oracle):
-    """du = -u + 7 W tanh(u) exactly, on well-spread states: Adam on W alone finds W."""
-    rng = np.random.default_rng(0)
-    n = 8
+def _exact_recording(seed: int, n: int, frames: int):
+    """(u, du, W): du = -u + 7 W tanh(u) exactly, on well-spread random states."""
+    rng = np.random.default_rng(seed)
     W = rng.normal(0, 0.3, (n, n))
     np.fill_diagonal(W, 0)
-    u = rng.normal(0, 1.5, (2000, n)).astype(np.float32)
-    du = (-u + 7 * np.tanh(u) @ W.T).astype(np.float32)
+    u = rng.normal(0, 1.5, (frames, n)).astype(np.float32)
+    return u, (-u + 7 * np.tanh(u) @ W.T).astype(np.float32), W
+
+
+def test_w_alone_is_recovered_from_exact_data_and_a_wrong_model_would_not_be(oracle):
+    """du = -u + 7 W tanh(u) exactly, on well-spread states: Adam on W alone finds W."""
+    u, du, W = _exact_recording(0, 8, 2000)
     cfg = _one_type_config(**{"training.learning_rate_W_start": 1e-2, "graph_model.W_init_std": 1.0})
     scores = oracle.fit_w_alone(cfg, u, du, W, steps=3000, checkpoints=[100, 3000])
     assert scores[3000] > 0.999 and scores[100] < scores[3000]
@@ -55,12 +59,7 @@ def test_the_l1_penalty_starts_where_the_recipes_two_phases_start_it(oracle):
     assert oracle.l1_start_step(_one_type_config(**frames)) is None  # coeff_W_L1 0
     # the penalty acts from its step on, not before: same frames and start, so until the L1 phase
     # the fit is the free one exactly, and from it on it differs
-    rng = np.random.default_rng(2)
-    n = 6
-    W = rng.normal(0, 0.3, (n, n))
-    np.fill_diagonal(W, 0)
-    u = rng.normal(0, 1.5, (500, n)).astype(np.float32)
-    du = (-u + 7 * np.tanh(u) @ W.T).astype(np.float32)
+    u, du, W = _exact_recording(2, 6, 500)
     common = {**frames, "training.learning_rate_W_start": 1e-2, "graph_model.W_init_std": 1.0, "training.n_epochs": 2}
     free = _one_type_config(**common)
     late = _one_type_config(**common, **{"training.coeff_W_L1": 1.0, "training.l1_start_epoch": 1})  # from step 101
