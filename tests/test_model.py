@@ -163,9 +163,9 @@ def test_low_rank_dense_W_is_the_masked_factor_product_with_the_asked_init_scale
     assert 0.007 < std < 0.013
 
 
-def _cfg(**graph_model) -> "ExperimentConfig":  # noqa: F821
+def _cfg(simulation: dict | None = None, **graph_model) -> "ExperimentConfig":  # noqa: F821
     return parse_config({
-        "simulation": {"n_neurons": N, "n_neuron_types": 4, "n_frames": 400},
+        "simulation": {"n_neurons": N, "n_neuron_types": 4, "n_frames": 400, **(simulation or {})},
         "graph_model": {"hidden_dim": 8, **graph_model},
         "training": {"held_out_frames": 100},
         "analysis": {"rollout_frames": 50},
@@ -226,12 +226,7 @@ def test_mlp_init_refuses_an_unknown_value_naming_the_allowed_ones():
 
 
 def _one_type_cfg(**graph_model) -> "ExperimentConfig":  # noqa: F821
-    return parse_config({
-        "simulation": {"n_neurons": N, "n_neuron_types": 1, "neuron_type_params": [[7.0, 0.0, 1.0]], "n_frames": 400},
-        "graph_model": {"hidden_dim": 8, **graph_model},
-        "training": {"held_out_frames": 100},
-        "analysis": {"rollout_frames": 50},
-    })
+    return _cfg({"n_neuron_types": 1, "neuron_type_params": [[7.0, 0.0, 1.0]]}, **graph_model)
 
 
 def test_one_type_embedding_is_fixed_unless_learn_embedding_is_always():
