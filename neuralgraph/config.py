@@ -203,6 +203,17 @@ class TrainingConfig(_Section):
         "apply unchanged)."
     )
     coeff_lin_phi_zero: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on lin_phi(0, a) != 0.")
+    embedding_collapse_every: int = Field(
+        0, ge=0, le=10_000, description="The reference's embedding clustering (its sparsity "
+        "replace_embedding_function, sparsity_freq k, fix_cluster_embedding), one-type networks only: at the end of "
+        "0-based epoch e with e % k == k - 1 and e < n_epochs - k every neuron's embedding becomes the median one, "
+        "lin_phi is refitted to the median of the neurons' lin_phi curves, and the next epoch trains with lin_edge and "
+        "the embedding frozen (neuralgraph.embedding_collapse). 0 = never."
+    )
+    reset_optimizer_each_epoch: bool = Field(
+        False, description="Rebuild the optimizer (and scheduler) at every epoch end, losing Adam's moments, as the "
+        "reference's signal trainer does whenever its sparsity option is set (the landscape cases)."
+    )
     coeff_MLP_L1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty on MLP weights.")
     coeff_MLP_L2: float = Field(0.0, ge=0.0, le=1.0, description="L2 penalty on MLP weights.")
     time_step: int = Field(1, description="Recurrent horizon T (Euler steps unrolled). One of 1, 4, 16, 32, 64.")
@@ -338,6 +349,17 @@ class ExperimentConfig(_Section):
         if self.graph_model.low_rank_factorization and self.graph_model.low_rank > sim.n_neurons:
             raise ValueError(
                 f"graph_model.low_rank = {self.graph_model.low_rank}: must be <= simulation.n_neurons = {sim.n_neurons}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_embedding_collapse(self) -> "ExperimentConfig":
+        """The collapse puts every neuron into one cluster: right for one type only."""
+        every, n_types = self.training.embedding_collapse_every, self.simulation.n_neuron_types
+        if every > 0 and n_types != 1:
+            raise ValueError(
+                f"training.embedding_collapse_every = {every}: needs simulation.n_neuron_types = 1 (got {n_types}); "
+                "it replaces every neuron's embedding by one median. Use 0 for networks of several types"
             )
         return self
 

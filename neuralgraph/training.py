@@ -10,6 +10,9 @@ correct whatever the agent writes there:
 - only frames [0, n_train_frames) reach the loop (the held-out test segment never does);
 - exactly ``n_epochs`` epochs of floor(floor(n_frames * data_augmentation_loop / batch_size)
   * 0.2) steps (n_frames = simulation.n_frames, the reference formula);
+- at each epoch end, the options that express the reference's trainer: the embedding collapse
+  (``embedding_collapse_every``, :mod:`neuralgraph.embedding_collapse`) and the optimizer rebuild
+  (``reset_optimizer_each_epoch``);
 - an atomic checkpoint every ``checkpoint_every_min`` and at each epoch end (model,
   optimizer, scheduler, every RNG, counters, loss history); the same command after a kill
   or SIGTERM (SLURM preemption) resumes from it;
@@ -48,6 +51,7 @@ from neuralgraph.config import ConfigError, ExperimentConfig, load_config, stabl
 from neuralgraph.cuda_graph import GraphedStep, make_capturable, wants_cuda_graph
 from neuralgraph.dataset import DatasetMismatchError, check_dataset_matches, load_dataset
 from neuralgraph.device import DeviceUnavailableError, choose_device, limit_torch_threads
+from neuralgraph.embedding_collapse import collapse_due, collapse_embedding, messages_frozen, set_epoch_trainability
 from neuralgraph.io import atomic_torch_save, atomic_write_json, file_sha256, open_nofollow
 from neuralgraph.metrics import connectivity_r2
 from neuralgraph.model import SignalPropagation, build_model, save_trained_model
@@ -135,6 +139,8 @@ class RunState:
     dal_chosen: bool = False
     status: str = "running"
     reason: str = ""
+    #: 0-based epochs after which the embedding was collapsed (training.embedding_collapse_every)
+    embedding_collapse_epochs: list[int] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -275,14 +281,47 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(self.tr.seed)
         self.model: SignalPropagation = build_model(self.cfg, self.dataset).to(self.device)
         self.model.train()
-        self.optimizer = self.loop.build_optimizer(self.model, self.cfg_view)
+        self.embedding_learned = self.model.a.requires_grad  # what the config says; a collapse may freeze it an epoch
         dal = self.tr.data_augmentation_loop
         ipe = iterations_per_epoch(self.cfg.simulation.n_frames, dal, self.tr.batch_size)
-        self.scheduler = self.loop.build_scheduler(self.optimizer, self.cfg_view, ipe * self.tr.n_epochs)
         self.state = RunState(data_augmentation_loop=dal, iterations_per_epoch=ipe)
+        self.use_cuda_graph = False
+        self._build_optimizer()
         self.use_cuda_graph = wants_cuda_graph(self.tr.cuda_graph, self.device, self.loop_sha, self.scheduler)
         if self.use_cuda_graph:
             make_capturable(self.optimizer)
+
+    def _build_optimizer(self) -> None:
+        """The loop's optimizer and scheduler over the parameters trainable now; the scheduler spans
+        the steps left (all of them at the start; the rest after a reset_optimizer_each_epoch rebuild)."""
+        self.optimizer = self.loop.build_optimizer(self.model, self.cfg_view)
+        steps_left = self.state.iterations_per_epoch * (self.tr.n_epochs - self.state.epoch)
+        self.scheduler = self.loop.build_scheduler(self.optimizer, self.cfg_view, steps_left)
+        if self.use_cuda_graph:
+            make_capturable(self.optimizer)
+
+    # --------------------------------------------------------------- epoch ends
+    def _apply_epoch_trainability(self) -> None:
+        """Freeze lin_edge and the embedding in the epoch after an embedding collapse (option off: untouched)."""
+        every = self.tr.embedding_collapse_every
+        if every > 0:
+            set_epoch_trainability(self.model, messages_frozen(self.state.epoch, self.tr.n_epochs, every),
+                                   self.embedding_learned)
+
+    def _end_epoch(self, finished: int) -> None:
+        """The reference's epoch-end events, after epoch ``finished`` (0-based) and before the
+        checkpoint: the embedding collapse, the next epoch's frozen parameters, the optimizer reset."""
+        if collapse_due(finished, self.tr.n_epochs, self.tr.embedding_collapse_every):
+            with torch.enable_grad():
+                summary = collapse_embedding(self.model, self.data.u_scale, self.tr.learning_rate_start)
+            self.state.embedding_collapse_epochs.append(finished)
+            log.info("embedding collapse after epoch %d: every neuron's a set to the median (spread was %.3g); "
+                     "lin_phi refitted to the median curve (RMS %.3g -> %.3g); epoch %d trains with lin_edge and a "
+                     "frozen", finished + 1, summary["embedding_spread"], summary["refit_rms_before"],
+                     summary["refit_rms_after"], finished + 2)
+        self._apply_epoch_trainability()
+        if self.tr.reset_optimizer_each_epoch and self.state.epoch < self.tr.n_epochs:
+            self._build_optimizer()
 
     # --------------------------------------------------------------- checkpoints
     def elapsed_s(self) -> float:
@@ -318,13 +357,16 @@ class Trainer:
             log.warning("checkpoint %s was made with another config, loop file or dataset: starting afresh", path)
             return False
         self.model.load_state_dict(payload["model"])
+        saved = dict(payload["state"])
+        saved["losses"] = [float(x) for x in saved["losses"].tolist()]
+        self.state = RunState(**saved)
+        self._apply_epoch_trainability()
+        if self.tr.reset_optimizer_each_epoch:  # the saved optimizer holds this epoch's parameters only
+            self._build_optimizer()
         self.optimizer.load_state_dict(payload["optimizer"])
         if payload.get("scheduler") is not None and hasattr(self.scheduler, "load_state_dict"):
             self.scheduler.load_state_dict(payload["scheduler"])
         rng_restore(payload["rng"], self.generator)
-        saved = dict(payload["state"])
-        saved["losses"] = [float(x) for x in saved["losses"].tolist()]
-        self.state = RunState(**saved)
         self.resumed_from_step = self.state.global_step
         log.info("resuming from checkpoint at step %d (epoch %d/%d, step %d/%d of the epoch)",
                  self.state.global_step, self.state.epoch + 1, self.tr.n_epochs,
@@ -458,6 +500,7 @@ class Trainer:
             self.state.epoch += 1
             self.state.step_in_epoch = 0
             progress.log_line(self, *self.loop.training_mode(self.cfg_view, self.state.epoch - 1), tag="epoch end")
+            self._end_epoch(self.state.epoch - 1)
             self.save_checkpoint()
         return self._finish()
 
@@ -510,6 +553,7 @@ class Trainer:
             "training_mode": mode,
             "horizon": horizon,
             "resumed_from_step": self.resumed_from_step,
+            "embedding_collapse_epochs": list(s.embedding_collapse_epochs),
             "seed": self.tr.seed,
             "max_steps": self.max_steps,
             "n_train_frames": self.data.n_frames,
