@@ -32,19 +32,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from neuralgraph.config import ConfigError, parse_assignments, parse_cli_value  # noqa: E402
 from neuralgraph.device import thread_environment  # noqa: E402
-
-
-def parse_value(text: str):
-    """'1e-4' -> 0.0001, '3' -> 3, 'true' -> True, anything else stays a string.
-
-    YAML alone reads '3e-3' as a string (its floats need a dot), hence the float() first.
-    """
-    try:
-        number = float(text)
-    except ValueError:
-        return yaml.safe_load(text)
-    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
 
 
 def set_dotted(config: dict, key: str, value) -> None:
@@ -63,7 +52,7 @@ def grid_points(grid: list[str]) -> list[dict]:
         name, _, values = spec.partition("=")
         if not values:
             raise SystemExit(f"--grid {spec!r}: expected NAME=V1,V2,...")
-        axes.append([(name, parse_value(v)) for v in values.split(",")])
+        axes.append([(name, parse_cli_value(v)) for v in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
@@ -111,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = yaml.safe_load(args.experiment.read_text())
-    for spec in args.set:
-        key, _, value = spec.partition("=")
-        set_dotted(base, key if "." in key else f"training.{key}", parse_value(value))
+    try:
+        updates = parse_assignments(args.set)
+    except ConfigError as error:
+        parser.error(str(error))
+    for key, value in updates.items():
+        set_dotted(base, key, value)
     args.out.mkdir(parents=True, exist_ok=True)
     base_path = args.out / "base.yaml"
     base_path.write_text(yaml.safe_dump(base, sort_keys=False))

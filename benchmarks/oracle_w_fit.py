@@ -41,11 +41,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralgraph.config import ConfigError, ExperimentConfig, load_config, with_updates  # noqa: E402
+from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_assignments, with_updates  # noqa: E402
 from neuralgraph.dataset import load_dataset  # noqa: E402
 from neuralgraph.metrics import connectivity_r2  # noqa: E402
 from neuralgraph.simulate import simulate  # noqa: E402
@@ -140,11 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.recipe:
         cfg = cfg.with_recipe()
     if args.set:
-        assignments = [a.partition("=") for a in args.set]
-        if any(not sep or not field for field, sep, _ in assignments):
-            parser.error(f"--set {args.set}: each must be FIELD=VALUE (a dotted config field)")
         try:
-            cfg = with_updates(cfg, {field: yaml.safe_load(value) for field, _, value in assignments}, source="--set")
+            cfg = with_updates(cfg, parse_assignments(args.set), source="--set")
         except ConfigError as error:
             parser.error(str(error))
     steps = args.steps or recipe_steps(cfg)

@@ -604,6 +604,35 @@ def with_updates(cfg: ExperimentConfig, updates: dict[str, Any], source: str = "
     return parse_config(data, source=source)
 
 
+def parse_cli_value(text: str) -> Any:
+    """A command-line value: '1e-4' -> 0.0001, '3' -> 3, 'true' -> True, '[1, 2]' -> [1, 2].
+
+    YAML alone reads '3e-3' as a string (its floats need a dot), hence float() first.
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        return yaml.safe_load(text)
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def parse_assignments(specs: list[str], option: str = "--set") -> dict[str, Any]:
+    """['training.seed=3', 'coeff_W_L1=1e-5'] -> {'training.seed': 3, 'training.coeff_W_L1': 1e-05}.
+
+    The one reading of FIELD=VALUE options (the benchmarks' ``--set``): an undotted field is a
+    training field; the values go through :func:`parse_cli_value`, and :func:`with_updates`
+    checks the fields.
+    """
+    updates = {}
+    for spec in specs:
+        field, sep, value = spec.partition("=")
+        field = field.strip()
+        if not sep or not field:
+            raise ConfigError(f"{option} {spec!r}: must be FIELD=VALUE (a config field, e.g. training.seed=3)")
+        updates[field if "." in field else f"training.{field}"] = parse_cli_value(value.strip())
+    return updates
+
+
 def _type_name(annotation: Any) -> str:
     """'int', 'float or null', 'list[list[float]]', 'choice' (Literal) for the schema table."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

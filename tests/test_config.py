@@ -20,6 +20,8 @@ from neuralgraph.config import (
     describe_schema,
     dump_config,
     load_config,
+    parse_assignments,
+    with_updates,
 )
 
 SEED_CONFIG = REPO / "config" / "experiments" / "seed_recurrent.yaml"
@@ -200,3 +202,18 @@ def test_lowrank_benchmark_is_the_references_hard_case_with_the_demos_training()
     assert (sim.connectivity_type, sim.connectivity_rank, sim.n_neurons, sim.n_frames) == ("low_rank", 20, 100, 10_000)
     assert sim.type_params() == demo.simulation.type_params() and sim.n_neuron_types == demo.simulation.n_neuron_types
     assert bench.training == demo.training and bench.claude == demo.claude and bench.graph_model == demo.graph_model
+
+
+def test_field_assignments_are_read_one_way_numbers_lists_and_undotted_training_fields():
+    """The benchmarks' --set FIELD=VALUE: '3e-3' is a number (YAML alone keeps it a string)."""
+    updates = parse_assignments(["training.learning_rate_W_start=3e-3", "coeff_W_L1=0", "seed = 4",
+                                 "graph_model.edge_input=u_a", "simulation.neuron_type_params=[[7, 0, 1]]",
+                                 "training.recurrent_training=true"])
+    assert updates == {"training.learning_rate_W_start": 0.003, "training.coeff_W_L1": 0, "training.seed": 4,
+                       "graph_model.edge_input": "u_a", "simulation.neuron_type_params": [[7, 0, 1]],
+                       "training.recurrent_training": True}
+    assert type(updates["training.learning_rate_W_start"]) is float and type(updates["training.seed"]) is int
+    with pytest.raises(ConfigError, match=r"--set 'seed': must be FIELD=VALUE"):
+        parse_assignments(["seed"])
+    with pytest.raises(ConfigError, match=r"--set: training.no_such_field"):
+        with_updates(load_config(DEMO_CONFIG), parse_assignments(["no_such_field=1"]), source="--set")
