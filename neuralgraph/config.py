@@ -203,6 +203,11 @@ class TrainingConfig(_Section):
         "apply unchanged)."
     )
     coeff_lin_phi_zero: float = Field(0.0, ge=0.0, le=1e3, description="Penalty on lin_phi(0, a) != 0.")
+    penalties_per_frame: bool = Field(
+        False, description="true: the L1 penalty on W and the lin_phi(0) penalty count once per frame of the batch "
+        "(batch_size times per step), as the reference adds them, so its coefficients apply unchanged; false: once "
+        "per optimizer step. The edge-difference penalty has its own form (edge_diff_form)."
+    )
     embedding_collapse_every: int = Field(
         0, ge=0, le=10_000, description="The reference's embedding clustering (its sparsity "
         "replace_embedding_function, sparsity_freq k, fix_cluster_embedding), one-type networks only: at the end of "

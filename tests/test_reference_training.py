@@ -140,6 +140,23 @@ def test_two_phases_edge_difference_before_the_switch_L1_from_it(u_frames):
                                    loop.regularisation(model, data, STARTS, _ctx(edge_only, epoch)), rtol=0, atol=0)
 
 
+def test_penalties_per_frame_count_L1_and_lin_phi_zero_once_per_frame_of_the_batch(u_frames):
+    """The reference adds ||W||_1 and ||lin_phi(0, a)|| inside its loop over the batch's frames."""
+    loop = load_loop_module(None)
+    data = _data(u_frames)
+    model = _hand_made_model(_cfg())
+    zero = torch.zeros(1, model.n_neurons)
+    l1, phi0 = model.dense_W().abs().sum(), model.node_update(zero).norm(2)
+    edge_only = _cfg(coeff_edge_diff=5.0, edge_diff_form="reference")
+    edge = loop.regularisation(model, data, STARTS, _ctx(edge_only, 0))
+    for per_frame, times in ((False, 1), (True, len(STARTS))):
+        cfg = _cfg(coeff_W_L1=1e-3, coeff_lin_phi_zero=2.0, coeff_edge_diff=5.0, edge_diff_form="reference",
+                   penalties_per_frame=per_frame)
+        got = loop.regularisation(model, data, STARTS, _ctx(cfg, 0))
+        torch.testing.assert_close(got, times * (1e-3 * l1 + 2.0 * phi0) + edge)
+    assert _cfg().training.penalties_per_frame is False
+
+
 def test_default_keeps_the_penalty_in_every_epoch_with_the_old_formula(u_frames):
     cfg = _cfg(coeff_edge_diff=3.0, n_epochs=6)
     model = _hand_made_model(cfg)
