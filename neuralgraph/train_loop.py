@@ -177,6 +177,13 @@ def _edge_monotonicity_penalty_per_frame(model, u, delta):
     return torch.relu(low - high).reshape(u.shape[0], -1).norm(2, dim=1).sum()
 
 
+def penalty_count(tr, batch_size):
+    """How many times the L1 penalty on W and the lin_phi(0) penalty count in one step: once, or
+    once per frame of the batch with ``penalties_per_frame`` (the reference adds both inside its
+    loop over the batch's frames)."""
+    return batch_size if tr.penalties_per_frame else 1
+
+
 def regularisation(model, data, starts, ctx):
     """Weighted sum of the configured penalties (a zero tensor when all coefficients are 0).
 
@@ -187,7 +194,7 @@ def regularisation(model, data, starts, ctx):
     """
     tr = ctx.cfg.training
     total = torch.zeros((), device=data.u.device)
-    times = starts.shape[0] if tr.penalties_per_frame else 1  # the reference adds L1 and lin_phi(0) per frame
+    times = penalty_count(tr, starts.shape[0])
     if tr.coeff_W_L1 > 0 and ctx.epoch >= tr.l1_start_epoch:
         total = total + tr.coeff_W_L1 * times * model.dense_W().abs().sum()
     if tr.coeff_edge_diff > 0 and (tr.edge_diff_stop_epoch == 0 or ctx.epoch < tr.edge_diff_stop_epoch):

@@ -70,6 +70,11 @@ def test_the_l1_penalty_starts_where_the_recipes_two_phases_start_it(oracle):
     early_scores = oracle.fit_w_alone(early, u, du, W, steps=200, checkpoints=checkpoints)
     assert late_scores[100] == free_scores[100] and late_scores[200] != free_scores[200]
     assert early_scores[50] != free_scores[50]
+    # the reference's per-frame L1 (penalties_per_frame) is the trainer's: batch_size times the coefficient
+    per_frame = _one_type_config(**common, **{"training.coeff_W_L1": 0.125, "training.l1_start_epoch": 0,
+                                              "training.penalties_per_frame": True})
+    assert per_frame.training.batch_size == 8
+    assert oracle.fit_w_alone(per_frame, u, du, W, steps=200, checkpoints=checkpoints) == early_scores
 
 
 def test_weak_energy_is_the_share_of_w_along_the_least_excited_directions(oracle):
