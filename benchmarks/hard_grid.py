@@ -32,28 +32,42 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from neuralgraph.config import ConfigError, parse_assignments, parse_cli_value  # noqa: E402
+from neuralgraph.config import ConfigError, parse_assignments, parse_config  # noqa: E402
 from neuralgraph.device import thread_environment  # noqa: E402
 
 
 def set_dotted(config: dict, key: str, value) -> None:
-    """Set ``a.b`` in a nested dict; an undotted key is a training parameter."""
-    parts = key.split(".") if "." in key else ["training", key]
-    node = config
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    """Set ``section.field`` (a key as :func:`neuralgraph.config.parse_assignments` spells it)
+    in the nested experiment dict."""
+    section, _, field = key.partition(".")
+    if not field:
+        raise ValueError(f"{key!r}: expected a dotted 'section.field' key")
+    config.setdefault(section, {})[field] = value
 
 
 def grid_points(grid: list[str]) -> list[dict]:
-    """['a=1,2', 'b=3'] -> [{'a': 1, 'b': 3}, {'a': 2, 'b': 3}]."""
+    """['coeff_W_L1=0,1e-5', 'simulation.seed=3'] ->
+    [{'training.coeff_W_L1': 0, 'simulation.seed': 3}, {'training.coeff_W_L1': 1e-05, 'simulation.seed': 3}].
+
+    Each NAME=VALUE is read by ``parse_assignments`` (the one reading of --set): an undotted
+    name is a training field there, not here.
+    """
     axes = []
     for spec in grid:
         name, _, values = spec.partition("=")
         if not values:
-            raise SystemExit(f"--grid {spec!r}: expected NAME=V1,V2,...")
-        axes.append([(name, parse_cli_value(v)) for v in values.split(",")])
+            raise ConfigError(f"--grid {spec!r}: expected NAME=V1,V2,...")
+        axes.append([next(iter(parse_assignments([f"{name}={v}"], option="--grid").items()))
+                     for v in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def point_config(base: dict, point: dict) -> dict:
+    """The base experiment dict with one grid point's values set (a deep copy)."""
+    config = json.loads(json.dumps(base))
+    for key, value in point.items():
+        set_dotted(config, key, value)
+    return config
 
 
 def point_label(point: dict) -> str:
@@ -75,9 +89,7 @@ def train_point(base: dict, point: dict, data_dir: Path, out: Path) -> dict:
     started = time.perf_counter()
     if not metrics_path.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = json.loads(json.dumps(base))
-        for key, value in point.items():
-            set_dotted(config, key, value)
+        config = point_config(base, point)
         config_path = run_dir / "experiment.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         python = [sys.executable, "-m", "neuralgraph"]
@@ -102,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     base = yaml.safe_load(args.experiment.read_text())
     try:
         updates = parse_assignments(args.set)
+        points = grid_points(args.grid)
+        base = point_config(base, updates)
+        parse_config(base, source=f"{args.experiment}{' with --set' if updates else ''}")
+        for point in points:  # every point checked by the schema before anything is computed
+            parse_config(point_config(base, point), source=f"--grid point {point_label(point)}")
     except ConfigError as error:
         parser.error(str(error))
-    for key, value in updates.items():
-        set_dotted(base, key, value)
     args.out.mkdir(parents=True, exist_ok=True)
     base_path = args.out / "base.yaml"
     base_path.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -114,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         run([sys.executable, "-m", "neuralgraph", "simulate", "--config", str(base_path), "--out", str(data_dir),
              "--no-progress"], args.out / "simulate.log")
 
-    points = grid_points(args.grid)
     results = []
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
