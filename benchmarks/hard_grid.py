@@ -27,22 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from neuralgraph.config import ConfigError, parse_assignments, parse_config  # noqa: E402
+from neuralgraph.config import (ConfigError, ExperimentConfig, dump_config, load_config,  # noqa: E402
+                                parse_assignments, with_updates)
 from neuralgraph.device import thread_environment  # noqa: E402
-
-
-def set_dotted(config: dict, key: str, value) -> None:
-    """Set ``section.field`` (a key as :func:`neuralgraph.config.parse_assignments` spells it)
-    in the nested experiment dict."""
-    section, _, field = key.partition(".")
-    if not field:
-        raise ValueError(f"{key!r}: expected a dotted 'section.field' key")
-    config.setdefault(section, {})[field] = value
 
 
 def grid_points(grid: list[str]) -> list[dict]:
@@ -62,14 +52,6 @@ def grid_points(grid: list[str]) -> list[dict]:
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
-def point_config(base: dict, point: dict) -> dict:
-    """The base experiment dict with one grid point's values set (a deep copy)."""
-    config = json.loads(json.dumps(base))
-    for key, value in point.items():
-        set_dotted(config, key, value)
-    return config
-
-
 def point_label(point: dict) -> str:
     return "_".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()) or "base"
 
@@ -82,16 +64,20 @@ def run(cmd: list[str], log_path: Path) -> None:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed (exit {done.returncode}); see {log_path}")
 
 
-def train_point(base: dict, point: dict, data_dir: Path, out: Path) -> dict:
+def point_configs(base: ExperimentConfig, points: list[dict]) -> list[ExperimentConfig]:
+    """Every grid point's config: the base with the point's values (``with_updates``, so each
+    is schema-checked here, before anything is simulated or trained)."""
+    return [with_updates(base, point, source=f"--grid point {point_label(point)}") for point in points]
+
+
+def train_point(config: ExperimentConfig, point: dict, data_dir: Path, out: Path) -> dict:
     """Train and analyze one grid point (kept when already analyzed); its metrics."""
     run_dir = out / point_label(point)
     metrics_path = run_dir / "metrics.json"
     started = time.perf_counter()
     if not metrics_path.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = point_config(base, point)
-        config_path = run_dir / "experiment.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        config_path = dump_config(config, run_dir / "experiment.yaml")
         python = [sys.executable, "-m", "neuralgraph"]
         run([*python, "train", "--config", str(config_path), "--data", str(data_dir), "--out", str(run_dir)],
             run_dir / "train.log")
@@ -111,19 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    base = yaml.safe_load(args.experiment.read_text())
     try:
         updates = parse_assignments(args.set)
         points = grid_points(args.grid)
-        base = point_config(base, updates)
-        parse_config(base, source=f"{args.experiment}{' with --set' if updates else ''}")
-        for point in points:  # every point checked by the schema before anything is computed
-            parse_config(point_config(base, point), source=f"--grid point {point_label(point)}")
+        base = with_updates(load_config(args.experiment), updates, source=f"{args.experiment} with --set")
+        configs = point_configs(base, points)
     except ConfigError as error:
         parser.error(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
-    base_path = args.out / "base.yaml"
-    base_path.write_text(yaml.safe_dump(base, sort_keys=False))
+    base_path = dump_config(base, args.out / "base.yaml")
     data_dir = args.out / "data"
     if not (data_dir / "metadata.json").exists():
         run([sys.executable, "-m", "neuralgraph", "simulate", "--config", str(base_path), "--out", str(data_dir),
@@ -132,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(train_point, base, point, data_dir, args.out) for point in points]
+        futures = [pool.submit(train_point, config, point, data_dir, args.out)
+                   for config, point in zip(configs, points)]
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             row = future.result()
             results.append(row)

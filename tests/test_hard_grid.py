@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from neuralgraph.config import ConfigError
+from neuralgraph.config import ConfigError, parse_config
 from tiny_configs import REPO, benchmark_module, tiny_config_dict
 
 SCRIPT = REPO / "benchmarks" / "hard_grid.py"
@@ -35,13 +35,14 @@ def test_a_grid_without_values_is_refused_naming_it(hard_grid):
         hard_grid.grid_points(["=3"])
 
 
-def test_point_config_sets_each_section_and_leaves_the_base_alone(hard_grid):
-    base = tiny_config_dict()
-    config = hard_grid.point_config(base, {"training.n_epochs": 3, "simulation.seed": 9})
-    assert (config["training"]["n_epochs"], config["simulation"]["seed"]) == (3, 9)
-    assert (base["training"]["n_epochs"], base["simulation"]["seed"]) == (1, 7)
-    with pytest.raises(ValueError, match="'n_epochs': expected a dotted"):
-        hard_grid.set_dotted(config, "n_epochs", 2)
+def test_point_configs_set_each_section_and_leave_the_base_alone(hard_grid):
+    base = parse_config(tiny_config_dict())
+    points = [{"training.n_epochs": 3, "simulation.seed": 9}, {"training.n_epochs": 2, "simulation.seed": 9}]
+    configs = hard_grid.point_configs(base, points)
+    assert [(c.training.n_epochs, c.simulation.seed) for c in configs] == [(3, 9), (2, 9)]
+    assert (base.training.n_epochs, base.simulation.seed) == (1, 7)
+    with pytest.raises(ConfigError, match="--grid point n_epochs=0: training.n_epochs"):
+        hard_grid.point_configs(base, [{"training.n_epochs": 0}])
 
 
 def _experiment(tmp_path):
