@@ -21,6 +21,8 @@ SEARCH = {"cases": ["tiny"], "below": 1.0, "n_iter": 2, "slots": 1}
 #: one difference from the recipe, measured on seed 0 only
 ABLATION = {"name": "tiny_slow_W", "case": "tiny", "set": {"training.learning_rate_W_start": 1.0e-3}, "seeds": [0],
             "why": "is the recipe's lr_W what matters?"}
+#: a rerun of the recipe on seed 1's W with another training seed (it counts in the verdict)
+RERUN = {"name": "tiny_again", "case": "tiny", "set": {"training.seed": 5}, "seeds": [1], "why": "another draw"}
 
 
 def write_case_and_spec(workdir):
@@ -29,13 +31,13 @@ def write_case_and_spec(workdir):
         "name": "tiny", "sources": ["[T] the tiny experiment (a test case)"],
         "published": {"connectivity_R2": PUBLISHED, "test_R2": 0.9, "effective_rank_99": "3", "where": "[T] this test"},
         "recipe": {"training.learning_rate_W_start": RECIPE_LR_W, "training.n_epochs": 2},
-        "seeds": [0, 1], "seed_field": "training.seed"}
+        "seeds": [0, 1], "seed_field": "simulation.seed"}
     case_path = workdir / "config" / "experiments" / "reference" / "tiny.yaml"
     case_path.parent.mkdir(parents=True, exist_ok=True)
     case_path.write_text(yaml.safe_dump(case, sort_keys=False))
     spec = workdir / "config" / "reference.yaml"
     spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1, "cases": [{"experiment": str(case_path)}],
-                                    "search": SEARCH, "ablations": [ABLATION]}, sort_keys=False))
+                                    "search": SEARCH, "ablations": [ABLATION, RERUN]}, sort_keys=False))
     return spec
 
 
@@ -73,7 +75,7 @@ def test_each_run_trains_the_published_recipe_with_its_seed_and_the_table_report
     for _, row in table.iterrows():
         node = folder / "runs" / f"tiny_s{row['seed']}" / "iter_001"
         config = yaml.safe_load((node / "config.yaml").read_text())
-        assert config["training"]["learning_rate_W_start"] == RECIPE_LR_W and config["training"]["seed"] == row["seed"]
+        assert config["training"]["learning_rate_W_start"] == RECIPE_LR_W and config["simulation"]["seed"] == row["seed"]
         assert config["training"]["n_epochs"] == 2  # the recipe's epochs reached the root (claude copy included)
         metrics = yaml.safe_load((node / "metrics.json").read_text())
         training = yaml.safe_load((node / "training.json").read_text())
@@ -86,8 +88,6 @@ def test_each_run_trains_the_published_recipe_with_its_seed_and_the_table_report
     report = (folder / "reference.md").read_text()
     r2 = table["connectivity_R2"]
     assert f"| tiny | 2 of 2 | {r2.median():.4f} [{r2.min():.4f} - {r2.max():.4f}] | {PUBLISHED:.4f} |" in report, report
-    verdict = "holds" if r2.max() >= PUBLISHED - 0.01 else "misses"
-    assert f"{verdict}: {r2.max() - PUBLISHED:+.4f} against the published {PUBLISHED:.4f}" in report
     assert "## tiny per seed" in report
     assert (folder / "reference.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -121,7 +121,7 @@ def test_each_seed_below_the_bound_is_searched_from_the_recipe_at_its_budget_and
 def test_an_ablation_trains_the_recipe_with_its_fields_changed_and_is_reported_beside_the_recipe_run(
         stopped_and_resumed):
     _, folder, *_ = stopped_and_resumed
-    assert "1 ablation runs, 0 finished before, 1 to run" in (folder / "reference.log").read_text()
+    assert "2 ablation runs, 0 finished before, 2 to run" in (folder / "reference.log").read_text()
     node = folder / "runs" / "tiny_slow_W_s0" / "iter_001"
     config = yaml.safe_load((node / "config.yaml").read_text())
     recipe = yaml.safe_load((folder / "runs" / "tiny_s0" / "iter_001" / "config.yaml").read_text())
@@ -130,7 +130,7 @@ def test_an_ablation_trains_the_recipe_with_its_fields_changed_and_is_reported_b
     assert config["training"] == recipe["training"] and config["simulation"] == recipe["simulation"]
     assert not (folder / "runs" / "tiny_slow_W_s1").exists(), "the ablation names seed 0 only"
     table = pd.read_csv(folder / "ablations.tsv", sep="\t")
-    assert len(table) == 1
+    assert list(table["ablation"]) == ["tiny_slow_W", "tiny_again"]
     row = table.iloc[0]
     metrics = yaml.safe_load((node / "metrics.json").read_text())
     base = pd.read_csv(folder / "reference.tsv", sep="\t").set_index("seed").loc[0, "connectivity_R2"]
@@ -153,3 +153,21 @@ def test_a_case_without_reference_section_is_refused_naming_the_file(tmp_path):
     assert result.returncode != 0
     assert f"{TINY_EXPERIMENT}: has no reference: section" in result.output
     assert snakemake(tmp_path, "-n").returncode == 0  # the exploration itself is unaffected
+
+
+def test_a_rerun_trains_the_recipe_on_the_same_W_with_another_training_seed_and_counts_in_the_verdict(
+        stopped_and_resumed):
+    _, folder, *_ = stopped_and_resumed
+    rerun = yaml.safe_load((folder / "runs" / "tiny_again_s1" / "iter_001" / "config.yaml").read_text())
+    recipe = yaml.safe_load((folder / "runs" / "tiny_s1" / "iter_001" / "config.yaml").read_text())
+    assert (rerun["training"].pop("seed"), recipe["training"].pop("seed")) == (5, 0)
+    assert rerun["training"] == recipe["training"] and rerun["simulation"] == recipe["simulation"]
+    metrics = yaml.safe_load((folder / "runs" / "tiny_again_s1" / "iter_001" / "metrics.json").read_text())
+    table = pd.read_csv(folder / "reference.tsv", sep="\t")
+    report = (folder / "reference.md").read_text()
+    seed_1 = next(line for line in report.splitlines() if line.startswith("| 1 | "))
+    assert seed_1.endswith(f"| {metrics['connectivity_R2']:.4f} (1 run; {metrics['test_R2']:.4f}) |"), seed_1
+    best = max([*table["connectivity_R2"], *table["search_best_connectivity_R2"], metrics["connectivity_R2"]])
+    verdict = "holds" if best >= PUBLISHED - 0.01 else "misses"  # recipe runs, searches' nodes and the rerun
+    assert (f"{verdict}: {best - PUBLISHED:+.4f} against the published {PUBLISHED:.4f} (target: within 0.01; ours: the best of "
+            f"3 runs (2 seeds and their reruns)") in report, report
