@@ -242,7 +242,7 @@ def test_a_low_rank_seed_whose_rerun_meets_the_target_counts_and_unfinished_reru
     assert verdict == ("holds: 6 of 10 seeds run above 0.999 with test_R2 > 0.98 with the recipe, 8 counting reruns "
                        "of the recipe (4 runs with another training.seed on 3 seeds; a seed counts when any run meets "
                        "the target, as the reference's numbers are its search's best) (target 8 of 10; test_R2 held "
-                       "out; on the training trajectory, the reference's way: 9 with the recipe)")
+                       "out; on the training trajectory, the reference's way: 9 with the recipe, 9 counting reruns)")
     one = reruns.iloc[:1]  # seed 6 recovered; seeds 7 and 8 still have a rerun to come
     assert target_verdict(cfg, rows, 10, reruns=one, reruns_due=(7, 8)).startswith(
         "open: 6 of 10 seeds run above 0.999 with test_R2 > 0.98 with the recipe, 7 counting reruns of the recipe "
@@ -269,4 +269,18 @@ def test_the_report_shows_each_seeds_best_rerun_and_counts_it_in_the_verdict(tmp
         "| 0.9997 (2 runs; 0.9860) |"), report  # the best held-out test_R2 among the recovered reruns
     assert "2 of 2 seeds run above 0.999 with test_R2 > 0.98 with the recipe" not in report
     assert "1 of 2 seeds run above 0.999 with test_R2 > 0.98 with the recipe, 2 counting reruns" in report
+    assert "(target 8 seeds; this spec runs 2; test_R2 held out;" in report  # a subset of the case's seeds
     assert "Reruns: the recipe unchanged but training.seed" in report
+
+
+def test_the_reference_way_count_takes_a_rerun_that_passes_on_the_training_trajectory():
+    """The reference scores the rollout on its training trajectory: a rerun that passes there
+    counts in that count, as a held-out pass counts in the main one."""
+    cfg = load_config(LOWRANK)
+    rows = _rows([(0.9995, 0.99)] * 6 + [(0.9999, 0.84)] * 4, [None] * 10).assign(
+        test_R2_training=[0.99] * 6 + [0.95] * 4)
+    reruns = _reruns([("again", 6, 0.9999, 0.90), ("again", 7, 0.9999, 0.90)]).assign(
+        test_R2_training=[0.995, 0.96])
+    assert target_verdict(cfg, rows, 10, reruns=reruns).endswith(
+        "(target 8 of 10; test_R2 held out; on the training trajectory, the reference's way: 6 with the recipe, "
+        "7 counting reruns)")
