@@ -475,6 +475,14 @@ def signed(difference: float) -> str:
     return f"{round(difference, 4) + 0.0:+.4f}"
 
 
+def seeds_meeting_target(runs: Optional[pd.DataFrame], test_column: str) -> set:
+    """The seeds of ``runs`` (rows with seed, connectivity_R2 and ``test_column``) of which at
+    least one run meets the low-rank target (none when ``runs`` is None or empty)."""
+    if runs is None or runs.empty:
+        return set()
+    return set(runs.loc[lowrank_success(runs["connectivity_R2"], runs[test_column]).to_numpy(), "seed"])
+
+
 def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, search_below: Optional[float] = None,
                    reruns: Optional[pd.DataFrame] = None, reruns_due: tuple[int, ...] = ()) -> str:
     """Whether issue 18's target holds for a case, in words (with what it rests on). With a
@@ -490,9 +498,7 @@ def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, sear
         with_search = recipe | (lowrank_success(rows["search_best_connectivity_R2"], rows["search_best_test_R2"])
                                 & searched)
         reran = reruns is not None and (len(reruns) > 0 or len(reruns_due) > 0)
-        rerun_seeds = set() if not reran or reruns.empty else set(
-            reruns.loc[lowrank_success(reruns["connectivity_R2"], reruns["test_R2_held_out"]).to_numpy(), "seed"])
-        either = with_search | rows["seed"].isin(rerun_seeds)
+        either = with_search | rows["seed"].isin(seeds_meeting_target(reruns, "test_R2_held_out"))
         waiting = set(reruns_due)  # seeds that may still succeed
         if searched:  # a seed due for a search that has not finished may still succeed; a seed above
             # the search's threshold that misses on test_R2 alone is never searched: its miss is final
@@ -511,9 +517,8 @@ def target_verdict(cfg: ExperimentConfig, rows: pd.DataFrame, n_seeds: int, sear
         their_way = lowrank_success(rows["connectivity_R2"], rows["test_R2_training"])
         their_way_text = f"{int(their_way.sum())} with the recipe"
         if reran and len(reruns):
-            their_rerun_seeds = set(reruns.loc[lowrank_success(reruns["connectivity_R2"],
-                                                               reruns["test_R2_training"]).to_numpy(), "seed"])
-            their_way_text += f", {int((their_way | rows['seed'].isin(their_rerun_seeds)).sum())} counting reruns"
+            their_way |= rows["seed"].isin(seeds_meeting_target(reruns, "test_R2_training"))
+            their_way_text += f", {int(their_way.sum())} counting reruns"
         target = (f"target {LOWRANK_SEEDS_NEEDED} of {n_seeds}" if n_seeds >= LOWRANK_SEEDS_NEEDED
                   else f"target {LOWRANK_SEEDS_NEEDED} seeds; this spec runs {n_seeds}")
         return (f"{verdict}: {int(recipe.sum())} of {len(rows)} seeds run above {LOWRANK_SUCCESS} with test_R2 > "
