@@ -572,7 +572,8 @@ def report_markdown(spec: ReferenceSpec, table: pd.DataFrame,
     if ablations is None:
         ablations = pd.DataFrame(columns=ABLATION_COLUMNS)
     lines = [f"# Reference cases `{spec.name}`", "",
-             "Each case trained once per seed with the reference's published recipe (no search). test_R2 "
+             "Each case row: the reference's published recipe, trained once per seed (no search; the "
+             "spec's searches, reruns and ablations, where it has them, have their own sections). test_R2 "
              "held out: our rollout from the first held-out frame; on training: the reference's way, from "
              "frame 0 of the training data. Effective rank 99%: ours (all components) / the reference's "
              "(top 100 components). Published numbers are the reference's best after its own search.", "",
