@@ -104,7 +104,7 @@ def fit_w_alone(cfg: ExperimentConfig, u: np.ndarray, du: np.ndarray, W_true: np
         pred = linear_part[frames] + g * phi[frames] @ (W * mask).T
         loss = (pred - du_t[frames]).norm(2)
         if l1_from is not None and step > l1_from:
-            loss = loss + tr.coeff_W_L1 * penalty_count(tr, tr.batch_size) * (W * mask).abs().sum()
+            loss = loss + tr.coeff_W_L1 * penalty_count(tr, tr.batch_size, "W_L1") * (W * mask).abs().sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -208,6 +208,11 @@ class TrainingConfig(_Section):
         "(batch_size times per step), as the reference adds them, so its coefficients apply unchanged; false: once "
         "per optimizer step. The edge-difference penalty has its own form (edge_diff_form)."
     )
+    W_L1_once_per_step: bool = Field(
+        False, description="With penalties_per_frame: the L1 penalty on W still counts once per optimizer step "
+        "(lin_phi(0) once per frame), as the reference's landscape trainer adds them (its LossRegularizer applies "
+        "W's L1 once per iteration and its other terms per frame); its coefficients then apply unchanged."
+    )
     embedding_collapse_every: int = Field(
         0, ge=0, le=10_000, description="The reference's embedding clustering (its sparsity "
         "replace_embedding_function, sparsity_freq k, fix_cluster_embedding), one-type networks only: at the end of "
@@ -354,6 +359,17 @@ class ExperimentConfig(_Section):
         if self.graph_model.low_rank_factorization and self.graph_model.low_rank > sim.n_neurons:
             raise ValueError(
                 f"graph_model.low_rank = {self.graph_model.low_rank}: must be <= simulation.n_neurons = {sim.n_neurons}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_W_L1_once_per_step(self) -> "ExperimentConfig":
+        """W_L1_once_per_step qualifies penalties_per_frame: alone it would change nothing."""
+        tr = self.training
+        if tr.W_L1_once_per_step and not tr.penalties_per_frame:
+            raise ValueError(
+                "training.W_L1_once_per_step = true: needs training.penalties_per_frame = true (without it every "
+                "penalty already counts once per step); allowed: W_L1_once_per_step false, or both true"
             )
         return self
 

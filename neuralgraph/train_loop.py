@@ -177,26 +177,29 @@ def _edge_monotonicity_penalty_per_frame(model, u, delta):
     return torch.relu(low - high).reshape(u.shape[0], -1).norm(2, dim=1).sum()
 
 
-def penalty_count(tr, batch_size):
-    """How many times the L1 penalty on W and the lin_phi(0) penalty count in one step: once, or
-    once per frame of the batch with ``penalties_per_frame`` (the reference adds both inside its
-    loop over the batch's frames)."""
-    return batch_size if tr.penalties_per_frame else 1
+def penalty_count(tr, batch_size, penalty):
+    """How many times ``penalty`` ("W_L1" or "lin_phi_zero") counts in one step: once, or once per
+    frame of the batch with ``penalties_per_frame`` (the reference's older trainer adds both inside
+    its loop over the batch's frames), except W's L1 with ``W_L1_once_per_step`` (its landscape
+    trainer's regulariser applies L1 once per iteration, lin_phi(0) per frame)."""
+    if not tr.penalties_per_frame or (penalty == "W_L1" and tr.W_L1_once_per_step):
+        return 1
+    return batch_size
 
 
 def regularisation(model, data, starts, ctx):
     """Weighted sum of the configured penalties (a zero tensor when all coefficients are 0).
 
-    ``penalties_per_frame``: L1 and lin_phi(0) count batch_size times, as in the reference.
+    ``penalties_per_frame``: L1 and lin_phi(0) count batch_size times, as in the reference
+    (L1 once with ``W_L1_once_per_step``: :func:`penalty_count`).
     Two-phase training: the L1 penalty on W starts at epoch ``l1_start_epoch`` (0-based; the
     epochs before it fit W without it, the reference's n_epochs_init with first_coeff_L1 = 0);
     with ``edge_diff_stop_epoch`` > 0 the edge-difference penalty acts only before that epoch.
     """
     tr = ctx.cfg.training
     total = torch.zeros((), device=data.u.device)
-    times = penalty_count(tr, starts.shape[0])
     if tr.coeff_W_L1 > 0 and ctx.epoch >= tr.l1_start_epoch:
-        total = total + tr.coeff_W_L1 * times * model.dense_W().abs().sum()
+        total = total + tr.coeff_W_L1 * penalty_count(tr, starts.shape[0], "W_L1") * model.dense_W().abs().sum()
     if tr.coeff_edge_diff > 0 and (tr.edge_diff_stop_epoch == 0 or ctx.epoch < tr.edge_diff_stop_epoch):
         if tr.edge_diff_form == "reference":
             penalty = _edge_monotonicity_penalty_per_frame(model, data.u[starts], data.x_norm / 150)
@@ -205,7 +208,8 @@ def regularisation(model, data, starts, ctx):
         total = total + tr.coeff_edge_diff * penalty
     if tr.coeff_lin_phi_zero > 0:
         zero = torch.zeros(1, model.n_neurons, device=data.u.device)
-        total = total + tr.coeff_lin_phi_zero * times * model.node_update(zero).norm(2)
+        total = total + tr.coeff_lin_phi_zero * penalty_count(tr, starts.shape[0], "lin_phi_zero") * \
+            model.node_update(zero).norm(2)
     mlp_weights = model.lin_edge.weight_matrices() + model.lin_phi.weight_matrices()
     if tr.coeff_MLP_L1 > 0:
         total = total + tr.coeff_MLP_L1 * sum(w.abs().sum() for w in mlp_weights)

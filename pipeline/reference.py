@@ -44,7 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent import layout
-from neuralgraph.config import ConfigError, ExperimentConfig, config_text, load_config, with_updates
+from neuralgraph.config import ConfigError, ExperimentConfig, config_text, load_config, what_trains, with_updates
 from neuralgraph.dataset import STATS_FILE
 from neuralgraph.io import atomic_write_text, read_json
 from pipeline import summary as summary_names
@@ -170,7 +170,8 @@ def load_spec(path: str | Path) -> ReferenceSpec:
 def check_ablations(path: Path, spec: ReferenceSpec, cases: dict[str, ExperimentConfig]) -> None:
     """Refuse, naming the entry and the field, an ablation of a case not in the spec, a name that
     a case or another ablation already uses, a ``set`` of the case's seed field (the run would
-    carry another seed than its name), or a ``set`` the config schema refuses."""
+    carry another seed than its name), a ``set`` the config schema refuses, or one that changes
+    nothing the run trains (its run would be the recipe's again, reported as a difference)."""
     seen = set(cases)
     for i, ablation in enumerate(spec.ablations):
         where = f"{path}: ablations[{i}] ({ablation.name})"
@@ -183,10 +184,14 @@ def check_ablations(path: Path, spec: ReferenceSpec, cases: dict[str, Experiment
         if seed_field in ablation.set:
             raise ReferenceError(f"{where}: set: {seed_field} is the case's seed field (reference.seed_field): "
                                  f"list the seeds in the ablation's seeds instead")
+        recipe = cases[ablation.case].with_recipe()
         try:
-            with_updates(cases[ablation.case].with_recipe(), ablation.set, source=f"{where}: set")
+            changed = with_updates(recipe, ablation.set, source=f"{where}: set")
         except ConfigError as exc:
             raise ReferenceError(str(exc)) from None
+        if what_trains(changed) == what_trains(recipe):
+            raise ReferenceError(f"{where}: set: {', '.join(f'{k}: {v}' for k, v in ablation.set.items())} is the "
+                                 f"case's recipe already; an ablation must change what trains")
 
 
 def case_config(entry: CaseEntry) -> ExperimentConfig:

@@ -75,6 +75,10 @@ def test_the_l1_penalty_starts_where_the_recipes_two_phases_start_it(oracle):
                                               "training.penalties_per_frame": True})
     assert per_frame.training.batch_size == 8
     assert oracle.fit_w_alone(per_frame, u, du, W, steps=200, checkpoints=checkpoints) == early_scores
+    # ... and with W_L1_once_per_step (the landscape trainer's count) the coefficient counts once
+    once = _one_type_config(**common, **{"training.coeff_W_L1": 1.0, "training.l1_start_epoch": 0,
+                                         "training.penalties_per_frame": True, "training.W_L1_once_per_step": True})
+    assert oracle.fit_w_alone(once, u, du, W, steps=200, checkpoints=checkpoints) == early_scores
 
 
 def test_weak_energy_is_the_share_of_w_along_the_least_excited_directions(oracle):

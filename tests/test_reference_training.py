@@ -155,6 +155,18 @@ def test_penalties_per_frame_count_L1_and_lin_phi_zero_once_per_frame_of_the_bat
         got = loop.regularisation(model, data, STARTS, _ctx(cfg, 0))
         torch.testing.assert_close(got, times * (1e-3 * l1 + 2.0 * phi0) + edge)
     assert _cfg().training.penalties_per_frame is False
+    # the landscape trainer's count: W's L1 once per step, lin_phi(0) still once per frame
+    cfg = _cfg(coeff_W_L1=1e-3, coeff_lin_phi_zero=2.0, coeff_edge_diff=5.0, edge_diff_form="reference",
+               penalties_per_frame=True, W_L1_once_per_step=True)
+    got = loop.regularisation(model, data, STARTS, _ctx(cfg, 0))
+    torch.testing.assert_close(got, 1e-3 * l1 + len(STARTS) * 2.0 * phi0 + edge)
+    assert _cfg().training.W_L1_once_per_step is False
+
+
+def test_W_L1_once_per_step_without_penalties_per_frame_is_refused_naming_both_fields():
+    with pytest.raises(ConfigError) as info:
+        _cfg(coeff_W_L1=1e-3, W_L1_once_per_step=True)
+    assert "training.W_L1_once_per_step" in str(info.value) and "training.penalties_per_frame = true" in str(info.value)
 
 
 def test_default_keeps_the_penalty_in_every_epoch_with_the_old_formula(u_frames):

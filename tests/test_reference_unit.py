@@ -38,6 +38,12 @@ def _spec(tmp_path, search=None, ablations=()):
     ({"name": "a", "case": "dale", "set": {}}, r"ablations.0.set"),
     ({"name": "a", "case": "dale", "set": {"simulation.seed": 3}},
      r"ablations\[0\] \(a\): set: simulation.seed is the case's seed field \(reference.seed_field\): list the seeds"),
+    # the dale case carries the reference's MLP start: setting it again would train the recipe twice
+    ({"name": "a", "case": "dale", "set": {"graph_model.mlp_init": "reference"}},
+     r"ablations\[0\] \(a\): set: graph_model.mlp_init: reference is the case's recipe already; an ablation must "
+     r"change what trains"),
+    ({"name": "a", "case": "dale", "set": {"training.penalties_per_frame": False}},
+     r"ablations\[0\] \(a\): set.*training.W_L1_once_per_step = true: needs training.penalties_per_frame = true"),
 ])
 def test_a_bad_ablation_is_refused_naming_the_entry_and_the_field(tmp_path, ablation, message):
     with pytest.raises(ReferenceError, match=message):
@@ -284,3 +290,11 @@ def test_the_reference_way_count_takes_a_rerun_that_passes_on_the_training_traje
     assert target_verdict(cfg, rows, 10, reruns=reruns).endswith(
         "(target 8 of 10; test_R2 held out; on the training trajectory, the reference's way: 6 with the recipe, "
         "7 counting reruns)")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("reference*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_reference_spec_loads_with_its_cases_and_ablations(path):
+    """What `snakemake reference --config reference=<spec>` reads first: a spec whose ablation no
+    longer fits its case (a field renamed, a recipe that now carries the change) fails here."""
+    spec = load_spec(path)
+    assert spec.cases and spec.name
