@@ -499,7 +499,8 @@ class Trainer:
                 break  # diverged or --max-steps: the epoch is not complete
             self.state.epoch += 1
             self.state.step_in_epoch = 0
-            progress.log_line(self, *self.loop.training_mode(self.cfg_view, self.state.epoch - 1), tag="epoch end")
+            progress.log_line(self, *self.loop.training_mode(self.cfg_view, self.state.epoch - 1), tag="epoch end",
+                              epoch=self.state.epoch)
             self._end_epoch(self.state.epoch - 1)
             self.save_checkpoint()
         return self._finish()
@@ -649,7 +650,9 @@ class _Progress:
             "seconds_per_step": elapsed / done if done > 0 else None, "wall_time": time.time()})
         self.t_beat = now
 
-    def log_line(self, trainer: Trainer, mode: str, horizon: int, tag: str = "") -> None:
+    def log_line(self, trainer: Trainer, mode: str, horizon: int, tag: str = "", epoch: int | None = None) -> None:
+        """One progress line; ``epoch`` (1-based) names the epoch shown, by default the one running
+        (an epoch-end line passes the epoch that just ended, not the next one)."""
         trainer._flush_losses()
         s, tr = trainer.state, trainer.tr
         now = time.monotonic()
@@ -662,7 +665,7 @@ class _Progress:
         recent = s.losses[-50:]
         loss = float(np.mean(recent)) if recent else float("nan")
         log.info("%sepoch %d/%d step %d/%d (%.1f%%) %s T=%d | loss %.4g | %.1f it/s | elapsed %s | ETA %s | W R2 %.4f",
-                 f"[{tag}] " if tag else "", min(s.epoch + 1, tr.n_epochs), tr.n_epochs, s.global_step, total,
+                 f"[{tag}] " if tag else "", epoch or min(s.epoch + 1, tr.n_epochs), tr.n_epochs, s.global_step, total,
                  100.0 * s.global_step / max(total, 1), mode, horizon, loss, rate,
                  format_duration(trainer.elapsed_s()),
                  format_duration(remaining / rate if rate > 0 else float("inf")), trainer.connectivity_r2())

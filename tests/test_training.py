@@ -215,12 +215,17 @@ def test_training_is_reproducible_with_the_same_seed(tiny_dataset, tmp_path):
 
 
 # ----------------------------------------------------------------------------- run folder & CLI
-def test_cli_writes_the_run_folder_and_a_rerun_is_a_no_op(tiny_dataset, tmp_path):
+def test_cli_writes_the_run_folder_and_a_rerun_is_a_no_op(tiny_dataset, tmp_path, capsys):
     cfg, data_dir = tiny_dataset
     cfg = _cfg(**{"training.n_epochs": 2})
     config = _write_cfg(cfg, tmp_path / "config.yaml")
     run = tmp_path / "run"
     assert main(["--config", str(config), "--data", str(data_dir), "--out", str(run)]) == 0
+    # each epoch-end line names the epoch that ended, at the step where it ended
+    ends = [line.split("] ", 2)[-1] for line in capsys.readouterr().err.splitlines() if "[epoch end]" in line]
+    per_epoch = iterations_per_epoch(cfg.simulation.n_frames, 2, 8)
+    assert [line.split(" (")[0] for line in ends] == [f"epoch 1/2 step {per_epoch}/{2 * per_epoch}",
+                                                      f"epoch 2/2 step {2 * per_epoch}/{2 * per_epoch}"]
     record = _record(run)
     for key in ("status", "reason", "final_loss", "loss_history", "training_time_min", "iterations", "epochs",
                 "data_augmentation_loop", "device", "time_step", "resumed_from_step", "seed"):
