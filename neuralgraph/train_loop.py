@@ -181,7 +181,10 @@ def penalty_count(tr, batch_size, penalty):
     """How many times ``penalty`` ("W_L1" or "lin_phi_zero") counts in one step: once, or once per
     frame of the batch with ``penalties_per_frame`` (the reference's older trainer adds both inside
     its loop over the batch's frames), except W's L1 with ``W_L1_once_per_step`` (its landscape
-    trainer's regulariser applies L1 once per iteration, lin_phi(0) per frame)."""
+    trainer's regulariser applies L1 once per iteration, lin_phi(0) per frame). Another name is an
+    error, not a silent per-frame count."""
+    if penalty not in ("W_L1", "lin_phi_zero"):
+        raise ValueError(f"penalty_count: penalty {penalty!r}: allowed 'W_L1', 'lin_phi_zero'")
     if not tr.penalties_per_frame or (penalty == "W_L1" and tr.W_L1_once_per_step):
         return 1
     return batch_size

@@ -161,6 +161,8 @@ def test_penalties_per_frame_count_L1_and_lin_phi_zero_once_per_frame_of_the_bat
     got = loop.regularisation(model, data, STARTS, _ctx(cfg, 0))
     torch.testing.assert_close(got, 1e-3 * l1 + len(STARTS) * 2.0 * phi0 + edge)
     assert _cfg().training.W_L1_once_per_step is False
+    with pytest.raises(ValueError, match="penalty 'W_l1': allowed 'W_L1', 'lin_phi_zero'"):
+        loop.penalty_count(cfg.training, len(STARTS), "W_l1")
 
 
 def test_W_L1_once_per_step_without_penalties_per_frame_is_refused_naming_both_fields():
