@@ -71,6 +71,10 @@ def _is_number_field(annotation: Any) -> bool:
     return any(option in (int, float) for option in options)
 
 
+#: Connectivity types whose draw simulation.W_draw 'reference' reproduces (neuralgraph.simulate.reference_weights).
+REFERENCE_W_DRAW_TYPES: tuple[str, ...] = ("Gaussian", "low_rank")
+
+
 class SimulationConfig(_Section):
     """The simulated network. Fixed for the whole experiment (every iteration shares it)."""
 
@@ -95,6 +99,11 @@ class SimulationConfig(_Section):
         "the neuron types; first_columns = the first N * Dale_law_factor columns (the reference's rule, whose "
         "column signs follow the contiguous type blocks)."
     )
+    W_draw: Literal["ours", "reference"] = Field(
+        "ours", description="Which random numbers draw W: ours = this project's independent stream of simulation.seed; "
+        "reference = the reference's own draw for its seed (numpy's legacy generator seeded with simulation.seed, its "
+        "first draw), so simulation.seed k gives the reference's W for seed k (Gaussian and low_rank, full filling)."
+    )
     noise_model_level: float = Field(0.0, ge=0.0, le=10.0, description="Process noise std added to u at every Euler step.")
     measurement_noise_level: float = Field(0.0, ge=0.0, le=10.0, description="Measurement noise std added to the saved u.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of W, types and initial state.")
@@ -117,6 +126,15 @@ class SimulationConfig(_Section):
                 raise ValueError(
                     f"neuron_type_params = {params!r}: must be {self.n_neuron_types} rows of [g, s, c]"
                 )
+        if self.W_draw == "reference" and (self.connectivity_type not in REFERENCE_W_DRAW_TYPES
+                                           or self.connectivity_filling_factor < 1.0):
+            raise ValueError(
+                f"W_draw = 'reference' with connectivity_type = {self.connectivity_type!r} and "
+                f"connectivity_filling_factor = {self.connectivity_filling_factor}: the reference's own draw is "
+                f"reproduced for connectivity_type {' or '.join(REFERENCE_W_DRAW_TYPES)} at "
+                f"connectivity_filling_factor 1 only (its sparse mask comes from torch's generator, in an order "
+                f"that depends on its device); use W_draw 'ours'"
+            )
         if self.connectivity_type == "low_rank" and self.connectivity_rank > self.n_neurons:
             raise ValueError(
                 f"connectivity_rank = {self.connectivity_rank}: must be <= n_neurons = {self.n_neurons}"
@@ -443,10 +461,13 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
 
 def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:
     """The simulation section as hashed: ``Dale_law_excitatory`` only when Dale's law is on
-    (without it the field changes nothing, and experiments made before it keep their hash)."""
+    (without it the field changes nothing, and experiments made before it keep their hash); ``W_draw``
+    only when it is not the default, for the same reason."""
     fields = sim.model_dump(mode="json")
     if not sim.Dale_law:
         fields.pop("Dale_law_excitatory", None)
+    if sim.W_draw == "ours":  # the default keeps the hashes (and datasets) made before the field
+        fields.pop("W_draw", None)
     return fields
 
 

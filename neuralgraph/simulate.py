@@ -194,6 +194,32 @@ def low_rank_weights(n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
     return left @ right / np.sqrt(rank * n)
 
 
+def reference_weights(sim: SimulationConfig) -> np.ndarray:
+    """W as the reference's generator draws it for ``simulation.seed`` (``W_draw: reference``).
+
+    Why: our W for seed k is another matrix than the reference's seed k, so its published number
+    on one W could only be compared with ours on other draws. Its generator (saalfeldlab/
+    NeuralGraph ``generators/graph_data_generator.py`` and ``generators/utils.py``, read
+    2026-12-07) seeds numpy's legacy global generator with the simulation seed and draws W with
+    numpy's first calls after it: ``randn(N, N) * sqrt(1/N)`` for its "chaotic" (our Gaussian)
+    type, ``U = randn(N, r)`` then ``V = randn(r, N)`` and ``U V / sqrt(r N)`` for low_rank;
+    float32, diagonal zeroed by the caller. Checked against its published spectral radii:
+    Gaussian N = 100 seed 42 gives 1.065 (its gain-1 run), low_rank seed 42 gives 0.952 (its
+    low-rank case, ~0.95). Its initial state and process noise come from torch's generator on
+    its GPU, which this project does not reproduce: only W is the reference's.
+    """
+    legacy = np.random.RandomState(sim.seed)  # = np.random.seed(seed) followed by np.random.randn
+    n = sim.n_neurons
+    if sim.connectivity_type == "Gaussian":
+        return legacy.randn(n, n) * np.sqrt(1.0 / n)
+    if sim.connectivity_type == "low_rank":
+        left = legacy.randn(n, sim.connectivity_rank)
+        right = legacy.randn(sim.connectivity_rank, n)
+        return left @ right / np.sqrt(sim.connectivity_rank * n)
+    raise ValueError(f"simulation.W_draw = 'reference' with connectivity_type = {sim.connectivity_type!r}: "
+                     f"must be one of Gaussian, low_rank")  # the config schema refuses it first
+
+
 def apply_filling_factor(W: np.ndarray, filling_factor: float, rng: np.random.Generator) -> np.ndarray:
     """Keep each entry with probability ``filling_factor`` (sparse wiring); no rescaling."""
     if filling_factor >= 1.0:
@@ -246,7 +272,9 @@ def make_connectivity(sim: SimulationConfig, rng: np.random.Generator,
     if dale_rng is None and sim.Dale_law and sim.Dale_law_excitatory == "random":
         dale_rng = _rngs(sim.seed)["dale_excitatory"]
     n = sim.n_neurons
-    if sim.connectivity_type == "Lorentz":
+    if sim.W_draw == "reference":
+        W = reference_weights(sim)
+    elif sim.connectivity_type == "Lorentz":
         W = lorentz_weights(n, rng)
     elif sim.connectivity_type == "Gaussian":
         W = gaussian_weights(n, rng)

@@ -283,6 +283,62 @@ def test_dale_law_excitatory_rule_is_validated_and_hashed_only_under_dale_law():
                                              "simulation.Dale_law_excitatory": "first_columns"}).simulation_hash()
 
 
+# ----------------------------------------------------------------- the reference's own W draw
+
+
+def _legacy_numpy_W(seed: int, n: int, rank: int | None = None) -> np.ndarray:
+    """The reference generator's draw spelled as it does: np.random.seed, then numpy's first calls."""
+    np.random.seed(seed)
+    if rank is None:
+        W = np.random.randn(n, n) * np.sqrt(1 / n)
+    else:
+        U = np.random.randn(n, rank)
+        V = np.random.randn(rank, n)
+        W = U @ V / np.sqrt(rank * n)
+    W = W.astype(np.float32)
+    np.fill_diagonal(W, 0.0)
+    return W
+
+
+def _reference_draw(n=100, seed=42, **overrides):
+    cfg = _cfg(**{"simulation.n_neurons": n, "simulation.n_neuron_types": 1, "simulation.seed": seed,
+                  "simulation.neuron_type_params": [[7.0, 0.0, 1.0]], "simulation.W_draw": "reference", **overrides})
+    return make_connectivity(cfg.simulation, np.random.default_rng(0))  # the stream passed in is not used
+
+
+def test_W_draw_reference_is_the_reference_generators_matrix_for_its_seed():
+    gaussian = _reference_draw(**{"simulation.connectivity_type": "Gaussian"})
+    np.testing.assert_array_equal(gaussian, _legacy_numpy_W(42, 100))
+    # its published spectral radii for seed 42 (the landscape's default seed; docs/reference.md):
+    # the gain-1 run's 1.065 and the low-rank case's ~0.95
+    assert np.max(np.abs(np.linalg.eigvals(gaussian))) == pytest.approx(1.065, abs=5e-4)
+    low_rank = _reference_draw(**{"simulation.connectivity_type": "low_rank", "simulation.connectivity_rank": 20})
+    np.testing.assert_array_equal(low_rank, _legacy_numpy_W(42, 100, rank=20))
+    assert np.max(np.abs(np.linalg.eigvals(low_rank))) == pytest.approx(0.95, abs=5e-3)
+    # another seed, another matrix; Dale's law applies on top as for our draw (first columns)
+    assert not np.array_equal(_reference_draw(seed=137, **{"simulation.connectivity_type": "Gaussian"}), gaussian)
+    dale = _reference_draw(**{"simulation.connectivity_type": "Gaussian", "simulation.Dale_law": True,
+                              "simulation.Dale_law_excitatory": "first_columns"})
+    expected = np.abs(_legacy_numpy_W(42, 100))
+    expected[:, 50:] *= -1.0
+    np.testing.assert_array_equal(dale, expected)
+
+
+def test_W_draw_reference_refuses_what_it_cannot_reproduce_and_keeps_old_hashes():
+    from neuralgraph.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"simulation.*W_draw = 'reference'.*'Lorentz'.*Gaussian or low_rank"):
+        _cfg(**{"simulation.W_draw": "reference"})  # the tiny config is Lorentz
+    with pytest.raises(ConfigError, match=r"connectivity_filling_factor = 0.5.*filling_factor 1 only"):
+        _cfg(**{"simulation.W_draw": "reference", "simulation.connectivity_type": "Gaussian",
+                "simulation.connectivity_filling_factor": 0.5})
+    with pytest.raises(ConfigError, match=r"simulation.W_draw.*'ours'.*'reference'"):
+        _cfg(**{"simulation.W_draw": "numpy"})
+    gaussian = {"simulation.connectivity_type": "Gaussian"}
+    assert _cfg(**gaussian).simulation_hash() == _cfg(**gaussian, **{"simulation.W_draw": "ours"}).simulation_hash()
+    assert _cfg(**gaussian).simulation_hash() != _cfg(**gaussian, **{"simulation.W_draw": "reference"}).simulation_hash()
+
+
 # ----------------------------------------------------------------- CLI
 
 
@@ -341,3 +397,13 @@ def test_cli_refuses_an_output_path_that_is_a_file(tmp_path):
     assert result.returncode == 1 and "taken: --out must be a folder (it is a file)" in result.stderr
     assert target.read_text() == "keep me"
 
+
+def test_cli_simulates_the_reference_W_for_its_seed(tmp_path):
+    """From the command line, as a user reaches it: the dataset's W.npy is the reference's seed-42 draw."""
+    data = tiny_config_dict(**{"simulation.connectivity_type": "Gaussian", "simulation.W_draw": "reference",
+                               "simulation.seed": 42, "simulation.n_frames": 800, "training.held_out_frames": 300})
+    result = _run_cli("--config", str(_write_yaml(tmp_path / "ref.yaml", data)), "--out", str(tmp_path / "data"),
+                      "--no-pictures", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    n = data["simulation"]["n_neurons"]
+    np.testing.assert_array_equal(np.load(tmp_path / "data" / "W.npy"), _legacy_numpy_W(42, n))
