@@ -9,6 +9,9 @@ Prints one JSON object: the case, and per seed the whole recording's effective r
 tail activity ratio (stats.json's) and the windows.
 
     python benchmarks/activity_windows.py config/experiments/reference/gain2_30k.yaml --seeds 0 1 2 --window 5000
+
+``--set FIELD=VALUE`` changes a dotted config field first (repeatable), e.g.
+``--set simulation.W_draw=ours`` for this project's W draws where the case draws the reference's.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralgraph.config import load_config  # noqa: E402
+from neuralgraph.config import ConfigError, ExperimentConfig, load_config, parse_assignments, with_updates  # noqa: E402
 from neuralgraph.simulate import simulate  # noqa: E402
 from neuralgraph.stats import effective_ranks, tail_activity_ratio  # noqa: E402
 
@@ -34,10 +37,9 @@ def windows(u: np.ndarray, size: int) -> list[dict]:
             for start in range(0, u.shape[0] - 1, size)]
 
 
-def seed_report(config: Path, seed: int, size: int, folder: Path) -> dict:
+def seed_report(cfg: ExperimentConfig, seed: int, size: int, folder: Path) -> dict:
     """Simulate the case with simulation.seed = seed and describe its recording."""
-    cfg = load_config(config)
-    cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"seed": seed})})
+    cfg = with_updates(cfg, {"simulation.seed": seed}, source="activity_windows")
     u = np.load(simulate(cfg, folder / f"seed_{seed}", progress=False, pictures=False) / "u.npy")
     return {"seed": seed, "n_frames": int(u.shape[0]), "effective_rank_99": effective_ranks(u, (0.99,))[0],
             "tail_activity_ratio": round(tail_activity_ratio(u), 4), "windows": windows(u, size)}
@@ -48,10 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path, help="an experiment config, e.g. a reference case")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="simulation.seed values (W draws)")
     parser.add_argument("--window", type=int, default=5000, help="frames per window")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change a dotted config field first (simulation.W_draw=ours); repeatable")
     args = parser.parse_args(argv)
+    try:
+        cfg = with_updates(load_config(args.config), parse_assignments(args.set), source="--set")
+    except ConfigError as error:
+        parser.error(str(error))
     with tempfile.TemporaryDirectory(prefix="activity_windows_") as scratch:
-        seeds = [seed_report(args.config, seed, args.window, Path(scratch)) for seed in args.seeds]
-    print(json.dumps({"config": str(args.config), "window": args.window, "seeds": seeds}, indent=1))
+        seeds = [seed_report(cfg, seed, args.window, Path(scratch)) for seed in args.seeds]
+    print(json.dumps({"config": str(args.config), "set": args.set, "window": args.window, "seeds": seeds}, indent=1))
     return 0
 
 

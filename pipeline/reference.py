@@ -83,9 +83,15 @@ class ReferenceError(ValueError):
 
 
 class CaseEntry(BaseModel):
+    """One case of a spec. ``set`` changes the case's start config for every run of this spec (its
+    recipe runs, ablations and searches), so a spec can keep measuring a case as it once stood,
+    e.g. ``simulation.W_draw: ours`` for the W draws of the runs before stop 34."""
+
     model_config = ConfigDict(extra="forbid")
     experiment: str = Field(description="case file with a reference: section")
     seeds: Optional[list[int]] = Field(None, min_length=1, description="seeds to run (default: the case's reference.seeds)")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted config fields set on the case's start "
+                                "config for this spec's runs (not its seed field, not a field its recipe sets)")
 
 
 class SearchSpec(BaseModel):
@@ -195,13 +201,28 @@ def check_ablations(path: Path, spec: ReferenceSpec, cases: dict[str, Experiment
 
 
 def case_config(entry: CaseEntry) -> ExperimentConfig:
+    """The entry's case file, with the entry's ``set`` applied to its start config (refused, naming
+    the field, where it sets the seed field, a field the recipe sets, or a value the schema refuses)."""
     try:
         cfg = load_config(entry.experiment)
     except ConfigError as exc:
         raise ReferenceError(str(exc)) from None
     if cfg.reference is None:
         raise ReferenceError(f"{entry.experiment}: has no reference: section (name, sources, published, recipe)")
-    return cfg
+    if not entry.set:
+        return cfg
+    where = f"{entry.experiment}: the spec's set"
+    if cfg.reference.seed_field in entry.set:
+        raise ReferenceError(f"{where}: {cfg.reference.seed_field} is the case's seed field (reference.seed_field): "
+                             f"list the seeds in the entry's seeds instead")
+    in_recipe = sorted(set(entry.set) & set(cfg.reference.recipe))
+    if in_recipe:
+        raise ReferenceError(f"{where}: {', '.join(in_recipe)} is set by the case's recipe (reference.recipe), "
+                             f"which is applied after the start config: change it with an ablation")
+    try:
+        return with_updates(cfg, entry.set, source=where)
+    except ConfigError as exc:
+        raise ReferenceError(str(exc)) from None
 
 
 def case_runs(spec: ReferenceSpec) -> list[tuple[ExperimentConfig, int]]:

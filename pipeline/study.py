@@ -46,7 +46,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -132,6 +132,9 @@ class Benchmark(BaseModel):
     budget: Optional[Budget] = Field(None, description="the budget per iteration of both modes (the root's step budget)")
     modes: Optional[list[Literal["free", "fixed"]]] = Field(
         None, min_length=1, description="free and/or fixed; default both with a budget, free without")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted fields set on the experiment for this "
+                                "benchmark (not its seed_field), e.g. simulation.W_draw: ours to keep the networks "
+                                "a study was measured on when the case file moves on")
 
     @property
     def run_modes(self) -> list[str]:
@@ -194,7 +197,24 @@ def load_spec(path: str | Path) -> StudySpec:
         if bench.n_iter % bench.slots:
             raise StudyError(f"{path}: benchmarks[{bench.name}].n_iter = {bench.n_iter} must be a multiple of "
                              f"slots = {bench.slots} (a run is whole rounds)")
+        check_benchmark_set(path, bench)
     return spec
+
+
+def check_benchmark_set(path: Path, bench: Benchmark) -> None:
+    """Refuse, naming the benchmark and the field, a ``set`` of its seed field (the study seed sets
+    it) or one the config schema refuses."""
+    from neuralgraph.config import ConfigError, load_config, with_updates
+
+    if not bench.set:
+        return
+    where = f"{path}: benchmarks[{bench.name}].set"
+    if bench.seed_field in bench.set:
+        raise StudyError(f"{where}: {bench.seed_field} is the benchmark's seed_field: the study seeds set it")
+    try:
+        with_updates(load_config(bench.experiment), bench.set, source=where)
+    except ConfigError as exc:
+        raise StudyError(str(exc)) from None
 
 
 def study_folder(results_dir: str | Path, spec: StudySpec) -> Path:
@@ -275,12 +295,14 @@ def budgeted(config: dict, bench: Benchmark, mode: str) -> tuple[dict, str]:
 def seeded_experiment(bench: Benchmark, mode: str, seed: int, folder: Path) -> Path:
     """The benchmark's experiment with the study seed in its seed field and the mode's budget (written once)."""
     config = yaml.safe_load(Path(bench.experiment).read_text(encoding="utf-8"))
-    section, key = bench.seed_field.split(".")
-    config.setdefault(section, {})[key] = seed
+    for dotted, value in {**bench.set, bench.seed_field: seed}.items():
+        section, key = dotted.split(".")
+        config.setdefault(section, {})[key] = value
     config, budget = budgeted(config, bench, mode)
     path = folder / "experiments" / f"{case_label(bench, mode)}_s{seed}.yaml"
-    text = (f"# {bench.experiment} with {bench.seed_field} = {seed} (study seed)" + (f", {budget}" if budget else "")
-            + "\n" + yaml.safe_dump(config, sort_keys=False))
+    changes = "".join(f", {dotted} = {value}" for dotted, value in bench.set.items())
+    text = (f"# {bench.experiment} with {bench.seed_field} = {seed} (study seed){changes}"
+            + (f", {budget}" if budget else "") + "\n" + yaml.safe_dump(config, sort_keys=False))
     runs = [run_name(bench, mode, policy, seed) for policy in STUDY_POLICIES]  # every run trained from it
     return write_run_experiment(folder, path, text, runs)
 

@@ -34,3 +34,17 @@ def test_each_seed_has_every_window_and_a_dead_network_is_told_from_a_living_one
     late = dead["seeds"][0]["windows"][-1]["mean_abs_du"]
     assert late < 1e-3 * living["seeds"][0]["windows"][-1]["mean_abs_du"], dead
     assert dead["seeds"][0]["tail_activity_ratio"] < 0.05
+
+
+def test_set_changes_a_field_first_and_a_bad_one_is_refused_naming_it(tmp_path):
+    """--set simulation.W_draw=ours: how config/reference_lowrank_regime.yaml's draws are recomputed
+    from a case file that draws the reference's W."""
+    gaussian = tiny_config_dict(**{"simulation.connectivity_type": "Gaussian", "simulation.W_draw": "reference"})
+    theirs = _report(tmp_path, gaussian, "--seeds", "3", "--window", "500")
+    ours = _report(tmp_path, gaussian, "--seeds", "3", "--window", "500", "--set", "simulation.W_draw=ours")
+    assert ours["set"] == ["simulation.W_draw=ours"] and theirs["set"] == []
+    assert ours["seeds"][0]["windows"] != theirs["seeds"][0]["windows"]  # another W, another recording
+    path = tmp_path / "case.yaml"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(path), "--set", "simulation.W_draw=numpy"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "simulation.W_draw" in done.stderr and "'ours'" in done.stderr

@@ -25,6 +25,32 @@ REQUIRED = {"lowrank", "chaotic", "dale", "noise", "sparse50", "fill80", "fill90
 SECTIONS = ("simulation", "graph_model", "training", "claude", "analysis")
 
 
+#: Spectral radius of W its experiment logs print (signal_landscape_Claude_analysis.md: every N = 100 chaotic,
+#: noise and gain block 1.065, N = 1000 block 18 1.046; its low-rank block 2, seed 42, 0.952): the cases that draw
+#: the reference's own W must give these, or they train another matrix than the published number's.
+LOGGED_SPECTRAL_RADIUS = {"chaotic": 1.065, "noise": 1.065, "gain1": 1.065, "gain2_10k": 1.065, "gain2_30k": 1.065,
+                          "n1000_30k": 1.046, "lowrank": 0.952}
+
+
+@pytest.mark.parametrize("case", sorted(LOGGED_SPECTRAL_RADIUS))
+def test_a_case_on_the_reference_w_trains_the_matrix_its_log_describes(case):
+    import numpy as np
+
+    from neuralgraph.simulate import _rngs, make_connectivity
+
+    cfg = load_config(CASE_DIR / f"{case}.yaml")
+    assert cfg.simulation.W_draw == "reference" and cfg.reference.seed_field == "simulation.seed"
+    seed = cfg.reference.seeds[0]
+    assert seed == 42  # the landscape's default seed; the low-rank case study's first
+    sim = cfg.simulation.model_copy(update={"seed": seed})
+    W = make_connectivity(sim, _rngs(seed)["connectivity"])
+    assert np.max(np.abs(np.linalg.eigvals(W))) == pytest.approx(LOGGED_SPECTRAL_RADIUS[case], abs=5e-4)
+
+
+def test_the_low_rank_case_runs_its_case_studys_ten_seeds():
+    assert load_config(CASE_DIR / "lowrank.yaml").reference.seeds == [42, 256, 500, 99, 2000, 314, 137, 7, 1000, 3000]
+
+
 def test_every_published_regime_has_a_case_file():
     assert REQUIRED <= {path.stem for path in CASES}
 

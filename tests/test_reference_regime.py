@@ -44,8 +44,11 @@ def test_the_regime_seeds_are_the_first_ten_from_ten_whose_activity_has_the_publ
     low, high = published_rank_range(case_config(entry))
     assert (low, high) == (12, 14)
     seeds = range(FIRST_SEED, max(entry.seeds) + 1)
+    assert entry.set["simulation.W_draw"] == "ours"  # the draws were chosen among our generator's
+    as_run = [f"--set={field}={value}" for field, value in entry.set.items()]
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "activity_windows.py"), entry.experiment,
-                           "--seeds", *map(str, seeds), "--window", "10000"], capture_output=True, text=True, cwd=ROOT)
+                           "--seeds", *map(str, seeds), "--window", "10000", *as_run],
+                          capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     rank_of = {s["seed"]: s["effective_rank_99"] for s in json.loads(done.stdout)["seeds"]}
     chosen = [seed for seed in seeds if low <= rank_of[seed] <= high][:N_SEEDS]

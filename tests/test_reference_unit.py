@@ -53,7 +53,7 @@ def test_a_bad_ablation_is_refused_naming_the_entry_and_the_field(tmp_path, abla
 def test_an_ablation_is_the_recipe_with_its_fields_set_on_the_cases_seeds(tmp_path):
     spec = load_spec(_spec(tmp_path, ablations=[
         {"name": "lr3ep", "case": "lowrank", "set": {"training.n_epochs": 3, "training.learning_rate_start": 2e-4}},
-        {"name": "dale_s1", "case": "dale", "set": {"simulation.connectivity_filling_factor": 0.5}, "seeds": [7]}]))
+        {"name": "dale_s1", "case": "dale", "set": {"simulation.noise_model_level": 0.5}, "seeds": [7]}]))
     runs = ablation_runs(spec)
     assert [(ab.name, seed) for ab, _, seed in runs] == [("lr3ep", 0), ("lr3ep", 4), ("dale_s1", 7)]
     ablation, cfg, seed = runs[1]
@@ -62,6 +62,40 @@ def test_an_ablation_is_the_recipe_with_its_fields_set_on_the_cases_seeds(tmp_pa
     assert run.training.n_epochs == run.claude.n_epochs == 3  # the root trains what the ablation says
     assert run.training.learning_rate_start == 2e-4 and run.simulation.seed == 4
     assert run.training.model_copy(update={"n_epochs": 2, "learning_rate_start": 1e-4}) == recipe.training
+
+
+def _spec_with_set(tmp_path, case_set, ablations=()):
+    path = tmp_path / "reference.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "cases": [{"experiment": str(DALE), "seeds": [0], "set": case_set}],
+                                    "ablations": list(ablations)}))
+    return path
+
+
+def test_a_cases_set_changes_its_start_for_every_run_of_the_spec(tmp_path):
+    """config/reference_our_draws.yaml keeps measuring the cases on the W draws they first had."""
+    spec = load_spec(_spec_with_set(tmp_path, {"simulation.W_draw": "ours", "graph_model.mlp_init": "pytorch"},
+                                    ablations=[{"name": "dale_2ep", "case": "dale", "set": {"training.n_epochs": 2}}]))
+    shipped = load_config(DALE).with_recipe()
+    assert shipped.simulation.W_draw == "reference" and shipped.graph_model.mlp_init == "reference"
+    for ablation, cfg, seed in ablation_runs(spec):
+        recipe = load_config(recipe_experiment(cfg, seed, tmp_path))
+        run = load_config(ablation_experiment(ablation, cfg, seed, tmp_path))
+        for written in (recipe, run):  # the recipe run and the ablation both carry the spec's set
+            assert written.simulation.W_draw == "ours" and written.graph_model.mlp_init == "pytorch"
+            assert written.simulation.seed == 0
+        assert recipe.training == shipped.training  # the recipe still applies on top
+        assert run.training.n_epochs == 2
+
+
+@pytest.mark.parametrize("case_set, message", [
+    ({"simulation.seed": 3}, r"dale.yaml: the spec's set: simulation.seed is the case's seed field"),
+    ({"training.learning_rate_W_start": 1e-3},
+     r"dale.yaml: the spec's set: training.learning_rate_W_start is set by the case's recipe"),
+    ({"simulation.W_draw": "numpy"}, r"dale.yaml: the spec's set.*simulation.W_draw.*'ours'.*'reference'"),
+])
+def test_a_bad_case_set_is_refused_naming_the_case_and_the_field(tmp_path, case_set, message):
+    with pytest.raises(ReferenceError, match=message):
+        load_spec(_spec_with_set(tmp_path, case_set))
 
 
 def test_a_search_of_a_case_not_in_the_spec_is_refused_naming_the_allowed_ones(tmp_path):

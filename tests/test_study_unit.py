@@ -120,6 +120,22 @@ def test_the_budget_is_the_root_of_both_modes_and_only_the_fixed_mode_locks_it(t
     assert fixed["claude"]["fixed_step_budget"] is True and not free["claude"].get("fixed_step_budget")
 
 
+def test_a_benchmarks_set_is_written_into_every_seeds_experiment_and_a_bad_one_is_refused(tmp_path):
+    """config/study.yaml keeps lowrank_ref and dale_ref on the networks docs/study.md measured."""
+    bench = {**SPEC["benchmarks"][0], "set": {"simulation.connectivity_rank": 5, "training.learning_rate_start": 2e-4}}
+    spec = load_spec(_write(tmp_path, benchmarks=[bench]))
+    path = seeded_experiment(spec.benchmarks[0], "free", 3, tmp_path)
+    config = yaml.safe_load(path.read_text())
+    assert config["simulation"]["connectivity_rank"] == 5 and config["training"]["learning_rate_start"] == 2e-4
+    assert config["training"]["seed"] == 3  # the study seed still sets the seed field
+    assert path.read_text().splitlines()[0].endswith(
+        "with training.seed = 3 (study seed), simulation.connectivity_rank = 5, training.learning_rate_start = 0.0002")
+    with pytest.raises(StudyError, match=r"benchmarks\[b\].set: training.seed is the benchmark's seed_field"):
+        load_spec(_write(tmp_path, benchmarks=[{**bench, "set": {"training.seed": 1}}]))
+    with pytest.raises(StudyError, match=r"benchmarks\[b\].set.*simulation.W_draw.*'ours'.*'reference'"):
+        load_spec(_write(tmp_path, benchmarks=[{**bench, "set": {"simulation.W_draw": "numpy"}}]))
+
+
 def test_the_report_puts_both_modes_side_by_side():
     free = _hand_made_table()
     fixed = free.assign(mode="fixed", compute=free["iteration"] * 100, run=free["run"] + "-fixed")
@@ -150,6 +166,8 @@ def test_the_shipped_spec_runs_the_reference_cases_and_hard():
         ("lowrank_ref", ["free", "fixed"]), ("dale_ref", ["fixed"]), ("hard", ["free", "fixed"])]
     lowrank = spec.benchmarks[0]
     assert lowrank.experiment == "config/experiments/reference/lowrank.yaml" and lowrank.budget.steps == 5000
+    # both reference benchmarks keep the networks they were measured on (the cases draw the reference's W now)
+    assert lowrank.set["simulation.W_draw"] == spec.benchmarks[1].set["simulation.W_draw"] == "ours"
 
 
 def test_a_changed_budget_retires_the_runs_trained_from_the_old_experiment(tmp_path):

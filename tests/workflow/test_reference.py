@@ -23,6 +23,8 @@ ABLATION = {"name": "tiny_slow_W", "case": "tiny", "set": {"training.learning_ra
             "why": "is the recipe's lr_W what matters?"}
 #: a rerun of the recipe on seed 1's W with another training seed (it counts in the verdict)
 RERUN = {"name": "tiny_again", "case": "tiny", "set": {"training.seed": 5}, "seeds": [1], "why": "another draw"}
+#: the spec's change to the case's start config, as config/reference_our_draws.yaml puts back W's old draw
+CASE_SET = {"simulation.initial_state_std": 4.0}
 
 
 def write_case_and_spec(workdir):
@@ -36,7 +38,7 @@ def write_case_and_spec(workdir):
     case_path.parent.mkdir(parents=True, exist_ok=True)
     case_path.write_text(yaml.safe_dump(case, sort_keys=False))
     spec = workdir / "config" / "reference.yaml"
-    spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1, "cases": [{"experiment": str(case_path)}],
+    spec.write_text(yaml.safe_dump({"name": "tiny_reference", "cores": 1, "cases": [{"experiment": str(case_path), "set": CASE_SET}],
                                     "search": SEARCH, "ablations": [ABLATION, RERUN]}, sort_keys=False))
     return spec
 
@@ -171,3 +173,16 @@ def test_a_rerun_trains_the_recipe_on_the_same_W_with_another_training_seed_and_
     verdict = "holds" if best >= PUBLISHED - 0.01 else "misses"  # recipe runs, searches' nodes and the rerun
     assert (f"{verdict}: {best - PUBLISHED:+.4f} against the published {PUBLISHED:.4f} (target: within 0.01; ours: the best of "
             f"3 runs (2 seeds and their reruns)") in report, report
+
+
+def test_the_specs_set_on_a_case_reaches_every_run_of_it(stopped_and_resumed):
+    """Recipe runs, ablations, reruns and searches all train the case with the spec's change."""
+    _, folder, *_ = stopped_and_resumed
+    case = yaml.safe_load((folder.parents[2] / "config" / "experiments" / "reference" / "tiny.yaml").read_text())
+    assert case["simulation"].get("initial_state_std", 5.0) != CASE_SET["simulation.initial_state_std"]
+    roots = sorted((folder / "runs").glob("*/iter_001/config.yaml"))
+    assert {p.parts[-3] for p in roots} == {"tiny_s0", "tiny_s1", "tiny_slow_W_s0", "tiny_again_s1",
+                                            "tiny_s0_search", "tiny_s1_search"}
+    for path in roots:
+        assert yaml.safe_load(path.read_text())["simulation"]["initial_state_std"] == 4.0, path
+
