@@ -89,6 +89,10 @@ class SimulationConfig(_Section):
     delta_t: float = Field(0.01, gt=0.0, le=1.0, description="Euler step of the simulator (and of the model's rollout).")
     n_burn_in: int = Field(1000, ge=0, le=1_000_000, description="Euler steps run and discarded before the first saved frame.")
     initial_state_std: float = Field(5.0, ge=0.0, le=100.0, description="u(0) ~ N(0, std^2).")
+    initial_state_seed: Optional[int] = Field(
+        None, ge=0, le=2**32 - 1, description="Seed of u(0) alone (None: simulation.seed's), so the same W can be "
+        "recorded along another trajectory: the reference's u(0) comes from torch's generator on its GPU, not ours."
+    )
     connectivity_type: Literal["Lorentz", "Gaussian", "low_rank"] = Field("Lorentz", description="How the true W is drawn.")
     connectivity_rank: int = Field(20, ge=1, le=100_000, description="Rank of W for connectivity_type low_rank.")
     connectivity_filling_factor: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of non-zero off-diagonal entries of W.")
@@ -462,12 +466,14 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
 def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:
     """The simulation section as hashed: ``Dale_law_excitatory`` only when Dale's law is on
     (without it the field changes nothing, and experiments made before it keep their hash); ``W_draw``
-    only when it is not the default, for the same reason."""
+    and ``initial_state_seed`` only when they are not the default, for the same reason."""
     fields = sim.model_dump(mode="json")
     if not sim.Dale_law:
         fields.pop("Dale_law_excitatory", None)
-    if sim.W_draw == "ours":  # the default keeps the hashes (and datasets) made before the field
+    if sim.W_draw == "ours":  # the defaults keep the hashes (and datasets) made before the fields
         fields.pop("W_draw", None)
+    if sim.initial_state_seed is None:
+        fields.pop("initial_state_seed", None)
     return fields
 
 

@@ -297,6 +297,16 @@ def make_types(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
     return types
 
 
+def initial_state(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """u(0) ~ N(0, initial_state_std^2), float32: from ``rng`` (the ``initial_state`` stream of
+    simulation.seed), or from the same stream of ``initial_state_seed`` when that is set, which
+    records the same W along another trajectory (nothing else moves: types, W and noise keep
+    their streams)."""
+    if sim.initial_state_seed is not None:
+        rng = _rngs(sim.initial_state_seed)["initial_state"]
+    return (sim.initial_state_std * rng.standard_normal(sim.n_neurons)).astype(np.float32)
+
+
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
     """One independent generator per source of randomness (see module docstring)."""
     children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
@@ -456,7 +466,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     types = make_types(sim, rngs["types"])
     W = make_connectivity(sim, rngs["connectivity"], rngs["dale_excitatory"])
     type_params = np.asarray(sim.type_params(), dtype=np.float32)
-    u0 = (sim.initial_state_std * rngs["initial_state"].standard_normal(sim.n_neurons)).astype(np.float32)
+    u0 = initial_state(sim, rngs["initial_state"])
     timer.lap("network")
 
     _write_activity(sim, _EulerStepper(W, types, type_params, sim.delta_t, np.float32), u0, rngs, out, progress, timer)

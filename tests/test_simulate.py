@@ -407,3 +407,21 @@ def test_cli_simulates_the_reference_W_for_its_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     n = data["simulation"]["n_neurons"]
     np.testing.assert_array_equal(np.load(tmp_path / "data" / "W.npy"), _legacy_numpy_W(42, n))
+
+
+def test_initial_state_seed_moves_the_trajectory_alone_and_keeps_old_hashes(tmp_path):
+    """The same W along another trajectory: only u(0) changes, and the default is today's dataset."""
+    base = {"simulation.connectivity_type": "Gaussian", "simulation.W_draw": "reference", "simulation.n_frames": 800,
+            "training.held_out_frames": 300}
+    default = simulate(_cfg(**base), tmp_path / "default", progress=False, pictures=False)
+    seed = _cfg(**base).simulation.seed
+    same = simulate(_cfg(**base, **{"simulation.initial_state_seed": seed}), tmp_path / "same", progress=False,
+                    pictures=False)  # the seed's own stream: the default's dataset
+    other = simulate(_cfg(**base, **{"simulation.initial_state_seed": seed + 1}), tmp_path / "other", progress=False,
+                     pictures=False)
+    for name in ("W.npy", "types.npy", "u.npy"):
+        assert _sha(default / name) == _sha(same / name), name
+    np.testing.assert_array_equal(np.load(default / "W.npy"), np.load(other / "W.npy"))
+    assert not np.array_equal(np.load(default / "u.npy"), np.load(other / "u.npy"))
+    assert _cfg(**base).simulation_hash() != _cfg(**base, **{"simulation.initial_state_seed": 9}).simulation_hash()
+    assert _cfg(**base).simulation_hash() == _cfg(**base, **{"simulation.initial_state_seed": None}).simulation_hash()
