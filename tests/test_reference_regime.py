@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from neuralgraph.config import load_config
 from pipeline.reference import case_config, case_runs, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,24 @@ def test_the_regime_seeds_are_the_first_ten_from_ten_whose_activity_has_the_publ
     assert entry.seeds == chosen, f"effective ranks by seed: {rank_of}"
     # the rule selects something: draws outside the regime were skipped on the way
     assert any(not low <= r <= high for r in rank_of.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["gain2_10k", "gain2_30k"])
+def test_a_gain_2_case_records_the_first_trajectory_with_the_published_rank(case, monkeypatch):
+    """The reference's W, along the first u(0) stream whose recording has its published effective
+    rank: recomputed with benchmarks/activity_windows.py, the script it was chosen with."""
+    monkeypatch.chdir(ROOT)
+    path = ROOT / "config" / "experiments" / "reference" / f"{case}.yaml"
+    spec_case = load_config(path)
+    chosen = spec_case.simulation.initial_state_seed
+    low, high = published_rank_range(spec_case)
+    frames = spec_case.simulation.n_frames
+    ranks = []
+    for k in range(chosen + 1):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "activity_windows.py"), str(path),
+                               "--seeds", str(spec_case.reference.seeds[0]), "--window", str(frames),
+                               f"--set=simulation.initial_state_seed={k}"], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        ranks.append(json.loads(done.stdout)["seeds"][0]["effective_rank_99"])
+    assert [low <= r <= high for r in ranks] == [False] * chosen + [True], f"effective ranks by u(0) stream: {ranks}"
