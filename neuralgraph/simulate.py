@@ -180,7 +180,7 @@ def gaussian_weights(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal((n, n)) / np.sqrt(n)
 
 
-def low_rank_weights(n: int, rank: int, rng: np.random.Generator) -> np.ndarray:
+def low_rank_weights(n: int, rank: int, rng: np.random.Generator | np.random.RandomState) -> np.ndarray:
     """W = U V / sqrt(r N) with U (N x r), V (r x N) standard normal: rank r, entry std 1/sqrt(N).
 
     The reference's construction and scaling exactly (checked against its generator: Gaussian
@@ -212,10 +212,8 @@ def reference_weights(sim: SimulationConfig) -> np.ndarray:
     n = sim.n_neurons
     if sim.connectivity_type == "Gaussian":
         return legacy.randn(n, n) * np.sqrt(1.0 / n)
-    if sim.connectivity_type == "low_rank":
-        left = legacy.randn(n, sim.connectivity_rank)
-        right = legacy.randn(sim.connectivity_rank, n)
-        return left @ right / np.sqrt(sim.connectivity_rank * n)
+    if sim.connectivity_type == "low_rank":  # our construction, on its stream: randn(N, r) then randn(r, N)
+        return low_rank_weights(n, sim.connectivity_rank, legacy)
     raise ValueError(f"simulation.W_draw = 'reference' with connectivity_type = {sim.connectivity_type!r}: "
                      f"must be one of Gaussian, low_rank")  # the config schema refuses it first
 
