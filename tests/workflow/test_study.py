@@ -30,9 +30,10 @@ SPEC = {
     "policies": ["heuristic", "random", "anthropic"],
     "benchmarks": [{"name": "tiny", "experiment": str(TINY_EXPERIMENT), "seeds": [0, 1], "seed_field": "training.seed",
                     "time_step": 1, "n_iter": 2, "slots": 1, "ceiling": 0.99},
-                   # fixed-budget mode only: 80 steps asked, data_augmentation_loop 2 gives the nearest (75)
+                   # fixed-budget mode only: 80 steps asked, data_augmentation_loop 2 gives the nearest (75);
+                   # its `set` records another network (a field of the start config for every run of it)
                    {"name": "tinyfix", "experiment": str(TINY_EXPERIMENT), "seeds": [0], "n_iter": 2, "slots": 1,
-                    "budget": {"steps": 80}, "modes": ["fixed"]}],
+                    "budget": {"steps": 80}, "modes": ["fixed"], "set": {"simulation.seed": 11}}],
 }
 
 
@@ -143,8 +144,11 @@ def test_fixed_budget_mode_holds_every_node_at_the_same_steps_x_horizon(study_di
         for it in rows["iteration"]:
             config = yaml.safe_load((folder / "runs" / run / layout.iteration_dir_name(it) / "config.yaml").read_text())
             assert config["claude"]["fixed_step_budget"] is True and config["training"]["data_augmentation_loop"] == 2
+            assert config["simulation"]["seed"] == 11, (run, it)  # the benchmark's set reaches every node
     experiment = (folder / "experiments" / "tinyfix-fixed_s0.yaml").read_text()
-    assert "data_augmentation_loop 2 (75 steps per iteration)" in experiment.splitlines()[0]
+    assert "simulation.seed = 11, data_augmentation_loop 2 (75 steps per iteration)" in experiment.splitlines()[0]
+    tiny_config = yaml.safe_load((folder / "runs" / "tiny_heuristic_s0" / "iter_001" / "config.yaml").read_text())
+    assert tiny_config["simulation"]["seed"] == 7  # the other benchmark keeps its experiment's network
     report = (folder / "study.md").read_text()
     assert "## tinyfix, fixed budget" in report
     assert "Budget: 75 optimizer steps per iteration (data_augmentation_loop 2); every node is held to it" in report
