@@ -296,6 +296,11 @@ class ClaudeConfig(_Section):
     fixed_step_budget: bool = Field(
         False, description="Fixed-budget mode (the policy study): every child keeps the block root's step budget; "
                            "a decision's change of it is neutralised (agent.decision.lock_step_budget).")
+    lever_below: Optional[float] = Field(
+        None, gt=0.0, le=1.0,
+        description="The heuristic's levers (rule 3b: the training settings the reference found decisive) stay on "
+                    "while the block's best connectivity_R2 is below this; null: the converged threshold 0.9. "
+                    "`snakemake reference` sets its search's bar (search.below) here.")
 
 
 class AnalysisConfig(_Section):

@@ -281,11 +281,13 @@ def search_name(cfg: ExperimentConfig, seed: int) -> str:
 
 def search_experiment(search: SearchSpec, cfg: ExperimentConfig, seed: int, folder: Path) -> Path:
     """The search's root: the recipe run's experiment at the search's step budget, held there
-    (claude.fixed_step_budget: every node trains as long, so the search wins by its other levers)."""
+    (claude.fixed_step_budget: every node trains as long, so the search wins by its other levers),
+    and the search's bar as the heuristic's lever bar (claude.lever_below: a block that plateaus
+    between 0.9 and ``below`` tries the reference's levers, agent.policies.heuristic rule 3b)."""
     dal, _ = search_budget(search, cfg)
     run = with_updates(load_config(recipe_experiment(cfg, seed, folder)),
                        {"training.data_augmentation_loop": dal, "claude.data_augmentation_loop": dal,
-                        "claude.fixed_step_budget": True},
+                        "claude.fixed_step_budget": True, "claude.lever_below": search.below},
                        source=f"{cfg.reference.name} search budget")
     return _write_run_experiment(folder, search_name(cfg, seed), run)
 

@@ -56,7 +56,7 @@ def test_seed_config_is_the_full_scale_recurrent_experiment():
     assert 0 <= tr.coeff_W_L1 <= 1e-5
     assert (cfg.graph_model.embedding_dim, cfg.graph_model.hidden_dim, cfg.graph_model.n_layers) == (2, 64, 3)
     assert cfg.claude.model_dump() == {"n_epochs": 1, "data_augmentation_loop": 15, "n_iter_block": 8, "ucb_c": 1.414,
-                                      "fixed_step_budget": False}
+                                      "fixed_step_budget": False, "lever_below": None}
 
 
 def test_demo_config_is_a_small_network_that_trains_in_minutes():
@@ -114,7 +114,7 @@ def test_unknown_section_and_keys_outside_the_claude_section_are_refused(tmp_pat
     with pytest.raises(ConfigError, match=r"trainer: unknown key in top level; allowed keys: analysis, claude"):
         load_config(_write(tmp_path / "section.yaml", data))
     message = _refused(tmp_path, **{"claude.time_step": 4})
-    assert "claude.time_step: unknown key in claude; allowed keys: data_augmentation_loop, fixed_step_budget, n_epochs, n_iter_block, ucb_c" in message
+    assert "claude.time_step: unknown key in claude; allowed keys: data_augmentation_loop, fixed_step_budget, lever_below, n_epochs, n_iter_block, ucb_c" in message
 
 
 @pytest.mark.parametrize("field, value, expected", [

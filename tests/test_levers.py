@@ -188,7 +188,25 @@ def test_lever_mutations_follow_the_documented_order():
     found = lever_mutations({"coeff_edge_diff": 0.0, "n_epochs": 2, "coeff_W_L1": 1e-5, "l1_start_epoch": 0}, True)
     assert [(m.parameter, m.new) for m in found] == [("coeff_edge_diff", EDGE_DIFF_REFERENCE_DEFAULT),
                                                      ("n_epochs", 3.0), ("l1_start_epoch", 1.0)]
-    assert [m.parameter for m in lever_mutations({"n_epochs": 1, "coeff_edge_diff": 100.0}, False)] == []
+    # a penalty already on is refined (x 1.5); one epoch has no second phase
+    assert [(m.parameter, m.new) for m in lever_mutations({"n_epochs": 1, "coeff_edge_diff": 100.0}, False)] == [
+        ("coeff_edge_diff", 150.0)]
+    assert lever_mutations({"n_epochs": 1, "coeff_edge_diff": 50_000.0}, False) == []  # at its range's top
+
+
+def test_the_reference_recipe_gets_its_refining_levers_in_order():
+    """The low-rank recipe (penalty 10,000 for both epochs, L1 1e-5 that never acts): the reference's
+    15,000, then its second phase (L1 from the last epoch on, the penalty off from there)."""
+    recipe = {"n_epochs": 2, "coeff_W_L1": 1e-5, "l1_start_epoch": 2, "coeff_edge_diff": 10_000.0,
+              "edge_diff_stop_epoch": 2}
+    assert [(m.parameter, m.old, m.new) for m in lever_mutations(recipe, False)] == [
+        ("coeff_edge_diff", 10_000.0, 15_000.0), ("l1_start_epoch", 2, 1), ("edge_diff_stop_epoch", 2, 1)]
+    # a phase boundary already set is the one the penalty's stop follows
+    three = {**recipe, "n_epochs": 3, "l1_start_epoch": 1, "edge_diff_stop_epoch": 0}
+    assert [(m.parameter, m.new) for m in lever_mutations(three, False)] == [
+        ("coeff_edge_diff", 15_000.0), ("edge_diff_stop_epoch", 1)]
+    # without L1 there is no L1 phase to switch on
+    assert "l1_start_epoch" not in [m.parameter for m in lever_mutations({**recipe, "coeff_W_L1": 0.0}, False)]
 
 
 def _stuck_block(r2s, **training):
@@ -208,6 +226,46 @@ def test_heuristic_tries_a_lever_only_in_a_block_stuck_below_the_success_thresho
     for seed in range(20):
         mutation = HeuristicPolicy({"seed": seed}).decide(converged).config_mutation
         assert mutation is None or mutation.parameter not in ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
+
+
+RECIPE = {"n_epochs": 2, "coeff_W_L1": 1e-5, "l1_start_epoch": 2, "coeff_edge_diff": 10_000.0, "edge_diff_stop_epoch": 2,
+          "edge_diff_form": "reference", "learning_rate_W_start": 5e-3, "learning_rate_start": 1e-4}
+
+
+def test_a_search_for_a_higher_bar_gets_the_levers_on_a_plateau_above_the_success_threshold():
+    """`snakemake reference` searches a seed up to 0.999 (claude.lever_below): a block of the
+    low-rank recipe that plateaus between 0.9 and that bar tries the reference's levers one by
+    one on its best node; the same block without the bar keeps the rules it had."""
+    plateau = [0.95, 0.97, 0.96, 0.95, 0.94]
+    ctx = dataclasses.replace(_stuck_block(plateau, **RECIPE), base_config={"claude": {"lever_below": 0.999}},
+                              code_modification_refusal=None)  # the levers go before a code edit here
+    made = []
+    for seed in range(3):  # no random draw
+        decision = HeuristicPolicy({"seed": seed}).decide(ctx)
+        made.append((decision.parent, decision.config_mutation.parameter, decision.config_mutation.new))
+        assert decision.log.parent_rule.startswith("plateau below 0.999 (best connectivity_R2 0.970 not improved")
+        validate_decision(decision, ctx)
+    assert made == [(2, "coeff_edge_diff", 15_000.0)] * 3
+    # that lever tried (a sixth node made by it, no better): the next one, the second phase's L1
+    lever = {"parameter": "coeff_edge_diff", "old": 10_000.0, "new": 15_000.0}
+    nodes = ctx.nodes + [node(6, 2, 0.93, training={**RECIPE, "coeff_edge_diff": 15_000.0}, mutation=lever)]
+    after = dataclasses.replace(ctx, nodes=nodes, current_node=nodes[-1], iteration=6)
+    mutation = HeuristicPolicy({"seed": 0}).decide(after).config_mutation
+    assert (mutation.parameter, mutation.old, mutation.new) == ("l1_start_epoch", 2, 1)
+    # without the bar: the rules of a converged block, never a lever
+    plain = _stuck_block(plateau, **RECIPE)
+    for seed in range(20):
+        mutation = HeuristicPolicy({"seed": seed}).decide(plain).config_mutation
+        assert mutation is None or mutation.parameter not in ("coeff_edge_diff", "l1_start_epoch", "edge_diff_stop_epoch")
+
+
+def test_lever_below_is_checked_naming_the_field_and_range():
+    from neuralgraph.config import ConfigError, parse_config
+    from agent_helpers import tiny_config_dict
+
+    assert parse_config(tiny_config_dict(**{"claude.lever_below": 0.999})).claude.lever_below == 0.999
+    with pytest.raises(ConfigError, match=r"claude\.lever_below = 1\.5: must be <= 1\.0 \(allowed: > 0\.0 and <= 1\.0\)"):
+        parse_config(tiny_config_dict(**{"claude.lever_below": 1.5}))
 
 
 # ----------------------------------------------------------------------------- step budget (rule 6b)

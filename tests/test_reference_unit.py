@@ -125,6 +125,7 @@ def test_the_search_runs_at_the_recipes_budget_unless_told_and_holds_it(tmp_path
     recipe = load_config(recipe_experiment(cfg, 3, tmp_path))
     assert root.training.data_augmentation_loop == root.claude.data_augmentation_loop == 50
     assert root.claude.fixed_step_budget and root.simulation.seed == 3
+    assert root.claude.lever_below == spec.search.below == 0.999 and recipe.claude.lever_below is None
     assert root.training.learning_rate_W_start == recipe.training.learning_rate_W_start == 5.0e-3
 
 

@@ -7,10 +7,11 @@ Strategy, first matching rule (tree state = the current block's nodes in iterati
 1. block end -> next block starts at ``root`` (strategy exploit, no mutation);
 2. robustness-test: the node just analysed is a new block best with R2 >= 0.9, was made by a
    mutation (not itself a re-run) and has no re-run yet -> re-run it with training.seed + 1;
-3. code-modification: the block has plateaued from its 5th node on (details below);
-3b. lever: the block has plateaued (as for rule 3) and no node of it reached R2 >= 0.9 -> the
-   best node tries the next lever the reference found decisive that the block has not tried
-   (details below);
+3. code-modification: the block has plateaued from its 5th node on (details below); a block
+   whose best converged (R2 >= 0.9) but is below its lever bar tries rule 3b's levers first;
+3b. lever: the block has plateaued (as for rule 3) and no node of it reached its lever bar
+   (R2 0.9, or the experiment's claude.lever_below) -> the best node tries the next lever the
+   reference found decisive that the block has not tried (details below);
 4. failure-probe: 3+ consecutive R2 >= 0.9 -> push one parameter far (x/÷ 4) from the best node;
 5. switch-dimension: the last 4 mutations changed the same parameter -> another parameter;
 6. boundary-skip: the last 3 results are partial -> back to the best node, other parameter;
@@ -56,12 +57,18 @@ doubles an iteration's cost: docs/study.md compares the policies at equal comput
 
 Levers (rule 3b, :func:`_lever`): the training settings the reference's low-rank exploration
 found decisive are not among the stepped :data:`SEARCH_PARAMETERS`; they get their own rule,
-which draws no random number and fires only in a block stuck below R2 0.9, so runs that
-converge (the demo) make exactly the decisions they made before the levers existed. In order,
-the first one that applies and is new to the block: coeff_edge_diff 0 -> the reference's safe
-default on our scale (:data:`agent.decision.EDGE_DIFF_REFERENCE_DEFAULT`); n_epochs + 1, only
-with a time target (training_time_target_min keeps the training time; without it an epoch more
-is a bigger budget); l1_start_epoch 0 -> 1 (two-phase training) when L1 is on and n_epochs >= 2.
+which draws no random number and fires only in a block stuck below its lever bar: R2 0.9, so
+runs that converge (the demo) make exactly the decisions they made before the levers existed,
+unless the experiment aims higher (claude.lever_below; `snakemake reference` sets its search's
+0.999 there, where the reference's recipe already converges and its levers are what is left).
+In order, the first one that applies and whose parameter the block has not changed yet:
+coeff_edge_diff 0 -> the reference's safe default on our scale
+(:data:`agent.decision.EDGE_DIFF_REFERENCE_DEFAULT`); n_epochs + 1, only with a time target
+(training_time_target_min keeps the training time; without it an epoch more is a bigger budget);
+l1_start_epoch 0 -> 1 (two-phase training) when L1 is on and n_epochs >= 2; then the refining
+levers of a recipe that has those already (the reference's own search): coeff_edge_diff x 1.5
+(its 15,000 for one seed), L1 switched on for the last epoch where it never acts
+(l1_start_epoch >= n_epochs), the penalty switched off from the same epoch (edge_diff_stop_epoch).
 """
 from __future__ import annotations
 
@@ -88,7 +95,9 @@ SEARCH_PARAMETERS = ("learning_rate_W_start", "learning_rate_start", "learning_r
                      "coeff_W_L1", "noise_recurrent_level")
 #: Levers of rule 3b (not stepped; see the module docstring). Part of a node's signature, so a
 #: lever setting already tried in the block (or planned by an earlier slot) is not repeated.
-LEVER_PARAMETERS = ("coeff_edge_diff", "n_epochs", "l1_start_epoch")
+LEVER_PARAMETERS = ("coeff_edge_diff", "n_epochs", "l1_start_epoch", "edge_diff_stop_epoch")
+#: The refining coeff_edge_diff lever multiplies the penalty by this (the reference's 10,000 -> 15,000).
+EDGE_DIFF_LEVER_FACTOR = 1.5
 #: The step budget of rule 6b: optimizer steps per epoch are proportional to it.
 STEP_BUDGET_PARAMETER = "data_augmentation_loop"
 #: Rule 6b doubles the step budget up to this value (the allowed range reaches the reference's
@@ -277,6 +286,8 @@ def _plan(ctx: DecisionContext, rng: random.Random, code: Optional["_CodeView"] 
     best = best_node(ctx.nodes, ctx.block)
     current = ctx.current_node
     plan = _robustness(ctx, chain, scores, top, best, current, rng)
+    if plan is None and best is not None and reward(best) >= SUCCESS:
+        plan = _lever(ctx, chain, best)  # a converged block below a higher bar: the reference's levers first
     if plan is None and code is not None:
         plan = _code_modification(ctx, chain, scores, best, rng, code)
     if plan is None:
@@ -470,7 +481,12 @@ def _step_budget_paying(ctx, chain, scores, top, best, current, rng) -> Optional
 
 
 def lever_mutations(training: dict[str, Any], time_target: bool) -> list[ConfigMutation]:
-    """The levers of rule 3b that apply to a node's training settings, in the rule's order."""
+    """The levers of rule 3b that apply to a node's training settings, in the rule's order:
+    first those that switch on what the node lacks (the edge-difference penalty, an epoch more
+    under a time target, two phases for an L1 acting from the start), then those that refine a
+    recipe that already has them, as the reference's low-rank search did (science.md section 8:
+    coeff_edge_diff 15,000 instead of 10,000 for one seed; its second phase, L1 on and the penalty
+    off, where its recipe never reaches it)."""
     found = []
     edge_diff = float(training.get("coeff_edge_diff") or 0.0)
     if edge_diff == 0:
@@ -479,14 +495,46 @@ def lever_mutations(training: dict[str, Any], time_target: bool) -> list[ConfigM
     if time_target and n_epochs < min(ALLOWED_PARAMETERS["n_epochs"].high, LEVER_MAX_EPOCHS):
         found.append(ConfigMutation(parameter="n_epochs", old=n_epochs, new=n_epochs + 1))
     l1_start = int(training.get("l1_start_epoch") or 0)
-    if float(training.get("coeff_W_L1") or 0.0) > 0 and l1_start == 0 and n_epochs >= 2:
+    l1_on = float(training.get("coeff_W_L1") or 0.0) > 0
+    if l1_on and l1_start == 0 and n_epochs >= 2:
         found.append(ConfigMutation(parameter="l1_start_epoch", old=l1_start, new=1))
+    return found + _refining_levers(training, edge_diff, n_epochs, l1_start, l1_on)
+
+
+def _refining_levers(training: dict[str, Any], edge_diff: float, n_epochs: int, l1_start: int,
+                     l1_on: bool) -> list[ConfigMutation]:
+    """The levers of a recipe that already uses the penalty and two phases (see lever_mutations):
+    the penalty x EDGE_DIFF_LEVER_FACTOR; L1 switched on for the last epoch where it never acts
+    (l1_start_epoch >= n_epochs); the penalty switched off from the same epoch (the reference's
+    n_epochs_init ends both phases at once; a decision changes one field, so these are two nodes)."""
+    found = []
+    if edge_diff > 0:
+        new = min(float(f"{edge_diff * EDGE_DIFF_LEVER_FACTOR:.4g}"), ALLOWED_PARAMETERS["coeff_edge_diff"].high)
+        if new > edge_diff:
+            found.append(ConfigMutation(parameter="coeff_edge_diff", old=edge_diff, new=new))
+    if n_epochs < 2:
+        return found
+    if l1_on and l1_start >= n_epochs:
+        found.append(ConfigMutation(parameter="l1_start_epoch", old=l1_start, new=n_epochs - 1))
+    stop = int(training.get("edge_diff_stop_epoch") or 0)
+    boundary = l1_start if 0 < l1_start < n_epochs else n_epochs - 1
+    if edge_diff > 0 and (stop == 0 or stop >= n_epochs):
+        found.append(ConfigMutation(parameter="edge_diff_stop_epoch", old=stop, new=boundary))
     return found
 
 
+def lever_bar(ctx: DecisionContext) -> float:
+    """Rule 3b fires while the block's best connectivity_R2 is below this: the experiment's
+    claude.lever_below (a search for a higher bar, `snakemake reference`), else SUCCESS."""
+    bar = (ctx.base_config.get("claude") or {}).get("lever_below")
+    return float(bar) if bar is not None else SUCCESS
+
+
 def _lever(ctx: DecisionContext, chain: list[NodeRecord], best: Optional[NodeRecord]) -> Optional[_Plan]:
-    """Rule 3b: a block stuck below R2 0.9 tries the next untried lever on its best node (no random draw)."""
-    if best is None or reward(best) >= SUCCESS:
+    """Rule 3b: a block stuck below its lever bar (R2 0.9 unless the experiment sets
+    claude.lever_below) tries the next untried lever on its best node (no random draw)."""
+    bar = lever_bar(ctx)
+    if best is None or reward(best) >= bar:
         return None
     why = _plateau(chain)
     if why is None:
@@ -500,7 +548,7 @@ def _lever(ctx: DecisionContext, chain: list[NodeRecord], best: Optional[NodeRec
         if mutation.parameter in used or not _is_new(training, mutation.parameter, mutation.new, tried):
             continue
         return _Plan("switch-dimension", best.id,
-                     f"plateau below {SUCCESS} ({why}): lever {mutation.parameter} "
+                     f"plateau below {fmt(bar)} ({why}): lever {mutation.parameter} "
                      f"{fmt(mutation.old)} -> {fmt(mutation.new)} on best node {best.id}", mutation)
     return None
 

@@ -112,6 +112,7 @@ def test_each_seed_below_the_bound_is_searched_from_the_recipe_at_its_budget_and
         assert steps == [recipe_steps["iterations"]] * 2, "every node of the search trains at the recipe's budget"
         root = yaml.safe_load((nodes[0] / "config.yaml").read_text())
         assert root["training"]["learning_rate_W_start"] == RECIPE_LR_W and root["claude"]["fixed_step_budget"] is True
+        assert root["claude"]["lever_below"] == 1.0, "the search's bar is the heuristic's lever bar"
         best = max(range(2), key=lambda i: metrics[i]["connectivity_R2"])
         assert row["search_best_connectivity_R2"] == pytest.approx(metrics[best]["connectivity_R2"])
         assert row["search_best_test_R2"] == pytest.approx(metrics[best]["test_R2"])
