@@ -148,7 +148,8 @@ def test_fixed_budget_mode_holds_every_node_at_the_same_steps_x_horizon(study_di
     experiment = (folder / "experiments" / "tinyfix-fixed_s0.yaml").read_text()
     assert "simulation.seed = 11, data_augmentation_loop 2 (75 steps per iteration)" in experiment.splitlines()[0]
     tiny_config = yaml.safe_load((folder / "runs" / "tiny_heuristic_s0" / "iter_001" / "config.yaml").read_text())
-    assert tiny_config["simulation"]["seed"] == 7  # the other benchmark keeps its experiment's network
+    own_seed = yaml.safe_load(TINY_EXPERIMENT.read_text())["simulation"]["seed"]
+    assert own_seed != 11 and tiny_config["simulation"]["seed"] == own_seed  # the other benchmark keeps its network
     report = (folder / "study.md").read_text()
     assert "## tinyfix, fixed budget" in report
     assert "Budget: 75 optimizer steps per iteration (data_augmentation_loop 2); every node is held to it" in report
