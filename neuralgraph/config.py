@@ -73,6 +73,11 @@ def _is_number_field(annotation: Any) -> bool:
 
 #: Connectivity types whose draw simulation.W_draw 'reference' reproduces (neuralgraph.simulate.reference_weights).
 REFERENCE_W_DRAW_TYPES: tuple[str, ...] = ("Gaussian", "low_rank")
+#: How many u(0) streams besides simulation.seed's own ``simulation.initial_state_rank`` tries
+#: (initial_state_seed 0 .. INITIAL_STATE_CANDIDATES - 1): enough that a W whose recordings reach the
+#: range finds one (the low-rank seeds' ranks over 20 streams, docs/reference.md), few enough to stay
+#: seconds at N = 100.
+INITIAL_STATE_CANDIDATES = 20
 
 
 class SimulationConfig(_Section):
@@ -92,6 +97,13 @@ class SimulationConfig(_Section):
     initial_state_seed: Optional[int] = Field(
         None, ge=0, le=2**32 - 1, description="Seed of u(0) alone (None: simulation.seed's), so the same W can be "
         "recorded along another trajectory: the reference's u(0) comes from torch's generator on its GPU, not ours."
+    )
+    initial_state_rank: Optional[list[int]] = Field(
+        None, min_length=2, max_length=2, description="[low, high]: record W along the first u(0) whose activity has "
+        "an effective rank (99%, stats.json's) in [low, high], chosen by the activity alone: simulation.seed's own "
+        "stream, else initial_state_seed 0, 1, ... (INITIAL_STATE_CANDIDATES of them); where none is in range, the "
+        "own stream. metadata.json says which and every rank tried. Why: a published result names its recording's "
+        "regime (the reference's u(0) is torch's on its GPU, not reproduced), and one W's recordings differ in rank."
     )
     connectivity_type: Literal["Lorentz", "Gaussian", "low_rank"] = Field("Lorentz", description="How the true W is drawn.")
     connectivity_rank: int = Field(20, ge=1, le=100_000, description="Rank of W for connectivity_type low_rank.")
@@ -130,6 +142,14 @@ class SimulationConfig(_Section):
                 raise ValueError(
                     f"neuron_type_params = {params!r}: must be {self.n_neuron_types} rows of [g, s, c]"
                 )
+        if self.initial_state_rank is not None:
+            low, high = self.initial_state_rank
+            if not 1 <= low <= high <= self.n_neurons:
+                raise ValueError(f"initial_state_rank = {self.initial_state_rank}: must be [low, high] with "
+                                 f"1 <= low <= high <= n_neurons = {self.n_neurons}")
+            if self.initial_state_seed is not None:
+                raise ValueError(f"initial_state_rank = {self.initial_state_rank} and initial_state_seed = "
+                                 f"{self.initial_state_seed}: set one of them (the rank rule chooses the u(0) stream)")
         if self.W_draw == "reference" and (self.connectivity_type not in REFERENCE_W_DRAW_TYPES
                                            or self.connectivity_filling_factor < 1.0):
             raise ValueError(
@@ -471,14 +491,15 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
 def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:
     """The simulation section as hashed: ``Dale_law_excitatory`` only when Dale's law is on
     (without it the field changes nothing, and experiments made before it keep their hash); ``W_draw``
-    and ``initial_state_seed`` only when they are not the default, for the same reason."""
+    ``initial_state_seed`` and ``initial_state_rank`` only when they are not the default, for the same reason."""
     fields = sim.model_dump(mode="json")
     if not sim.Dale_law:
         fields.pop("Dale_law_excitatory", None)
     if sim.W_draw == "ours":  # the defaults keep the hashes (and datasets) made before the fields
         fields.pop("W_draw", None)
-    if sim.initial_state_seed is None:
-        fields.pop("initial_state_seed", None)
+    for optional in ("initial_state_seed", "initial_state_rank"):
+        if getattr(sim, optional) is None:
+            fields.pop(optional, None)
     return fields
 
 

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from neuralgraph import __version__
-from neuralgraph.config import ConfigError, ExperimentConfig, SimulationConfig, load_config
+from neuralgraph.config import INITIAL_STATE_CANDIDATES, ConfigError, ExperimentConfig, SimulationConfig, load_config
 from neuralgraph.dataset import ACTIVITY_PICTURE, CONNECTIVITY_PICTURE, METADATA_FILE
 from neuralgraph.device import single_threaded_blas
 from neuralgraph.io import atomic_path, atomic_save_npy, atomic_write_json, read_json
@@ -295,14 +295,20 @@ def make_types(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
     return types
 
 
-def initial_state(sim: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """u(0) ~ N(0, initial_state_std^2), float32: from ``rng`` (the ``initial_state`` stream of
-    simulation.seed), or from the same stream of ``initial_state_seed`` when that is set, which
-    records the same W along another trajectory (nothing else moves: types, W and noise keep
-    their streams)."""
-    if sim.initial_state_seed is not None:
-        rng = _rngs(sim.initial_state_seed)["initial_state"]
+def initial_state(sim: SimulationConfig, stream: int | None = None) -> np.ndarray:
+    """u(0) ~ N(0, initial_state_std^2), float32, from the ``initial_state`` stream of seed
+    ``stream`` (None: simulation.seed's own). Another stream records the same W along another
+    trajectory: nothing else moves (types, W and noise keep simulation.seed's streams)."""
+    rng = _rngs(sim.seed if stream is None else stream)["initial_state"]
     return (sim.initial_state_std * rng.standard_normal(sim.n_neurons)).astype(np.float32)
+
+
+def initial_state_streams(sim: SimulationConfig) -> list[int | None]:
+    """The u(0) streams a simulation may record, in the order tried: the one ``initial_state_seed``
+    names, or under ``initial_state_rank`` the own stream then 0 .. INITIAL_STATE_CANDIDATES - 1."""
+    if sim.initial_state_rank is None:
+        return [sim.initial_state_seed]
+    return [None, *range(INITIAL_STATE_CANDIDATES)]
 
 
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
@@ -393,8 +399,10 @@ class _PhaseTimer:
         self._last = self.started
 
     def lap(self, phase: str) -> None:
+        """Add the seconds since the last lap to ``phase`` (a phase run more than once, such as the
+        dynamics of each u(0) the rank rule tries, sums)."""
         now = time.perf_counter()
-        self.seconds[phase] = round(now - self._last, 3)
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
         self._last = now
 
     def total(self) -> float:
@@ -421,7 +429,42 @@ def _write_activity(sim: SimulationConfig, stepper: _EulerStepper, u0: np.ndarra
     timer.lap("flush")
 
 
-def _metadata(cfg: ExperimentConfig, timer: _PhaseTimer) -> dict[str, Any]:
+def _record(sim: SimulationConfig, stepper: _EulerStepper, out: Path, progress: bool,
+            timer: _PhaseTimer) -> dict[str, Any] | None:
+    """Write u.npy / du.npy along the u(0) stream the config names; under ``initial_state_rank``
+    along the first stream whose activity's effective rank (99%) is in range, else the own
+    stream. Each try restarts every other stream (noise) from simulation.seed, so the recording
+    kept is bit-identical to a run with that ``initial_state_seed``. Returns what was tried
+    (None without the rule)."""
+    from neuralgraph.stats import effective_ranks
+
+    streams = initial_state_streams(sim)
+    tried: list[dict[str, Any]] = []
+    for stream in streams:
+        _write_activity(sim, stepper, initial_state(sim, stream), _rngs(sim.seed), out, progress, timer)
+        if sim.initial_state_rank is None:
+            return None
+        rank = effective_ranks(np.load(out / "u.npy", mmap_mode="r"), (0.99,))[0]
+        tried.append({"initial_state_seed": stream, "effective_rank_99": rank})
+        low, high = sim.initial_state_rank
+        if low <= rank <= high:
+            _say_initial_state(out, stream, tried, in_range=True)
+            return {"rank_range": [low, high], "initial_state_seed": stream, "in_range": True, "tried": tried}
+    _write_activity(sim, stepper, initial_state(sim, None), _rngs(sim.seed), out, progress, timer)
+    _say_initial_state(out, None, tried, in_range=False)
+    return {"rank_range": list(sim.initial_state_rank), "initial_state_seed": None, "in_range": False, "tried": tried}
+
+
+def _say_initial_state(out: Path, stream: int | None, tried: list[dict[str, Any]], in_range: bool) -> None:
+    """One log line: which u(0) the rank rule kept, and the ranks it saw on the way."""
+    ranks = ", ".join(f"{'own' if t['initial_state_seed'] is None else t['initial_state_seed']}: "
+                      f"{t['effective_rank_99']}" for t in tried)
+    kept = "simulation.seed's own" if stream is None else f"initial_state_seed {stream}"
+    verdict = "in range" if in_range else "none in range, so the own stream"
+    print(f"{out}: u(0) from {kept} ({verdict}; effective rank 99% by stream: {ranks})", file=sys.stderr)
+
+
+def _metadata(cfg: ExperimentConfig, timer: _PhaseTimer, initial_state_choice: dict[str, Any] | None) -> dict[str, Any]:
     sim = cfg.simulation
     return {
         "config": cfg.to_dict(),
@@ -436,6 +479,7 @@ def _metadata(cfg: ExperimentConfig, timer: _PhaseTimer) -> dict[str, Any]:
         "simulation_seconds": timer.seconds["dynamics"],
         "phase_seconds": dict(timer.seconds),
         "wall_seconds": timer.total(),
+        **({"initial_state": initial_state_choice} if initial_state_choice is not None else {}),
     }
 
 
@@ -464,10 +508,9 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
     types = make_types(sim, rngs["types"])
     W = make_connectivity(sim, rngs["connectivity"], rngs["dale_excitatory"])
     type_params = np.asarray(sim.type_params(), dtype=np.float32)
-    u0 = initial_state(sim, rngs["initial_state"])
     timer.lap("network")
 
-    _write_activity(sim, _EulerStepper(W, types, type_params, sim.delta_t, np.float32), u0, rngs, out, progress, timer)
+    choice = _record(sim, _EulerStepper(W, types, type_params, sim.delta_t, np.float32), out, progress, timer)
     atomic_save_npy(out / "W.npy", W)
     atomic_save_npy(out / "types.npy", types)
     atomic_save_npy(out / "type_params.npy", type_params)
@@ -480,7 +523,7 @@ def simulate(cfg: ExperimentConfig, out_dir: str | os.PathLike, progress: bool =
         plots.plot_activity(u, types, sim.delta_t, out / ACTIVITY_PICTURE, type_params=type_params)
         plots.plot_connectivity(W, types, out / CONNECTIVITY_PICTURE)
         timer.lap("pictures")
-    atomic_write_json(out / METADATA_FILE, _metadata(cfg, timer))
+    atomic_write_json(out / METADATA_FILE, _metadata(cfg, timer, choice))
     return out
 
 
