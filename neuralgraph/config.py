@@ -319,7 +319,8 @@ class ClaudeConfig(_Section):
     lever_below: Optional[float] = Field(
         None, gt=0.0, le=1.0,
         description="The heuristic's levers (rule 3b: the training settings the reference found decisive) stay on "
-                    "while the block's best connectivity_R2 is below this; null: the converged threshold 0.9. "
+                    "while the block's best connectivity_R2 is below this; null: the converged threshold "
+                    "(neuralgraph.metrics.CONVERGED_ABOVE). "
                     "`snakemake reference` sets its search's bar (search.below) here.")
 
 

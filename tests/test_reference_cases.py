@@ -51,6 +51,15 @@ def test_the_low_rank_case_runs_its_case_studys_ten_seeds():
     assert load_config(CASE_DIR / "lowrank.yaml").reference.seeds == [42, 256, 500, 99, 2000, 314, 137, 7, 1000, 3000]
 
 
+def test_the_low_rank_case_records_each_w_along_a_u0_of_its_published_rank():
+    """The case study reports its seeds' activity at effective rank 12-14: the trajectory rule's
+    range is that published number, not a second spelling of it."""
+    cfg = load_config(CASE_DIR / "lowrank.yaml")
+    low, _, high = cfg.reference.published.effective_rank_99.partition("-")
+    assert cfg.simulation.initial_state_rank == [int(low), int(high)]
+    assert cfg.simulation.initial_state_seed is None
+
+
 def test_every_published_regime_has_a_case_file():
     assert REQUIRED <= {path.stem for path in CASES}
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tiny_configs import REPO, tiny_config_dict
-from neuralgraph.config import parse_config
+from neuralgraph.config import INITIAL_STATE_CANDIDATES, ConfigError, parse_config
 from neuralgraph.dataset import load_dataset
 from neuralgraph.simulate import (
     LORENTZ_RAW_STD,
@@ -425,3 +425,66 @@ def test_initial_state_seed_moves_the_trajectory_alone_and_keeps_old_hashes(tmp_
     assert not np.array_equal(np.load(default / "u.npy"), np.load(other / "u.npy"))
     assert _cfg(**base).simulation_hash() != _cfg(**base, **{"simulation.initial_state_seed": 9}).simulation_hash()
     assert _cfg(**base).simulation_hash() == _cfg(**base, **{"simulation.initial_state_seed": None}).simulation_hash()
+
+
+
+#: a small recording whose u(0) streams differ in effective rank (seconds for all of them)
+_TRAJECTORIES = {"simulation.connectivity_type": "Gaussian", "simulation.W_draw": "reference",
+                 "simulation.n_frames": 800, "training.held_out_frames": 300}
+
+
+def _rank_99(folder: Path) -> int:
+    return json.loads((folder / "stats.json").read_text())["effective_rank_99"]
+
+
+def test_initial_state_rank_keeps_the_first_stream_in_range_as_if_it_were_named(tmp_path, capfd):
+    """The rule passes over the own stream and every earlier one out of range, and records the
+    same dataset as naming the stream it keeps (u, du and W bit for bit); metadata.json lists
+    each rank it saw, and the log says which u(0) it kept."""
+    ranks = {None: _rank_99(simulate(_cfg(**_TRAJECTORIES), tmp_path / "own", progress=False, pictures=False))}
+    for stream in range(INITIAL_STATE_CANDIDATES):
+        named = simulate(_cfg(**_TRAJECTORIES, **{"simulation.initial_state_seed": stream}), tmp_path / f"stream_{stream}",
+                         progress=False, pictures=False)
+        rank = _rank_99(named)
+        ranks[stream] = rank
+        if rank not in list(ranks.values())[:-1]:
+            break
+    else:
+        pytest.fail(f"every u(0) stream has a rank seen before: {ranks}")
+    capfd.readouterr()
+    ruled = simulate(_cfg(**_TRAJECTORIES, **{"simulation.initial_state_rank": [rank, rank]}), tmp_path / "ruled",
+                     progress=False, pictures=False)
+    for name in ("u.npy", "du.npy", "W.npy"):
+        assert _sha(ruled / name) == _sha(named / name), name
+    assert json.loads((ruled / "metadata.json").read_text())["initial_state"] == {
+        "rank_range": [rank, rank], "initial_state_seed": stream, "in_range": True,
+        "tried": [{"initial_state_seed": k, "effective_rank_99": r} for k, r in ranks.items()]}
+    assert f"u(0) from initial_state_seed {stream} (in range; effective rank 99% by stream: own: {ranks[None]}" in capfd.readouterr().err
+
+
+def test_initial_state_rank_out_of_every_streams_reach_keeps_the_own_stream_and_says_so(tmp_path, capfd):
+    n = _cfg(**_TRAJECTORIES).simulation.n_neurons
+    own = simulate(_cfg(**_TRAJECTORIES), tmp_path / "own", progress=False, pictures=False)
+    ruled = simulate(_cfg(**_TRAJECTORIES, **{"simulation.initial_state_rank": [n, n]}), tmp_path / "ruled",
+                     progress=False, pictures=False)
+    assert _sha(ruled / "u.npy") == _sha(own / "u.npy")
+    choice = json.loads((ruled / "metadata.json").read_text())["initial_state"]
+    assert choice["initial_state_seed"] is None and choice["in_range"] is False
+    assert [t["initial_state_seed"] for t in choice["tried"]] == [None, *range(INITIAL_STATE_CANDIDATES)]
+    assert all(t["effective_rank_99"] < n for t in choice["tried"])
+    assert "u(0) from simulation.seed's own (none in range, so the own stream" in capfd.readouterr().err
+    # without the rule, metadata.json has no initial_state entry and the hash is today's
+    assert "initial_state" not in json.loads((own / "metadata.json").read_text())
+    assert _cfg(**_TRAJECTORIES).simulation_hash() != _cfg(**_TRAJECTORIES, **{"simulation.initial_state_rank": [n, n]}).simulation_hash()
+
+
+@pytest.mark.parametrize("rule, other, message", [
+    ([5, 3], {}, r"simulation\.initial_state_rank = \[5, 3\]: must be \[low, high\] with 1 <= low <= high <= n_neurons"),
+    ([0, 3], {}, r"simulation\.initial_state_rank = \[0, 3\]: must be \[low, high\]"),
+    ([3, 4], {"simulation.initial_state_seed": 2},
+     r"initial_state_rank = \[3, 4\] and initial_state_seed = 2: set one of them"),
+    ([3], {}, r"simulation\.initial_state_rank"),
+])
+def test_a_bad_initial_state_rank_is_refused_naming_the_field(rule, other, message):
+    with pytest.raises(ConfigError, match=message):
+        _cfg(**_TRAJECTORIES, **other, **{"simulation.initial_state_rank": rule})

@@ -286,11 +286,12 @@ def _plan(ctx: DecisionContext, rng: random.Random, code: Optional["_CodeView"] 
     best = best_node(ctx.nodes, ctx.block)
     current = ctx.current_node
     plan = _robustness(ctx, chain, scores, top, best, current, rng)
-    if plan is None and best is not None and reward(best) >= SUCCESS:
-        plan = _lever(ctx, chain, best)  # a converged block below a higher bar: the reference's levers first
+    levers_first = best is not None and reward(best) >= SUCCESS  # converged below a higher bar: the reference's levers
+    if plan is None and levers_first:
+        plan = _lever(ctx, chain, best)
     if plan is None and code is not None:
         plan = _code_modification(ctx, chain, scores, best, rng, code)
-    if plan is None:
+    if plan is None and not levers_first:
         plan = _lever(ctx, chain, best)
     if plan is not None:
         return plan

@@ -6,6 +6,9 @@ user runs it, stopped during its second run, and resumed by the same command.
 """
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -27,8 +30,29 @@ RERUN = {"name": "tiny_again", "case": "tiny", "set": {"training.seed": 5}, "see
 CASE_SET = {"simulation.initial_state_std": 4.0}
 
 
+def first_new_rank_of_seed_0(workdir) -> tuple[int, int]:
+    """The first u(0) stream of W seed 0 (as the spec sets it) whose activity's effective rank
+    differs from every earlier stream's, own first, and that rank: a range the rank rule can
+    only meet on that stream. Simulated by hand, as a user would check the rule."""
+    from neuralgraph.config import INITIAL_STATE_CANDIDATES, load_config, with_updates
+    from neuralgraph.simulate import simulate
+
+    start = with_updates(load_config(TINY_EXPERIMENT), {"simulation.seed": 0, **CASE_SET})
+    seen = []
+    for stream in [None, *range(INITIAL_STATE_CANDIDATES)]:
+        folder = simulate(with_updates(start, {"simulation.initial_state_seed": stream}), workdir / "by_hand" / str(stream),
+                          progress=False, pictures=False)
+        rank = json.loads((folder / "stats.json").read_text())["effective_rank_99"]
+        if stream is not None and rank not in seen:
+            return stream, rank
+        seen.append(rank)
+    pytest.fail(f"no u(0) stream of the tiny case has a new effective rank: {seen}")
+
+
 def write_case_and_spec(workdir):
     case = yaml.safe_load(TINY_EXPERIMENT.read_text())
+    _, rank = first_new_rank_of_seed_0(workdir)
+    case["simulation"]["initial_state_rank"] = [rank, rank]  # as the low-rank case records its trajectories
     case["reference"] = {
         "name": "tiny", "sources": ["[T] the tiny experiment (a test case)"],
         "published": {"connectivity_R2": PUBLISHED, "test_R2": 0.9, "effective_rank_99": "3", "where": "[T] this test"},
@@ -187,3 +211,26 @@ def test_the_specs_set_on_a_case_reaches_every_run_of_it(stopped_and_resumed):
     for path in roots:
         assert yaml.safe_load(path.read_text())["simulation"]["initial_state_std"] == 4.0, path
 
+
+
+def test_each_seed_records_w_along_the_u0_its_case_asks_for_by_rank(stopped_and_resumed):
+    """The case's initial_state_rank through the workflow: seed 0's data are those of the stream
+    found by hand (bit for bit), every run's metadata.json says which stream it kept and the rank
+    of each one tried, and its simulate log says so."""
+    workdir, folder, *_ = stopped_and_resumed
+    stream, rank = first_new_rank_of_seed_0(workdir)
+    by_hand = workdir / "by_hand" / str(stream)
+    for run in ("tiny_s0", "tiny_slow_W_s0", "tiny_s0_search"):
+        data = folder / "runs" / run / "data"
+        np.testing.assert_array_equal(np.load(data / "u.npy"), np.load(by_hand / "u.npy"), err_msg=run)
+        choice = json.loads((data / "metadata.json").read_text())["initial_state"]
+        assert (choice["initial_state_seed"], choice["rank_range"], choice["in_range"]) == (stream, [rank, rank], True)
+        assert f"u(0) from initial_state_seed {stream} (in range" in (folder / "runs" / run / "logs" / "simulate.log").read_text()
+    for metadata in (folder / "runs").glob("*/data/metadata.json"):
+        choice = json.loads(metadata.read_text())["initial_state"]
+        ranks = [t["effective_rank_99"] for t in choice["tried"]]
+        kept = json.loads((metadata.parent / "stats.json").read_text())["effective_rank_99"]
+        if choice["in_range"]:  # the first stream in range, and the data are its recording
+            assert ranks.index(rank) == len(ranks) - 1 and kept == rank, metadata
+        else:  # none in range: the own stream
+            assert rank not in ranks and choice["initial_state_seed"] is None and kept == ranks[0], metadata
