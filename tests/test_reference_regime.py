@@ -47,7 +47,7 @@ def test_the_regime_seeds_are_the_first_ten_from_ten_whose_activity_has_the_publ
     assert (low, high) == (12, 14)
     seeds = range(FIRST_SEED, max(entry.seeds) + 1)
     assert entry.set["simulation.W_draw"] == "ours"  # the draws were chosen among our generator's
-    as_run = [f"--set={field}={value}" for field, value in entry.set.items()]
+    as_run = [f"--set={field}={json.dumps(value)}" for field, value in entry.set.items()]  # as YAML reads it: null, not None
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "activity_windows.py"), entry.experiment,
                            "--seeds", *map(str, seeds), "--window", "10000", *as_run],
                           capture_output=True, text=True, cwd=ROOT)
