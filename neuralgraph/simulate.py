@@ -303,14 +303,6 @@ def initial_state(sim: SimulationConfig, stream: int | None = None) -> np.ndarra
     return (sim.initial_state_std * rng.standard_normal(sim.n_neurons)).astype(np.float32)
 
 
-def initial_state_streams(sim: SimulationConfig) -> list[int | None]:
-    """The u(0) streams a simulation may record, in the order tried: the one ``initial_state_seed``
-    names, or under ``initial_state_rank`` the own stream then 0 .. INITIAL_STATE_CANDIDATES - 1."""
-    if sim.initial_state_rank is None:
-        return [sim.initial_state_seed]
-    return [None, *range(INITIAL_STATE_CANDIDATES)]
-
-
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
     """One independent generator per source of randomness (see module docstring)."""
     children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
@@ -438,21 +430,24 @@ def _record(sim: SimulationConfig, stepper: _EulerStepper, out: Path, progress: 
     (None without the rule)."""
     from neuralgraph.stats import effective_ranks
 
-    streams = initial_state_streams(sim)
-    tried: list[dict[str, Any]] = []
-    for stream in streams:
+    def record_along(stream: int | None) -> None:
         _write_activity(sim, stepper, initial_state(sim, stream), _rngs(sim.seed), out, progress, timer)
-        if sim.initial_state_rank is None:
-            return None
+
+    if sim.initial_state_rank is None:
+        record_along(sim.initial_state_seed)
+        return None
+    low, high = sim.initial_state_rank
+    tried: list[dict[str, Any]] = []
+    for stream in [None, *range(INITIAL_STATE_CANDIDATES)]:  # the own stream first
+        record_along(stream)
         rank = effective_ranks(np.load(out / "u.npy", mmap_mode="r"), (0.99,))[0]
         tried.append({"initial_state_seed": stream, "effective_rank_99": rank})
-        low, high = sim.initial_state_rank
         if low <= rank <= high:
             _say_initial_state(out, stream, tried, in_range=True)
             return {"rank_range": [low, high], "initial_state_seed": stream, "in_range": True, "tried": tried}
-    _write_activity(sim, stepper, initial_state(sim, None), _rngs(sim.seed), out, progress, timer)
+    record_along(None)  # none in range: the own stream, simulated again (seconds at N = 100)
     _say_initial_state(out, None, tried, in_range=False)
-    return {"rank_range": list(sim.initial_state_rank), "initial_state_seed": None, "in_range": False, "tried": tried}
+    return {"rank_range": [low, high], "initial_state_seed": None, "in_range": False, "tried": tried}
 
 
 def _say_initial_state(out: Path, stream: int | None, tried: list[dict[str, Any]], in_range: bool) -> None:
