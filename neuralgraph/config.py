@@ -342,6 +342,14 @@ class PublishedResult(_Section):
     seeds_above: Optional[str] = Field(None, description="Per-seed outcome where published, e.g. '8 of 10 above 0.999'.")
     where: str = Field(description="Which page or file of the reference gives these numbers.")
 
+    def effective_rank_range(self) -> Optional[tuple[int, int]]:
+        """The published effective rank as [low, high] ("12-14" -> (12, 14), "144" -> (144, 144)):
+        the range a case's ``simulation.initial_state_rank`` records its W along. None where unpublished."""
+        if not self.effective_rank_99:
+            return None
+        low, _, high = self.effective_rank_99.partition("-")
+        return int(low), int(high or low)
+
 
 class ReferenceCase(_Section):
     """Optional metadata of a case rebuilt from the reference (config/experiments/reference/):
@@ -492,7 +500,8 @@ def inert_training_fields(config: Mapping[str, Any]) -> set[str]:
 def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:
     """The simulation section as hashed: ``Dale_law_excitatory`` only when Dale's law is on
     (without it the field changes nothing, and experiments made before it keep their hash); ``W_draw``
-    ``initial_state_seed`` and ``initial_state_rank`` only when they are not the default, for the same reason."""
+    ``initial_state_seed`` and ``initial_state_rank`` only when they are not the default, for the same reason;
+    with ``initial_state_rank`` also INITIAL_STATE_CANDIDATES, which decides the stream the rule keeps."""
     fields = sim.model_dump(mode="json")
     if not sim.Dale_law:
         fields.pop("Dale_law_excitatory", None)
@@ -501,6 +510,8 @@ def simulation_hash_fields(sim: SimulationConfig) -> dict[str, Any]:
     for optional in ("initial_state_seed", "initial_state_rank"):
         if getattr(sim, optional) is None:
             fields.pop(optional, None)
+    if sim.initial_state_rank is not None:  # how many streams the rule may try decides which it keeps
+        fields["initial_state_candidates"] = INITIAL_STATE_CANDIDATES
     return fields
 
 

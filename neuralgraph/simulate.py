@@ -438,16 +438,25 @@ def _record(sim: SimulationConfig, stepper: _EulerStepper, out: Path, progress: 
         return None
     low, high = sim.initial_state_rank
     tried: list[dict[str, Any]] = []
-    for stream in [None, *range(INITIAL_STATE_CANDIDATES)]:  # the own stream first
-        record_along(stream)
-        rank = effective_ranks(np.load(out / "u.npy", mmap_mode="r"), (0.99,))[0]
-        tried.append({"initial_state_seed": stream, "effective_rank_99": rank})
-        if low <= rank <= high:
-            _say_initial_state(out, stream, tried, in_range=True)
-            return {"rank_range": [low, high], "initial_state_seed": stream, "in_range": True, "tried": tried}
-    record_along(None)  # none in range: the own stream, simulated again (seconds at N = 100)
-    _say_initial_state(out, None, tried, in_range=False)
-    return {"rank_range": [low, high], "initial_state_seed": None, "in_range": False, "tried": tried}
+    own = {name: out / f".{name}.own" for name in ("u.npy", "du.npy")}
+    try:
+        for stream in [None, *range(INITIAL_STATE_CANDIDATES)]:  # the own stream first
+            record_along(stream)
+            rank = effective_ranks(np.load(out / "u.npy", mmap_mode="r"), (0.99,))[0]
+            tried.append({"initial_state_seed": stream, "effective_rank_99": rank})
+            if low <= rank <= high:
+                _say_initial_state(out, stream, tried, in_range=True)
+                return {"rank_range": [low, high], "initial_state_seed": stream, "in_range": True, "tried": tried}
+            if stream is None:  # kept aside, not simulated again (minutes at N = 1000) if none is in range
+                for name, aside in own.items():
+                    os.replace(out / name, aside)
+        for name, aside in own.items():  # none in range: the own stream's recording
+            os.replace(aside, out / name)
+        _say_initial_state(out, None, tried, in_range=False)
+        return {"rank_range": [low, high], "initial_state_seed": None, "in_range": False, "tried": tried}
+    finally:
+        for aside in own.values():
+            aside.unlink(missing_ok=True)
 
 
 def _say_initial_state(out: Path, stream: int | None, tried: list[dict[str, Any]], in_range: bool) -> None:

@@ -55,9 +55,15 @@ def test_the_low_rank_case_records_each_w_along_a_u0_of_its_published_rank():
     """The case study reports its seeds' activity at effective rank 12-14: the trajectory rule's
     range is that published number, not a second spelling of it."""
     cfg = load_config(CASE_DIR / "lowrank.yaml")
-    low, _, high = cfg.reference.published.effective_rank_99.partition("-")
-    assert cfg.simulation.initial_state_rank == [int(low), int(high)]
+    assert cfg.reference.published.effective_rank_range() == (12, 14)
+    assert tuple(cfg.simulation.initial_state_rank) == (12, 14)
     assert cfg.simulation.initial_state_seed is None
+
+
+@pytest.mark.parametrize("text, expected", [("12-14", (12, 14)), ("144", (144, 144)), (None, None)])
+def test_a_published_effective_rank_reads_as_a_range(text, expected):
+    published = load_config(CASE_DIR / "lowrank.yaml").reference.published.model_copy(update={"effective_rank_99": text})
+    assert published.effective_rank_range() == expected
 
 
 def test_every_published_regime_has_a_case_file():

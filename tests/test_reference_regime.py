@@ -32,18 +32,13 @@ def test_every_shipped_reference_spec_loads_with_its_cases(path, monkeypatch):
     assert case_runs(spec), f"{path.name} runs nothing"
 
 
-def published_rank_range(cfg) -> tuple[int, int]:
-    low, _, high = cfg.reference.published.effective_rank_99.partition("-")
-    return int(low), int(high or low)
-
-
 @pytest.mark.slow
 def test_the_regime_seeds_are_the_first_ten_from_ten_whose_activity_has_the_published_rank(monkeypatch):
     """Recomputed with benchmarks/activity_windows.py, the script the seeds were chosen with."""
     monkeypatch.chdir(ROOT)
     spec = load_spec(REGIME_SPEC)
     [entry] = spec.cases
-    low, high = published_rank_range(case_config(entry))
+    low, high = case_config(entry).reference.published.effective_rank_range()
     assert (low, high) == (12, 14)
     seeds = range(FIRST_SEED, max(entry.seeds) + 1)
     assert entry.set["simulation.W_draw"] == "ours"  # the draws were chosen among our generator's
@@ -69,7 +64,7 @@ GAIN_2_STREAMS = {"gain2_10k": 3, "gain2_30k": 2}
 def test_a_case_that_chooses_its_trajectory_by_rank_uses_its_published_rank(path):
     cfg = load_config(path)
     if cfg.simulation.initial_state_rank is not None:
-        assert tuple(cfg.simulation.initial_state_rank) == published_rank_range(cfg)
+        assert tuple(cfg.simulation.initial_state_rank) == cfg.reference.published.effective_rank_range()
 
 
 @pytest.mark.slow
@@ -81,6 +76,6 @@ def test_a_gain_2_case_records_the_trajectory_its_measured_runs_had(case, tmp_pa
     cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"seed": cfg.reference.seeds[0]})})
     folder = simulate(cfg, tmp_path / case, progress=False, pictures=False)
     choice = json.loads((folder / "metadata.json").read_text())["initial_state"]
-    low, high = published_rank_range(cfg)
+    low, high = cfg.reference.published.effective_rank_range()
     assert choice["initial_state_seed"] == GAIN_2_STREAMS[case] and choice["in_range"], choice
     assert [low <= t["effective_rank_99"] <= high for t in choice["tried"]] == [False] * (len(choice["tried"]) - 1) + [True]

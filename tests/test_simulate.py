@@ -462,12 +462,22 @@ def test_initial_state_rank_keeps_the_first_stream_in_range_as_if_it_were_named(
     assert f"u(0) from initial_state_seed {stream} (in range; effective rank 99% by stream: own: {ranks[None]}" in capfd.readouterr().err
 
 
-def test_initial_state_rank_out_of_every_streams_reach_keeps_the_own_stream_and_says_so(tmp_path, capfd):
+def test_initial_state_rank_out_of_every_streams_reach_keeps_the_own_stream_and_says_so(tmp_path, capfd, monkeypatch):
+    """None in range: the own stream's recording, kept aside while the others are tried (each
+    stream simulated once, not the own one twice), nothing left beside the dataset."""
+    import neuralgraph.simulate as simulate_module
     n = _cfg(**_TRAJECTORIES).simulation.n_neurons
     own = simulate(_cfg(**_TRAJECTORIES), tmp_path / "own", progress=False, pictures=False)
+    recordings = []
+    write_activity = simulate_module._write_activity
+    monkeypatch.setattr(simulate_module, "_write_activity",
+                        lambda *args, **kwargs: recordings.append(1) or write_activity(*args, **kwargs))
     ruled = simulate(_cfg(**_TRAJECTORIES, **{"simulation.initial_state_rank": [n, n]}), tmp_path / "ruled",
                      progress=False, pictures=False)
-    assert _sha(ruled / "u.npy") == _sha(own / "u.npy")
+    assert len(recordings) == 1 + INITIAL_STATE_CANDIDATES
+    for name in ("u.npy", "du.npy"):
+        assert _sha(ruled / name) == _sha(own / name), name
+    assert not [p.name for p in ruled.iterdir() if p.name.startswith(".")]
     choice = json.loads((ruled / "metadata.json").read_text())["initial_state"]
     assert choice["initial_state_seed"] is None and choice["in_range"] is False
     assert [t["initial_state_seed"] for t in choice["tried"]] == [None, *range(INITIAL_STATE_CANDIDATES)]
@@ -476,6 +486,18 @@ def test_initial_state_rank_out_of_every_streams_reach_keeps_the_own_stream_and_
     # without the rule, metadata.json has no initial_state entry and the hash is today's
     assert "initial_state" not in json.loads((own / "metadata.json").read_text())
     assert _cfg(**_TRAJECTORIES).simulation_hash() != _cfg(**_TRAJECTORIES, **{"simulation.initial_state_rank": [n, n]}).simulation_hash()
+
+
+def test_the_number_of_streams_the_rank_rule_may_try_is_part_of_the_dataset_hash(monkeypatch):
+    """Which u(0) the rule keeps depends on how many streams it may try: another count is another
+    dataset, never a cached one."""
+    import neuralgraph.config as config_module
+    ruled = _cfg(**_TRAJECTORIES, **{"simulation.initial_state_rank": [3, 4]})
+    plain = _cfg(**_TRAJECTORIES)
+    before, plain_before = ruled.simulation_hash(), plain.simulation_hash()
+    monkeypatch.setattr(config_module, "INITIAL_STATE_CANDIDATES", INITIAL_STATE_CANDIDATES + 1)
+    assert ruled.simulation_hash() != before
+    assert plain.simulation_hash() == plain_before  # without the rule the count decides nothing
 
 
 @pytest.mark.parametrize("rule, other, message", [
